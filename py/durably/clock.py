@@ -1,0 +1,63 @@
+"""Time and ids, in the formats the database stores.
+
+Timestamps are ISO-8601 UTC strings of fixed width (``2026-11-25T18:49:08.123456Z``), so
+comparing them as text compares them as times, in SQL and in Python, on both hosts.
+Ids are ULIDs: 26 characters, sortable by creation time, unique across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+Clock = Callable[[], datetime]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    """Format an aware datetime as the fixed-width UTC text the database stores."""
+    if dt.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def add_seconds(dt: datetime, seconds: float) -> datetime:
+    return dt + timedelta(seconds=seconds)
+
+
+class UlidFactory:
+    """Makes ULIDs that rise strictly within this process, even within one millisecond."""
+
+    def __init__(self) -> None:
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, now: datetime | None = None) -> str:
+        ms = int((now.timestamp() if now is not None else time.time()) * 1000)
+        if ms <= self._last_ms:
+            # Same (or an earlier, if the clock stepped back) millisecond: keep the order
+            # by counting up from the previous id.
+            ms = self._last_ms
+            rand = self._last_rand + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to count up
+        self._last_ms, self._last_rand = ms, rand
+        value = (ms << 80) | rand
+        chars = []
+        for _ in range(26):
+            chars.append(_CROCKFORD[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))

@@ -1,0 +1,97 @@
+"""Database drivers: the one place where the two hosts differ.
+
+A driver is a small object with one entry point for SQL::
+
+    rows, changes = driver.execute(sql, params)
+
+``rows`` is a list of tuples of plain values (``None``, ``int``, ``float``, ``str``,
+``bytes``); ``changes`` is the number of rows the statement inserted, updated or deleted
+(0 for a query). Transactions are plain SQL (``BEGIN IMMEDIATE`` / ``COMMIT`` /
+``ROLLBACK``) sent through the same entry point, so a driver needs no transaction API.
+
+A driver raises :class:`durably.errors.StorageError` for every database failure, with
+``code`` set to SQLite's error name (``"SQLITE_BUSY"``, ``"SQLITE_FULL"``,
+``"SQLITE_CONSTRAINT_UNIQUE"``, ...) when it is known. The store never asks which driver
+it has.
+
+``Sqlite3Driver`` (CPython's ``sqlite3``) lives here; the browser's driver, which calls
+the JavaScript SQLite bridge, lives in ``durably.pyodide_driver``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from .errors import StorageError, ValidationError
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What the store needs from a database connection."""
+
+    #: A short name for messages and benchmarks, e.g. ``"sqlite3"`` or ``"opfs-sahpool"``.
+    name: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+        """Run one statement; return ``(rows, changes)``. Raise ``StorageError`` on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection. Calling it twice is harmless."""
+        ...
+
+
+class Sqlite3Driver:
+    """CPython's ``sqlite3`` on a file (or ``":memory:"``).
+
+    The connection is in autocommit mode (the store sends its own ``BEGIN IMMEDIATE``),
+    in WAL mode with ``synchronous=NORMAL``: a commit survives a killed process, and
+    several processes can share the file (readers never block the writer; writers wait up
+    to ``busy_timeout`` seconds for each other).
+    """
+
+    name = "sqlite3"
+
+    def __init__(self, path: str, *, busy_timeout: float = 10.0, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValidationError(
+                f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
+            )
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout,
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, f"cannot open the database {path!r}") from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+        try:
+            cur = self._conn.execute(sql, params)
+            rows = cur.fetchall() if cur.description is not None else []
+            return rows, cur.rowcount if cur.rowcount > 0 else 0
+        except sqlite3.Error as exc:
+            raise _storage_error(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:  # pragma: no cover - closing a broken connection
+            pass
+
+
+def _storage_error(exc: sqlite3.Error, context: str | None = None) -> StorageError:
+    code = getattr(exc, "sqlite_errorname", None)
+    message = str(exc)
+    if context:
+        message = f"{context}: {message}"
+    return StorageError(message, code=code)

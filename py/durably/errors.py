@@ -1,0 +1,89 @@
+"""The errors durably raises: one small hierarchy under :class:`DurablyError`.
+
+Each message says what went wrong and what to do about it. The class name is part of the
+contract: the browser host sends it to the page, which rebuilds a JS error of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurablyError(Exception):
+    """Base class of every error durably raises on purpose."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as plain data, for the browser protocol and the CLI."""
+        return {"name": type(self).__name__, "message": str(self)}
+
+
+class ValidationError(DurablyError, ValueError):
+    """Bad input: a job input that does not match its schema, a bad option, a bad key."""
+
+
+class NotFoundError(DurablyError, LookupError):
+    """An unknown run id or job name."""
+
+
+class ConflictError(DurablyError):
+    """The run is in a state that does not allow the operation (e.g. cancel a finished run)."""
+
+
+class CancelledError(DurablyError):
+    """The run was cancelled. Not a subclass of ``asyncio.CancelledError``."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "run_id": self.run_id}
+
+
+class RunFailedError(DurablyError):
+    """The awaited run failed; ``error`` and ``failed_step`` are the run's own."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        error: str | None = None,
+        failed_step: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.error = error
+        self.failed_step = failed_step
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "run_id": self.run_id,
+            "error": self.error,
+            "failed_step": self.failed_step,
+        }
+
+
+class LeaseLostError(DurablyError):
+    """This worker no longer holds the run's lease (it expired and another worker took the
+    run, or the run was cancelled): the write was refused and nothing was stored."""
+
+
+class StorageError(DurablyError):
+    """The database refused or failed an operation (disk full, I/O error, locked, ...).
+
+    ``code`` is SQLite's error name when the driver knows it, e.g. ``"SQLITE_FULL"``.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "code": self.code}
+
+
+class SchemaError(StorageError):
+    """The database was written by a newer durably, or is not a durably database.
+    It is left untouched."""

@@ -1,0 +1,86 @@
+"""Job definitions: the ``@job`` decorator."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, overload
+
+from .errors import ValidationError
+from .schemas import Schema, make_schema
+
+MAX_NAME_LENGTH = 200
+
+
+def check_name(value: Any, what: str) -> str:
+    """Job names, step names and keys: non-empty text without control characters."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
+    if not value or not value.strip():
+        raise ValidationError(f"{what} must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{what} {value!r} contains control characters")
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    """A registered job: its name, its ``async`` function and its input/output schemas."""
+
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    input_schema: Schema = field(default_factory=Schema, repr=False)
+    output_schema: Schema = field(default_factory=Schema, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<durably job {self.name!r}>"
+
+
+@overload
+def job(name: Callable[..., Awaitable[Any]]) -> Job: ...
+@overload
+def job(name: str | None = None, *, input: Any = None, output: Any = None) -> Callable[[Callable[..., Awaitable[Any]]], Job]: ...
+
+
+def job(name: Any = None, *, input: Any = None, output: Any = None) -> Any:
+    """Declare a job: an ``async def fn(step, input)`` made of named steps.
+
+    ``input``/``output`` may be a dataclass (checked field by field against its
+    annotations), a pydantic model, or a callable validator. Usable bare (``@job``) or
+    with a name (``@job("sync-users")``); the name defaults to the function's name.
+
+    Example::
+
+        @job("sync-users")
+        async def sync_users(step, input):
+            users = await step.run("fetch", lambda: fetch(input["org"]))
+            return {"count": len(users)}
+    """
+    if callable(name) and not isinstance(name, str):
+        return _make(name, None, None, None)
+    if name is not None:
+        check_name(name, "a job name")
+
+    def decorate(fn: Callable[..., Awaitable[Any]]) -> Job:
+        return _make(fn, name, input, output)
+
+    return decorate
+
+
+def _make(fn: Any, name: str | None, input: Any, output: Any) -> Job:
+    if isinstance(fn, Job):
+        raise ValidationError(f"{fn!r} is already a job; apply @job once")
+    if not inspect.iscoroutinefunction(fn):
+        raise ValidationError(
+            f"@job needs an 'async def' function taking (step, input); "
+            f"{getattr(fn, '__name__', fn)!r} is not a coroutine function"
+        )
+    job_name = check_name(name or fn.__name__, "a job name")
+    return Job(
+        name=job_name,
+        fn=fn,
+        input_schema=make_schema(input, f"the input schema of job {job_name!r}"),
+        output_schema=make_schema(output, f"the output schema of job {job_name!r}"),
+    )

@@ -1,0 +1,617 @@
+"""The runtime kernel: claim a run, execute its job step by step, renew its lease, finish it.
+
+It is separate from the public API (``Durably``) and can be driven one run at a time
+(``Runtime.process_one``) or by the worker loop (``Runtime.run_loop``).
+
+How a run ends, and who writes what:
+
+* the job returns: the output is stored and the run is ``completed`` (fenced);
+* the job raises: the run is ``failed`` with the error and the step that raised (fenced);
+* the run is cancelled (here or by another process): the interrupted step is stored as
+  ``cancelled`` and its result, if any, is thrown away;
+* the worker stops: the job is interrupted at its next step boundary and the lease is
+  handed back, so another worker resumes the run at once;
+* the lease was lost (expired and taken over): nothing more is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import LeaseLostError, StorageError, ValidationError
+from .jobs import Job, check_name
+from .schemas import check_json
+from .store import Claimed, PendingWrites
+
+if TYPE_CHECKING:
+    from .app import Durably
+
+logger = logging.getLogger("durably")
+
+# How long progress and log lines may wait for a step commit to carry them before they
+# are written on their own.
+FLUSH_DELAY = 0.5
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class _StopRequested(BaseException):
+    """Raised at a step boundary when the worker is stopping. A BaseException so that a
+    job's ``except Exception`` does not swallow it."""
+
+
+@dataclass
+class _StepFailure:
+    index: int
+    name: str
+    started_at: str
+    exc: BaseException
+
+
+class RunContext:
+    """Everything the runtime knows about one run while this worker executes it."""
+
+    def __init__(self, runtime: "Runtime", claimed: Claimed, job: Job) -> None:
+        run = claimed.run
+        self.runtime = runtime
+        self.run = run
+        self.run_id = run.id
+        self.job = job
+        self.generation = claimed.generation
+        self.done = claimed.done
+        self.next_index = claimed.next_index
+        self.seen: set[str] = set()
+        self.current: tuple[int, str, str] | None = None  # (index, name, started_at)
+        self.failure: _StepFailure | None = None
+        self.pending = PendingWrites()
+        self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
+        self.task: asyncio.Task | None = None
+        self.flush_handle: asyncio.TimerHandle | None = None
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        self.runtime.app._events.emit(event_type, self.run_id, self.run.job_name, self.run.labels, **data)
+
+
+class StepLog:
+    """``step.log.info/warn/error(message, data=None)``: persisted with the run, and
+    emitted at once as ``log:write``."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    def info(self, message: str, data: Any = None) -> None:
+        self._write("info", message, data)
+
+    def warn(self, message: str, data: Any = None) -> None:
+        self._write("warn", message, data)
+
+    def error(self, message: str, data: Any = None) -> None:
+        self._write("error", message, data)
+
+    def _write(self, level: str, message: str, data: Any) -> None:
+        if not isinstance(message, str):
+            raise ValidationError(f"a log message must be a string, got {type(message).__name__}")
+        data_json = None if data is None else check_json(data, "log data")
+        ctx = self._ctx
+        step_name = ctx.current[1] if ctx.current else None
+        entry = (step_name, level, message, data_json, ctx.runtime.app._now())
+        if ctx.pending.logs is None:
+            ctx.pending.logs = []
+        ctx.pending.logs.append(entry)
+        ctx.runtime.schedule_flush(ctx)
+        ctx.emit("log:write", step_name=step_name, level=level, message=message, data=data)
+
+
+class Step:
+    """What a job receives: ``await step.run(name, fn)``, ``step.progress(...)``,
+    ``step.log.info(...)``, ``step.cancelled``."""
+
+    __slots__ = ("_ctx", "log")
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        self.log = StepLog(ctx)
+
+    @property
+    def run_id(self) -> str:
+        return self._ctx.run_id
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled; the job should return soon (it is interrupted
+        at its next ``await`` anyway)."""
+        return self._ctx.cancel_reason in ("user", "external")
+
+    async def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (a sync or async callable without arguments) as the step ``name``,
+        once per run: if the step completed before (in an earlier attempt), return its
+        stored result without calling ``fn``. The result must be JSON data; what the step
+        returns is what JSON gives back (a tuple comes back as a list), first time or not.
+
+        Example::
+
+            users = await step.run("fetch", lambda: fetch_users(org))
+        """
+        ctx = self._ctx
+        check_name(name, "a step name")
+        if not callable(fn):
+            raise ValidationError(f"step {name!r}: fn must be a callable without arguments, got {type(fn).__name__}")
+        if name in ctx.seen:
+            exc = ValidationError(
+                f"step name {name!r} is used twice in one execution of job {ctx.run.job_name!r}; "
+                "each step needs its own name (in a loop, put the item's id or index in it)"
+            )
+            ctx.failure = _StepFailure(ctx.next_index, name, ctx.runtime.app._now(), exc)
+            raise exc
+        ctx.seen.add(name)
+        hit = ctx.done.get(name)
+        if hit is not None:
+            return json.loads(hit[1])
+        return await ctx.runtime.execute_step(ctx, name, fn)
+
+    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; shown at once to listeners (``run:progress``) and stored with
+        the run's next commit (within half a second)."""
+        for label, value in (("current", current), ("total", total)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValidationError(f"progress {label} must be a number, got {type(value).__name__}")
+        if current is None:
+            raise ValidationError("progress current must be a number, got None")
+        if message is not None and not isinstance(message, str):
+            raise ValidationError(f"progress message must be a string, got {type(message).__name__}")
+        ctx = self._ctx
+        progress = {"current": current, "total": total, "message": message}
+        ctx.pending.progress = check_json(progress, "progress")
+        ctx.runtime.schedule_flush(ctx)
+        ctx.emit("run:progress", progress=progress)
+
+
+class Runtime:
+    def __init__(self, app: "Durably") -> None:
+        self.app = app
+        self.active: dict[str, RunContext] = {}
+        self.stopping = False
+        self._tasks: set[asyncio.Task] = set()
+        self._waiter: asyncio.Future | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._last_maintenance = float("-inf")
+        self._lease_until: dict[str, str] = {}
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def claim(self) -> Claimed | None:
+        app = self.app
+        names = list(app._jobs)
+        if not names:
+            return None
+        now = app._clock()
+        lease_until = app._iso_after(now, app.lease_duration)
+        claimed = app._store.claim(
+            owner=app.worker_id, job_names=names, now=app._iso(now), lease_until=lease_until
+        )
+        if claimed is not None:
+            self._lease_until[claimed.run.id] = lease_until
+        return claimed
+
+    async def process_one(self) -> bool:
+        claimed = self.claim()
+        if claimed is None:
+            return False
+        await self.execute(claimed)
+        return True
+
+    # -- executing a run ------------------------------------------------------------------
+
+    async def execute(self, claimed: Claimed) -> None:
+        app = self.app
+        run = claimed.run
+        job = app._jobs[run.job_name]
+        ctx = RunContext(self, claimed, job)
+        ctx.task = asyncio.current_task()
+        self.active[run.id] = ctx
+        renewer = asyncio.ensure_future(self._renew_loop(ctx))
+        started = time.monotonic()
+        try:
+            ctx.emit(
+                "run:leased",
+                worker_id=app.worker_id,
+                lease_generation=ctx.generation,
+                lease_expires_at=self._lease_until.pop(run.id, None),
+                resumed_steps=len(ctx.done),
+            )
+            await self._run_job(ctx, started)
+        finally:
+            renewer.cancel()
+            if ctx.flush_handle is not None:
+                ctx.flush_handle.cancel()
+            self.active.pop(run.id, None)
+            app._notify_finished(run.id)
+            self.wake()
+
+    async def _run_job(self, ctx: RunContext, started: float) -> None:
+        app = self.app
+        job = ctx.job
+        try:
+            value = job.input_schema.load(ctx.run.input, f"the input of run {ctx.run_id}")
+            result = await job.fn(Step(ctx), value)
+            if ctx.cancel_reason is not None:
+                raise asyncio.CancelledError()
+            data = job.output_schema.dump(result, f"the output of job {job.name!r}")
+            output_json = check_json(data, f"the output of job {job.name!r}")
+        except _StopRequested:
+            self._release(ctx)
+            return
+        except asyncio.CancelledError:
+            if not self._on_cancelled(ctx):
+                raise
+            return
+        except LeaseLostError as exc:
+            self._lease_lost(ctx, str(exc))
+            return
+        except StorageError as exc:
+            self._storage_failed(ctx, exc)
+            return
+        except Exception as exc:
+            self._fail(ctx, exc)
+            return
+        try:
+            ok = app._store.finish_run(
+                run_id=ctx.run_id,
+                generation=ctx.generation,
+                status="completed",
+                now=app._now(),
+                output_json=output_json,
+                pending=ctx.pending,
+                preserve_steps=app.preserve_steps,
+            )
+        except StorageError as exc:
+            self._storage_failed(ctx, exc)
+            return
+        if not ok:
+            self._lost(ctx)
+            return
+        ctx.pending.clear()
+        ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
+
+    async def execute_step(self, ctx: RunContext, name: str, fn: Callable[[], Any]) -> Any:
+        app = self.app
+        if self.stopping:
+            raise _StopRequested()
+        if ctx.cancel_reason is not None:
+            raise asyncio.CancelledError()
+        index = ctx.next_index
+        ctx.next_index += 1
+        started_at = app._now()
+        ctx.current = (index, name, started_at)
+        ctx.emit("step:start", step_name=name, step_index=index)
+        t0 = time.monotonic()
+        try:
+            value = fn()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            ctx.failure = _StepFailure(index, name, started_at, exc)
+            raise
+        if ctx.cancel_reason is not None:
+            # Cancelled while a synchronous step ran: its result is never stored.
+            raise asyncio.CancelledError()
+        if isinstance(value, _PLAIN) and not (isinstance(value, float) and value != value):
+            try:
+                output_json = json.dumps(value, allow_nan=False)
+            except ValueError:
+                output_json = None
+        else:
+            output_json = None
+        if output_json is None:
+            try:
+                output_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            except (TypeError, ValueError) as err:
+                exc = ValidationError(
+                    f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
+                    "return dicts, lists, strings, numbers, booleans or None"
+                )
+                ctx.failure = _StepFailure(index, name, started_at, exc)
+                raise exc from None
+            value = json.loads(output_json)
+        now = app._clock()
+        ok = app._store.complete_step(
+            run_id=ctx.run_id,
+            generation=ctx.generation,
+            index=index,
+            name=name,
+            output_json=output_json,
+            started_at=started_at,
+            now=app._iso(now),
+            lease_until=app._iso_after(now, app.lease_duration),
+            pending=ctx.pending,
+        )
+        if not ok:
+            self._raise_lost(ctx)
+        ctx.pending.clear()
+        ctx.current = None
+        ctx.done[name] = (index, output_json)
+        ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
+        return value
+
+    # -- how runs end -----------------------------------------------------------------------
+
+    def _fail(self, ctx: RunContext, exc: Exception) -> None:
+        app = self.app
+        failure = ctx.failure if ctx.failure is not None and _caused_by(exc, ctx.failure.exc) else None
+        error = f"{type(exc).__name__}: {exc}"
+        step = None
+        if failure is not None:
+            step = (failure.index, failure.name, "failed", f"{type(failure.exc).__name__}: {failure.exc}", failure.started_at)
+        try:
+            ok = app._store.finish_run(
+                run_id=ctx.run_id,
+                generation=ctx.generation,
+                status="failed",
+                now=app._now(),
+                error=error,
+                failed_step=failure.name if failure else None,
+                step=step,
+                pending=ctx.pending,
+                preserve_steps=app.preserve_steps,
+            )
+        except StorageError as err:
+            self._storage_failed(ctx, err)
+            return
+        if not ok:
+            self._lost(ctx)
+            return
+        ctx.pending.clear()
+        if failure is not None:
+            ctx.emit("step:fail", step_name=failure.name, step_index=failure.index, error=step[3])  # type: ignore[index]
+        ctx.emit("run:fail", error=error, failed_step=failure.name if failure else None)
+
+    def _on_cancelled(self, ctx: RunContext) -> bool:
+        """Handle an asyncio cancellation of the run's task. Returns False if it did not
+        come from durably (the caller re-raises it)."""
+        reason = ctx.cancel_reason
+        task = asyncio.current_task()
+        if reason is None:
+            # Someone else cancelled us (the event loop is closing, or the caller's own
+            # timeout): hand the run back so it resumes elsewhere, and let it propagate.
+            self._release(ctx)
+            return False
+        if task is not None and task.cancelling():
+            task.uncancel()
+        if reason == "stop":
+            self._release(ctx)
+        elif reason == "lease-lost":
+            self._lease_lost(ctx, "the lease expired and another worker took the run")
+        else:
+            self._record_cancel(ctx)
+        return True
+
+    def _record_cancel(self, ctx: RunContext) -> None:
+        app = self.app
+        current = ctx.current
+        step = (current[0], current[1], "cancelled", None, current[2]) if current else None
+        try:
+            app._store.record_cancelled(
+                run_id=ctx.run_id,
+                generation=ctx.generation,
+                step=step,
+                now=app._now(),
+                pending=ctx.pending,
+                preserve_steps=app.preserve_steps,
+            )
+        except StorageError as exc:
+            self._worker_error(ctx, exc, "storing the cancelled step")
+        if current is not None:
+            ctx.emit("step:cancel", step_name=current[1], step_index=current[0])
+        if ctx.cancel_reason == "external":
+            ctx.emit("run:cancel")  # the canceller was another process; tell our listeners too
+
+    def _release(self, ctx: RunContext) -> None:
+        app = self.app
+        try:
+            app._store.release(run_id=ctx.run_id, generation=ctx.generation, now=app._now(), pending=ctx.pending)
+        except StorageError as exc:
+            self._worker_error(ctx, exc, "handing the lease back (the run resumes when the lease expires)")
+
+    def _lost(self, ctx: RunContext) -> None:
+        """A fenced write changed nothing: find out whether the run was cancelled or taken."""
+        state = self.app._store.run_state(ctx.run_id)
+        if state is not None and state[0] == "cancelled" and state[1] == ctx.generation:
+            ctx.cancel_reason = ctx.cancel_reason or "external"
+            self._record_cancel(ctx)
+        else:
+            self._lease_lost(ctx, "the run's lease is no longer held by this worker")
+
+    def _raise_lost(self, ctx: RunContext) -> None:
+        state = self.app._store.run_state(ctx.run_id)
+        if state is not None and state[0] == "cancelled" and state[1] == ctx.generation:
+            ctx.cancel_reason = ctx.cancel_reason or "external"
+            raise asyncio.CancelledError()
+        ctx.cancel_reason = "lease-lost"
+        raise LeaseLostError(
+            f"run {ctx.run_id}: this worker lost its lease (generation {ctx.generation}); "
+            "the step's result was not stored and another worker owns the run now"
+        )
+
+    def _lease_lost(self, ctx: RunContext, why: str) -> None:
+        self.app._events.emit(
+            "worker:error", ctx.run_id, ctx.run.job_name, ctx.run.labels,
+            error=f"LeaseLostError: {why}", context="lease lost; nothing more is written for this run",
+        )
+
+    def _storage_failed(self, ctx: RunContext, exc: StorageError) -> None:
+        """The database failed mid-run: nothing half-written (the transaction rolled back).
+        Hand the run back so it is retried, by this worker or another."""
+        self._worker_error(ctx, exc, "a database write failed; the run is handed back and will be retried")
+        self._release(ctx)
+
+    def _worker_error(self, ctx: RunContext | None, exc: BaseException, context: str) -> None:
+        logger.error("durably: %s: %r", context, exc)
+        run = ctx.run if ctx else None
+        self.app._events.emit(
+            "worker:error",
+            run.id if run else None,
+            run.job_name if run else None,
+            run.labels if run else None,
+            error=f"{type(exc).__name__}: {exc}",
+            context=context,
+        )
+
+    # -- leases, flushes --------------------------------------------------------------------
+
+    async def _renew_loop(self, ctx: RunContext) -> None:
+        app = self.app
+        while True:
+            await asyncio.sleep(app.lease_renew_interval)
+            now = app._clock()
+            lease_until = app._iso_after(now, app.lease_duration)
+            try:
+                ok = app._store.renew(
+                    run_id=ctx.run_id, generation=ctx.generation, now=app._iso(now),
+                    lease_until=lease_until, pending=ctx.pending,
+                )
+            except StorageError as exc:
+                self._worker_error(ctx, exc, "renewing a lease (will try again)")
+                continue
+            if ok:
+                ctx.pending.clear()
+                ctx.emit(
+                    "run:lease-renewed",
+                    worker_id=app.worker_id,
+                    lease_generation=ctx.generation,
+                    lease_expires_at=lease_until,
+                )
+                continue
+            state = app._store.run_state(ctx.run_id)
+            cancelled = state is not None and state[0] == "cancelled" and state[1] == ctx.generation
+            self.interrupt(ctx, "external" if cancelled else "lease-lost")
+            return
+
+    def interrupt(self, ctx: RunContext, reason: str) -> None:
+        if ctx.cancel_reason is None or reason == "user":
+            ctx.cancel_reason = reason
+        if ctx.task is not None and not ctx.task.done():
+            ctx.task.cancel()
+
+    def schedule_flush(self, ctx: RunContext) -> None:
+        if ctx.flush_handle is None:
+            loop = asyncio.get_running_loop()
+            ctx.flush_handle = loop.call_later(FLUSH_DELAY, self._flush, ctx)
+
+    def _flush(self, ctx: RunContext) -> None:
+        ctx.flush_handle = None
+        if ctx.pending.empty() or self.active.get(ctx.run_id) is not ctx:
+            return
+        app = self.app
+        try:
+            if app._store.flush(run_id=ctx.run_id, generation=ctx.generation, now=app._now(), pending=ctx.pending):
+                ctx.pending.clear()
+        except StorageError as exc:
+            self._worker_error(ctx, exc, "storing progress and logs (will try again with the next commit)")
+
+    # -- the worker loop ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        handle = loop.call_later(seconds, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    async def run_loop(self) -> None:
+        app = self.app
+        while not self.stopping:
+            claimed_any = False
+            while len(self.active) < app.max_concurrent_runs and not self.stopping:
+                try:
+                    claimed = self.claim()
+                except StorageError as exc:
+                    self._worker_error(None, exc, "claiming a run (will try again)")
+                    break
+                if claimed is None:
+                    break
+                claimed_any = True
+                task = asyncio.ensure_future(self._guarded_execute(claimed))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not claimed_any and not self.active:
+                self._maybe_maintain()
+            if self.stopping:
+                break
+            if claimed_any and len(self.active) < app.max_concurrent_runs:
+                await asyncio.sleep(0)  # let new runs start, then look for more
+                continue
+            await self._sleep(app.polling_interval)
+
+    async def _guarded_execute(self, claimed: Claimed) -> None:
+        try:
+            await self.execute(claimed)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in durably itself: report it, keep the worker
+            self._worker_error(None, exc, f"executing run {claimed.run.id}")
+
+    def _maybe_maintain(self) -> None:
+        app = self.app
+        if app.retain_runs is None:
+            return
+        now = time.monotonic()
+        if now - self._last_maintenance < app.maintenance_interval:
+            return
+        self._last_maintenance = now
+        try:
+            app.purge_runs(app.retain_runs)
+        except StorageError as exc:
+            self._worker_error(None, exc, "purging old runs (retain_runs)")
+
+    async def start(self) -> None:
+        self.stopping = False
+        self._loop_task = asyncio.ensure_future(self.run_loop())
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    async def stop(self, timeout: float | None) -> None:
+        self.stopping = True
+        self.wake()
+        if self._loop_task is not None:
+            try:
+                await self._loop_task
+            finally:
+                self._loop_task = None
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            if late:
+                for ctx in list(self.active.values()):
+                    if ctx.task in late:
+                        self.interrupt(ctx, "stop")
+                await asyncio.gather(*late, return_exceptions=True)
+        self.stopping = False
+
+
+def _caused_by(exc: BaseException, origin: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 50:
+        if current is origin:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False

@@ -1,0 +1,95 @@
+"""The database schema, as numbered migrations.
+
+This is the contract between the hosts: a file written in the browser opens on CPython and
+the reverse. Never edit a migration that has shipped; add the next number instead.
+All tables are prefixed ``durably_`` so the runtime can share a file with an application.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """
+            CREATE TABLE durably_runs (
+                id               TEXT PRIMARY KEY,
+                job_name         TEXT NOT NULL,
+                status           TEXT NOT NULL CHECK (status IN
+                                   ('pending', 'leased', 'completed', 'failed', 'cancelled')),
+                input            TEXT NOT NULL,
+                output           TEXT,
+                error            TEXT,
+                failed_step      TEXT,
+                labels           TEXT NOT NULL DEFAULT '{}',
+                idempotency_key  TEXT,
+                concurrency_key  TEXT,
+                progress         TEXT,
+                lease_owner      TEXT,
+                lease_generation INTEGER NOT NULL DEFAULT 0,
+                lease_expires_at TEXT,
+                completed_steps  INTEGER NOT NULL DEFAULT 0,
+                retrigger_of     TEXT,
+                created_at       TEXT NOT NULL,
+                started_at       TEXT,
+                completed_at     TEXT,
+                updated_at       TEXT NOT NULL
+            )
+            """,
+            # Same job + same key = same run, forever (until the run is deleted).
+            """
+            CREATE UNIQUE INDEX durably_runs_idempotency
+                ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL
+            """,
+            # Claiming (oldest pending first) and listing by status, newest first.
+            "CREATE INDEX durably_runs_status ON durably_runs (status, id)",
+            "CREATE INDEX durably_runs_job ON durably_runs (job_name, id)",
+            """
+            CREATE INDEX durably_runs_concurrency
+                ON durably_runs (concurrency_key, status) WHERE concurrency_key IS NOT NULL
+            """,
+            # Retention and purge: finished runs by age.
+            """
+            CREATE INDEX durably_runs_finished
+                ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
+            """,
+            """
+            CREATE TABLE durably_run_labels (
+                run_id TEXT NOT NULL,
+                key    TEXT NOT NULL,
+                value  TEXT NOT NULL,
+                PRIMARY KEY (run_id, key)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX durably_run_labels_kv ON durably_run_labels (key, value, run_id)",
+            """
+            CREATE TABLE durably_steps (
+                run_id       TEXT NOT NULL,
+                idx          INTEGER NOT NULL,
+                name         TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
+                output       TEXT,
+                error        TEXT,
+                started_at   TEXT NOT NULL,
+                completed_at TEXT NOT NULL,
+                UNIQUE (run_id, idx),
+                UNIQUE (run_id, name)
+            )
+            """,
+            """
+            CREATE TABLE durably_logs (
+                id         INTEGER PRIMARY KEY,
+                run_id     TEXT NOT NULL,
+                step_name  TEXT,
+                level      TEXT NOT NULL,
+                message    TEXT NOT NULL,
+                data       TEXT,
+                created_at TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX durably_logs_run ON durably_logs (run_id, id)",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,560 @@
+"""All of durably's SQL, one method per state transition.
+
+Every write a worker makes is fenced: its ``WHERE`` names the run's ``status`` and the
+``lease_generation`` the worker claimed, and the method reads the row count. A worker that
+lost its lease (expired and taken over, or cancelled) changes nothing, and learns so from
+the ``False`` it gets back. Nothing here reads a row and then writes it on the strength
+of what it read outside a ``BEGIN IMMEDIATE`` transaction.
+
+The store is synchronous: both hosts' SQLite calls are synchronous in-process calls.
+A lock makes each method atomic with respect to other threads of the same process
+(a CPython program may trigger from a thread while the worker loop runs).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from .driver import Driver
+from .errors import ConflictError, NotFoundError, SchemaError, StorageError
+from .models import FINISHED, RUN_COLUMNS, LogRecord, Run, StepRecord, run_from_row
+from .clock import parse_iso
+from .schema import LATEST_VERSION, MIGRATIONS
+
+_FINISHED_SQL = "('completed', 'failed', 'cancelled')"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run this worker now holds, with the steps it already completed."""
+
+    run: Run
+    generation: int
+    done: dict[str, tuple[int, str]]  # step name -> (index, output JSON)
+    next_index: int
+
+
+@dataclass
+class PendingWrites:
+    """Progress and log lines waiting to ride along with the run's next commit.
+
+    The store writes them but does not clear them: the caller clears them once the
+    commit succeeded, so a failed commit loses nothing."""
+
+    progress: str | None = None
+    logs: list[tuple] | None = None  # (step_name, level, message, data_json, created_at)
+
+    def empty(self) -> bool:
+        return self.progress is None and not self.logs
+
+    def clear(self) -> None:
+        """Call once the commit that carried them succeeded."""
+        self.progress = None
+        self.logs = None
+
+
+class Store:
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self._lock = threading.RLock()
+        self._migrated = False
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+        return self.driver.execute(sql, params)
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two
+        processes never both read a state and then both act on it."""
+        with self._lock:
+            self._ensure_schema()
+            self._x("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                try:
+                    self._x("ROLLBACK")
+                except StorageError:
+                    pass  # the failed statement may already have rolled it back
+                raise
+            self._x("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[None]:
+        with self._lock:
+            self._ensure_schema()
+            yield
+
+    def _ensure_schema(self) -> None:
+        if not self._migrated:
+            self.migrate()
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return its version. A database written by a newer
+        durably is refused and left untouched."""
+        with self._lock:
+            if self._migrated:
+                return LATEST_VERSION
+            version = self._schema_version()
+            if version > LATEST_VERSION:
+                raise SchemaError(
+                    f"this database was written by a newer durably (schema version {version}; "
+                    f"this durably knows up to {LATEST_VERSION}). Upgrade durably to open it; "
+                    "the database was not modified."
+                )
+            if version < LATEST_VERSION:
+                self._x("BEGIN IMMEDIATE")
+                try:
+                    self._x(
+                        "CREATE TABLE IF NOT EXISTS durably_migrations ("
+                        "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+                    )
+                    # Another process may have migrated while we waited for the lock.
+                    rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
+                    current = rows[0][0]
+                    for number, statements in MIGRATIONS:
+                        if number <= current:
+                            continue
+                        for sql in statements:
+                            self._x(sql)
+                        self._x(
+                            "INSERT INTO durably_migrations (version, applied_at) "
+                            "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                            (number,),
+                        )
+                    self._x("COMMIT")
+                except BaseException:
+                    try:
+                        self._x("ROLLBACK")
+                    except StorageError:
+                        pass
+                    raise
+            self._migrated = True
+            return LATEST_VERSION
+
+    def _schema_version(self) -> int:
+        rows, _ = self._x(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'durably_migrations'"
+        )
+        if not rows:
+            return 0
+        rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
+        return int(rows[0][0])
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._schema_version()
+
+    # -- triggering -----------------------------------------------------------------------
+
+    def insert_run(
+        self,
+        *,
+        run_id: str,
+        job_name: str,
+        input_json: str,
+        labels: dict[str, str],
+        idempotency_key: str | None,
+        concurrency_key: str | None,
+        coalesce: str | None,
+        now: str,
+        retrigger_of: str | None = None,
+    ) -> tuple[Run, str]:
+        """Insert a pending run, or return the run that the keys say it is.
+
+        Returns ``(run, disposition)``: ``"created"``, ``"idempotent"`` (same job and
+        idempotency key) or ``"coalesced"`` (a pending run of the same job and concurrency
+        key exists and ``coalesce == "skip"``). Raises ``ConflictError`` when such a
+        pending run exists and ``coalesce`` is None. Call inside ``transaction()``.
+        """
+        if idempotency_key is not None:
+            rows, _ = self._x(
+                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? AND idempotency_key = ?",
+                (job_name, idempotency_key),
+            )
+            if rows:
+                return run_from_row(rows[0], "idempotent"), "idempotent"
+        if concurrency_key is not None:
+            rows, _ = self._x(
+                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? "
+                "AND concurrency_key = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                (job_name, concurrency_key),
+            )
+            if rows:
+                if coalesce == "skip":
+                    return run_from_row(rows[0], "coalesced"), "coalesced"
+                raise ConflictError(
+                    f"job {job_name!r} already has a pending run ({rows[0][0]}) with "
+                    f"concurrency key {concurrency_key!r}; wait for it to start, or pass "
+                    "coalesce='skip' to get that run back instead of an error"
+                )
+        labels_json = json.dumps(labels, sort_keys=True)
+        self._x(
+            "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
+            "concurrency_key, retrigger_of, created_at, updated_at) "
+            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                job_name,
+                input_json,
+                labels_json,
+                idempotency_key,
+                concurrency_key,
+                retrigger_of,
+                now,
+                now,
+            ),
+        )
+        for key, value in labels.items():
+            self._x(
+                "INSERT INTO durably_run_labels (run_id, key, value) VALUES (?, ?, ?)",
+                (run_id, key, value),
+            )
+        created = (
+            run_id, job_name, "pending", input_json, None, None, None, labels_json, None,
+            now, None, None, now, idempotency_key, concurrency_key, 0, retrigger_of,
+        )
+        return run_from_row(created, "created"), "created"
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction for callers that group several store calls (trigger_many)."""
+        with self._write():
+            yield
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._read():
+            rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?", (run_id,))
+        return run_from_row(rows[0]) if rows else None
+
+    def _run_row(self, run_id: str) -> tuple | None:
+        rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def get_runs(
+        self,
+        *,
+        statuses: Sequence[str] | None,
+        job_names: Sequence[str] | None,
+        labels: dict[str, str] | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[Run]:
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if job_names:
+            where.append(f"job_name IN ({', '.join('?' * len(job_names))})")
+            params.extend(job_names)
+        for key, value in (labels or {}).items():
+            where.append(
+                "id IN (SELECT run_id FROM durably_run_labels WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        sql = f"SELECT {RUN_COLUMNS} FROM durably_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        params.extend((-1 if limit is None else limit, offset))
+        with self._read():
+            rows, _ = self._x(sql, params)
+        return [run_from_row(r) for r in rows]
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        with self._read():
+            rows, _ = self._x(
+                "SELECT run_id, name, idx, status, output, error, started_at, completed_at "
+                "FROM durably_steps WHERE run_id = ? ORDER BY idx",
+                (run_id,),
+            )
+        return [
+            StepRecord(
+                run_id=r[0],
+                name=r[1],
+                index=r[2],
+                status=r[3],
+                output=json.loads(r[4]) if r[4] is not None else None,
+                error=r[5],
+                started_at=parse_iso(r[6]),  # type: ignore[arg-type]
+                completed_at=parse_iso(r[7]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+
+    def get_logs(self, run_id: str) -> list[LogRecord]:
+        with self._read():
+            rows, _ = self._x(
+                "SELECT id, run_id, step_name, level, message, data, created_at "
+                "FROM durably_logs WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            )
+        return [
+            LogRecord(
+                id=r[0],
+                run_id=r[1],
+                step_name=r[2],
+                level=r[3],
+                message=r[4],
+                data=json.loads(r[5]) if r[5] is not None else None,
+                created_at=parse_iso(r[6]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+
+    def run_state(self, run_id: str) -> tuple[str, int] | None:
+        """``(status, lease_generation)`` of a run, or None if it is gone."""
+        with self._read():
+            rows, _ = self._x(
+                "SELECT status, lease_generation FROM durably_runs WHERE id = ?", (run_id,)
+            )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # -- the worker's transitions ---------------------------------------------------------
+
+    def claim(
+        self, *, owner: str, job_names: Sequence[str], now: str, lease_until: str
+    ) -> Claimed | None:
+        """Lease the oldest claimable run of one of ``job_names``, in one statement.
+
+        Claimable: pending, or leased with an expired lease (its worker died), and no other
+        run with the same concurrency key holds a live lease. The claim bumps
+        ``lease_generation``, which fences every later write of the previous holder.
+        """
+        if not job_names:
+            return None
+        marks = ", ".join("?" * len(job_names))
+        with self._write():
+            rows, _ = self._x(
+                f"""
+                UPDATE durably_runs
+                SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
+                    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+                WHERE id = (
+                    SELECT r.id FROM durably_runs r
+                    WHERE r.job_name IN ({marks})
+                      AND (r.status = 'pending'
+                           OR (r.status = 'leased' AND r.lease_expires_at < ?))
+                      AND (r.concurrency_key IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM durably_runs o
+                            WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id
+                              AND o.status = 'leased' AND o.lease_expires_at >= ?))
+                    ORDER BY r.id LIMIT 1)
+                RETURNING {RUN_COLUMNS}
+                """,
+                (owner, lease_until, now, now, *job_names, now, now),
+            )
+            if not rows:
+                return None
+            row = rows[0]
+            steps, _ = self._x(
+                "SELECT name, idx, output FROM durably_steps "
+                "WHERE run_id = ? AND status = 'completed' ORDER BY idx",
+                (row[0],),
+            )
+            count, _ = self._x("SELECT COUNT(*) FROM durably_steps WHERE run_id = ?", (row[0],))
+        done = {name: (idx, output) for name, idx, output in steps}
+        return Claimed(run=run_from_row(row), generation=row[17], done=done, next_index=count[0][0])
+
+    def _fence(self, run_id: str, generation: int, now: str, pending: PendingWrites | None,
+               extra_set: str = "", extra_params: Sequence[Any] = (), status: str = "leased") -> bool:
+        """The fenced UPDATE that every worker write starts with; writes pending logs too."""
+        progress = pending.progress if pending else None
+        _, changes = self._x(
+            f"UPDATE durably_runs SET updated_at = ?, progress = COALESCE(?, progress){extra_set} "
+            "WHERE id = ? AND status = ? AND lease_generation = ?",
+            (now, progress, *extra_params, run_id, status, generation),
+        )
+        if not changes:
+            return False
+        if pending is not None and pending.logs:
+            self._write_logs(run_id, pending.logs)
+        return True
+
+    def _write_logs(self, run_id: str, logs: list[tuple]) -> None:
+        for step_name, level, message, data, created_at in logs:
+            self._x(
+                "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, step_name, level, message, data, created_at),
+            )
+
+    def complete_step(
+        self,
+        *,
+        run_id: str,
+        generation: int,
+        index: int,
+        name: str,
+        output_json: str,
+        started_at: str,
+        now: str,
+        lease_until: str,
+        pending: PendingWrites | None,
+    ) -> bool:
+        """Store a completed step and bump the run's counters in one transaction; extend
+        the lease. False (and nothing written) if the lease is no longer ours."""
+        with self._write():
+            if not self._fence(
+                run_id, generation, now, pending,
+                ", completed_steps = completed_steps + 1, lease_expires_at = ?", (lease_until,),
+            ):
+                return False
+            self._x(
+                "INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
+                "VALUES (?, ?, ?, 'completed', ?, ?, ?)",
+                (run_id, index, name, output_json, started_at, now),
+            )
+        return True
+
+    def renew(
+        self, *, run_id: str, generation: int, now: str, lease_until: str, pending: PendingWrites | None
+    ) -> bool:
+        with self._write():
+            return self._fence(
+                run_id, generation, now, pending, ", lease_expires_at = ?", (lease_until,)
+            )
+
+    def flush(self, *, run_id: str, generation: int, now: str, pending: PendingWrites) -> bool:
+        """Write buffered progress and logs on their own (no step finished lately)."""
+        with self._write():
+            return self._fence(run_id, generation, now, pending)
+
+    def finish_run(
+        self,
+        *,
+        run_id: str,
+        generation: int,
+        status: str,
+        now: str,
+        output_json: str | None = None,
+        error: str | None = None,
+        failed_step: str | None = None,
+        step: tuple | None = None,
+        pending: PendingWrites | None = None,
+        preserve_steps: bool = True,
+    ) -> bool:
+        """Complete or fail a run (fenced), with its failed step record if any.
+
+        ``step`` is ``(index, name, status, error, started_at)`` of the step that ended it.
+        """
+        with self._write():
+            if not self._fence(
+                run_id, generation, now, pending,
+                ", status = ?, output = ?, error = ?, failed_step = ?, completed_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL",
+                (status, output_json, error, failed_step, now),
+            ):
+                return False
+            if step is not None:
+                self._insert_step_record(run_id, step, now)
+            if not preserve_steps:
+                self._delete_details(run_id)
+        return True
+
+    def _insert_step_record(self, run_id: str, step: tuple, now: str) -> None:
+        index, name, status, error, started_at = step
+        self._x(
+            "INSERT OR IGNORE INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, index, name, status, error, started_at, now),
+        )
+
+    def record_cancelled(
+        self, *, run_id: str, generation: int, step: tuple | None, now: str,
+        pending: PendingWrites | None, preserve_steps: bool,
+    ) -> bool:
+        """After a cancel: store the interrupted step as cancelled, fenced by the generation
+        the worker held (the run's status is already ``cancelled``)."""
+        with self._write():
+            if not self._fence(run_id, generation, now, pending, status="cancelled"):
+                return False
+            if step is not None and preserve_steps:
+                self._insert_step_record(run_id, step, now)
+            if not preserve_steps:
+                self._delete_details(run_id)
+        return True
+
+    def release(self, *, run_id: str, generation: int, now: str, pending: PendingWrites | None) -> bool:
+        """Hand a lease back: the run is pending again, its steps kept, and the next worker
+        takes it at once instead of waiting for the lease to expire."""
+        with self._write():
+            return self._fence(
+                run_id, generation, now, pending,
+                ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL",
+            )
+
+    # -- operations on runs -----------------------------------------------------------------
+
+    def cancel(self, run_id: str, now: str) -> Run:
+        """Cancel a pending or leased run at once. Returns the run as it was before."""
+        with self._write():
+            row = self._run_row(run_id)
+            if row is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            if row[2] in FINISHED:
+                raise ConflictError(
+                    f"run {run_id} is already {row[2]}; only pending or leased runs can be cancelled"
+                )
+            self._x(
+                "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                (now, now, run_id),
+            )
+        return run_from_row(row)
+
+    def finished_row_for(self, run_id: str, action: str) -> tuple:
+        row = self._run_row(run_id)
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id!r}")
+        if row[2] not in FINISHED:
+            raise ConflictError(
+                f"run {run_id} is {row[2]}; {action} needs a finished run "
+                "(completed, failed or cancelled): cancel it first or wait for it"
+            )
+        return row
+
+    def delete_run(self, run_id: str) -> Run:
+        with self._write():
+            row = self.finished_row_for(run_id, "delete")
+            self._delete_details(run_id)
+            self._x("DELETE FROM durably_run_labels WHERE run_id = ?", (run_id,))
+            self._x("DELETE FROM durably_runs WHERE id = ?", (run_id,))
+        return run_from_row(row)
+
+    def _delete_details(self, run_id: str) -> None:
+        self._x("DELETE FROM durably_steps WHERE run_id = ?", (run_id,))
+        self._x("DELETE FROM durably_logs WHERE run_id = ?", (run_id,))
+
+    def purge(self, *, cutoff: str, limit: int) -> list[Run]:
+        """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first."""
+        with self._write():
+            rows, _ = self._x(
+                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE completed_at IS NOT NULL "
+                f"AND completed_at < ? AND status IN {_FINISHED_SQL} ORDER BY completed_at LIMIT ?",
+                (cutoff, limit),
+            )
+            if rows:
+                ids = [row[0] for row in rows]
+                marks = ", ".join("?" * len(ids))
+                for table, column in (
+                    ("durably_steps", "run_id"),
+                    ("durably_logs", "run_id"),
+                    ("durably_run_labels", "run_id"),
+                    ("durably_runs", "id"),
+                ):
+                    self._x(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+        return [run_from_row(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self.driver.close()
