@@ -1,0 +1,35 @@
+"""``python -m bench [--quick] [--rounds R] [--only a,b] [--scale-runs N] [--out DIR]``"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bench import report, runner
+from bench.contenders import CPYTHON
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small cases, 2 rounds: a smoke run under a minute")
+    p.add_argument("--rounds", type=int, help="rounds of alternation (default 2 quick, 3 full)")
+    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join(CPYTHON)}")
+    p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
+    p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
+    p.add_argument("--stem", default="latest", help="file name stem of the outputs")
+    a = p.parse_args(argv)
+    only = [x.strip() for x in a.only.split(",")] if a.only else None
+    unknown = [x for x in only or [] if x not in CPYTHON]
+    if unknown:
+        p.error(f"unknown contender(s): {', '.join(unknown)}")
+    plan = runner.make_plan(a.quick, a.rounds, a.scale_runs)
+    res = runner.run_plan(plan, only)
+    paths = report.write(res, a.out, a.stem)
+    print(report.markdown(res))
+    print("wrote " + ", ".join(paths.values()), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

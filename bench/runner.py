@@ -1,0 +1,241 @@
+"""Run the cases round by round, alternating the contenders, and summarise.
+
+Each round runs every case once per contender, in a rotated order (round r starts with the
+r-th contender), so no contender always goes first or always runs on a machine warmed or
+loaded by the same neighbour. The machine is shared and noisy: figures are medians over
+rounds with min and max, and ratios are taken within a round (side by side) before their
+median is taken.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from bench.common import percentile, remove_db, spread
+from bench.contenders import CPYTHON
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TMP = os.path.join(ROOT, "results", "tmp")
+
+# (metric, unit, higher_is_better) per kind of case; the first one is the headline.
+METRICS = {
+    "steps": [
+        ("steps_per_s", "steps/s", True),
+        ("us_per_step", "µs/step", False),
+        ("first_slice_us", "µs/step, first slice", False),
+        ("last_slice_us", "µs/step, last slice", False),
+        ("last_over_first", "last/first slice", False),
+    ],
+    "runs": [("runs_per_s", "runs/s", True)],
+    "trigger": [
+        ("trigger_ms_p50", "trigger ms p50", False),
+        ("trigger_ms_p95", "trigger ms p95", False),
+        ("start_ms_p50", "trigger-to-start ms p50", False),
+        ("start_ms_p95", "trigger-to-start ms p95", False),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    workload: int
+    kind: str  # steps | runs | trigger
+    func: str
+    params: dict
+    title: str
+
+
+@dataclass
+class Plan:
+    mode: str
+    rounds: int
+    cases: list[Case]
+    scale_runs: int | None
+    timeout: float
+    contenders: list[str] = field(default_factory=lambda: list(CPYTHON))
+
+
+def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None) -> Plan:
+    if quick:
+        cases = [
+            Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
+            Case("2-runs-k50", 2, "runs", "runs", {"k": 50}, "Workload 2: 50 one-step runs triggered at once"),
+            Case("3-trigger-k20", 3, "trigger", "trigger_latency", {"k": 20}, "Workload 3: trigger and trigger-to-start latency (20 samples)"),
+        ]
+        return Plan("quick", rounds or 2, cases, 2000 if scale_runs is None else scale_runs, 120)
+    cases = [
+        Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
+        Case("1-steps-n10000", 1, "steps", "steps", {"n": 10_000, "slices": 20}, "Workload 1: one run of 10,000 steps"),
+        Case("2-runs-k100", 2, "runs", "runs", {"k": 100}, "Workload 2: 100 one-step runs triggered at once"),
+        Case("3-trigger-k100", 3, "trigger", "trigger_latency", {"k": 100}, "Workload 3: trigger and trigger-to-start latency (100 samples)"),
+    ]
+    return Plan("full", rounds or 3, cases, 100_000 if scale_runs is None else scale_runs, 1800)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure(module: str, func: str, kwargs: dict, timeout: float) -> dict:
+    """Run one measurement in a child process; return its result or ``{"error": ...}``."""
+    os.makedirs(TMP, exist_ok=True)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    out = os.path.join(TMP, f"result-{tag}.json")
+    db = os.path.join(TMP, f"bench-{tag}.db")
+    kwargs = {**kwargs, "db_path": db}
+    cmd = [sys.executable, "-m", "bench.child", module, func, json.dumps(kwargs), out]
+    cwd = os.path.dirname(ROOT)  # so that `bench` imports from this checkout
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        try:
+            with open(out) as f:
+                got = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            got = {"error": f"child exited {proc.returncode} without a result: {proc.stderr[-2000:]}"}
+    except subprocess.TimeoutExpired:
+        got = {"error": f"timed out after {timeout:.0f} s"}
+    finally:
+        remove_db(db)
+        if os.path.exists(out):
+            os.remove(out)
+    if "ok" in got:
+        return got["ok"]
+    return {"error": got["error"], "traceback": got.get("traceback")}
+
+
+def derive(kind: str, r: dict) -> dict:
+    """The per-round figures a case is summarised by."""
+    if "error" in r:
+        return {}
+    if kind == "steps":
+        sl = r["slice_us_per_step"]
+        return {
+            "steps_per_s": r["steps_per_s"],
+            "us_per_step": 1e6 / r["steps_per_s"],
+            "first_slice_us": sl[0],
+            "last_slice_us": sl[-1],
+            "last_over_first": sl[-1] / sl[0],
+        }
+    if kind == "runs":
+        return {"runs_per_s": r["runs_per_s"]}
+    return {
+        "trigger_ms_p50": percentile(r["trigger_ms"], 50),
+        "trigger_ms_p95": percentile(r["trigger_ms"], 95),
+        "start_ms_p50": percentile(r["start_ms"], 50),
+        "start_ms_p95": percentile(r["start_ms"], 95),
+    }
+
+
+def _ratio(a: float, b: float, higher_better: bool) -> float:
+    """How many times better a is than b (above 1: a is better)."""
+    return a / b if higher_better else b / a
+
+
+def summarise(case: Case, per_round: dict[str, list[dict]]) -> dict:
+    figures = {name: [derive(case.kind, r) for r in rs] for name, rs in per_round.items()}
+    summary = {
+        name: {m: spread([f[m] for f in fs if m in f]) for m, _, _ in METRICS[case.kind]}
+        for name, fs in figures.items()
+    }
+    ratios: dict = {}
+    names = [n for n in per_round if any(figures[n])]
+    for a, b in itertools.combinations(names, 2):
+        pair = {}
+        for m, _, higher in METRICS[case.kind]:
+            if m == "last_over_first":
+                continue
+            vals = [
+                _ratio(fa[m], fb[m], higher)
+                for fa, fb in zip(figures[a], figures[b])
+                if m in fa and m in fb and fa[m] and fb[m]
+            ]
+            pair[m] = spread(vals)
+        ratios[f"{a} vs {b}"] = pair
+    return {"figures": figures, "summary": summary, "ratios": ratios}
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    for pkg in ("dbos", "huey", "sqlalchemy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
+    names = [n for n in plan.contenders if not only or n in only]
+    status: dict[str, dict] = {}
+    for name in names:
+        module, _ = CPYTHON[name]
+        reason = importlib.import_module(module).available()
+        status[name] = {"available": reason is None, "reason": reason}
+        if reason:
+            _log(f"skip {name}: {reason}")
+    live = [n for n in names if status[n]["available"]]
+
+    started = time.time()
+    per_case: dict[str, dict[str, list[dict]]] = {c.id: {n: [] for n in live} for c in plan.cases}
+    for rnd in range(plan.rounds):
+        order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
+        for case in plan.cases:
+            for name in order:
+                module, options = CPYTHON[name]
+                t = time.monotonic()
+                r = measure(module, case.func, {**case.params, **options}, plan.timeout)
+                per_case[case.id][name].append(r)
+                head = METRICS[case.kind][0][0]
+                shown = derive(case.kind, r).get(head)
+                _log(
+                    f"round {rnd + 1}/{plan.rounds} {case.id:16} {name:9} "
+                    + (f"{head}={shown:.1f}" if shown is not None else f"ERROR {r.get('error')}")
+                    + f"  ({time.monotonic() - t:.1f} s wall)"
+                )
+
+    cases_out = []
+    for case in plan.cases:
+        s = summarise(case, per_case[case.id])
+        cases_out.append({
+            "id": case.id, "workload": case.workload, "kind": case.kind, "title": case.title,
+            "params": case.params, "raw": per_case[case.id], **s,
+        })
+
+    scale = None
+    if plan.scale_runs and "durably" in live:
+        _log(f"scale: durably on {plan.scale_runs} runs")
+        module, _ = CPYTHON["durably"]
+        scale = measure(module, "scale", {"n_runs": plan.scale_runs}, plan.timeout * 2)
+        _log(f"scale: {scale}")
+    elif plan.scale_runs:
+        scale = {"skipped": status.get("durably", {}).get("reason") or "durably not selected"}
+
+    return {
+        "meta": {
+            "mode": plan.mode,
+            "rounds": plan.rounds,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_seconds": time.time() - started,
+            "host": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "loadavg_at_end": os.getloadavg(),
+            },
+            "versions": _versions(),
+            "command": " ".join(["python -m bench"] + sys.argv[1:]),
+        },
+        "contenders": status,
+        "cases": cases_out,
+        "scale": scale,
+    }

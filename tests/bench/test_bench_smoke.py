@@ -1,0 +1,52 @@
+"""Smoke test of the bench harness: the quick CPython bench runs end to end and writes the
+JSON, Markdown and HTML reports with the expected shape. No timing is asserted: these
+machines are shared and noisy, and speed is the bench's own report, not a test verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_json_markdown_and_chart_with_every_workload(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--scale-runs", "300",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "latest.json").read_text())
+
+    assert {"mode", "rounds", "host", "versions", "command"} <= res["meta"].keys()
+    assert res["meta"]["mode"] == "quick"
+    assert {c["workload"] for c in res["cases"]} == {1, 2, 3}
+    # The floor needs only the stdlib, so it is always there to compare against.
+    assert res["contenders"]["floor"]["available"]
+    for case in res["cases"]:
+        floor = case["summary"]["floor"]
+        head = {"steps": "steps_per_s", "runs": "runs_per_s", "trigger": "start_ms_p50"}[case["kind"]]
+        assert floor[head]["median"] > 0
+        assert {"median", "min", "max"} <= floor[head].keys()
+        assert len(case["raw"]["floor"]) == 1 and "error" not in case["raw"]["floor"][0]
+        live = [n for n, s in res["contenders"].items() if s["available"]]
+        assert len(case["ratios"]) == len(live) * (len(live) - 1) // 2
+    steps = next(c for c in res["cases"] if c["kind"] == "steps")
+    assert len(steps["raw"]["floor"][0]["slice_us_per_step"]) == steps["params"]["slices"]
+
+    if res["contenders"]["durably"]["available"]:
+        assert {"bytes_per_step", "purge_runs_per_s", "get_runs_label_tenant_limit50_ms"} <= res["scale"].keys()
+    else:
+        assert "skipped" in res["scale"]
+
+    md = (tmp_path / "latest.md").read_text()
+    for title in ("Workload 1", "Workload 2", "Workload 3", "Workload 6", "| floor |", "Ratios"):
+        assert title in md
+    page = (tmp_path / "latest.html").read_text()
+    assert "<svg" in page and "<script" not in page
