@@ -1,0 +1,275 @@
+"""The ``durably`` command (also ``python -m durably``): the CPython host.
+
+    durably worker MODULE --db PATH [--concurrency N]    run jobs until SIGTERM/SIGINT
+    durably trigger --db PATH JOB [INPUT_JSON]           insert a run, no job code needed
+    durably runs --db PATH [--status S] [--job J]        list runs, newest first
+    durably show --db PATH RUN_ID                        one run with its steps and logs
+    durably cancel --db PATH RUN_ID
+    durably retrigger --db PATH RUN_ID
+
+``--db`` defaults to the ``DURABLY_DB`` environment variable. Exit status: 0 on success,
+2 for usage errors and bad input (one line on stderr, no traceback), 1 for other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .app import Durably
+from .errors import ConflictError, DurablyError, NotFoundError, ValidationError
+from .events import Event
+from .jobs import Job
+from .models import Run
+
+BAD_INPUT = (ValidationError, NotFoundError, ConflictError)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 as well; keep it one line
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="durably", description="Durable Python jobs on SQLite.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", default=os.environ.get("DURABLY_DB"),
+                       help="the SQLite database file (default: $DURABLY_DB)")
+
+    w = sub.add_parser("worker", help="run the jobs of MODULE until SIGTERM or SIGINT")
+    w.add_argument("module", metavar="MODULE", help="a module name (my_app.jobs) or a .py file")
+    db_option(w)
+    w.add_argument("--concurrency", type=int, default=1, help="runs executed at once (default 1)")
+    w.add_argument("--polling-interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    w.add_argument("--lease-duration", type=float, default=30.0, help="seconds (default 30)")
+    w.add_argument("--lease-renew-interval", type=float, default=5.0, help="seconds (default 5)")
+    w.add_argument("--retain-runs", default=None, help="purge finished runs older than e.g. 30d, 12h, 15m")
+    w.add_argument("--stop-timeout", type=float, default=None,
+                   help="seconds to let steps in flight finish after SIGTERM before cancelling them")
+    w.add_argument("--quiet", action="store_true", help="do not print a line per event")
+
+    t = sub.add_parser("trigger", help="insert a run of JOB (by name; no job code is imported)")
+    db_option(t)
+    t.add_argument("job", metavar="JOB")
+    t.add_argument("input", metavar="INPUT_JSON", nargs="?", default="null", help="the input as JSON")
+    t.add_argument("--idempotency-key")
+    t.add_argument("--concurrency-key")
+    t.add_argument("--coalesce", choices=["skip"])
+    t.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the run to finish")
+
+    r = sub.add_parser("runs", help="list runs, newest first")
+    db_option(r)
+    r.add_argument("--status", action="append", help="filter by status (repeatable)")
+    r.add_argument("--job", action="append", help="filter by job name (repeatable)")
+    r.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--json", action="store_true", help="print JSON lines")
+
+    for name, text in (("show", "one run with its steps and logs"), ("cancel", "cancel a pending or leased run"),
+                       ("retrigger", "run a finished run's job again with the same input"),
+                       ("delete", "delete a finished run")):
+        p = sub.add_parser(name, help=text)
+        db_option(p)
+        p.add_argument("run_id", metavar="RUN_ID")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:
+        print(f"durably: {exc}", file=sys.stderr)
+        return 2
+    except BAD_INPUT as exc:
+        print(f"durably: {exc}", file=sys.stderr)
+        return 2
+    except DurablyError as exc:
+        print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if not args.db:
+        raise UsageError(f"{args.command}: --db PATH is required (or set DURABLY_DB)")
+    if args.command == "worker":
+        return _worker(args)
+    app = Durably(args.db)
+    try:
+        return _COMMANDS[args.command](app, args)
+    finally:
+        app.close()
+
+
+def _labels(pairs: list[str]) -> dict[str, str] | None:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label takes KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels or None
+
+
+def _trigger(app: Durably, args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"INPUT_JSON is not valid JSON ({exc}); e.g. '{{\"org\": \"a\"}}'") from None
+    run = app.trigger(
+        args.job, data, idempotency_key=args.idempotency_key, concurrency_key=args.concurrency_key,
+        coalesce=args.coalesce, labels=_labels(args.label),
+    )
+    print(json.dumps({"id": run.id, "job_name": run.job_name, "status": run.status, "disposition": run.disposition}))
+    if args.wait is not None:
+        final = asyncio.run(app.wait_for_run(run.id, timeout=args.wait))
+        print(json.dumps(final.to_dict()))
+    return 0
+
+
+def _runs(app: Durably, args: argparse.Namespace) -> int:
+    runs = app.get_runs(status=args.status, job_name=args.job, labels=_labels(args.label), limit=args.limit)
+    if args.json:
+        for run in runs:
+            print(json.dumps(run.to_dict()))
+        return 0
+    print(f"{'ID':26}  {'JOB':20}  {'STATUS':9}  {'PROGRESS':10}  CREATED")
+    for run in runs:
+        print(f"{run.id:26}  {run.job_name[:20]:20}  {run.status:9}  {_progress(run):10}  {run.to_dict()['created_at']}")
+    return 0
+
+
+def _progress(run: Run) -> str:
+    p = run.progress
+    if not p:
+        return "-"
+    return f"{p['current']}/{p['total']}" if p.get("total") is not None else str(p["current"])
+
+
+def _show(app: Durably, args: argparse.Namespace) -> int:
+    run = app.get_run(args.run_id)
+    if run is None:
+        raise NotFoundError(f"no run with id {args.run_id!r}")
+    out = run.to_dict()
+    out["steps"] = [s.to_dict() for s in app.get_steps(run.id)]
+    out["logs"] = [log.to_dict() for log in app.get_logs(run.id)]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cancel(app: Durably, args: argparse.Namespace) -> int:
+    run = app.cancel(args.run_id)
+    print(json.dumps({"id": run.id, "status": run.status}))
+    return 0
+
+
+def _retrigger(app: Durably, args: argparse.Namespace) -> int:
+    run = app.retrigger(args.run_id)
+    print(json.dumps({"id": run.id, "job_name": run.job_name, "status": run.status, "retrigger_of": args.run_id}))
+    return 0
+
+
+def _delete(app: Durably, args: argparse.Namespace) -> int:
+    app.delete_run(args.run_id)
+    print(json.dumps({"id": args.run_id, "deleted": True}))
+    return 0
+
+
+_COMMANDS = {"trigger": _trigger, "runs": _runs, "show": _show, "cancel": _cancel,
+             "retrigger": _retrigger, "delete": _delete}
+
+
+def load_jobs(module: str) -> list[Job]:
+    """Import MODULE (a dotted name, or a path to a .py file) and return the jobs defined
+    at its top level."""
+    if module.endswith(".py") or os.sep in module:
+        path = Path(module)
+        if not path.is_file():
+            raise UsageError(f"no such file: {module}")
+        sys.path.insert(0, str(path.resolve().parent))
+        name = path.stem
+    else:
+        sys.path.insert(0, os.getcwd())
+        name = module
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"cannot import {module!r}: {exc}") from None
+    if spec is None:
+        raise UsageError(f"cannot import {module!r}: no module named {name!r} (run from the folder that holds it, or set PYTHONPATH)")
+    try:
+        mod = importlib.import_module(name)
+    except Exception:
+        traceback.print_exc()
+        raise UsageError(f"importing {module!r} failed (traceback above)") from None
+    jobs = [value for value in vars(mod).values() if isinstance(value, Job)]
+    if not jobs:
+        raise UsageError(f"module {module!r} defines no jobs at its top level; decorate async functions with @job")
+    return jobs
+
+
+def _event_line(event: Event) -> str:
+    data = event.to_dict()
+    for key in ("type", "timestamp", "sequence", "run_id", "job_name", "labels"):
+        data.pop(key, None)
+    payload = json.dumps(data, default=str, separators=(",", ":")) if data else ""
+    return f"{event.to_dict()['timestamp']} {event.type:18} {event.run_id or '-':26} {event.job_name or '-'} {payload}".rstrip()
+
+
+def _worker(args: argparse.Namespace) -> int:
+    jobs = load_jobs(args.module)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Durably(
+        args.db,
+        jobs=jobs,
+        max_concurrent_runs=args.concurrency,
+        polling_interval=args.polling_interval,
+        lease_duration=args.lease_duration,
+        lease_renew_interval=args.lease_renew_interval,
+        retain_runs=args.retain_runs,
+    )
+    app._store.migrate()  # fail fast (newer schema, unreadable file) before announcing readiness
+    if not args.quiet:
+        app.on("*", lambda event: print(_event_line(event), flush=True))
+
+    def on_signal(name: str) -> None:
+        print(f"durably: {name} received; finishing the steps in flight (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    print(
+        f"durably: worker {app.worker_id} ready: jobs {', '.join(sorted(app.jobs))}; db {args.db}; "
+        f"concurrency {args.concurrency}",
+        file=sys.stderr, flush=True,
+    )
+    try:
+        asyncio.run(app.serve(on_signal=on_signal, stop_timeout=args.stop_timeout))
+    finally:
+        app.close()
+    print("durably: worker stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
