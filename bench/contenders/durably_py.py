@@ -113,7 +113,7 @@ def trigger_latency(k: int, db_path: str) -> dict:
     leased: dict[str, float] = {}
 
     def on_leased(event: Any) -> None:
-        leased[event["run_id"]] = now()
+        leased[event.run_id] = now()
 
     async def main() -> tuple[list[float], list[float]]:
         app = d.Durably(db_path, jobs=[bench_one])
