@@ -1,0 +1,122 @@
+"""Fixtures for the browser tests: the built site, a static server on 127.0.0.1, and
+Debian's Chromium driven by pytest-playwright.
+
+The site is (re)built here when site/ is missing or older than any of its sources, so plain
+``python -m pytest`` works after ``npm ci``; ``make test`` builds it before pytest anyway.
+Playwright's own browser download does not work on these machines and is never used: the
+tests drive /usr/bin/chromium (Debian's ``chromium`` package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "site"
+CHROMIUM = os.environ.get("DURABLY_CHROMIUM", "/usr/bin/chromium")
+# Cold boots here take ~3-7 s (Pyodide dominates); leave room for a loaded machine.
+BOOT_TIMEOUT_MS = 120_000
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from serve import make_server  # noqa: E402
+
+
+def _site_sources() -> list[Path]:
+    files = [ROOT / "worker.js", ROOT / "index.html", ROOT / "pyproject.toml", ROOT / "package-lock.json"]
+    for folder, pattern in (("web", "*"), ("scripts", "*.mjs"), ("py", "*.py")):
+        files += [p for p in (ROOT / folder).rglob(pattern) if p.is_file() and "__pycache__" not in p.parts]
+    return [p for p in files if p.exists()]
+
+
+def _site_is_stale() -> bool:
+    manifest = SITE / "manifest.json"
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in _site_sources())
+
+
+@pytest.fixture(scope="session")
+def built_site() -> Path:
+    if _site_is_stale():
+        if not (ROOT / "node_modules" / "esbuild").exists():
+            pytest.fail("node_modules is missing: run `npm ci` (or `make test`) before the browser tests")
+        if shutil.which("node") is None:
+            pytest.fail("Node.js is needed to build the site (scripts/build.mjs)")
+        result = subprocess.run(
+            ["node", "scripts/build.mjs"], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
+        )
+        if result.returncode != 0:
+            pytest.fail(f"building the site failed:\n{result.stdout}\n{result.stderr}")
+    return SITE
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site: Path) -> Iterator[str]:
+    server = make_server(built_site, 0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, name="site-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
+            "`playwright install` cannot download browsers here"
+        )
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "headless": True,
+        # Without the background-networking flags Chromium keeps dialling Google, which this
+        # machine's closed network refuses.
+        "args": [
+            "--no-sandbox",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+class Durably:
+    """What a test does to a page of the site: wait for the boot, run SQL in the worker."""
+
+    boot_timeout = BOOT_TIMEOUT_MS
+
+    @staticmethod
+    def wait_until_ready(page, timeout: int = BOOT_TIMEOUT_MS) -> dict:
+        """Wait for the worker to boot; fail with what the page shows if it could not."""
+        page.wait_for_function(
+            "['ready', 'error'].includes(document.getElementById('status').dataset.state)", timeout=timeout
+        )
+        status = page.inner_text("#status")
+        if page.get_attribute("#status", "data-state") != "ready":
+            detail = page.inner_text("#error") if page.is_visible("#error") else ""
+            pytest.fail(f"the worker did not boot: {status}\n{detail}")
+        return page.evaluate("window.durably.ready")
+
+    @staticmethod
+    def sql(page, statement: str, params: list | None = None) -> dict:
+        """Run one statement in the page's worker, through Python's PyodideDriver."""
+        return page.evaluate("([sql, params]) => window.durably.call('sql', {sql, params})", [statement, params or []])
+
+
+@pytest.fixture
+def durably() -> type[Durably]:
+    return Durably

@@ -1,0 +1,100 @@
+"""The browser host boots: sqlite-wasm on OPFS, Pyodide, the wheels, and Python's driver."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import"]
+
+
+def test_boot_reports_every_phase_with_its_timing(page, site_url, durably):
+    page.goto(site_url)
+    timings = durably.wait_until_ready(page)
+    assert list(timings) == PHASES
+    shown = page.inner_text("#phases")
+    for phase in PHASES:
+        assert f"{phase}: {timings[phase]} ms" in shown
+    pong = page.evaluate("window.durably.call('ping')")
+    assert pong["driver"] == "opfs-sahpool"
+    assert pong["python"].startswith("3.")
+
+
+def test_a_row_written_by_python_survives_a_reload(page, site_url, durably):
+    page.goto(site_url)
+    durably.wait_until_ready(page)
+    durably.sql(page, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, extra BLOB)")
+    written = durably.sql(page, "INSERT INTO notes (body, extra) VALUES (?, NULL)", ["kept across reloads"])
+    assert written == {"rows": [], "changes": 1}
+
+    page.reload()
+    durably.wait_until_ready(page)
+
+    assert durably.sql(page, "SELECT id, body, extra FROM notes") == {"rows": [[1, "kept across reloads", None]], "changes": 0}
+    # The database really is on the OPFS pool, in write-ahead-log mode (docs/browser.md).
+    assert durably.sql(page, "PRAGMA journal_mode")["rows"] == [["wal"]]
+
+
+def test_sql_values_and_errors_cross_the_bridge_as_plain_python(page, site_url, durably):
+    page.goto(site_url)
+    durably.wait_until_ready(page)
+    result = durably.sql(page, "SELECT NULL, 1.5, 'text', x'00ff', 9007199254740993 = 9007199254740992 + 1, typeof(?)", [None])
+    # NULL is None (not jsnull), the BLOB is bytes, the comparison of two integers beyond
+    # 2^53 ran in SQLite, and a Python None binds as SQL NULL.
+    assert result["rows"] == [[None, 1.5, "text", {"$bytes": "00ff"}, 1, "null"]]
+
+    error = page.evaluate(
+        "window.durably.call('sql', {sql: 'SELECT * FROM missing'}).then(() => null, (e) => ({name: e.name, message: e.message, code: e.code}))"
+    )
+    assert error == {"name": "StorageError", "message": "no such table: missing", "code": "SQLITE_ERROR"}
+
+    durably.sql(page, "CREATE TABLE u (k TEXT UNIQUE)")
+    durably.sql(page, "INSERT INTO u VALUES ('a')")
+    error = page.evaluate(
+        "window.durably.call('sql', {sql: \"INSERT INTO u VALUES ('a')\"}).then(() => null, (e) => e.code)"
+    )
+    assert error == "SQLITE_CONSTRAINT_UNIQUE"
+
+
+def test_boot_needs_nothing_outside_127_0_0_1(context, site_url, durably):
+    allowed: list[str] = []
+    refused: list[str] = []
+
+    def only_loopback(route):
+        url = route.request.url
+        if urlparse(url).hostname == "127.0.0.1":
+            allowed.append(url)
+            route.continue_()
+        else:
+            refused.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_loopback)
+    page = context.new_page()
+    page.goto(site_url)
+    durably.wait_until_ready(page)
+    durably.sql(page, "CREATE TABLE offline (x)")
+    assert refused == []
+    # The route really saw the worker's own downloads, so the check above is not vacuous.
+    assert any(u.endswith("pyodide.asm.wasm") for u in allowed), allowed
+    assert any(u.endswith(".whl") for u in allowed), allowed
+
+
+def test_a_second_tab_waits_for_the_first_and_takes_over_when_it_closes(context, site_url, durably):
+    first = context.new_page()
+    first.goto(site_url)
+    durably.wait_until_ready(first)
+    durably.sql(first, "CREATE TABLE handover (who TEXT)")
+    durably.sql(first, "INSERT INTO handover VALUES ('first')")
+
+    second = context.new_page()
+    second.goto(site_url)
+    second.wait_for_function("document.getElementById('status').dataset.state === 'waiting'", timeout=durably.boot_timeout)
+    assert "another tab" in second.inner_text("#status")
+
+    first.close(run_before_unload=True)
+    durably.wait_until_ready(second)
+    assert durably.sql(second, "SELECT who FROM handover")["rows"] == [["first"]]
