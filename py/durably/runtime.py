@@ -497,8 +497,17 @@ class Runtime:
     def interrupt(self, ctx: RunContext, reason: str) -> None:
         if ctx.cancel_reason is None or reason == "user":
             ctx.cancel_reason = reason
-        if ctx.task is not None and not ctx.task.done():
-            ctx.task.cancel()
+        task = ctx.task
+        if task is None or task.done():
+            return
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            current = None
+        # From inside the run itself (a step cancelling its own run) there is no await to
+        # interrupt: the step's end checks cancel_reason and throws its result away.
+        if task is not current:
+            task.cancel()
 
     def schedule_flush(self, ctx: RunContext) -> None:
         if ctx.flush_handle is None:

@@ -1,0 +1,1090 @@
+"""The core's behavioural suite: what a user of durably can observe.
+
+Host-independent on purpose: it uses only ``make_app``, ``clock`` and ``pytest.raises``,
+so the browser tests run this same file inside Pyodide on SQLite WASM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+from typing import Any, Optional
+
+import pytest
+
+import durably
+from durably import (
+    CancelledError,
+    ConflictError,
+    Durably,
+    NotFoundError,
+    RunFailedError,
+    ValidationError,
+    job,
+)
+from durably.events import EVENT_FIELDS
+
+
+def record(app: Durably, event_type: str = "*") -> list:
+    events: list = []
+    app.on(event_type, events.append)
+    return events
+
+
+def next_event(app: Durably, event_type: str, **match: Any) -> asyncio.Future:
+    """A future that resolves with the next ``event_type`` event whose data match."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def listener(event: Any) -> None:
+        if not fut.done() and all(event.get(k, getattr(event, k, None)) == v for k, v in match.items()):
+            fut.set_result(event)
+
+    app.on(event_type, listener)
+    return fut
+
+
+# -- the basics ---------------------------------------------------------------------------
+
+
+async def test_a_job_runs_its_steps_and_stores_output_steps_logs_and_progress(make_app):
+    @job("sync-users")
+    async def sync_users(step, input):
+        users = await step.run("fetch", lambda: [{"id": 1}, {"id": 2}])
+        for i, user in enumerate(users):
+            await step.run(f"save-{user['id']}", lambda: user["id"] * 10)
+            step.progress(i + 1, len(users), "saving")
+        step.log.info("done", {"count": len(users)})
+        return {"count": len(users), "org": input["org"]}
+
+    app = make_app([sync_users])
+    await app.start()
+    run = app.trigger("sync-users", {"org": "a"})
+    assert run.status == "pending" and run.disposition == "created"
+    done = await app.wait_for_run(run.id, timeout=10)
+    await app.stop()
+
+    assert done.status == "completed"
+    assert done.output == {"count": 2, "org": "a"}
+    assert done.progress == {"current": 2, "total": 2, "message": "saving"}
+    assert done.started_at is not None and done.completed_at >= done.started_at
+    steps = app.get_steps(run.id)
+    assert [(s.name, s.index, s.status, s.output) for s in steps] == [
+        ("fetch", 0, "completed", [{"id": 1}, {"id": 2}]),
+        ("save-1", 1, "completed", 10),
+        ("save-2", 2, "completed", 20),
+    ]
+    assert all(s.completed_at >= s.started_at for s in steps)
+    logs = app.get_logs(run.id)
+    assert [(log.level, log.message, log.data) for log in logs] == [("info", "done", {"count": 2})]
+
+
+async def test_job_object_trigger_bare_decorator_and_sync_async_step_functions(make_app):
+    async def fetch():
+        await asyncio.sleep(0)
+        return "async"
+
+    @job
+    async def mixed(step, input):
+        a = await step.run("sync", lambda: "sync")
+        b = await step.run("coroutine-function", fetch)
+        c = await step.run("lambda-returning-awaitable", lambda: fetch())
+        d = await step.run("tuple", lambda: (1, 2))
+        return [a, b, c, d]
+
+    assert mixed.name == "mixed"
+    app = make_app([mixed])
+    run = app.trigger(mixed, None)
+    assert await app.process_until_idle() == 1
+    assert app.get_run(run.id).output == ["sync", "async", "async", [1, 2]]
+
+
+async def test_pending_runs_are_claimed_oldest_first(make_app):
+    order = []
+
+    @job("j")
+    async def j(step, input):
+        order.append(input)
+
+    app = make_app([j])
+    for i in range(5):
+        app.trigger(j, i)
+    assert await app.process_until_idle() == 5
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_process_until_idle_respects_max_runs(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    app.trigger_many(j, [1, 2, 3])
+    assert await app.process_until_idle(max_runs=2) == 2
+    assert await app.process_one() is True
+    assert await app.process_one() is False
+
+
+# -- steps ----------------------------------------------------------------------------------
+
+
+async def test_a_completed_step_is_never_executed_again_after_a_takeover(make_app, clock):
+    calls = {"a": 0, "b": 0, "c": 0}
+    release_first_worker = asyncio.Event()
+    first_attempt = {"blocked": True}
+
+    @job("three")
+    async def three(step, input):
+        async def b():
+            calls["b"] += 1
+            if first_attempt["blocked"]:
+                first_attempt["blocked"] = False
+                await release_first_worker.wait()
+            return "b"
+
+        await step.run("a", lambda: calls.__setitem__("a", calls["a"] + 1) or "a")
+        await step.run("b", b)
+        await step.run("c", lambda: calls.__setitem__("c", calls["c"] + 1) or "c")
+        return "done"
+
+    first = make_app([three], clock=clock, lease_duration=30, lease_renew_interval=10)
+    second = make_app([three], clock=clock, lease_duration=30, lease_renew_interval=10)
+    errors = record(first, "worker:error")
+    run = first.trigger(three, None)
+    b_started = next_event(first, "step:start", step_name="b")
+    stuck = asyncio.ensure_future(first.process_one())
+    await b_started
+
+    # The first worker hangs in step b past its lease; the second takes the run over.
+    assert await second.process_one() is False  # lease still live: nothing to claim
+    clock.advance(31)
+    assert await second.process_one() is True
+    done = second.get_run(run.id)
+    assert done.status == "completed" and done.output == "done"
+    assert calls == {"a": 1, "b": 2, "c": 1}
+
+    # The first worker wakes up: its late step result is refused, nothing is written.
+    release_first_worker.set()
+    await stuck
+    assert [e["error"].split(":")[0] for e in errors] == ["LeaseLostError"]
+    assert second.get_run(run.id).output == "done"
+    assert [s.name for s in second.get_steps(run.id)] == ["a", "b", "c"]
+    assert calls["c"] == 1
+
+
+async def test_resumed_run_returns_stored_results_in_order(make_app, clock):
+    seen = []
+
+    @job("acc")
+    async def acc(step, input):
+        x = await step.run("x", lambda: {"v": 1})
+        seen.append(x)
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # a crash: never caught by durably's failure handling
+        return x["v"] + 1
+
+    app = make_app([acc], clock=clock)
+    run = app.trigger(acc, None)
+    with pytest.raises(KeyboardInterrupt):
+        await app.process_one()
+    clock.advance(31)  # the crashed worker's lease expires
+    other = make_app([acc], clock=clock)
+    assert await other.process_one() is True
+    assert other.get_run(run.id).output == 2
+    assert seen == [{"v": 1}, {"v": 1}]
+    assert [s.index for s in other.get_steps(run.id)] == [0]
+
+
+async def test_the_same_step_name_twice_fails_the_run_naming_the_step(make_app):
+    @job("dup")
+    async def dup(step, input):
+        for _ in range(2):
+            await step.run("save", lambda: 1)
+
+    app = make_app([dup])
+    run = app.trigger(dup, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed"
+    assert failed.failed_step == "save"
+    assert "'save'" in failed.error and "twice" in failed.error
+
+
+async def test_a_result_that_is_not_json_fails_the_run_naming_the_step(make_app):
+    @job("bad")
+    async def bad(step, input):
+        await step.run("ok", lambda: 1)
+        await step.run("returns-a-set", lambda: {1, 2})
+        await step.run("never", lambda: 3)
+
+    app = make_app([bad])
+    events = record(app)
+    run = app.trigger(bad, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed" and failed.failed_step == "returns-a-set"
+    assert "returns-a-set" in failed.error and "JSON" in failed.error
+    steps = app.get_steps(run.id)
+    assert [(s.name, s.status) for s in steps] == [("ok", "completed"), ("returns-a-set", "failed")]
+    assert "never" not in [e.get("step_name") for e in events]
+
+
+async def test_a_failing_step_fails_the_run_with_its_error_and_step(make_app):
+    @job("boom")
+    async def boom(step, input):
+        await step.run("first", lambda: 1)
+        await step.run("explode", lambda: 1 / 0)
+
+    app = make_app([boom])
+    events = record(app)
+    run = app.trigger(boom, None)
+    with pytest.raises(RunFailedError) as caught:
+        await app.process_one()
+        await app.wait_for_run(run.id, timeout=1)
+    assert caught.value.failed_step == "explode"
+    assert caught.value.error.startswith("ZeroDivisionError")
+    steps = app.get_steps(run.id)
+    assert steps[-1].status == "failed" and steps[-1].error.startswith("ZeroDivisionError")
+    assert [e.type for e in events if e.type in ("step:fail", "run:fail")] == ["step:fail", "run:fail"]
+    assert events[-1]["failed_step"] == "explode"
+
+
+async def test_a_job_that_raises_outside_a_step_fails_without_a_failed_step(make_app):
+    @job("outside")
+    async def outside(step, input):
+        await step.run("fine", lambda: 1)
+        raise RuntimeError("after the steps")
+
+    app = make_app([outside])
+    run = app.trigger(outside, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed" and failed.failed_step is None
+    assert failed.error == "RuntimeError: after the steps"
+
+
+async def test_a_step_failure_the_job_catches_does_not_fail_the_run(make_app):
+    @job("careful")
+    async def careful(step, input):
+        try:
+            await step.run("flaky", lambda: 1 / 0)
+        except ZeroDivisionError:
+            return await step.run("fallback", lambda: "ok")
+
+    app = make_app([careful])
+    run = app.trigger(careful, None)
+    await app.process_one()
+    assert app.get_run(run.id).output == "ok"
+
+
+# -- leases and fencing --------------------------------------------------------------------
+
+
+async def test_leases_are_renewed_while_a_run_executes(make_app, clock):
+    gate = asyncio.Event()
+
+    @job("long")
+    async def long(step, input):
+        await step.run("wait", gate.wait)
+
+    worker = make_app([long], clock=clock, lease_duration=30, lease_renew_interval=0.02)
+    other = make_app([long], clock=clock, lease_duration=30)
+    run = worker.trigger(long, None)
+    renewed = next_event(worker, "run:lease-renewed")
+    task = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start")
+    clock.advance(20)
+    event = await renewed
+    clock.advance(20)  # 40 s after the claim, but only 20 s after the renewal
+    assert await other.process_one() is False
+    assert event["lease_generation"] == 1 and event["worker_id"] == worker.worker_id
+    gate.set()
+    await task
+    assert worker.get_run(run.id).status == "completed"
+
+
+async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(make_app, clock):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], clock=clock)
+    run = app.trigger(j, None)
+    store = app._store
+    first = app._runtime.claim()
+    assert first.generation == 1
+    clock.advance(31)
+    second = app._runtime.claim()
+    assert second.generation == 2
+    now = app._now()
+    assert not store.complete_step(run_id=run.id, generation=1, index=0, name="s", output_json="1",
+                                   started_at=now, now=now, lease_until=now, pending=None)
+    assert not store.finish_run(run_id=run.id, generation=1, status="completed", now=now, output_json="1")
+    assert not store.renew(run_id=run.id, generation=1, now=now, lease_until=now, pending=None)
+    assert not store.release(run_id=run.id, generation=1, now=now, pending=None)
+    assert app.get_run(run.id).status == "leased"
+    assert app.get_steps(run.id) == []
+    assert store.finish_run(run_id=run.id, generation=2, status="completed", now=now, output_json="1")
+
+
+# -- idempotency and concurrency keys ------------------------------------------------------
+
+
+async def test_idempotency_key_returns_the_same_run_and_emits_nothing(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    first = app.trigger(j, {"n": 1}, idempotency_key="order-7")
+    events = record(app)
+    again = app.trigger(j, {"n": 2}, idempotency_key="order-7")
+    assert again.id == first.id and again.disposition == "idempotent"
+    assert again.input == {"n": 1}
+    assert events == []
+    assert len(app.get_runs()) == 1
+    await app.process_until_idle()
+    assert app.trigger(j, {"n": 3}, idempotency_key="order-7").status == "completed"
+
+
+async def test_one_pending_run_per_job_and_concurrency_key(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    @job("k")
+    async def k(step, input):
+        return input
+
+    app = make_app([j, k])
+    events = record(app)
+    first = app.trigger(j, 1, concurrency_key="user-1")
+    with pytest.raises(ConflictError, match="user-1"):
+        app.trigger(j, 2, concurrency_key="user-1")
+    skipped = app.trigger(j, 3, concurrency_key="user-1", coalesce="skip")
+    assert skipped.id == first.id and skipped.disposition == "coalesced"
+    assert [e.type for e in events] == ["run:trigger", "run:coalesced"]
+    assert events[1]["input"] == 3
+    other_job = app.trigger(k, 4, concurrency_key="user-1")  # another job may queue behind it
+    assert other_job.disposition == "created"
+    assert len(app.get_runs(status="pending")) == 2
+
+
+async def test_runs_with_the_same_concurrency_key_never_overlap(make_app):
+    spans: dict[str, list] = {}
+
+    def make(name: str):
+        @job(name)
+        async def body(step, input):
+            async def work():
+                spans.setdefault(input, []).append(("start", asyncio.get_running_loop().time()))
+                await asyncio.sleep(0.05)
+                spans[input].append(("end", asyncio.get_running_loop().time()))
+            await step.run("work", work)
+        return body
+
+    a, b = make("a"), make("b")
+    app = make_app([a, b], max_concurrent_runs=4)
+    runs = [app.trigger(a, "a1", concurrency_key="k"), app.trigger(b, "b1", concurrency_key="k"),
+            app.trigger(a, "free1"), app.trigger(b, "free2")]
+    await app.start()
+    for run in runs:
+        await app.wait_for_run(run.id, timeout=10)
+    await app.stop()
+    a1 = [t for _, t in spans["a1"]]
+    b1 = [t for _, t in spans["b1"]]
+    assert a1[1] <= b1[0] or b1[1] <= a1[0]
+    # Runs without a key did overlap with something: concurrency really was 4.
+    free = [t for _, t in spans["free1"]]
+    assert free[0] < a1[1]
+
+
+# -- cancel, retrigger, delete --------------------------------------------------------------
+
+
+async def test_cancel_a_pending_run(make_app):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    events = record(app)
+    cancelled = app.cancel(run.id)
+    assert cancelled.status == "cancelled" and cancelled.completed_at is not None
+    assert [e.type for e in events] == ["run:cancel"]
+    assert await app.process_one() is False
+    with pytest.raises(CancelledError):
+        await app.wait_for_run(run.id, timeout=1)
+
+
+async def test_cancel_interrupts_the_running_step_and_never_stores_its_result(make_app):
+    after_cancel = []
+
+    @job("slow")
+    async def slow(step, input):
+        await step.run("first", lambda: 1)
+
+        async def forever():
+            try:
+                await asyncio.sleep(30)
+            finally:
+                after_cancel.append("interrupted")
+            return "never stored"
+
+        await step.run("hang", forever)
+        await step.run("later", lambda: after_cancel.append("later ran"))
+
+    app = make_app([slow])
+    events = record(app)
+    await app.start()
+    run = app.trigger(slow, None)
+    await next_event(app, "step:start", step_name="hang")
+    assert app.cancel(run.id).status == "cancelled"
+    with pytest.raises(CancelledError):
+        await app.wait_for_run(run.id, timeout=5)
+    await next_event(app, "step:cancel") if not any(e.type == "step:cancel" for e in events) else None
+    await app.stop()
+    assert after_cancel == ["interrupted"]
+    assert app.get_run(run.id).status == "cancelled"
+    steps = app.get_steps(run.id)
+    assert [(s.name, s.status, s.output) for s in steps] == [("first", "completed", 1), ("hang", "cancelled", None)]
+    types = [e.type for e in events]
+    assert "step:cancel" in types and "run:cancel" in types and "run:complete" not in types
+
+
+async def test_cancel_during_a_synchronous_step_discards_its_result(make_app):
+    app_box = []
+
+    @job("selfcancel")
+    async def selfcancel(step, input):
+        await step.run("cancel-myself", lambda: app_box[0].cancel(step.run_id) and "result")
+        await step.run("never", lambda: 1)
+
+    app = make_app([selfcancel])
+    app_box.append(app)
+    run = app.trigger(selfcancel, None)
+    await app.process_one()
+    assert app.get_run(run.id).status == "cancelled"
+    assert [(s.name, s.status) for s in app.get_steps(run.id)] == [("cancel-myself", "cancelled")]
+
+
+async def test_a_cancel_from_another_process_is_noticed_at_the_next_step_boundary(make_app):
+    gate = asyncio.Event()
+    ran = []
+
+    @job("j")
+    async def j(step, input):
+        await step.run("wait", gate.wait)
+        await step.run("after", lambda: ran.append("after"))
+
+    worker = make_app([j])
+    elsewhere = make_app()  # another process, sharing the file, no jobs: it only triggers/cancels
+    run = elsewhere.trigger("j", None)
+    task = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start", step_name="wait")
+    events = record(worker)
+    elsewhere.cancel(run.id)
+    gate.set()
+    await task
+    assert ran == []
+    assert [(s.name, s.status) for s in worker.get_steps(run.id)] == [("wait", "cancelled")]
+    assert [e.type for e in events] == ["step:cancel", "run:cancel"]
+
+
+async def test_a_cancel_from_another_process_is_noticed_at_lease_renewal(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("hang", lambda: asyncio.sleep(30))
+
+    worker = make_app([j], lease_renew_interval=0.02)
+    elsewhere = make_app()
+    run = elsewhere.trigger("j", None)
+    task = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start")
+    elsewhere.cancel(run.id)
+    await asyncio.wait_for(task, 5)  # interrupted, long before the 30 s sleep ends
+    assert [(s.name, s.status) for s in worker.get_steps(run.id)] == [("hang", "cancelled")]
+
+
+async def test_finished_and_unknown_runs_are_refused_clearly(make_app):
+    gate = asyncio.Event()
+
+    @job("j")
+    async def j(step, input):
+        await step.run("wait", gate.wait)
+
+    app = make_app([j])
+    pending = app.trigger(j, None)
+    with pytest.raises(ConflictError, match="pending"):
+        app.retrigger(pending.id)
+    with pytest.raises(ConflictError, match="pending"):
+        app.delete_run(pending.id)
+    task = asyncio.ensure_future(app.process_one())
+    await next_event(app, "step:start")
+    with pytest.raises(ConflictError, match="leased"):
+        app.delete_run(pending.id)
+    with pytest.raises(ConflictError, match="leased"):
+        app.retrigger(pending.id)
+    gate.set()
+    await task
+    with pytest.raises(ConflictError, match="completed"):
+        app.cancel(pending.id)
+    for call in (app.cancel, app.retrigger, app.delete_run, app.get_steps, app.get_logs):
+        with pytest.raises(NotFoundError):
+            call("no-such-run")
+    with pytest.raises(NotFoundError):
+        await app.wait_for_run("no-such-run", timeout=1)
+    assert app.get_run("no-such-run") is None
+
+
+async def test_retrigger_copies_input_labels_and_concurrency_key_but_not_idempotency_key(make_app):
+    @job("j")
+    async def j(step, input):
+        return input["n"]
+
+    app = make_app([j])
+    first = app.trigger(j, {"n": 1}, idempotency_key="once", concurrency_key="ck", labels={"team": "a"})
+    await app.process_until_idle()
+    again = app.retrigger(first.id)
+    assert again.id != first.id and again.status == "pending"
+    assert again.input == {"n": 1} and again.labels == {"team": "a"}
+    assert again.concurrency_key == "ck" and again.idempotency_key is None
+    assert again.retrigger_of == first.id
+    await app.process_until_idle()
+    assert app.get_run(again.id).output == 1
+
+
+async def test_delete_run_removes_it_with_its_steps_and_logs(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("s", lambda: 1)
+        step.log.warn("w")
+
+    app = make_app([j])
+    run = app.trigger(j, None, labels={"x": "y"})
+    await app.process_one()
+    events = record(app)
+    app.delete_run(run.id)
+    assert app.get_run(run.id) is None
+    assert app.get_runs(labels={"x": "y"}) == []
+    assert [e.type for e in events] == ["run:delete"]
+    assert app._store.driver.execute("SELECT COUNT(*) FROM durably_steps")[0][0][0] == 0
+    assert app._store.driver.execute("SELECT COUNT(*) FROM durably_logs")[0][0][0] == 0
+
+
+# -- stopping -------------------------------------------------------------------------------
+
+
+async def test_stop_lets_the_current_step_finish_then_hands_the_lease_back(make_app):
+    gate = asyncio.Event()
+    calls = []
+
+    @job("j")
+    async def j(step, input):
+        async def first():
+            calls.append("first")
+            await gate.wait()
+            return 1
+        await step.run("first", first)
+        await step.run("second", lambda: calls.append("second") or 2)
+        return "done"
+
+    app = make_app([j], lease_duration=300, lease_renew_interval=100)
+    await app.start()
+    run = app.trigger(j, None)
+    await next_event(app, "step:start", step_name="first")
+    stopping = asyncio.ensure_future(app.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # it waits for the step in flight
+    gate.set()
+    await stopping
+    after = app.get_run(run.id)
+    assert after.status == "pending"
+    assert [s.name for s in app.get_steps(run.id)] == ["first"]
+    assert calls == ["first"]
+
+    # The next worker resumes at once (no 300 s lease wait) at the next step.
+    nxt = make_app([j], lease_duration=300, lease_renew_interval=100)
+    assert await nxt.process_one() is True
+    assert calls == ["first", "second"]
+    assert nxt.get_run(run.id).output == "done"
+
+
+async def test_stop_with_a_timeout_cancels_the_step_in_flight_and_hands_the_lease_back(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("done-before", lambda: 1)
+        await step.run("hang", lambda: asyncio.sleep(30))
+
+    app = make_app([j], lease_duration=300, lease_renew_interval=100)
+    await app.start()
+    run = app.trigger(j, None)
+    await next_event(app, "step:start", step_name="hang")
+    await app.stop(timeout=0.05)
+    after = app.get_run(run.id)
+    assert after.status == "pending"
+    assert [s.name for s in app.get_steps(run.id)] == ["done-before"]
+    # The instance stays usable and can be started again.
+    await app.start()
+    assert app.running
+    await app.stop(timeout=0.05)
+
+
+async def test_stop_starts_no_new_run(make_app):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j])
+    await app.start()
+    await app.stop()
+    run = app.trigger(j, None)
+    await asyncio.sleep(0.2)
+    assert app.get_run(run.id).status == "pending"
+
+
+# -- waking and polling --------------------------------------------------------------------
+
+
+async def test_a_trigger_in_the_same_process_wakes_the_worker_at_once(make_app):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], polling_interval=60)
+    await app.start()
+    await asyncio.sleep(0.05)  # the loop is asleep for 60 s now
+    run = app.trigger(j, None)
+    done = await app.wait_for_run(run.id, timeout=5)
+    await app.stop()
+    assert done.status == "completed"
+
+
+async def test_polling_finds_runs_other_processes_inserted(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    worker = make_app([j], polling_interval=0.05)
+    producer = make_app()  # trigger-only: no jobs, no start()
+    await worker.start()
+    run = producer.trigger("j", 42)
+    done = await producer.wait_for_run(run.id, timeout=5)
+    await worker.stop()
+    assert done.output == 42
+
+
+async def test_wait_for_run_errors(make_app):
+    @job("fails")
+    async def fails(step, input):
+        raise ValueError("nope")
+
+    @job("slow")
+    async def slow(step, input):
+        return 1
+
+    app = make_app([fails, slow])
+    failing = app.trigger(fails, None)
+    await app.process_one()
+    with pytest.raises(RunFailedError) as caught:
+        await app.wait_for_run(failing.id)
+    assert caught.value.error == "ValueError: nope" and "nope" in str(caught.value)
+    assert caught.value.run_id == failing.id
+    waiting = app.trigger(slow, None)
+    with pytest.raises(TimeoutError):
+        await app.wait_for_run(waiting.id, timeout=0.1)
+    assert not issubclass(CancelledError, asyncio.CancelledError)
+
+
+async def test_trigger_and_wait(make_app):
+    @job("j")
+    async def j(step, input):
+        return input * 2
+
+    app = make_app([j])
+    await app.start()
+    run = await app.trigger_and_wait(j, 21, timeout=5, labels={"a": "b"})
+    await app.stop()
+    assert run.output == 42 and run.labels == {"a": "b"}
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+async def test_events_have_one_shape_each_and_rising_sequence(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("s", lambda: 1)
+        step.progress(1, 2)
+        step.log.error("bad thing", {"k": 1})
+        await step.run("t", lambda: 1 / 0)
+
+    app = make_app([j], lease_renew_interval=0.01)
+    events = record(app)
+    run = app.trigger(j, {"x": 1}, labels={"team": "t"})
+    app.trigger(j, None, concurrency_key="c")
+    app.trigger(j, None, concurrency_key="c", coalesce="skip")
+    await app.process_one()
+    other = app.trigger(j, None)
+    app.cancel(other.id)
+    app.delete_run(other.id)
+
+    types = {e.type for e in events}
+    assert {"run:trigger", "run:coalesced", "run:leased", "run:progress", "step:start", "step:complete",
+            "step:fail", "run:fail", "log:write", "run:cancel", "run:delete"} <= types
+    assert [e.sequence for e in events] == sorted(e.sequence for e in events)
+    assert len({e.sequence for e in events}) == len(events)
+    for event in events:
+        assert set(event.data) == set(EVENT_FIELDS[event.type]), event.type
+        assert event.timestamp.tzinfo is not None
+        if event.run_id == run.id:
+            assert event.job_name == "j" and event.labels == {"team": "t"}
+        flat = event.to_dict()
+        assert flat["type"] == event.type and isinstance(flat["timestamp"], str)
+
+
+async def test_a_failing_listener_becomes_a_worker_error_after_its_event_and_the_worker_goes_on(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("s", lambda: 1)
+        return "ok"
+
+    app = make_app([j])
+    seen = []
+    app.on("*", lambda e: seen.append((e.type, e.sequence)))
+
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    app.on("step:complete", broken)
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).output == "ok"
+    types = [t for t, _ in seen]
+    i = types.index("step:complete")
+    assert types[i + 1] == "worker:error"
+    assert types[-1] == "run:complete"
+    errors = [e for e in seen if e[0] == "worker:error"]
+    assert len(errors) == 1
+
+
+async def test_listeners_see_events_in_order_even_when_a_listener_triggers(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    first_listener, second_listener = [], []
+
+    def chain(event):
+        first_listener.append(event.sequence)
+        if event.type == "run:trigger" and event.get("input") == 1:
+            app.trigger(j, 2)  # emits while we are emitting
+
+    app.on("*", chain)
+    app.on("*", lambda e: second_listener.append(e.sequence))
+    app.trigger(j, 1)
+    assert first_listener == sorted(first_listener) == second_listener
+
+
+async def test_unsubscribe_and_unknown_event_types(make_app):
+    app = make_app()
+    seen = []
+    off = app.on("run:trigger", seen.append)
+    app.trigger("anything", None)
+    off()
+    app.trigger("anything", None)
+    assert len(seen) == 1
+    with pytest.raises(ValidationError, match="unknown event type"):
+        app.on("run:finished", print)
+
+
+# -- input and output schemas ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Address:
+    city: str
+    zip: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Signup:
+    email: str
+    age: int
+    tags: list[str]
+    address: Address
+    score: float = 0.0
+
+
+@dataclasses.dataclass
+class Result:
+    ok: bool
+    city: str
+
+
+async def test_dataclass_input_is_checked_field_by_field_and_the_job_receives_an_instance(make_app):
+    received = []
+
+    @job("signup", input=Signup, output=Result)
+    async def signup(step, input: Signup):
+        received.append(input)
+        return Result(ok=True, city=input.address.city)
+
+    app = make_app([signup])
+    good = {"email": "a@b.c", "age": 3, "tags": ["x"], "address": {"city": "Oslo"}}
+    run = app.trigger(signup, good)
+    await app.process_one()
+    assert isinstance(received[0], Signup) and isinstance(received[0].address, Address)
+    assert app.get_run(run.id).output == {"ok": True, "city": "Oslo"}
+    instance = app.trigger(signup, Signup("e@f.g", 1, [], Address("Rome")))
+    assert instance.input["address"] == {"city": "Rome", "zip": None}
+
+    cases = [
+        ({"age": 3, "tags": [], "address": {"city": "x"}}, "missing the required field 'email'"),
+        ({**good, "extra": 1}, "unknown field(s) 'extra'"),
+        ({**good, "age": "3"}, "age must be int, got str"),
+        ({**good, "age": True}, "age must be int, got bool"),
+        ({**good, "tags": ["a", 2]}, "tags[1] must be str"),
+        ({**good, "address": {"city": 5}}, "address.city must be str"),
+        ("not an object", "must be an object"),
+    ]
+    before = len(app.get_runs())
+    for bad, message in cases:
+        with pytest.raises(ValidationError) as caught:
+            app.trigger(signup, bad)
+        assert message in str(caught.value), (message, str(caught.value))
+    assert len(app.get_runs()) == before
+
+
+async def test_callable_and_pydantic_validators(make_app):
+    def positive(value):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError("must be a positive integer")
+        return value
+
+    @job("count", input=positive)
+    async def count(step, input):
+        return input
+
+    app = make_app([count])
+    with pytest.raises(ValidationError, match="positive integer"):
+        app.trigger(count, -1)
+    app.trigger(count, 3)
+    assert await app.process_until_idle() == 1
+
+    pydantic = pytest.importorskip("pydantic")
+
+    class Item(pydantic.BaseModel):
+        name: str
+        qty: int
+
+    @job("item", input=Item)
+    async def item(step, input):
+        assert isinstance(input, Item)
+        return input.qty
+
+    app.register(item)
+    with pytest.raises(ValidationError, match="qty"):
+        app.trigger(item, {"name": "x", "qty": "many"})
+    run = app.trigger(item, {"name": "x", "qty": 2})
+    await app.process_one()
+    assert app.get_run(run.id).output == 2
+
+
+async def test_an_output_that_does_not_match_fails_the_run(make_app):
+    @job("out", output=Result)
+    async def out(step, input):
+        return {"ok": "yes", "city": "x"}
+
+    app = make_app([out])
+    run = app.trigger(out, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed" and "ok must be bool" in failed.error
+
+
+async def test_bad_trigger_input_creates_no_run(make_app):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j])
+    bad_calls = [
+        (lambda: app.trigger("nope", None), NotFoundError, "unknown job 'nope'"),
+        (lambda: app.trigger(j, {"x": {1, 2}}), ValidationError, "JSON"),
+        (lambda: app.trigger(j, float("nan")), ValidationError, "JSON"),
+        (lambda: app.trigger(j, None, labels={"a": 1}), ValidationError, "string value"),
+        (lambda: app.trigger(j, None, labels=["a"]), ValidationError, "labels"),
+        (lambda: app.trigger(j, None, idempotency_key=""), ValidationError, "idempotency_key"),
+        (lambda: app.trigger(j, None, concurrency_key=5), ValidationError, "concurrency_key"),
+        (lambda: app.trigger(j, None, coalesce="merge"), ValidationError, "coalesce"),
+        (lambda: app.trigger(j, None, coalesce="skip"), ValidationError, "concurrency_key"),
+        (lambda: app.trigger_many(j, [1, {2}]), ValidationError, "JSON"),
+    ]
+    for call, error, message in bad_calls:
+        with pytest.raises(error, match=message):
+            call()
+    assert app.get_runs() == []
+
+
+async def test_trigger_many_is_all_or_nothing(make_app):
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    app.trigger(j, 0, concurrency_key="taken")
+    runs = app.trigger_many(j, [1, 2, 3], labels={"batch": "b1"})
+    assert [r.input for r in runs] == [1, 2, 3]
+    assert len(app.get_runs(labels={"batch": "b1"})) == 3
+    app.cancel(runs[0].id)
+    assert len(app.get_runs()) == 4
+
+
+# -- reading runs ---------------------------------------------------------------------------
+
+
+async def test_get_runs_filters_newest_first(make_app):
+    @job("a")
+    async def a(step, input):
+        return 1
+
+    @job("b")
+    async def b(step, input):
+        raise ValueError("x")
+
+    app = make_app([a, b])
+    r1 = app.trigger(a, 1, labels={"env": "prod", "team": "x"})
+    r2 = app.trigger(b, 2, labels={"env": "prod"})
+    r3 = app.trigger(a, 3, labels={"env": "dev"})
+    await app.process_until_idle(max_runs=2)
+    assert [r.id for r in app.get_runs()] == [r3.id, r2.id, r1.id]
+    assert [r.id for r in app.get_runs(status="completed")] == [r1.id]
+    assert [r.id for r in app.get_runs(status=["failed", "pending"])] == [r3.id, r2.id]
+    assert [r.id for r in app.get_runs(job_name="a")] == [r3.id, r1.id]
+    assert [r.id for r in app.get_runs(job_name=["a", "b"], limit=2)] == [r3.id, r2.id]
+    assert [r.id for r in app.get_runs(limit=2, offset=1)] == [r2.id, r1.id]
+    assert [r.id for r in app.get_runs(labels={"env": "prod"})] == [r2.id, r1.id]
+    assert [r.id for r in app.get_runs(labels={"env": "prod", "team": "x"})] == [r1.id]
+    assert app.get_runs(labels={"env": "none"}) == []
+    with pytest.raises(ValidationError, match="unknown status"):
+        app.get_runs(status="done")
+    with pytest.raises(ValidationError, match="limit"):
+        app.get_runs(limit=-1)
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+async def test_purge_runs_deletes_only_finished_runs_older_than_the_age(make_app, clock):
+    @job("j")
+    async def j(step, input):
+        await step.run("s", lambda: 1)
+
+    app = make_app([j], clock=clock)
+    old = app.trigger(j, 1)
+    await app.process_one()
+    clock.advance(3600 * 48)
+    recent = app.trigger(j, 2)
+    await app.process_one()
+    pending = app.trigger(j, 3)
+    clock.advance(3600 * 48)
+    assert app.purge_runs(timedelta(days=3)) == 1
+    assert app.get_run(old.id) is None and app.get_run(recent.id) is not None
+    assert app.purge_runs(clock() - timedelta(hours=1)) == 1
+    assert app.get_run(pending.id).status == "pending"
+    assert app.purge_runs(timedelta(0)) == 0
+    with pytest.raises(ValidationError):
+        app.purge_runs("30d")
+    with pytest.raises(ValidationError):
+        app.purge_runs(timedelta(days=1), limit=0)
+
+
+async def test_retain_runs_purges_old_runs_during_idle_maintenance(make_app, clock):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], clock=clock, retain_runs="15m")
+    old = app.trigger(j, None)
+    await app.process_one()
+    clock.advance(16 * 60)
+    fresh = app.trigger(j, None)
+    await app.process_one()
+    deleted = next_event(app, "run:delete")
+    await app.start()
+    assert (await asyncio.wait_for(deleted, 5)).run_id == old.id
+    await app.stop()
+    assert app.get_run(old.id) is None and app.get_run(fresh.id) is not None
+
+
+async def test_preserve_steps_false_deletes_a_finished_runs_steps_and_logs(make_app):
+    @job("j")
+    async def j(step, input):
+        await step.run("s", lambda: 1)
+        step.log.info("x")
+        return "out"
+
+    app = make_app([j], preserve_steps=False)
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).output == "out"
+    assert app.get_steps(run.id) == [] and app.get_logs(run.id) == []
+
+
+# -- options and schema ----------------------------------------------------------------------
+
+
+async def test_bad_options_are_refused(make_app):
+    bad = [
+        {"polling_interval": 0},
+        {"lease_duration": -1},
+        {"lease_duration": 5, "lease_renew_interval": 5},
+        {"max_concurrent_runs": 0},
+        {"max_concurrent_runs": 1.5},
+        {"preserve_steps": "no"},
+        {"retain_runs": "30"},
+        {"retain_runs": "2w"},
+        {"retain_runs": "0d"},
+        {"retain_runs": 30},
+    ]
+    for options in bad:
+        with pytest.raises(ValidationError):
+            make_app(**options)
+    for good in ("30d", "12h", "15m"):
+        assert make_app(retain_runs=good).retain_runs is not None
+    with pytest.raises(ValidationError, match="coroutine"):
+        job(lambda step, input: None)
+    with pytest.raises(ValidationError, match="job name"):
+        job("")
+
+
+async def test_progress_and_logs_reject_bad_values_clearly(make_app):
+    problems = []
+
+    @job("j")
+    async def j(step, input):
+        for call in (lambda: step.progress("half"), lambda: step.progress(1, "x"),
+                     lambda: step.log.info(5), lambda: step.log.info("m", {1, 2})):
+            try:
+                call()
+            except ValidationError as exc:
+                problems.append(str(exc))
+        with pytest.raises(ValidationError):
+            await step.run("", lambda: 1)
+        return len(problems)
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).output == 4
+
+
+async def test_the_schema_is_created_by_the_first_call_of_a_trigger_only_process(make_app):
+    app = make_app()
+    assert app._store.schema_version() == 0
+    run = app.trigger("somejob", {"a": 1})
+    assert app._store.schema_version() == durably.schema.LATEST_VERSION
+    assert app.get_run(run.id).input == {"a": 1}
