@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--rounds R] [--only a,b] [--scale-runs N] [--out DIR]``"""
+"""``python -m bench [--quick] [--browser] [--rounds R] [--only a,b] [--scale-runs N] [--out DIR]``"""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import os
 import sys
 
 from bench import report, runner
-from bench.contenders import CPYTHON
+from bench.contenders import BROWSER, CPYTHON
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small cases, 2 rounds: a smoke run under a minute")
     p.add_argument("--rounds", type=int, help="rounds of alternation (default 2 quick, 3 full)")
-    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join(CPYTHON)}")
+    p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
+    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join([*CPYTHON, *BROWSER])}")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
     p.add_argument("--stem", default="latest", help="file name stem of the outputs")
     a = p.parse_args(argv)
     only = [x.strip() for x in a.only.split(",")] if a.only else None
-    unknown = [x for x in only or [] if x not in CPYTHON]
+    unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
-    plan = runner.make_plan(a.quick, a.rounds, a.scale_runs)
+    plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser)
     res = runner.run_plan(plan, only)
     paths = report.write(res, a.out, a.stem)
     print(report.markdown(res))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from bench.common import percentile, remove_db, spread
-from bench.contenders import CPYTHON
+from bench.contenders import BROWSER, CPYTHON, host
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(ROOT, "results", "tmp")
@@ -64,23 +64,25 @@ class Plan:
     scale_runs: int | None
     timeout: float
     contenders: list[str] = field(default_factory=lambda: list(CPYTHON))
+    browser: bool = False
 
 
-def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None) -> Plan:
+def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None,
+              browser: bool = False) -> Plan:
     if quick:
         cases = [
             Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
             Case("2-runs-k50", 2, "runs", "runs", {"k": 50}, "Workload 2: 50 one-step runs triggered at once"),
             Case("3-trigger-k20", 3, "trigger", "trigger_latency", {"k": 20}, "Workload 3: trigger and trigger-to-start latency (20 samples)"),
         ]
-        return Plan("quick", rounds or 2, cases, 2000 if scale_runs is None else scale_runs, 120)
+        return Plan("quick", rounds or 2, cases, 2000 if scale_runs is None else scale_runs, 120, browser=browser)
     cases = [
         Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
         Case("1-steps-n10000", 1, "steps", "steps", {"n": 10_000, "slices": 20}, "Workload 1: one run of 10,000 steps"),
         Case("2-runs-k100", 2, "runs", "runs", {"k": 100}, "Workload 2: 100 one-step runs triggered at once"),
         Case("3-trigger-k100", 3, "trigger", "trigger_latency", {"k": 100}, "Workload 3: trigger and trigger-to-start latency (100 samples)"),
     ]
-    return Plan("full", rounds or 3, cases, 100_000 if scale_runs is None else scale_runs, 1800)
+    return Plan("full", rounds or 3, cases, 100_000 if scale_runs is None else scale_runs, 1800, browser=browser)
 
 
 def _log(msg: str) -> None:
@@ -151,6 +153,8 @@ def summarise(case: Case, per_round: dict[str, list[dict]]) -> dict:
     ratios: dict = {}
     names = [n for n in per_round if any(figures[n])]
     for a, b in itertools.combinations(names, 2):
+        if host(a) != host(b):
+            continue  # a browser figure against a CPython one says nothing
         pair = {}
         for m, _, higher in METRICS[case.kind]:
             if m == "last_over_first":
@@ -176,33 +180,54 @@ def _versions() -> dict:
 
 
 def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
-    names = [n for n in plan.contenders if not only or n in only]
+    names = list(plan.contenders) + (list(BROWSER) if plan.browser else [])
+    names = [n for n in names if not only or n in only]
     status: dict[str, dict] = {}
+    session = None
     for name in names:
-        module, _ = CPYTHON[name]
-        reason = importlib.import_module(module).available()
+        if name in BROWSER:
+            from bench import browser
+
+            reason = browser.available()
+        else:
+            module, _ = CPYTHON[name]
+            reason = importlib.import_module(module).available()
         status[name] = {"available": reason is None, "reason": reason}
         if reason:
             _log(f"skip {name}: {reason}")
     live = [n for n in names if status[n]["available"]]
+    if any(n in BROWSER for n in live):
+        from bench import browser
+
+        browser.build()
+        session = browser.BrowserSession(os.path.join(TMP, "chromium-profile"))
 
     started = time.time()
     per_case: dict[str, dict[str, list[dict]]] = {c.id: {n: [] for n in live} for c in plan.cases}
-    for rnd in range(plan.rounds):
-        order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
-        for case in plan.cases:
-            for name in order:
-                module, options = CPYTHON[name]
-                t = time.monotonic()
-                r = measure(module, case.func, {**case.params, **options}, plan.timeout)
-                per_case[case.id][name].append(r)
-                head = METRICS[case.kind][0][0]
-                shown = derive(case.kind, r).get(head)
-                _log(
-                    f"round {rnd + 1}/{plan.rounds} {case.id:16} {name:9} "
-                    + (f"{head}={shown:.1f}" if shown is not None else f"ERROR {r.get('error')}")
-                    + f"  ({time.monotonic() - t:.1f} s wall)"
-                )
+    try:
+        for rnd in range(plan.rounds):
+            order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
+            for case in plan.cases:
+                for name in order:
+                    t = time.monotonic()
+                    if name in BROWSER:
+                        r = session.measure(BROWSER[name], case.func, case.params, plan.timeout)
+                    else:
+                        module, options = CPYTHON[name]
+                        r = measure(module, case.func, {**case.params, **options}, plan.timeout)
+                    per_case[case.id][name].append(r)
+                    head = METRICS[case.kind][0][0]
+                    shown = derive(case.kind, r).get(head)
+                    _log(
+                        f"round {rnd + 1}/{plan.rounds} {case.id:16} {name:13} "
+                        + (f"{head}={shown:.1f}" if shown is not None else f"ERROR {r.get('error')}")
+                        + f"  ({time.monotonic() - t:.1f} s wall)"
+                    )
+
+    finally:
+        browser_versions = session.versions if session else {}
+        if session:
+            session.close()
 
     cases_out = []
     for case in plan.cases:
@@ -232,7 +257,7 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
                 "cpus": os.cpu_count(),
                 "loadavg_at_end": os.getloadavg(),
             },
-            "versions": _versions(),
+            "versions": {**_versions(), **browser_versions},
             "command": " ".join(["python -m bench"] + sys.argv[1:]),
         },
         "contenders": status,

@@ -10,3 +10,14 @@ CPYTHON: dict[str, tuple[str, dict]] = {
     "dbos-wal": ("bench.contenders.dbos_transact", {"tuned": True}),
     "huey": ("bench.contenders.huey_sqlite", {}),
 }
+
+# Browser contenders: label -> page under bench/web/ (driven by bench.browser). durably's own
+# browser host joins here once the site build (Pyodide worker) exists.
+BROWSER: dict[str, str] = {
+    "coji-durably": "coji.html",
+    "browser-floor": "floor.html",
+}
+
+
+def host(name: str) -> str:
+    return "browser" if name in BROWSER else "cpython"
