@@ -1,0 +1,39 @@
+# One command to try it, one to test it:
+#   make demo   install what is missing, build site/, serve it on http://127.0.0.1:8000
+#   make test   install what is missing, build site/, run every test (CPython and browser)
+
+PYTHON ?= python3
+PORT ?= 8000
+# apt-get needs root; elsewhere go through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test build serve deps python-deps chromium clean
+
+demo: build
+	$(PYTHON) scripts/serve.py --port $(PORT)
+
+test: deps build
+	$(PYTHON) -m pytest
+
+build: node_modules/.package-lock.json
+	PYTHON=$(PYTHON) node scripts/build.mjs
+
+serve:
+	$(PYTHON) scripts/serve.py --port $(PORT)
+
+deps: python-deps node_modules/.package-lock.json chromium
+
+# Re-run when the lock file changes; npm ci gives exactly the committed versions.
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+
+python-deps:
+	@$(PYTHON) -c "import durably, pytest, playwright, pytest_playwright" 2>/dev/null \
+		|| $(PYTHON) -m pip install -e '.[test]'
+
+# Debian's Chromium: Playwright's own browser download cannot work on these machines.
+chromium:
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
+clean:
+	rm -rf site .cache
