@@ -546,7 +546,8 @@ class Runtime:
         app = self.app
         while not self.stopping:
             claimed_any = False
-            while len(self.active) < app.max_concurrent_runs and not self.stopping:
+            # Count tasks, not active runs: a task just created has not registered its run yet.
+            while len(self._tasks) < app.max_concurrent_runs and not self.stopping:
                 try:
                     claimed = self.claim()
                 except StorageError as exc:
@@ -558,11 +559,11 @@ class Runtime:
                 task = asyncio.ensure_future(self._guarded_execute(claimed))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if not claimed_any and not self.active:
+            if not claimed_any and not self._tasks:
                 self._maybe_maintain()
             if self.stopping:
                 break
-            if claimed_any and len(self.active) < app.max_concurrent_runs:
+            if claimed_any and len(self._tasks) < app.max_concurrent_runs:
                 await asyncio.sleep(0)  # let new runs start, then look for more
                 continue
             await self._sleep(app.polling_interval)

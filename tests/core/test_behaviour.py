@@ -1088,3 +1088,21 @@ async def test_the_schema_is_created_by_the_first_call_of_a_trigger_only_process
     run = app.trigger("somejob", {"a": 1})
     assert app._store.schema_version() == durably.schema.LATEST_VERSION
     assert app.get_run(run.id).input == {"a": 1}
+
+
+async def test_a_worker_never_holds_more_runs_than_max_concurrent_runs(make_app):
+    gate = asyncio.Event()
+
+    @job("j")
+    async def j(step, input):
+        await step.run("wait", gate.wait)
+
+    app = make_app([j], max_concurrent_runs=2)
+    runs = app.trigger_many(j, [1, 2, 3, 4])
+    await app.start()
+    await asyncio.sleep(0.2)  # several polls: a greedy worker would have claimed them all
+    assert sorted(r.status for r in app.get_runs()) == ["leased", "leased", "pending", "pending"]
+    gate.set()
+    for run in runs:
+        await app.wait_for_run(run.id, timeout=5)
+    await app.stop()

@@ -1,0 +1,290 @@
+"""Real processes on one database file: the CLI worker, SIGKILL, SIGTERM, and two workers.
+
+The job bodies write a ledger (a file the runtime never touches) of every execution of a
+step body, with the worker's pid, so the checks compare against an independent record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from durably import Durably
+
+JOBS = textwrap.dedent(
+    """
+    import asyncio, os, time
+    from durably import job
+
+    def note(ledger, what, run_id, step):
+        with open(ledger, "a") as f:
+            f.write(f"{what} {run_id} {step} {os.getpid()} {time.time():.6f}\\n")
+
+    @job("multi")
+    async def multi(step, input):
+        for i in range(input["steps"]):
+            name = f"s{i}"
+            async def body(name=name):
+                note(input["ledger"], "start", step.run_id, name)
+                await asyncio.sleep(input["sleep"])
+                note(input["ledger"], "end", step.run_id, name)
+                return name
+            await step.run(name, body)
+        return "done"
+    """
+)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "ledger_jobs.py").write_text(JOBS)
+    return tmp_path
+
+
+def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    proc = subprocess.run([sys.executable, "-m", "durably", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"durably {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def start_worker(workdir: Path, db: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "durably", "worker", "ledger_jobs", "--db", db,
+         "--polling-interval", "0.05", *extra],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def ledger(path: Path) -> list[tuple[str, str, str, int, float]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        what, run_id, step, pid, t = line.split()
+        out.append((what, run_id, step, int(pid), float(t)))
+    return out
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trigger(workdir: Path, db: str, ledger_path: Path, steps: int, sleep: float, **keys: str) -> str:
+    extra = []
+    for key, value in keys.items():
+        extra += [f"--{key.replace('_', '-')}", value]
+    out = cli("trigger", "--db", db, "multi",
+              json.dumps({"steps": steps, "sleep": sleep, "ledger": str(ledger_path)}), *extra, cwd=workdir)
+    return json.loads(out.stdout)["id"]
+
+
+def statuses(db: str) -> dict[str, str]:
+    app = Durably(db)
+    try:
+        return {r.id: r.status for r in app.get_runs()}
+    finally:
+        app.close()
+
+
+def committed_steps(db: str, run_id: str) -> list[str]:
+    app = Durably(db)
+    try:
+        return [s.name for s in app.get_steps(run_id) if s.status == "completed"]
+    finally:
+        app.close()
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_sigkill_mid_run_then_another_worker_resumes_without_rerunning_finished_steps(workdir):
+    db = str(workdir / "jobs.db")
+    path = workdir / "ledger.txt"
+    run_id = trigger(workdir, db, path, steps=6, sleep=0.15)
+    first = start_worker(workdir, db, "--lease-duration", "1", "--lease-renew-interval", "0.2")
+    wait_until(lambda: any(e[0] == "start" and e[2] == "s3" for e in ledger(path)), what="step s3 to start")
+    first.kill()
+    first.wait(timeout=10)
+    done_before_kill = set(committed_steps(db, run_id))
+    assert {"s0", "s1", "s2"} <= done_before_kill
+
+    second = start_worker(workdir, db, "--lease-duration", "1", "--lease-renew-interval", "0.2")
+    try:
+        wait_until(lambda: statuses(db)[run_id] == "completed", what="the run to complete")
+    finally:
+        stop(second)
+    entries = ledger(path)
+    by_second = [e for e in entries if e[3] == second.pid and e[0] == "start"]
+    assert not done_before_kill & {e[2] for e in by_second}, "a committed step ran again"
+    starts = [e[2] for e in entries if e[0] == "start"]
+    reexecuted = [s for s in set(starts) if starts.count(s) > 1]
+    assert len(reexecuted) <= 1  # only the step in flight at the kill
+    assert committed_steps(db, run_id) == [f"s{i}" for i in range(6)]
+
+
+def test_sigterm_lets_the_step_in_flight_finish_and_the_next_worker_resumes_at_the_next_step(workdir):
+    db = str(workdir / "jobs.db")
+    path = workdir / "ledger.txt"
+    run_id = trigger(workdir, db, path, steps=4, sleep=0.3)
+    first = start_worker(workdir, db)  # default 30 s lease: a resume must not wait for it
+    wait_until(lambda: any(e[0] == "start" and e[2] == "s1" for e in ledger(path)), what="step s1 to start")
+    code, out, err = stop(first, signal.SIGTERM)
+    assert code == 0, err
+    assert "SIGTERM received" in err
+    assert any(e[:3] == ("end", run_id, "s1") and e[3] == first.pid for e in ledger(path))
+    assert statuses(db)[run_id] == "pending"
+    assert committed_steps(db, run_id) == ["s0", "s1"]
+
+    t0 = time.monotonic()
+    second = start_worker(workdir, db)
+    try:
+        wait_until(lambda: statuses(db)[run_id] == "completed", what="the run to complete")
+    finally:
+        stop(second)
+    assert time.monotonic() - t0 < 15  # far less than the 30 s lease
+    starts = [e[2] for e in ledger(path) if e[0] == "start"]
+    assert starts == ["s0", "s1", "s2", "s3"]  # zero re-executions
+    assert {e[3] for e in ledger(path) if e[2] in ("s2", "s3")} == {second.pid}
+
+
+def test_two_workers_on_one_file_never_run_steps_of_the_same_run_or_key_at_once(workdir):
+    db = str(workdir / "jobs.db")
+    path = workdir / "ledger.txt"
+    ids = [trigger(workdir, db, path, steps=3, sleep=0.1) for _ in range(12)]
+    keyed = [trigger(workdir, db, path, steps=2, sleep=0.03, concurrency_key="shared") for _ in range(1)]
+    workers = [start_worker(workdir, db, "--concurrency", "2") for _ in range(2)]
+    # One pending run per job and key: queue the second once the first has started.
+    wait_until(lambda: statuses(db)[keyed[0]] != "pending", what="the first keyed run to start")
+    keyed.append(trigger(workdir, db, path, steps=2, sleep=0.03, concurrency_key="shared"))
+    try:
+        wait_until(lambda: all(s == "completed" for s in statuses(db).values())
+                   and len(statuses(db)) == len(ids) + len(keyed), timeout=40, what="all runs to complete")
+    finally:
+        for w in workers:
+            stop(w)
+    entries = ledger(path)
+    spans: dict[tuple[str, str], list] = {}
+    for what, run_id, step, pid, t in entries:
+        spans.setdefault((run_id, step), []).append((what, pid, t))
+    for key, marks in spans.items():
+        assert [m[0] for m in marks] == ["start", "end"], f"{key} ran more than once: {marks}"
+    by_run: dict[str, list] = {}
+    for (run_id, _), marks in spans.items():
+        by_run.setdefault(run_id, []).append((marks[0][2], marks[1][2], marks[0][1]))
+    for run_id, intervals in by_run.items():
+        intervals.sort()
+        for (s1, e1, _), (s2, e2, _) in zip(intervals, intervals[1:]):
+            assert e1 <= s2, f"steps of run {run_id} overlapped"
+    keyed_intervals = sorted(i for r in keyed for i in by_run[r])
+    first_run = sorted(by_run[keyed[0]])
+    second_run = sorted(by_run[keyed[1]])
+    assert first_run[-1][1] <= second_run[0][0] or second_run[-1][1] <= first_run[0][0]
+    assert len(keyed_intervals) == 4
+    assert len({pid for *_, pid in (i for r in ids for i in by_run[r])}) == 2, "both workers did work"
+
+
+def test_cli_trigger_runs_show_cancel_retrigger_delete_and_exit_codes(workdir):
+    db = str(workdir / "jobs.db")
+    out = cli("trigger", "--db", db, "multi", '{"steps": 0, "sleep": 0, "ledger": "x"}',
+              "--label", "team=a", "--idempotency-key", "k1", cwd=workdir)
+    first = json.loads(out.stdout)
+    assert first["status"] == "pending" and first["disposition"] == "created"
+    again = json.loads(cli("trigger", "--db", db, "multi", "{}", "--idempotency-key", "k1", cwd=workdir).stdout)
+    assert again["id"] == first["id"] and again["disposition"] == "idempotent"
+
+    listing = cli("runs", "--db", db, "--json", "--label", "team=a", cwd=workdir).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in listing] == [first["id"]]
+    assert first["id"] in cli("runs", "--db", db, cwd=workdir).stdout
+    shown = json.loads(cli("show", "--db", db, first["id"], cwd=workdir).stdout)
+    assert shown["labels"] == {"team": "a"} and shown["steps"] == []
+
+    bad = cli("retrigger", "--db", db, first["id"], cwd=workdir, check=False)
+    assert bad.returncode == 2 and "pending" in bad.stderr and "Traceback" not in bad.stderr
+    assert json.loads(cli("cancel", "--db", db, first["id"], cwd=workdir).stdout)["status"] == "cancelled"
+    again = cli("cancel", "--db", db, first["id"], cwd=workdir, check=False)
+    assert again.returncode == 2 and "already cancelled" in again.stderr
+    new = json.loads(cli("retrigger", "--db", db, first["id"], cwd=workdir).stdout)
+    assert new["id"] != first["id"] and new["status"] == "pending"
+    assert json.loads(cli("delete", "--db", db, first["id"], cwd=workdir).stdout)["deleted"] is True
+
+    for args, needle in [
+        (("trigger", "--db", db, "multi", "{not json"), "not valid JSON"),
+        (("show", "--db", db, "nope"), "no run with id"),
+        (("cancel", "--db", db, "nope"), "no run with id"),
+        (("runs",), "--db PATH is required"),
+        (("runs", "--db", db, "--status", "finished"), "unknown status"),
+        (("worker", "no_such_module", "--db", db), "cannot import"),
+        (("worker", "json", "--db", db), "defines no jobs"),
+        (("trigger", "--db", db, "multi", "{}", "--label", "novalue"), "KEY=VALUE"),
+        (("frobnicate",), "invalid choice"),
+    ]:
+        proc = cli(*args, cwd=workdir, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_cli_worker_prints_one_line_per_event_and_runs_module_files(workdir):
+    db = str(workdir / "jobs.db")
+    run_id = trigger(workdir, db, workdir / "ledger.txt", steps=2, sleep=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "durably", "worker", str(workdir / "ledger_jobs.py"), "--db", db,
+         "--polling-interval", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(lambda: statuses(db)[run_id] == "completed", what="the run to complete")
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    lines = out.splitlines()
+    types = [line.split()[1] for line in lines]
+    assert types == ["run:leased", "step:start", "step:complete", "step:start", "step:complete", "run:complete"]
+    assert all(run_id in line for line in lines)
+    assert "worker stopped" in err
+
+
+def test_a_database_from_a_newer_schema_is_refused_and_left_untouched(workdir):
+    db = str(workdir / "jobs.db")
+    app = Durably(db)
+    app.trigger("x", 1)
+    app._store.driver.execute("INSERT INTO durably_migrations (version, applied_at) VALUES (99, 'later')")
+    app.close()
+    before = Path(db).read_bytes()
+    proc = cli("runs", "--db", db, cwd=workdir, check=False)
+    assert proc.returncode == 1 and "newer durably" in proc.stderr and "not modified" in proc.stderr
+    newer = Durably(db)
+    with pytest.raises(Exception, match="schema version 99"):
+        newer.trigger("x", 2)
+    newer.close()
+    assert Path(db).read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_gives_a_clear_error(workdir):
+    path = workdir / "notes.txt"
+    path.write_text("hello, I am not SQLite" * 100)
+    proc = cli("runs", "--db", str(path), cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert "not a database" in proc.stderr and "Traceback" not in proc.stderr
+    assert path.read_text().startswith("hello")
