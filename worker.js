@@ -283,12 +283,36 @@ async function boot() {
   });
 
   await phase("install", async () => {
+    // Download each wheel ourselves and check its status and SHA-256 against the manifest:
+    // micropip neither checks the HTTP status (a 404 page becomes "not a zip file") nor the
+    // hash, and a half-deployed site must say so plainly. Then install from the in-memory FS.
+    const wheelDir = "/tmp/durably-wheels";
+    pyodide.FS.mkdirTree(wheelDir);
+    const paths = [];
+    for (const w of manifest.wheels) {
+      const res = await fetch(siteURL(w.url));
+      if (!res.ok) throw new BootError("install", `cannot download ${w.url}: HTTP ${res.status}. Is the site fully deployed?`);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const digest = await sha256Hex(bytes);
+      if (digest !== w.sha256) {
+        throw new BootError("install", `${w.url} is not the wheel this site was built with (SHA-256 ${digest.slice(0, 12)}...): rebuild and redeploy the whole site/ folder`);
+      }
+      pyodide.FS.writeFile(`${wheelDir}/${w.file}`, bytes);
+      paths.push(`emfs:${wheelDir}/${w.file}`);
+    }
     const micropip = pyodide.pyimport("micropip");
     try {
       // deps=False: the wheels have no dependencies, and resolving them would go online.
-      await micropip.install(manifest.wheels.map((w) => siteURL(w.url)), { deps: false });
+      await micropip.install(paths, { deps: false });
     } catch (err) {
-      throw new Error(`installing ${manifest.wheels.map((w) => w.file).join(", ")} failed:\n${err.message}`);
+      // err.message is micropip's whole Python traceback: its last line on the status line,
+      // all of it in the details.
+      const text = String(err?.message ?? err);
+      throw new BootError(
+        "install",
+        `installing ${manifest.wheels.map((w) => w.file).join(", ")} failed: ${lastLine(text)}`,
+        text,
+      );
     } finally {
       micropip.destroy();
     }
@@ -314,6 +338,11 @@ async function boot() {
     }
     state.handle = pyodide.runPython(PY_HANDLER);
   });
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function lastLine(text) {

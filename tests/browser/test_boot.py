@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlparse
 
 import pytest
@@ -98,3 +99,41 @@ def test_a_second_tab_waits_for_the_first_and_takes_over_when_it_closes(context,
     first.close(run_before_unload=True)
     durably.wait_until_ready(second)
     assert durably.sql(second, "SELECT who FROM handover")["rows"] == [["first"]]
+
+
+def test_a_job_module_that_fails_to_import_is_shown_with_its_traceback(context, site_url, durably):
+    context.route(
+        "**/jobs/demo_jobs.py",
+        lambda route: route.fulfill(status=200, content_type="text/x-python", body="import durably\nraise RuntimeError('job file is broken')\n"),
+    )
+    page = context.new_page()
+    page.goto(site_url)
+    page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
+    assert page.inner_text("#status") == (
+        "Could not start (import): cannot import demo_jobs: RuntimeError: job file is broken"
+    )
+    assert 'File "/home/pyodide/durably_jobs/demo_jobs.py", line 2' in page.inner_text("#error")
+    # Calls made after a failed boot are rejected with the boot's error, not left hanging.
+    name = page.evaluate("window.durably.call('ping').then(() => null, (e) => e.name)")
+    assert name == "BootError"
+
+
+def test_a_wheel_that_cannot_be_downloaded_fails_the_install_phase_clearly(context, site_url, durably):
+    context.route("**/durably-*.whl", lambda route: route.fulfill(status=404, body="gone"))
+    page = context.new_page()
+    page.goto(site_url)
+    page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
+    status = page.inner_text("#status")
+    assert re.fullmatch(
+        r"Could not start \(install\): cannot download wheels/\w+/durably-[^/]+\.whl: HTTP 404\. "
+        r"Is the site fully deployed\?",
+        status,
+    ), status
+
+
+def test_a_wheel_that_is_not_the_built_one_is_refused(context, site_url, durably):
+    context.route("**/durably-*.whl", lambda route: route.fulfill(status=200, content_type="application/zip", body=b"PK not it"))
+    page = context.new_page()
+    page.goto(site_url)
+    page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
+    assert "is not the wheel this site was built with" in page.inner_text("#status")
