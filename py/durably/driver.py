@@ -20,7 +20,6 @@ the JavaScript SQLite bridge, lives in ``durably.pyodide_driver``.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from .errors import StorageError, ValidationError
@@ -58,6 +57,9 @@ class Sqlite3Driver:
             raise ValidationError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
             )
+        import sqlite3  # here, not at the top: Pyodide's build may not ship _sqlite3
+
+        self._sqlite3 = sqlite3
         self.path = path
         try:
             self._conn = sqlite3.connect(
@@ -79,19 +81,21 @@ class Sqlite3Driver:
             cur = self._conn.execute(sql, params)
             rows = cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount if cur.rowcount > 0 else 0
-        except sqlite3.Error as exc:
+        except self._sqlite3.Error as exc:
             raise _storage_error(exc) from exc
 
     def close(self) -> None:
         try:
             self._conn.close()
-        except sqlite3.Error:  # pragma: no cover - closing a broken connection
+        except self._sqlite3.Error:  # pragma: no cover - closing a broken connection
             pass
 
 
-def _storage_error(exc: sqlite3.Error, context: str | None = None) -> StorageError:
+def _storage_error(exc: Exception, context: str | None = None) -> StorageError:
     code = getattr(exc, "sqlite_errorname", None)
     message = str(exc)
+    if code == "SQLITE_CANTOPEN":
+        message += " (does its folder exist, and may this process write there?)"
     if context:
         message = f"{context}: {message}"
     return StorageError(message, code=code)

@@ -493,6 +493,21 @@ class Store:
                 ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL",
             )
 
+    def reclaim_all_leases(self, now: str) -> int:
+        """Hand back every lease in the database at once; returns how many.
+
+        Only for a host that knows no other worker can be running on this database: the
+        browser, whose worker holds the database's Web Lock. There, a leased run is one a
+        closed or reloaded tab left behind, and it resumes at once instead of after its
+        lease expires."""
+        with self._write():
+            _, changes = self._x(
+                "UPDATE durably_runs SET status = 'pending', lease_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = ? WHERE status = 'leased'",
+                (now,),
+            )
+        return changes
+
     # -- operations on runs -----------------------------------------------------------------
 
     def cancel(self, run_id: str, now: str) -> Run:

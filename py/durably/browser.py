@@ -1,0 +1,344 @@
+"""The browser host: the Python half of the durably Web Worker.
+
+``worker.js`` boots SQLite and Pyodide, then creates one ``BrowserHost`` and passes every
+request from the page to :meth:`BrowserHost.handle` as ``(method, params_json)``; the reply
+is JSON text, ``{"ok": value}`` or ``{"error": {"name", "message", ...}}``, where ``name``
+is the Python error's class name (``ValidationError``, ``NotFoundError``, ...). Events are
+pushed through the ``post_event`` callback as JSON text, for the types the page subscribed
+to. docs/protocol.md is the contract; this module implements it.
+
+The page's names are camelCase (``idempotencyKey``, ``jobName``); records (runs, steps,
+logs, events) are the same plain data as ``Run.to_dict()`` on CPython, snake_case.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import logging
+import os
+import traceback
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+
+from . import __version__
+from .app import Durably
+from .errors import DurablyError, NotFoundError, ValidationError
+from .events import EVENT_TYPES, Event
+from .jobs import Job
+
+logger = logging.getLogger("durably")
+
+PROTOCOL_VERSION = 1
+#: Requests larger than this are refused (a job input belongs in the database, not in a
+#: message of many megabytes).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# Page option name -> Durably keyword.
+OPTIONS = {
+    "pollingInterval": "polling_interval",
+    "leaseDuration": "lease_duration",
+    "leaseRenewInterval": "lease_renew_interval",
+    "maxConcurrentRuns": "max_concurrent_runs",
+    "preserveSteps": "preserve_steps",
+    "retainRuns": "retain_runs",
+}
+# In the browser one worker owns the database (the Web Lock), so leases only matter while a
+# tab is alive: short ones are fine, and a reloaded tab reclaims its runs at once anyway.
+BROWSER_DEFAULTS = {"polling_interval": 1.0, "lease_duration": 30.0, "lease_renew_interval": 5.0}
+
+
+def jobs_in_modules(names: Iterable[str]) -> list[Job]:
+    """Import each module and collect the jobs defined at its top level."""
+    jobs: list[Job] = []
+    for name in names:
+        module = importlib.import_module(name)
+        found = [v for v in vars(module).values() if isinstance(v, Job)]
+        if not found:
+            raise ValidationError(
+                f"module {name!r} defines no jobs at its top level; decorate async functions with @job"
+            )
+        jobs.extend(found)
+    return jobs
+
+
+class BrowserHost:
+    """Owns the ``Durably`` instance of the worker and answers the page's requests."""
+
+    def __init__(
+        self,
+        *,
+        post_event: Callable[[str], Any],
+        job_modules: Iterable[str] = (),
+        jobs: Iterable[Job] = (),
+        options: dict[str, Any] | None = None,
+        driver: Any = None,
+        debug: bool = False,
+    ) -> None:
+        if driver is None:
+            from .pyodide_driver import PyodideDriver
+
+            driver = PyodideDriver()
+        kwargs = dict(BROWSER_DEFAULTS)
+        for key, value in (options or {}).items():
+            if key not in OPTIONS:
+                raise ValidationError(
+                    f"unknown option {key!r}; the options are: {', '.join(OPTIONS)}"
+                )
+            kwargs[OPTIONS[key]] = value
+        all_jobs = [*jobs, *jobs_in_modules(job_modules)]
+        self.app = Durably(driver, jobs=all_jobs, worker_id=f"browser:{os.urandom(4).hex()}", **kwargs)
+        self._post_event = post_event
+        self._types: set[str] = set()
+        self.debug = debug
+        self.app.on("*", self._forward)
+        self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": self._ping,
+            "jobs": self._jobs,
+            "trigger": self._trigger,
+            "triggerMany": self._trigger_many,
+            "getRun": self._get_run,
+            "getRuns": self._get_runs,
+            "getSteps": self._get_steps,
+            "getLogs": self._get_logs,
+            "cancel": self._cancel,
+            "retrigger": self._retrigger,
+            "deleteRun": self._delete_run,
+            "purgeRuns": self._purge_runs,
+            "waitForRun": self._wait_for_run,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+        }
+        if debug:
+            self._methods["evalPython"] = self._eval_python
+
+    async def start(self) -> dict[str, Any]:
+        """Create or upgrade the schema, hand back the leases a closed tab left behind, and
+        start the worker loop. Returns what the page shows once ready."""
+        app = self.app
+        app._store.migrate()
+        reclaimed = app._store.reclaim_all_leases(app._now())
+        await app.start()
+        return {"reclaimed": reclaimed, "jobs": sorted(app.jobs), "worker_id": app.worker_id}
+
+    async def stop(self, timeout: float | None = 0) -> None:
+        await self.app.stop(timeout)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def handle(self, method: Any, params_json: Any) -> str:
+        """Answer one request; never raises. Returns the reply as JSON text."""
+        try:
+            if not isinstance(method, str) or method not in self._methods:
+                raise NotFoundError(
+                    f"unknown method {method!r}; the methods are: {', '.join(sorted(self._methods))}"
+                )
+            params = self._parse(params_json)
+            result = self._methods[method](params)
+            if inspect.isawaitable(result):
+                result = await result
+            return _dumps({"ok": result})
+        except DurablyError as exc:
+            return _dumps({"error": exc.to_dict()})
+        except TimeoutError as exc:
+            return _dumps({"error": {"name": "TimeoutError", "message": str(exc)}})
+        except Exception as exc:  # a bug: say so, with the traceback, and keep serving
+            logger.exception("durably: request %r failed", method)
+            return _dumps(
+                {"error": {"name": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
+            )
+
+    @staticmethod
+    def _parse(params_json: Any) -> dict[str, Any]:
+        if params_json is None or params_json == "":
+            return {}
+        if not isinstance(params_json, str):
+            raise ValidationError("params must arrive as JSON text")
+        if len(params_json) > MAX_MESSAGE_BYTES:
+            raise ValidationError(
+                f"the request is {len(params_json)} bytes; the limit is {MAX_MESSAGE_BYTES}. "
+                "Keep job inputs small: store large data elsewhere and pass a reference"
+            )
+        try:
+            params = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"params are not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ValidationError(f"params must be an object, got {type(params).__name__}")
+        return params
+
+    # -- methods -----------------------------------------------------------------------------
+
+    def _ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "ping")
+        import sys
+
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "durably": __version__,
+            "python": sys.version.split()[0],
+            "driver": getattr(self.app.driver, "name", "?"),
+            "worker_id": self.app.worker_id,
+        }
+
+    def _jobs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _only(params, "jobs")
+        out = []
+        for name, definition in sorted(self.app.jobs.items()):
+            doc = inspect.getdoc(definition.fn) or ""
+            out.append({"name": name, "doc": doc})
+        return out
+
+    def _trigger(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "trigger", "job", "input", "idempotencyKey", "concurrencyKey", "coalesce", "labels")
+        run = self.app.trigger(
+            _required(params, "job", "trigger"),
+            params.get("input"),
+            idempotency_key=params.get("idempotencyKey"),
+            concurrency_key=params.get("concurrencyKey"),
+            coalesce=params.get("coalesce"),
+            labels=params.get("labels"),
+        )
+        return run.to_dict()
+
+    def _trigger_many(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _only(params, "triggerMany", "job", "inputs", "labels")
+        runs = self.app.trigger_many(
+            _required(params, "job", "triggerMany"), _required(params, "inputs", "triggerMany"),
+            labels=params.get("labels"),
+        )
+        return [run.to_dict() for run in runs]
+
+    def _get_run(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        _only(params, "getRun", "id")
+        run = self.app.get_run(_required(params, "id", "getRun"))
+        return run.to_dict() if run else None
+
+    def _get_runs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _only(params, "getRuns", "status", "jobName", "labels", "limit", "offset")
+        runs = self.app.get_runs(
+            status=params.get("status"),
+            job_name=params.get("jobName"),
+            labels=params.get("labels"),
+            limit=params.get("limit"),
+            offset=params.get("offset", 0),
+        )
+        return [run.to_dict() for run in runs]
+
+    def _get_steps(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _only(params, "getSteps", "id")
+        return [s.to_dict() for s in self.app.get_steps(_required(params, "id", "getSteps"))]
+
+    def _get_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _only(params, "getLogs", "id")
+        return [log.to_dict() for log in self.app.get_logs(_required(params, "id", "getLogs"))]
+
+    def _cancel(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "cancel", "id")
+        return self.app.cancel(_required(params, "id", "cancel")).to_dict()
+
+    def _retrigger(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "retrigger", "id")
+        return self.app.retrigger(_required(params, "id", "retrigger")).to_dict()
+
+    def _delete_run(self, params: dict[str, Any]) -> None:
+        _only(params, "deleteRun", "id")
+        self.app.delete_run(_required(params, "id", "deleteRun"))
+
+    def _purge_runs(self, params: dict[str, Any]) -> int:
+        _only(params, "purgeRuns", "olderThan", "limit")
+        older = _required(params, "olderThan", "purgeRuns")
+        if isinstance(older, (int, float)) and not isinstance(older, bool):
+            cutoff: Any = timedelta(seconds=older)
+        elif isinstance(older, str):
+            try:
+                cutoff = datetime.fromisoformat(older.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationError(
+                    f"olderThan must be an age in seconds or an ISO-8601 date, got {older!r}"
+                ) from None
+        else:
+            raise ValidationError(f"olderThan must be an age in seconds or an ISO-8601 date, got {older!r}")
+        return self.app.purge_runs(cutoff, limit=params.get("limit", 500))
+
+    async def _wait_for_run(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "waitForRun", "id", "timeout")
+        run = await self.app.wait_for_run(_required(params, "id", "waitForRun"), timeout=params.get("timeout"))
+        return run.to_dict()
+
+    def _subscribe(self, params: dict[str, Any]) -> list[str]:
+        _only(params, "subscribe", "types")
+        types = _types(_required(params, "types", "subscribe"))
+        self._types |= set(types)
+        return sorted(self._types)
+
+    def _unsubscribe(self, params: dict[str, Any]) -> list[str]:
+        _only(params, "unsubscribe", "types")
+        self._types -= set(_types(_required(params, "types", "unsubscribe")))
+        return sorted(self._types)
+
+    async def _eval_python(self, params: dict[str, Any]) -> Any:
+        """Debug builds only (``connect({debug: true})``): run Python in the worker, for the
+        browser tests. The value of the last expression, if JSON data, is returned."""
+        _only(params, "evalPython", "code")
+        code = _required(params, "code", "evalPython")
+        namespace: dict[str, Any] = {"host": self, "app": self.app}
+        tree = ast.parse(code, mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        result = eval(compile(tree, "<evalPython>", "exec", flags=flags), namespace)
+        if inspect.isawaitable(result):
+            await result
+        if last is None:
+            return None
+        value = eval(compile(last, "<evalPython>", "eval", flags=flags), namespace)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _forward(self, event: Event) -> None:
+        if event.type in self._types or "*" in self._types:
+            self._post_event(_dumps(event.to_dict()))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_plain, allow_nan=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return {"$bytes": value.hex()}
+    return str(value)
+
+
+def _only(params: dict[str, Any], method: str, *allowed: str) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValidationError(
+            f"{method}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(allowed) or 'nothing'}"
+        )
+
+
+def _required(params: dict[str, Any], key: str, method: str) -> Any:
+    if key not in params or params[key] is None:
+        raise ValidationError(f"{method}: the parameter {key!r} is required")
+    return params[key]
+
+
+def _types(value: Any) -> list[str]:
+    types = [value] if isinstance(value, str) else value
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ValidationError("types must be an event type, '*', or a list of them")
+    for t in types:
+        if t != "*" and t not in EVENT_TYPES:
+            raise ValidationError(f"unknown event type {t!r}; use '*' or one of: {', '.join(sorted(EVENT_TYPES))}")
+    return types

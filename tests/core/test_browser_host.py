@@ -1,0 +1,125 @@
+"""The browser host's request handling, run on CPython with the sqlite3 driver.
+
+The same ``BrowserHost`` runs inside Pyodide in the browser tests; here its protocol
+(methods, parameter checks, error replies, event forwarding) is checked quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from durably import job
+from durably.browser import BrowserHost
+from durably.driver import Sqlite3Driver
+
+
+@job("double")
+async def double(step, input):
+    """Doubles a number."""
+    return await step.run("double", lambda: input["n"] * 2)
+
+
+@job("hang")
+async def hang(step, input):
+    await step.run("hang", lambda: asyncio.sleep(30))
+
+
+def make_host(db_path: str, **kwargs):
+    posted: list[dict] = []
+    host = BrowserHost(
+        post_event=lambda text: posted.append(json.loads(text)),
+        jobs=[double, hang],
+        driver=Sqlite3Driver(db_path),
+        options={"pollingInterval": 0.05, **kwargs.pop("options", {})},
+        **kwargs,
+    )
+    return host, posted
+
+
+async def call(host: BrowserHost, method, params=None):
+    return json.loads(await host.handle(method, json.dumps(params) if params is not None else ""))
+
+
+async def test_requests_get_one_reply_each_with_plain_data(db_path):
+    host, posted = make_host(db_path)
+    info = await host.start()
+    assert info["jobs"] == ["double", "hang"] and info["reclaimed"] == 0
+    assert (await call(host, "subscribe", {"types": ["run:complete", "step:complete"]}))["ok"]
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 21}, "labels": {"k": "v"}}))["ok"]
+    assert run["status"] == "pending" and run["disposition"] == "created" and isinstance(run["created_at"], str)
+    done = (await call(host, "waitForRun", {"id": run["id"], "timeout": 5}))["ok"]
+    assert done["output"] == 42
+    steps = (await call(host, "getSteps", {"id": run["id"]}))["ok"]
+    assert [(s["name"], s["status"], s["output"]) for s in steps] == [("double", "completed", 42)]
+    runs = (await call(host, "getRuns", {"jobName": "double", "labels": {"k": "v"}}))["ok"]
+    assert [r["id"] for r in runs] == [run["id"]]
+    assert [e["type"] for e in posted] == ["step:complete", "run:complete"]
+    assert posted[-1]["output"] == 42 and posted[-1]["run_id"] == run["id"]
+    jobs = (await call(host, "jobs"))["ok"]
+    assert jobs[0] == {"name": "double", "doc": "Doubles a number."}
+    again = (await call(host, "retrigger", {"id": run["id"]}))["ok"]
+    assert again["input"] == {"n": 21}
+    await call(host, "waitForRun", {"id": again["id"], "timeout": 5})
+    assert (await call(host, "deleteRun", {"id": run["id"]})) == {"ok": None}
+    assert (await call(host, "getRun", {"id": run["id"]})) == {"ok": None}
+    await host.stop()
+
+
+async def test_bad_requests_get_clear_errors_and_change_nothing(db_path):
+    host, _ = make_host(db_path)
+    await host.start()
+    cases = [
+        (("nope", "{}"), "NotFoundError", "unknown method 'nope'"),
+        (("trigger", "{not json"), "ValidationError", "not valid JSON"),
+        (("trigger", "[1, 2]"), "ValidationError", "must be an object"),
+        (("trigger", json.dumps({"job": "double", "inptu": 1})), "ValidationError", "unknown parameter(s) 'inptu'"),
+        (("trigger", json.dumps({"input": 1})), "ValidationError", "'job' is required"),
+        (("trigger", json.dumps({"job": "nope"})), "NotFoundError", "unknown job 'nope'"),
+        (("trigger", json.dumps({"job": "double", "labels": {"a": 1}})), "ValidationError", "string value"),
+        (("cancel", json.dumps({"id": "missing"})), "NotFoundError", "no run with id"),
+        (("subscribe", json.dumps({"types": ["run:done"]})), "ValidationError", "unknown event type"),
+        (("purgeRuns", json.dumps({"olderThan": "yesterday"})), "ValidationError", "olderThan"),
+        (("trigger", "x" * (4 * 1024 * 1024 + 1)), "ValidationError", "the limit is"),
+        ((None, "{}"), "NotFoundError", "unknown method"),
+        (("evalPython", json.dumps({"code": "1"})), "NotFoundError", "unknown method"),
+    ]
+    for (method, params), name, message in cases:
+        reply = json.loads(await host.handle(method, params))
+        assert reply["error"]["name"] == name, (method, reply)
+        assert message in reply["error"]["message"], (method, reply)
+    assert (await call(host, "getRuns"))["ok"] == []
+    await host.stop()
+
+
+async def test_a_reloaded_tab_reclaims_the_runs_its_previous_worker_left_leased(db_path):
+    first, _ = make_host(db_path)
+    await first.start()
+    run = (await call(first, "trigger", {"job": "hang"}))["ok"]
+    while (await call(first, "getRun", {"id": run["id"]}))["ok"]["status"] != "leased":
+        await asyncio.sleep(0.01)
+    # The tab closes: its worker dies without handing anything back.
+    first.app._runtime._loop_task.cancel()
+
+    second, _ = make_host(db_path)
+    info = await second.start()
+    assert info["reclaimed"] == 1
+    await asyncio.sleep(0.2)
+    assert (await call(second, "getRun", {"id": run["id"]}))["ok"]["status"] == "leased"
+    assert (await call(second, "cancel", {"id": run["id"]}))["ok"]["status"] == "cancelled"
+    await second.stop()
+
+
+async def test_unknown_options_are_refused(db_path):
+    import pytest
+
+    from durably import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown option 'leaseTime'"):
+        make_host(db_path, options={"leaseTime": 3})
+
+
+async def test_debug_eval_runs_python_in_the_worker(db_path):
+    host, _ = make_host(db_path, debug=True)
+    reply = await call(host, "evalPython", {"code": "import asyncio\nawait asyncio.sleep(0)\nsorted(app.jobs)"})
+    assert reply == {"ok": ["double", "hang"]}
