@@ -1,0 +1,52 @@
+"""``python -m bench.chaos --host cpython --kills 300 [--workers 3 --runs 400 --seed N]``
+
+Prints one summary line; exits 1 when a check fails (the failures go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .harness import Chaos, Options
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    p.add_argument("--host", choices=["cpython"], default="cpython",
+                   help="cpython (the browser host is not automated yet, see docs/chaos.md)")
+    p.add_argument("--kills", type=int, default=300, help="SIGKILLs of workers (each restarted)")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--runs", type=int, default=400)
+    p.add_argument("--seed", type=int, default=None, help="default: from the clock (printed)")
+    p.add_argument("--stops", type=int, help="SIGSTOP/SIGCONT episodes (default kills/60, at least 1)")
+    p.add_argument("--terms", type=int, help="SIGTERMs during steps (default kills/15, at least 1)")
+    p.add_argument("--cancels", type=int, help="runs cancelled midway (default runs/12)")
+    p.add_argument("--lease-duration", type=float, default=1.0)
+    p.add_argument("--lease-renew-interval", type=float, default=0.2)
+    p.add_argument("--keep", metavar="DIR", help="keep the database, ledger and worker outputs in DIR")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    seed = a.seed if a.seed is not None else int(time.time()) % 100000
+    opts = Options(kills=a.kills, workers=a.workers, runs=a.runs, seed=seed, stops=a.stops, terms=a.terms,
+                   cancels=a.cancels, lease_duration=a.lease_duration,
+                   lease_renew_interval=a.lease_renew_interval, verbose=a.verbose)
+    if a.keep:
+        Path(a.keep).mkdir(parents=True, exist_ok=True)
+        rep = Chaos(opts, Path(a.keep)).run()
+    else:
+        with tempfile.TemporaryDirectory(prefix="durably-chaos-") as tmp:
+            rep = Chaos(opts, Path(tmp)).run()
+    for f in rep.failures[:50]:
+        print(f"FAIL: {f}", file=sys.stderr)
+    if len(rep.failures) > 50:
+        print(f"... and {len(rep.failures) - 50} more", file=sys.stderr)
+    print(f"{rep.line(a.host)} [seed {seed}, {a.workers} workers, {getattr(rep, 'elapsed', 0):.0f} s]")
+    return 0 if rep.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Compare the ledger (what step bodies say they executed) with the database (what the
+runtime committed) and with the harness's own timeline of signals and cancels.
+
+Everything here is a pure function of its inputs, so the self-test (tests/chaos) can feed
+it a doctored ledger or database and see each check fail.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from .ledger import Execution
+
+# A ledger time is taken a few microseconds after the step's started_at, and a step body's
+# end a few microseconds before its completed_at; allow for clock reads on both sides.
+SLACK = 0.002
+
+
+@dataclass
+class Timeline:
+    """What the harness did, with wall-clock times (time.time())."""
+
+    kills: list[tuple[int, float]] = field(default_factory=list)  # (pid, t)
+    stops: list[tuple[int, float, float]] = field(default_factory=list)  # (pid, t_stop, t_cont)
+    terms: list[tuple[int, float]] = field(default_factory=list)  # (pid, t)
+    exits: dict[int, float] = field(default_factory=dict)  # pid -> when it was seen dead
+    expected: dict[str, str] = field(default_factory=dict)  # run id -> "completed" | "cancelled"
+
+
+@dataclass
+class Report:
+    runs: int = 0
+    steps: int = 0
+    kills: int = 0
+    stops: int = 0
+    terms: int = 0
+    cancelled: int = 0
+    reexecuted: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    half_written: int = 0
+    overlaps: int = 0
+    stale_tails: int = 0
+    integrity: str = "?"
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def interruptions(self) -> int:
+        return self.kills + self.stops + self.terms
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def line(self, host: str = "cpython") -> str:
+        return (
+            f"chaos {host}: runs {self.runs} ({self.cancelled} cancelled), steps {self.steps}, "
+            f"interruptions {self.interruptions} (SIGKILL {self.kills}, SIGSTOP {self.stops}, SIGTERM {self.terms}), "
+            f"re-executed step bodies {self.reexecuted}, lost runs {self.lost}, "
+            f"duplicate completions {self.duplicates}, half-written {self.half_written}, "
+            f"overlapping executions {self.overlaps} (stale tails after SIGCONT {self.stale_tails}), "
+            f"integrity {self.integrity}: {'PASS' if self.ok else 'FAIL'}"
+        )
+
+
+def ts(text: str | None) -> float | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+@dataclass
+class DbState:
+    runs: dict[str, dict]  # id -> {status, concurrency_key, output, completed_steps, completed_at}
+    steps: dict[tuple[str, str], dict]  # (run id, name) -> {status, started_at, completed_at}
+    step_rows: int  # rows in durably_steps, to see duplicates the dict would hide
+    integrity: str
+
+
+def read_db(path: str | Path) -> DbState:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        runs = {
+            r[0]: {"status": r[1], "concurrency_key": r[2], "output": r[3],
+                   "completed_steps": r[4], "completed_at": ts(r[5])}
+            for r in conn.execute(
+                "SELECT id, status, concurrency_key, output, completed_steps, completed_at FROM durably_runs")
+        }
+        steps = {}
+        rows = conn.execute("SELECT run_id, name, status, started_at, completed_at FROM durably_steps").fetchall()
+        for run_id, name, status, started, completed in rows:
+            steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed)}
+        integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
+    return DbState(runs, steps, len(rows), integrity)
+
+
+def parse_events(lines: Iterable[tuple[int, str]]) -> list[tuple[int, str, str, dict]]:
+    """``(pid, line)`` of a worker's stdout (one line per event, see durably.cli) ->
+    ``(pid, type, run_id, payload)``."""
+    out = []
+    for pid, line in lines:
+        parts = line.split(maxsplit=4)
+        if len(parts) < 4 or ":" not in parts[1]:
+            continue
+        payload = {}
+        if len(parts) == 5 and parts[4].startswith("{"):
+            try:
+                payload = json.loads(parts[4])
+            except ValueError:
+                payload = {}
+        out.append((pid, parts[1], parts[2], payload))
+    return out
+
+
+def _segments(ex: Execution, tl: Timeline, horizon: float) -> list[tuple[float, float, bool]]:
+    """When the body was actually executing: ``[start, end]`` minus the times its process
+    was frozen by SIGSTOP. Returns ``(a, b, after_a_stop)`` segments."""
+    end = ex.end
+    if end is None:
+        end = tl.exits.get(ex.pid, horizon)
+    segs = [(ex.start, end, False)]
+    for pid, t_stop, t_cont in tl.stops:
+        if pid != ex.pid:
+            continue
+        nxt = []
+        for a, b, stale in segs:
+            if b <= t_stop or a >= t_cont:
+                nxt.append((a, b, stale or a >= t_cont and ex.start < t_stop))
+                continue
+            if a < t_stop:
+                nxt.append((a, t_stop, stale))
+            if b > t_cont:
+                nxt.append((t_cont, b, True))
+        segs = nxt
+    return segs
+
+
+def _overlaps(groups: dict[str, list[Execution]], tl: Timeline, horizon: float,
+              same_run_ok: bool) -> tuple[list[str], int]:
+    bad, stale_tails = [], 0
+    for key, exs in groups.items():
+        segs = []
+        for ex in exs:
+            for a, b, stale in _segments(ex, tl, horizon):
+                segs.append((a, b, stale, ex))
+        segs.sort(key=lambda s: s[0])
+        for i, (a1, b1, s1, e1) in enumerate(segs):
+            for a2, b2, s2, e2 in segs[i + 1:]:
+                if a2 >= b1:
+                    break
+                if e1 is e2 or (same_run_ok and e1.run_id == e2.run_id):
+                    continue
+                if s1 or s2:
+                    stale_tails += 1
+                    continue
+                bad.append(f"{key}: {e1.run_id}/{e1.step} (pid {e1.pid}) and {e2.run_id}/{e2.step} "
+                           f"(pid {e2.pid}) executed at the same time ({a2:.3f}..{min(b1, b2):.3f})")
+    return bad, stale_tails
+
+
+def check(ledger: list[Execution], db: DbState, tl: Timeline,
+          events: list[tuple[int, str, str, dict]] | None = None, horizon: float | None = None) -> Report:
+    rep = Report(kills=len(tl.kills), stops=len(tl.stops), terms=len(tl.terms))
+    fail = rep.failures.append
+    horizon = horizon if horizon is not None else max([e.end or e.start for e in ledger] + [0.0]) + 1
+    rep.runs = len(tl.expected)
+    rep.cancelled = sum(1 for s in tl.expected.values() if s == "cancelled")
+    rep.steps = sum(1 for s in db.steps.values() if s["status"] == "completed")
+    rep.integrity = db.integrity
+
+    # 1. Every run reaches the state it should.
+    for run_id, want in tl.expected.items():
+        got = db.runs.get(run_id, {}).get("status")
+        if got != want:
+            rep.lost += 1
+            fail(f"run {run_id} is {got or 'missing'}, expected {want}")
+    for run_id in db.runs.keys() - tl.expected.keys():
+        fail(f"run {run_id} is in the database but was never triggered")
+
+    # 2. Nothing half-written: a completed run has its output and counters match its steps.
+    done_per_run: dict[str, int] = {}
+    for (run_id, _), s in db.steps.items():
+        if s["status"] == "completed":
+            done_per_run[run_id] = done_per_run.get(run_id, 0) + 1
+    for run_id, r in db.runs.items():
+        if r["status"] == "completed" and r["output"] is None:
+            rep.half_written += 1
+            fail(f"run {run_id} is completed without an output")
+        if r["completed_steps"] != done_per_run.get(run_id, 0):
+            rep.half_written += 1
+            fail(f"run {run_id} counts {r['completed_steps']} completed steps, the steps table has "
+                 f"{done_per_run.get(run_id, 0)}")
+    if db.step_rows != len(db.steps):
+        rep.duplicates += db.step_rows - len(db.steps)
+        fail(f"{db.step_rows - len(db.steps)} duplicate step rows")
+
+    # 3. Every completed step was executed (the ledger has its body ending before the commit),
+    #    and no completed step was executed again after its commit.
+    by_step: dict[tuple[str, str], list[Execution]] = {}
+    for ex in ledger:
+        by_step.setdefault((ex.run_id, ex.step), []).append(ex)
+    for key, s in db.steps.items():
+        if s["status"] != "completed":
+            continue
+        exs = by_step.get(key, [])
+        if not any(e.outcome == "end" and e.end <= s["completed_at"] + SLACK for e in exs):
+            fail(f"step {key[0]}/{key[1]} committed as completed but no body execution ended before the commit")
+        for e in exs:
+            if e.start > s["completed_at"] + SLACK:
+                fail(f"step {key[0]}/{key[1]} was executed again (pid {e.pid}) after it committed")
+
+    # 4. Re-executions: only bodies in flight at a SIGKILL or in a SIGSTOPped worker.
+    killed = {pid for pid, _ in tl.kills}
+    for key, exs in by_step.items():
+        exs = sorted(exs, key=lambda e: e.start)
+        rep.reexecuted += len(exs) - 1
+        for e in exs[:-1]:
+            if e.pid in killed and e.outcome == "running":
+                continue
+            if any(pid == e.pid and e.start < t_stop and (e.end is None or e.end > t_stop)
+                   for pid, t_stop, _ in tl.stops):
+                continue
+            fail(f"step {key[0]}/{key[1]} ran again although its execution by pid {e.pid} "
+                 f"was not interrupted by a kill or a stop ({e.outcome})")
+    if rep.reexecuted > rep.kills + rep.stops:
+        fail(f"{rep.reexecuted} re-executed step bodies for {rep.kills} kills and {rep.stops} stops")
+
+    # 5. SIGTERM: the step in flight finishes, and is never executed again.
+    for pid, t in tl.terms:
+        for e in ledger:
+            if e.pid == pid and e.start <= t and (e.end is None or e.end >= t):
+                if e.outcome != "end":
+                    fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} did not finish ({e.outcome})")
+                if any(o.start > e.start for o in by_step[(e.run_id, e.step)]):
+                    fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} was executed again")
+
+    # 6. SIGSTOP: the frozen worker's late step write is refused once another worker took over.
+    for pid, t_stop, t_cont in tl.stops:
+        for e in ledger:
+            if e.pid != pid or e.start >= t_stop or (e.end is not None and e.end <= t_stop):
+                continue
+            others = [o for o in by_step.get((e.run_id, e.step), []) if o.pid != pid]
+            row = db.steps.get((e.run_id, e.step))
+            if others and row is not None and row["started_at"] is not None and row["started_at"] < t_stop:
+                fail(f"step {e.run_id}/{e.step}: the late write of SIGSTOPped pid {pid} was accepted "
+                     "although another worker had taken the run over")
+
+    # 7. No committed step after its run was cancelled.
+    for run_id, r in db.runs.items():
+        if r["status"] != "cancelled" or r["completed_at"] is None:
+            continue
+        for (rid, name), s in db.steps.items():
+            if rid == run_id and s["status"] == "completed" and s["completed_at"] > r["completed_at"] + SLACK:
+                fail(f"step {run_id}/{name} committed after the run was cancelled")
+
+    # 8. No two workers executing steps of one run, or of one concurrency key, at once.
+    by_run: dict[str, list[Execution]] = {}
+    by_key: dict[str, list[Execution]] = {}
+    for ex in ledger:
+        by_run.setdefault(ex.run_id, []).append(ex)
+        key = db.runs.get(ex.run_id, {}).get("concurrency_key")
+        if key is not None:
+            by_key.setdefault(key, []).append(ex)
+    bad_run, tails_run = _overlaps(by_run, tl, horizon, same_run_ok=False)
+    bad_key, tails_key = _overlaps(by_key, tl, horizon, same_run_ok=True)
+    rep.overlaps = len(bad_run) + len(bad_key)
+    rep.stale_tails = tails_run + tails_key
+    for msg in bad_run + bad_key:
+        fail(msg)
+    if rep.stale_tails > 2 * rep.stops:
+        fail(f"{rep.stale_tails} stale tails after SIGCONT for {rep.stops} stops")
+
+    # 9. The runtime's own reports: one step:complete per step, one run:complete per run.
+    if events is not None:
+        seen: dict[tuple[str, str], int] = {}
+        for pid, kind, run_id, payload in events:
+            if kind == "step:complete":
+                k = (run_id, payload.get("step_name", "?"))
+            elif kind == "run:complete":
+                k = (run_id, "<run>")
+            else:
+                continue
+            seen[k] = seen.get(k, 0) + 1
+        for k, n in seen.items():
+            if n > 1:
+                rep.duplicates += n - 1
+                fail(f"{k[0]}/{k[1]} was reported complete {n} times")
+
+    if db.integrity != "ok":
+        fail(f"PRAGMA integrity_check: {db.integrity}")
+    return rep

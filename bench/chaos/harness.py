@@ -1,0 +1,368 @@
+"""The CPython chaos run: worker processes on one database file, signals at random moments.
+
+The harness process only triggers and cancels (it registers no jobs), like any other
+process sharing the file. It keeps its own timeline of what it did (kills, stops, terms,
+cancels), the workers' stdout (one line per event) and the ledger the job bodies write;
+``checks.check`` compares the three with the database at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from durably import Durably
+from durably.errors import ConflictError
+
+from . import checks, ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+FINISHED = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class Options:
+    kills: int = 300
+    workers: int = 3
+    runs: int = 400
+    seed: int = 1
+    stops: int | None = None  # default: about one per 60 kills, at least 1
+    terms: int | None = None  # default: about one per 15 kills, at least 1
+    cancels: int | None = None  # default: one run in 12
+    lease_duration: float = 1.0
+    lease_renew_interval: float = 0.2
+    polling_interval: float = 0.05
+    kill_gap: tuple[float, float] = (0.1, 0.6)  # seconds between two interruptions
+    step_ms: tuple[int, int] = (20, 150)
+    steps: tuple[int, int] = (2, 6)
+    keyed_fraction: float = 0.3
+    keys: int = 4
+    settle_timeout: float = 180.0
+    workdir: str | None = None
+    verbose: bool = False
+
+    def resolved(self) -> "Options":
+        if self.stops is None:
+            self.stops = max(1, self.kills // 60)
+        if self.terms is None:
+            self.terms = max(1, self.kills // 15)
+        if self.cancels is None:
+            self.cancels = max(1, self.runs // 12)
+        return self
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    out: Path
+    started: float
+    name: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class Chaos:
+    opts: Options
+    workdir: Path
+    db: str = ""
+    ledger_path: str = ""
+    workers: list[Worker] = field(default_factory=list)
+    retired: list[Worker] = field(default_factory=list)
+    tl: checks.Timeline = field(default_factory=checks.Timeline)
+    failures: list[str] = field(default_factory=list)
+    spawned: int = 0
+    # ledger tail: pid -> {(run, step): start} of bodies in flight
+    _ledger_offset: int = 0
+    inflight: dict[int, dict[tuple[str, str], float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.db = str(self.workdir / "chaos.db")
+        self.ledger_path = str(self.workdir / "ledger.tsv")
+        self.rng = random.Random(self.opts.seed)
+        self.app = Durably(self.db)  # trigger-only: no jobs registered
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(ROOT / "py"), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
+
+    def log(self, msg: str) -> None:
+        if self.opts.verbose:
+            print(f"[chaos {time.time():.3f}] {msg}", file=sys.stderr, flush=True)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def spawn(self) -> Worker:
+        o = self.opts
+        self.spawned += 1
+        out = self.workdir / f"worker-{self.spawned:04d}.out"
+        with open(out, "wb") as fout, open(self.workdir / f"worker-{self.spawned:04d}.err", "wb") as ferr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "durably", "worker", "bench.chaos.jobs", "--db", self.db,
+                 "--polling-interval", str(o.polling_interval), "--lease-duration", str(o.lease_duration),
+                 "--lease-renew-interval", str(o.lease_renew_interval)],
+                cwd=ROOT, env=self.env, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL,
+            )
+        w = Worker(proc, out, time.time(), f"worker-{self.spawned:04d}")
+        self.workers.append(w)
+        self.log(f"spawned {w.name} pid {w.pid}")
+        return w
+
+    def _retire(self, w: Worker) -> None:
+        self.workers.remove(w)
+        self.retired.append(w)
+        self.inflight.pop(w.pid, None)
+
+    def kill(self, w: Worker) -> None:
+        t = time.time()
+        w.proc.kill()
+        w.proc.wait(timeout=30)
+        self.tl.kills.append((w.pid, t))
+        self.tl.exits[w.pid] = time.time()
+        self.log(f"SIGKILL {w.name} pid {w.pid} in flight {list(self.inflight.get(w.pid, {}))}")
+        self._retire(w)
+        self.spawn()
+
+    def term(self, w: Worker) -> None:
+        t = time.time()
+        w.proc.send_signal(signal.SIGTERM)
+        self.tl.terms.append((w.pid, t))
+        try:
+            code = w.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.failures.append(f"pid {w.pid} did not exit within 30 s of SIGTERM")
+            w.proc.kill()
+            code = w.proc.wait(timeout=30)
+        self.tl.exits[w.pid] = time.time()
+        if code != 0:
+            self.failures.append(f"pid {w.pid} exited {code} after SIGTERM")
+        self.log(f"SIGTERM {w.name} pid {w.pid} exited {code}")
+        self._retire(w)
+        self.spawn()
+
+    def stop_and_resume(self, w: Worker) -> None:
+        """SIGSTOP a worker that is inside a step, keep it frozen until another worker has
+        taken its run over (or, bounded, well past its lease), then SIGCONT it."""
+        held = {run for run, _ in self.inflight.get(w.pid, {})}
+        w.proc.send_signal(signal.SIGSTOP)
+        _wait(lambda: _proc_state(w.pid) in ("T", "t"), 5)
+        t_stop = time.time()
+        self.log(f"SIGSTOP {w.name} pid {w.pid} holding {held}")
+        deadline = t_stop + max(15.0, 10 * self.opts.lease_duration)
+        while time.time() < deadline:
+            self.read_ledger()
+            taken = all(
+                any(run == r and pid != w.pid for pid, steps in self.inflight.items() for r, _ in steps)
+                or self._taken_since(r, w.pid, t_stop)
+                for run in held for r in [run]
+            )
+            if taken and time.time() > t_stop + 1.5 * self.opts.lease_duration:
+                break
+            self._check_alive()
+            time.sleep(0.02)
+        else:
+            self.failures.append(f"run(s) {held} of SIGSTOPped pid {w.pid} were not taken over in time")
+        t_cont = time.time()
+        w.proc.send_signal(signal.SIGCONT)
+        self.tl.stops.append((w.pid, t_stop, t_cont))
+        self.log(f"SIGCONT {w.name} pid {w.pid} after {t_cont - t_stop:.2f}s")
+
+    def _taken_since(self, run_id: str, pid: int, t: float) -> bool:
+        state = self.app._store.run_state(run_id)
+        if state is None or state[0] in FINISHED:
+            return True
+        return any(e.run_id == run_id and e.pid != pid and e.start > t for e in self._recent)
+
+    def _check_alive(self) -> None:
+        for w in list(self.workers):
+            code = w.proc.poll()
+            if code is not None:
+                self.failures.append(f"{w.name} (pid {w.pid}) exited by itself with code {code}: "
+                                     f"{(self.workdir / (w.name + '.err')).read_text()[-500:]}")
+                self.tl.exits[w.pid] = time.time()
+                self._retire(w)
+                self.spawn()
+
+    # -- the ledger, read as it grows -------------------------------------------------------
+
+    def read_ledger(self) -> None:
+        self._recent: list[ledger.Execution] = getattr(self, "_recent", [])
+        try:
+            with open(self.ledger_path, "rb") as f:
+                f.seek(self._ledger_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        cut = data.rfind(b"\n") + 1
+        self._ledger_offset += cut
+        for line in data[:cut].decode().splitlines():
+            kind, run_id, step, pid_s, t_s = line.split("\t")
+            pid = int(pid_s)
+            if kind == "start":
+                self.inflight.setdefault(pid, {})[(run_id, step)] = float(t_s)
+                self._recent.append(ledger.Execution(run_id, step, pid, float(t_s)))
+                del self._recent[:-200]
+            else:
+                self.inflight.get(pid, {}).pop((run_id, step), None)
+
+    def busy(self) -> list[Worker]:
+        return [w for w in self.workers if self.inflight.get(w.pid)]
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def make_specs(self) -> deque:
+        o, rng = self.opts, self.rng
+        specs = deque()
+        for i in range(o.runs):
+            n = rng.randint(*o.steps)
+            spec = {
+                "job": rng.choice(["chaos-a", "chaos-b"]),
+                "input": {"steps": n, "ms": [rng.randint(*o.step_ms) for _ in range(n)], "ledger": self.ledger_path},
+                "key": f"k{rng.randrange(o.keys)}" if rng.random() < o.keyed_fraction else None,
+                "labels": {"chaos": "1", "n": str(i)},
+            }
+            specs.append(spec)
+        return specs
+
+    def trigger_some(self, specs: deque, limit: int) -> None:
+        tries = len(specs)
+        while specs and limit > 0 and tries > 0:
+            tries -= 1
+            spec = specs.popleft()
+            try:
+                run = self.app.trigger(spec["job"], spec["input"], concurrency_key=spec["key"], labels=spec["labels"])
+            except ConflictError:
+                specs.append(spec)  # a pending run of this job and key exists: later
+                continue
+            self.tl.expected[run.id] = "completed"
+            limit -= 1
+
+    def unfinished(self) -> list[str]:
+        rows, _ = self.app._store.driver.execute(
+            "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased')")
+        return [r[0] for r in rows]
+
+    def cancel_one(self, via_cli: bool) -> bool:
+        rows, _ = self.app._store.driver.execute(
+            "SELECT id FROM durably_runs WHERE status = 'leased' AND completed_steps >= 1")
+        if not rows:
+            return False
+        run_id = self.rng.choice(rows)[0]
+        if via_cli:
+            proc = subprocess.run([sys.executable, "-m", "durably", "cancel", "--db", self.db, run_id],
+                                  cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+            if proc.returncode == 0:
+                self.tl.expected[run_id] = "cancelled"
+            elif "already" not in proc.stderr:
+                self.failures.append(f"durably cancel {run_id} exited {proc.returncode}: {proc.stderr.strip()}")
+        else:
+            try:
+                self.app.cancel(run_id)
+                self.tl.expected[run_id] = "cancelled"
+            except ConflictError:
+                pass  # it finished first: it stays expected to complete
+        self.log(f"cancel {run_id} ({'cli' if via_cli else 'api'}): {self.tl.expected[run_id]}")
+        return self.tl.expected[run_id] == "cancelled"
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> checks.Report:
+        o = self.opts.resolved()
+        self.app._store.migrate()
+        for _ in range(o.workers):
+            self.spawn()
+        specs = self.make_specs()
+        actions = ["kill"] * o.kills + ["stop"] * o.stops + ["term"] * o.terms
+        self.rng.shuffle(actions)
+        n_actions = len(actions)
+        cancels_left = o.cancels
+        backlog = max(2 * o.workers, 4)
+        next_action = time.time() + self.rng.uniform(*o.kill_gap)
+        t0 = time.time()
+        try:
+            while actions or specs:
+                self.read_ledger()
+                self._check_alive()
+                # Trigger in step with the interruptions, so there is work all along.
+                done_frac = 1 - len(actions) / n_actions if n_actions else 1
+                want = min(o.runs, int(o.runs * done_frac) + backlog)
+                triggered = len(self.tl.expected)
+                if want > triggered or not actions:
+                    self.trigger_some(specs, max(want - triggered, 1) if actions else len(specs))
+                if cancels_left and self.rng.random() < 0.05:
+                    if self.cancel_one(via_cli=cancels_left % 3 == 0):
+                        cancels_left -= 1
+                if actions and time.time() >= next_action:
+                    kind = actions[-1]
+                    busy = [w for w in self.busy() if time.time() - w.started > 0.2]
+                    if kind == "kill":
+                        candidates = [w for w in self.workers if time.time() - w.started > 0.2]
+                    else:
+                        candidates = busy  # stops and terms are about a step in flight
+                    if candidates:
+                        actions.pop()
+                        w = self.rng.choice(candidates)
+                        getattr(self, kind if kind != "stop" else "stop_and_resume")(w)
+                        next_action = time.time() + self.rng.uniform(*o.kill_gap)
+                time.sleep(0.01)
+            deadline = time.time() + o.settle_timeout
+            while self.unfinished() and time.time() < deadline:
+                self._check_alive()
+                if cancels_left and self.cancel_one(via_cli=False):
+                    cancels_left -= 1
+                time.sleep(0.05)
+            left = self.unfinished()
+            if left:
+                self.failures.append(f"{len(left)} runs unfinished {o.settle_timeout:.0f} s after the last interruption")
+        finally:
+            for w in list(self.workers):
+                if w.proc.poll() is None:
+                    w.proc.send_signal(signal.SIGCONT)
+                    w.proc.send_signal(signal.SIGTERM)
+            for w in list(self.workers):
+                try:
+                    w.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()
+                    w.proc.wait()
+                self.tl.exits.setdefault(w.pid, time.time())
+                self._retire(w)
+            self.app.close()
+        elapsed = time.time() - t0
+        return self.report(elapsed)
+
+    def report(self, elapsed: float | None = None) -> checks.Report:
+        events = []
+        for w in self.retired:
+            for line in w.out.read_text(errors="replace").splitlines():
+                events.append((w.pid, line))
+        rep = checks.check(ledger.read(self.ledger_path), checks.read_db(self.db), self.tl,
+                           checks.parse_events(events), horizon=time.time())
+        rep.failures[:0] = self.failures
+        rep.elapsed = elapsed  # type: ignore[attr-defined]
+        return rep
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "?"
+
+
+def _wait(pred, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return False
