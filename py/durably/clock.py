@@ -23,9 +23,12 @@ def system_clock() -> datetime:
 
 def iso(dt: datetime) -> str:
     """Format an aware datetime as the fixed-width UTC text the database stores."""
-    if dt.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not timezone.utc:
+        if dt.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        dt = dt.astimezone(timezone.utc)
+    # isoformat is C code and, with timespec, always fixed width: "...:08.123456+00:00".
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, overload
 
@@ -10,6 +11,7 @@ from .errors import ValidationError
 from .schemas import Schema, make_schema
 
 MAX_NAME_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_name(value: Any, what: str) -> str:
@@ -20,7 +22,7 @@ def check_name(value: Any, what: str) -> str:
         raise ValidationError(f"{what} must not be empty")
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(f"{what} {value!r} contains control characters")
     return value
 
