@@ -77,13 +77,16 @@ class Store:
             self._x("BEGIN IMMEDIATE")
             try:
                 yield
+                # A failed COMMIT can leave the transaction open (SQLITE_BUSY always does;
+                # SQLITE_IOERR and SQLITE_FULL may): roll it back like any other failure, or
+                # the connection keeps the write lock and every later BEGIN fails.
+                self._x("COMMIT")
             except BaseException:
                 try:
                     self._x("ROLLBACK")
                 except StorageError:
                     pass  # the failed statement may already have rolled it back
                 raise
-            self._x("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[None]:
