@@ -83,19 +83,27 @@ class DbState:
 
 
 def read_db(path: str | Path) -> DbState:
+    """The runs and steps tables and ``PRAGMA integrity_check``. A database too damaged to
+    read gives empty tables and the error as its integrity verdict (so every run is lost)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    runs: dict[str, dict] = {}
+    steps: dict[tuple[str, str], dict] = {}
+    rows: list = []
     try:
-        runs = {
-            r[0]: {"status": r[1], "concurrency_key": r[2], "output": r[3],
-                   "completed_steps": r[4], "completed_at": ts(r[5])}
-            for r in conn.execute(
-                "SELECT id, status, concurrency_key, output, completed_steps, completed_at FROM durably_runs")
-        }
-        steps = {}
-        rows = conn.execute("SELECT run_id, name, status, started_at, completed_at FROM durably_steps").fetchall()
+        try:
+            integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+        except sqlite3.DatabaseError as exc:
+            return DbState({}, {}, 0, f"unreadable: {exc}")
+        try:
+            for r in conn.execute("SELECT id, status, concurrency_key, output, completed_steps, completed_at "
+                                  "FROM durably_runs"):
+                runs[r[0]] = {"status": r[1], "concurrency_key": r[2], "output": r[3],
+                              "completed_steps": r[4], "completed_at": ts(r[5])}
+            rows = conn.execute("SELECT run_id, name, status, started_at, completed_at FROM durably_steps").fetchall()
+        except sqlite3.DatabaseError as exc:
+            integrity = f"{integrity}; unreadable: {exc}"
         for run_id, name, status, started, completed in rows:
             steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed)}
-        integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
     finally:
         conn.close()
     return DbState(runs, steps, len(rows), integrity)
