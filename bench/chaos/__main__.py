@@ -6,6 +6,7 @@ Prints one summary line; exits 1 when a check fails (the failures go to stderr).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", metavar="DIR", help="keep the database, ledger and worker outputs in DIR")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
+    # SIGTERM/SIGINT unwind through the harness's finally, which stops every worker it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = a.seed if a.seed is not None else int(time.time()) % 100000
     opts = Options(kills=a.kills, workers=a.workers, runs=a.runs, seed=seed, stops=a.stops, terms=a.terms,
                    cancels=a.cancels, lease_duration=a.lease_duration,

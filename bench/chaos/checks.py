@@ -225,12 +225,17 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
                 fail(f"step {key[0]}/{key[1]} was executed again (pid {e.pid}) after it committed")
 
     # 4. Re-executions: only bodies in flight at a SIGKILL or in a SIGSTOPped worker.
+    # A killed worker's last body may have ended (or not) before the kill; either way its
+    # commit may not have happened. Only that last execution is excused, not earlier ones.
     killed = {pid for pid, _ in tl.kills}
+    last_start: dict[int, float] = {}
+    for ex in ledger:
+        last_start[ex.pid] = max(last_start.get(ex.pid, ex.start), ex.start)
     for key, exs in by_step.items():
         exs = sorted(exs, key=lambda e: e.start)
         rep.reexecuted += len(exs) - 1
         for e in exs[:-1]:
-            if e.pid in killed and e.outcome == "running":
+            if e.pid in killed and e.start == last_start[e.pid]:
                 continue
             if any(pid == e.pid and e.start < t_stop and (e.end is None or e.end > t_stop)
                    for pid, t_stop, _ in tl.stops):

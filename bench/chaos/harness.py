@@ -285,6 +285,7 @@ class Chaos:
         n_actions = len(actions)
         cancels_left = o.cancels
         backlog = max(2 * o.workers, 4)
+        extra = 0  # more runs, when a stop or term waits for a step in flight and none is
         next_action = time.time() + self.rng.uniform(*o.kill_gap)
         t0 = time.time()
         try:
@@ -293,11 +294,13 @@ class Chaos:
                 self._check_alive()
                 # Trigger in step with the interruptions, so there is work all along.
                 done_frac = 1 - len(actions) / n_actions if n_actions else 1
-                want = min(o.runs, int(o.runs * done_frac) + backlog)
+                want = min(o.runs, int(o.runs * done_frac) + backlog + extra)
                 triggered = len(self.tl.expected)
                 if want > triggered or not actions:
                     self.trigger_some(specs, max(want - triggered, 1) if actions else len(specs))
-                if cancels_left and self.rng.random() < 0.05:
+                # Cancels are spread over the run: at most in proportion to the runs triggered.
+                cancel_budget = o.cancels * len(self.tl.expected) / o.runs
+                if cancels_left and o.cancels - cancels_left < cancel_budget and self.rng.random() < 0.05:
                     if self.cancel_one(via_cli=cancels_left % 3 == 0):
                         cancels_left -= 1
                 if actions and time.time() >= next_action:
@@ -312,6 +315,13 @@ class Chaos:
                         w = self.rng.choice(candidates)
                         getattr(self, kind if kind != "stop" else "stop_and_resume")(w)
                         next_action = time.time() + self.rng.uniform(*o.kill_gap)
+                    elif not self.unfinished():
+                        if specs:
+                            extra += 1
+                        else:  # no work left to interrupt: this interruption cannot happen
+                            actions.pop()
+                            self.failures.append(f"no step in flight left for a {kind}; "
+                                                 "use more --runs for this many interruptions")
                 time.sleep(0.01)
             deadline = time.time() + o.settle_timeout
             while self.unfinished() and time.time() < deadline:

@@ -61,6 +61,13 @@ def run(ledger, db, tl, events):
     return checks.check(ledger, db, tl, events, horizon=T + 10)
 
 
+def test_a_body_that_ended_just_before_its_worker_was_killed_may_run_again():
+    ledger, db, tl, events = clean()
+    ledger[1] = ex("R1", "s1", 2, 0.1, 0.14)  # ended, then SIGKILL at 0.15 before the commit
+    rep = run(ledger, db, tl, events)
+    assert rep.ok, rep.failures
+
+
 def test_the_clean_scenario_passes_with_its_figures():
     rep = run(*clean())
     assert rep.ok, rep.failures
@@ -101,6 +108,13 @@ def doctor_rerun_after_commit(ledger, db, tl, events):
 
 def doctor_rerun_without_kill(ledger, db, tl, events):
     ledger.insert(0, ex("R3", "s0", 9, -1.0, -0.9))
+
+
+def doctor_rerun_of_an_earlier_step_of_a_killed_worker(ledger, db, tl, events):
+    # pid 2 finished R1/s0 (its body ended), went on to s1 and was killed: s0 running again
+    # is not explained by the kill, which only excuses the body pid 2 was last in.
+    ledger.insert(2, ex("R1", "s0", 3, 0.9, 1.0))
+    db.steps[("R1", "s0")].update(started_at=T + 0.9 - 0.0001, completed_at=T + 1.001)
 
 
 def doctor_too_many_reruns(ledger, db, tl, events):
@@ -155,6 +169,7 @@ def doctor_integrity(ledger, db, tl, events):
     (doctor_no_output, "completed without an output"),
     (doctor_rerun_after_commit, "executed again (pid 7) after it committed"),
     (doctor_rerun_without_kill, "was not interrupted by a kill or a stop"),
+    (doctor_rerun_of_an_earlier_step_of_a_killed_worker, "R1/s0 ran again although its execution by pid 2"),
     (doctor_too_many_reruns, "re-executed step bodies for 0 kills"),
     (doctor_overlap_in_run, "R1: R1/s1 (pid 2) and R1/s1 (pid 3) executed at the same time"),
     (doctor_overlap_in_key, "k: R3/s0 (pid 6) and R4/s0 (pid 8) executed at the same time"),
