@@ -29,6 +29,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from serve import make_server  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the browser tests after every other test.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread from the first
+    browser test to the end of the session, and every ``asyncio.run()`` after that fails
+    with "cannot be called from a running event loop": the core's async tests must go first.
+    """
+    browser_dir = Path(__file__).parent
+    items.sort(key=lambda item: browser_dir in Path(str(item.fspath)).parents)
+
+
 def _site_sources() -> list[Path]:
     files = [ROOT / "worker.js", ROOT / "index.html", ROOT / "pyproject.toml", ROOT / "package-lock.json"]
     for folder, pattern in (("web", "*"), ("scripts", "*.mjs"), ("py", "*.py")):
