@@ -48,7 +48,8 @@ def markdown(res: dict) -> str:
         f"# Benchmarks ({meta['mode']}, {meta['rounds']} rounds, {meta['started']})",
         "",
         f"`{meta['command']}` on {meta['host']['platform']}, {meta['host']['cpus']} CPUs "
-        f"(load at end {', '.join(f'{x:.2f}' for x in meta['host']['loadavg_at_end'])}); "
+        f"(1/5/15-min load at start {', '.join(f'{x:.2f}' for x in meta['host'].get('loadavg_at_start', ()))}, "
+        f"at end {', '.join(f'{x:.2f}' for x in meta['host']['loadavg_at_end'])}); "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v),
         "",
         "Each cell: median over rounds (min–max). Contenders alternate round by round; "

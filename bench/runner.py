@@ -203,6 +203,7 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
         session = browser.BrowserSession(os.path.join(TMP, "chromium-profile"))
 
     started = time.time()
+    load_start = os.getloadavg()
     per_case: dict[str, dict[str, list[dict]]] = {c.id: {n: [] for n in live} for c in plan.cases}
     try:
         for rnd in range(plan.rounds):
@@ -255,6 +256,7 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
             "host": {
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
+                "loadavg_at_start": load_start,
                 "loadavg_at_end": os.getloadavg(),
             },
             "versions": {**_versions(), **browser_versions},

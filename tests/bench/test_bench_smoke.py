@@ -50,3 +50,25 @@ def test_quick_bench_writes_json_markdown_and_chart_with_every_workload(tmp_path
         assert title in md
     page = (tmp_path / "latest.html").read_text()
     assert "<svg" in page and "<script" not in page
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_quick_browser_bench_measures_the_opfs_floor_in_chromium(tmp_path):
+    sys.path.insert(0, ROOT)
+    from bench import browser
+
+    reason = browser.available()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--browser", "--only", "browser-floor",
+         "--rounds", "1", "--scale-runs", "0", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "latest.json").read_text())
+    assert "chromium" in res["meta"]["versions"]
+    for case in res["cases"]:
+        raw = case["raw"]["browser-floor"]
+        assert len(raw) == 1 and "error" not in raw[0], raw
