@@ -12,7 +12,8 @@ Wrap a real connection and say which statements fail::
     ])
     app = Durably(driver, jobs=[...])
 
-A failed statement changes nothing, and a failed COMMIT leaves the transaction open and
+A write sent outside ``BEGIN`` is its own transaction, so an ``at="commit"`` fault that
+matches it fails that statement. A failed statement changes nothing, and a failed COMMIT leaves the transaction open and
 uncommitted: that is what SQLite does for ``SQLITE_BUSY`` on COMMIT, and what it may do for
 ``SQLITE_IOERR`` / ``SQLITE_FULL`` (its documentation tells callers to ROLLBACK after them),
 so it is the case the store must handle. Every injected error is recorded in ``injected``.
@@ -32,6 +33,9 @@ MESSAGES = {
     "SQLITE_BUSY": "database is locked",
     "SQLITE_FULL": "database or disk is full",
 }
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 @dataclass
@@ -88,6 +92,7 @@ class FaultyDriver:
         self.armed = True
         self._lock = threading.Lock()
         self._touched: list[Fault] = []  # commit faults whose statement ran in this transaction
+        self._in_tx = False
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -99,9 +104,17 @@ class FaultyDriver:
         with self._lock:
             if head.startswith("BEGIN"):
                 self._touched = []
+                self._in_tx = True
             fail: Fault | None = None
             if self.armed:
-                if head.startswith("COMMIT"):
+                if not self._in_tx and head.startswith(_WRITES):
+                    # A write outside BEGIN is its own transaction: its commit is part of
+                    # the statement, so a commit fault fails the statement (nothing stored).
+                    for f in self.faults:
+                        if f.matches(sql) and f.hit():
+                            fail = f
+                            break
+                elif head.startswith("COMMIT"):
                     for f in self.faults:
                         if f.at == "commit" and (f in self._touched or f.match is None) and f.hit():
                             fail = f
@@ -117,6 +130,8 @@ class FaultyDriver:
                             fail = f
             if head.startswith(("COMMIT", "ROLLBACK")):
                 self._touched = []
+                # A failed COMMIT leaves the transaction open until the ROLLBACK.
+                self._in_tx = head.startswith("COMMIT") and fail is not None
             if fail is not None:
                 self.injected.append((fail.code, " ".join(sql.split())[:120]))
                 raise StorageError(f"{MESSAGES[fail.code]} (injected)", code=fail.code)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import LeaseLostError, StorageError, ValidationError
 from .jobs import Job, check_name
-from .schemas import check_json
+from .schemas import check_json, to_json
 from .store import Claimed, PendingWrites
 
 if TYPE_CHECKING:
@@ -303,25 +303,18 @@ class Runtime:
         if ctx.cancel_reason is not None:
             # Cancelled while a synchronous step ran: its result is never stored.
             raise asyncio.CancelledError()
-        if isinstance(value, _PLAIN) and not (isinstance(value, float) and value != value):
-            try:
-                output_json = json.dumps(value, allow_nan=False)
-            except ValueError:
-                output_json = None
-        else:
-            output_json = None
-        if output_json is None:
-            try:
-                output_json = json.dumps(value, allow_nan=False, separators=(",", ":"))
-            except (TypeError, ValueError) as err:
-                exc = ValidationError(
-                    f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
-                    "return dicts, lists, strings, numbers, booleans or None"
-                )
-                ctx.failure = _StepFailure(index, name, started_at, exc)
-                raise exc from None
+        try:
+            output_json = to_json(value)
+        except (TypeError, ValueError) as err:
+            exc = ValidationError(
+                f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
+                "return dicts, lists, strings, numbers, booleans or None"
+            )
+            ctx.failure = _StepFailure(index, name, started_at, exc)
+            raise exc from None
+        if not isinstance(value, _PLAIN):
+            # Hand back what a resumed run would get: the value as JSON gives it back.
             value = json.loads(output_json)
-        now = app._clock()
         ok = app._store.complete_step(
             run_id=ctx.run_id,
             generation=ctx.generation,
@@ -329,13 +322,10 @@ class Runtime:
             name=name,
             output_json=output_json,
             started_at=started_at,
-            now=app._iso(now),
-            lease_until=app._iso_after(now, app.lease_duration),
-            pending=ctx.pending,
+            now=app._now(),
         )
         if not ok:
             self._raise_lost(ctx)
-        ctx.pending.clear()
         ctx.current = None
         ctx.done[name] = (index, output_json)
         ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)

@@ -88,6 +88,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )
             """,
             "CREATE INDEX durably_logs_run ON durably_logs (run_id, id)",
+            # A completed step bumps its run's counters in the statement that stores it, so
+            # a step costs one statement (one bridge call in the browser) and one commit.
+            """
+            CREATE TRIGGER durably_steps_completed AFTER INSERT ON durably_steps
+            WHEN NEW.status = 'completed'
+            BEGIN
+                UPDATE durably_runs
+                SET completed_steps = completed_steps + 1, updated_at = NEW.completed_at
+                WHERE id = NEW.run_id;
+            END
+            """,
         ],
     ),
 ]

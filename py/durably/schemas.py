@@ -16,10 +16,15 @@ from typing import Any, Callable, Union
 from .errors import ValidationError
 
 
+# One encoder, made once: json.dumps with any option builds a new encoder on every call.
+JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+to_json = JSON_ENCODER.encode
+
+
 def check_json(value: Any, what: str) -> str:
     """Serialize ``value`` as JSON text, or raise ValidationError naming ``what``."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return to_json(value)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} must be JSON data (dict, list, str, int, float, bool, None): {exc}") from None
 

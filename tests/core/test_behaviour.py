@@ -318,7 +318,7 @@ async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(m
     assert second.generation == 2
     now = app._now()
     assert not store.complete_step(run_id=run.id, generation=1, index=0, name="s", output_json="1",
-                                   started_at=now, now=now, lease_until=now, pending=None)
+                                   started_at=now, now=now)
     assert not store.finish_run(run_id=run.id, generation=1, status="completed", now=now, output_json="1")
     assert not store.renew(run_id=run.id, generation=1, now=now, lease_until=now, pending=None)
     assert not store.release(run_id=run.id, generation=1, now=now, pending=None)
