@@ -9,14 +9,22 @@
 //   pyodide  load Pyodide from the site's own files
 //   micropip load micropip from its local wheel
 //   install  install the durably wheel, write the job modules
-//   import   import durably and the job modules for real (see checkImports)
+//   import   wait for the page's init message, then import durably and the job modules it
+//            asked for, for real (a failed import is shown with its traceback)
+//   start    create durably.browser.BrowserHost, migrate the schema, hand back the leases a
+//            closed tab left behind (so its runs resume at once) and start the runtime
 // sqlite comes before Pyodide on purpose: initialising the sahpool VFS while loadPyodide()
 // runs hung in createSyncAccessHandle in about 1 load in 10 here; this order never did.
 //
-// Messages (page -> worker): {type: "call", id, method, params}, {type: "close"}.
-// Messages (worker -> page): {type: "boot", phase, state: "start"|"done"|"waiting", ms, detail},
-//   {type: "ready", timings}, {type: "boot-error", phase, name, message, detail},
-//   {type: "reply", id, ok} | {type: "reply", id, error: {name, message}}, {type: "closed"}.
+// The wire protocol (versioned; docs/protocol.md is the contract):
+//   page -> worker: {type: "init", protocol, jobs, options, debug}, {type: "call", id, method,
+//     params}, {type: "close"}
+//   worker -> page: {type: "boot", phase, state: "start"|"done"|"waiting", ms, detail},
+//     {type: "ready", protocol, timings, reclaimed, jobs}, {type: "boot-error", phase, name,
+//     message, detail}, {type: "reply", id, ok} | {type: "reply", id, error: {name, message,
+//     ...}}, {type: "event", event}, {type: "crashed", message}, {type: "closed"}
+// A request from a broken page never kills the worker: it gets an error reply, or (when it
+// has no id to reply to) a console warning.
 
 import { createBridge } from "./web/bridge.js";
 
@@ -43,10 +51,24 @@ const PHASE_TIMEOUT_MS = {
   micropip: 60_000,
   install: 60_000,
   import: 30_000,
+  start: 30_000,
 };
 const POOL_RETRIES = 5;
+const PROTOCOL_VERSION = 1;
+// BrowserHost.MAX_MESSAGE_BYTES: checked here too, so a huge request never reaches Python.
+const MAX_REQUEST_CHARS = 4 * 1024 * 1024;
+// The page posts init right after creating the worker; this only catches a page that never does.
+const INIT_TIMEOUT_MS = 60_000;
+// close(): how long the runtime may take to hand back the lease of the run in flight.
+const STOP_TIMEOUT_MS = 2_000;
 
 const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
+let resolveInit, rejectInit;
+const initReceived = new Promise((resolve, reject) => {
+  resolveInit = resolve;
+  rejectInit = reject;
+});
+initReceived.catch(() => {}); // boot() awaits it and reports the error
 const post = (msg) => self.postMessage(msg);
 
 class BootError extends Error {
@@ -62,7 +84,10 @@ const state = {
   db: null,
   pool: null,
   pyodide: null,
-  handle: null, // the Python request handler, a PyProxy
+  host: null, // the durably.browser.BrowserHost, a PyProxy
+  init: null, // the page's init message, once received
+  debug: false,
+  crashed: null, // the message of a fatal Pyodide error, once one happened
   releaseLock: null,
   timings: {},
   closed: false,
@@ -178,8 +203,8 @@ async function fetchOk(rel, as) {
   return as === "json" ? res.json() : res.text();
 }
 
-// The Python side of the worker for now: imports checked, and a small request handler.
-// (Phase 2 moves the handler into durably.browser, next to the runtime.)
+// The Python side: the import check, then one durably.browser.BrowserHost made from the
+// page's init message (as JSON text, so Python sees plain dicts, not JS proxies).
 const PY_CHECK_IMPORTS = `
 import importlib, json, traceback
 def _durably_check_imports(names):
@@ -193,35 +218,18 @@ def _durably_check_imports(names):
 _durably_check_imports
 `;
 
-const PY_HANDLER = `
-import json, sys
-from durably.pyodide_driver import PyodideDriver
-from durably.errors import DurablyError
-
-_driver = PyodideDriver()
-
-def _plain(value):
-    # JSON has no bytes: a BLOB goes to the page as {"$bytes": "<hex>"}.
-    return {"$bytes": value.hex()} if isinstance(value, bytes) else value
-
-def _durably_handle(method, params_json):
-    params = json.loads(params_json) if params_json else {}
-    try:
-        if method == "ping":
-            result = {"python": sys.version.split()[0], "driver": _driver.name}
-        elif method == "sql":
-            # Development aid and the browser tests' window into the database: runs one
-            # statement through the same driver the store uses.
-            rows, changes = _driver.execute(params["sql"], params.get("params") or [])
-            result = {"rows": [[_plain(v) for v in r] for r in rows], "changes": changes}
-        else:
-            return json.dumps({"error": {"name": "NotFoundError", "message": f"unknown method {method!r}"}})
-        return json.dumps({"ok": result})
-    except DurablyError as exc:
-        return json.dumps({"error": {**exc.to_dict(), "code": getattr(exc, "code", None)}})
-    except Exception as exc:
-        return json.dumps({"error": {"name": type(exc).__name__, "message": str(exc)}})
-_durably_handle
+const PY_MAKE_HOST = `
+import json
+from durably.browser import BrowserHost
+def _durably_make_host(post_event, init_json):
+    init = json.loads(init_json)
+    return BrowserHost(
+        post_event=post_event,
+        job_modules=init["jobs"],
+        options=init["options"],
+        debug=init["debug"],
+    )
+_durably_make_host
 `;
 
 async function boot() {
@@ -248,13 +256,20 @@ async function boot() {
   state.pool = await phase("pool", () => installPool(sqlite3));
 
   const bridge = await phase("open", async () => {
-    state.db = new state.pool.OpfsSAHPoolDb(DB_FILE);
-    // Extended codes ("SQLITE_CONSTRAINT_UNIQUE", not just "SQLITE_CONSTRAINT"), as CPython reports.
-    sqlite3.capi.sqlite3_extended_result_codes(state.db.pointer, 1);
-    for (const sql of PRAGMAS) state.db.exec(sql);
-    const mode = state.db.selectValue("PRAGMA journal_mode");
-    if (mode !== "wal") console.warn(`[durably] journal_mode is ${mode}, not wal`);
-    return createBridge(sqlite3, state.db);
+    const openDb = (name) => {
+      const db = new state.pool.OpfsSAHPoolDb(name);
+      // Extended codes ("SQLITE_CONSTRAINT_UNIQUE", not just "SQLITE_CONSTRAINT"), as CPython reports.
+      sqlite3.capi.sqlite3_extended_result_codes(db.pointer, 1);
+      for (const sql of PRAGMAS) db.exec(sql);
+      const mode = db.selectValue("PRAGMA journal_mode");
+      if (mode !== "wal") console.warn(`[durably] journal_mode of ${name} is ${mode}, not wal`);
+      return db;
+    };
+    state.db = openDb(DB_FILE);
+    const removeDb = (name) => {
+      for (const suffix of ["", "-wal", "-journal"]) state.pool.unlink(name + suffix);
+    };
+    return createBridge(sqlite3, state.db, { open: openDb, remove: removeDb });
   });
 
   const pyodide = await phase("pyodide", async () => {
@@ -324,8 +339,10 @@ async function boot() {
     pyodide.runPython(`import sys\nif ${JSON.stringify(dir)} not in sys.path: sys.path.insert(0, ${JSON.stringify(dir)})`);
   });
 
+  const init = await waitForInit(manifest);
+
   await phase("import", async () => {
-    const names = ["durably", "durably.pyodide_driver", ...manifest.jobModules.map((m) => m.module)];
+    const names = ["durably", "durably.pyodide_driver", "durably.browser", ...init.jobs];
     const check = pyodide.runPython(PY_CHECK_IMPORTS);
     const failures = JSON.parse(check(names));
     check.destroy();
@@ -336,8 +353,84 @@ async function boot() {
         failures.map((f) => f.traceback).join("\n"),
       );
     }
-    state.handle = pyodide.runPython(PY_HANDLER);
   });
+
+  return phase("start", async () => {
+    const makeHost = pyodide.runPython(PY_MAKE_HOST);
+    const postEvent = (text) => {
+      // An event the page cannot read must not stop the runtime: warn and go on.
+      try {
+        post({ type: "event", event: JSON.parse(text) });
+      } catch (err) {
+        console.warn("[durably] dropping an event that could not be posted:", err);
+      }
+    };
+    try {
+      state.host = makeHost(postEvent, JSON.stringify(init));
+    } catch (err) {
+      throw pythonBootError("start", "cannot start durably", err);
+    } finally {
+      makeHost.destroy();
+    }
+    let started;
+    try {
+      const result = await state.host.start();
+      started = result.toJs({ dict_converter: Object.fromEntries });
+      result.destroy();
+    } catch (err) {
+      // SchemaError (a database written by a newer durably) lands here, before anything
+      // was written: the file is left exactly as it was.
+      throw pythonBootError("start", "cannot open the database", err);
+    }
+    return started;
+  });
+}
+
+// Wait for the page's {type: "init"} and check it against the manifest.
+async function waitForInit(manifest) {
+  let timer;
+  const init = await Promise.race([
+    initReceived,
+    new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new BootError("import", `the page sent no init message within ${INIT_TIMEOUT_MS / 1000} s; connect() sends it (web/client.js)`)),
+        INIT_TIMEOUT_MS,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+  const known = manifest.jobModules.map((m) => m.module);
+  const unknown = init.jobs.filter((name) => !known.includes(name));
+  if (unknown.length) {
+    throw new BootError(
+      "import",
+      `job module${unknown.length > 1 ? "s" : ""} ${unknown.map((n) => JSON.stringify(n)).join(", ")} ` +
+        `${unknown.length > 1 ? "are" : "is"} not in this site's manifest.json; it has: ` +
+        `${known.map((n) => JSON.stringify(n)).join(", ") || "none"} (add job files to JOB_MODULES in scripts/build.mjs)`,
+    );
+  }
+  return init;
+}
+
+// A Python exception at boot: its last line on the status line, the traceback in the details.
+function pythonBootError(phaseName, what, err) {
+  const text = String(err?.message ?? err);
+  return new BootError(phaseName, `${what}: ${lastLine(text)}`, text);
+}
+
+// Check an init message from the page; returns the normalised init or throws a TypeError.
+function parseInit(msg) {
+  if (msg.protocol !== undefined && msg.protocol !== PROTOCOL_VERSION) {
+    throw new TypeError(`the page speaks protocol ${msg.protocol}; this worker speaks ${PROTOCOL_VERSION}: reload the page`);
+  }
+  const jobs = msg.jobs ?? [];
+  if (!Array.isArray(jobs) || !jobs.every((j) => typeof j === "string" && /^[A-Za-z_][A-Za-z0-9_.]*$/.test(j))) {
+    throw new TypeError(`init.jobs must be a list of module names, got ${JSON.stringify(jobs)}`);
+  }
+  const options = msg.options ?? {};
+  if (typeof options !== "object" || Array.isArray(options)) {
+    throw new TypeError(`init.options must be an object, got ${JSON.stringify(options)}`);
+  }
+  return { jobs, options, debug: msg.debug === true };
 }
 
 async function sha256Hex(bytes) {
@@ -350,27 +443,52 @@ function lastLine(text) {
   return lines[lines.length - 1];
 }
 
+// Close for good: stop the runtime (the run in flight hands its lease back, so the next tab
+// resumes it at once), close the database, release the pool and the lock. Idempotent.
+let closing = null;
 function close() {
-  if (state.closed) return;
-  state.closed = true;
-  try {
-    state.db?.close();
-  } catch (err) {
-    console.warn("[durably] closing the database:", err);
-  }
-  try {
-    // Hands the OPFS files back so the next tab's worker can open the pool at once.
-    state.pool?.pauseVfs();
-  } catch (err) {
-    console.warn("[durably] pausing the pool:", err);
-  }
-  state.releaseLock?.();
-  post({ type: "closed" });
+  closing ??= (async () => {
+    state.closed = true;
+    if (state.host && !state.crashed) {
+      try {
+        await withTimeout(state.host.stop(0), STOP_TIMEOUT_MS, "stopping the runtime");
+      } catch (err) {
+        console.warn("[durably] stopping the runtime:", err);
+      }
+    }
+    try {
+      state.db?.close();
+    } catch (err) {
+      console.warn("[durably] closing the database:", err);
+    }
+    try {
+      // Hands the OPFS files back so the next tab's worker can open the pool at once.
+      state.pool?.pauseVfs();
+    } catch (err) {
+      console.warn("[durably] pausing the pool:", err);
+    }
+    state.releaseLock?.();
+    post({ type: "closed" });
+  })();
+  return closing;
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 const booted = boot().then(
-  () => {
-    post({ type: "ready", timings: state.timings });
+  (started) => {
+    if (state.closed) {
+      // The page closed while we booted: close() ran before the host existed.
+      state.host?.stop(0);
+      return;
+    }
+    post({ type: "ready", protocol: PROTOCOL_VERSION, timings: state.timings, ...started });
   },
   (err) => {
     const e = err instanceof BootError ? err : new BootError("unknown", String(err?.message ?? err), err?.stack);
@@ -383,27 +501,135 @@ const booted = boot().then(
 );
 booted.catch(() => {}); // reported above; calls waiting on it get the error themselves
 
-self.onmessage = async (event) => {
-  const msg = event.data;
-  if (msg?.type === "close") {
+const reply = (id, body) => post({ type: "reply", id, ...body });
+const errorReply = (id, name, message) => reply(id, { error: { name, message } });
+const isId = (id) => (typeof id === "number" && Number.isFinite(id)) || (typeof id === "string" && id.length > 0 && id.length <= 200);
+
+// Pyodide cannot go on after a fatal error (a wasm trap, out of memory): say so once, and
+// refuse every later call, so the page offers a reload instead of hanging.
+function checkFatal(err) {
+  const text = String(err?.message ?? err);
+  const fatal = state.pyodide?._api?.fatal_error_occurred || /fatally failed|Pyodide has suffered a fatal error|RuntimeError: (memory access out of bounds|unreachable)/.test(text);
+  if (!fatal) return false;
+  if (!state.crashed) {
+    state.crashed = lastLine(text);
+    console.error("[durably] Pyodide crashed:", text);
+    post({ type: "crashed", message: `Python in the worker crashed (${state.crashed}). Reload the page to recover.` });
     close();
-    return;
   }
-  if (msg?.type !== "call") return;
+  return true;
+}
+
+async function handleCall(msg) {
+  const { id } = msg;
   try {
     await booted;
   } catch (err) {
-    post({ type: "reply", id: msg.id, error: { name: "BootError", message: err.message } });
+    errorReply(id, "BootError", err.message);
+    return;
+  }
+  if (state.crashed) {
+    errorReply(id, "WorkerCrashedError", `Python in the worker crashed (${state.crashed}). Reload the page to recover.`);
     return;
   }
   if (state.closed) {
-    post({ type: "reply", id: msg.id, error: { name: "ClosedError", message: "the worker is closed; reload the page" } });
+    errorReply(id, "ClosedError", "the worker is closed; reload the page");
+    return;
+  }
+  if (typeof msg.method !== "string") {
+    errorReply(id, "ValidationError", `a call needs a method name, got ${JSON.stringify(msg.method) ?? "nothing"}`);
+    return;
+  }
+  const params = msg.params ?? {};
+  if (typeof params !== "object" || Array.isArray(params)) {
+    errorReply(id, "ValidationError", `params must be an object, got ${Array.isArray(params) ? "an array" : typeof params}`);
+    return;
+  }
+  if (msg.method === "exportDatabase") {
+    exportDatabase(id, params);
+    return;
+  }
+  let json;
+  try {
+    json = JSON.stringify(params);
+  } catch (err) {
+    errorReply(id, "ValidationError", `params cannot be sent as JSON: ${err.message}`);
+    return;
+  }
+  if (json.length > MAX_REQUEST_CHARS) {
+    errorReply(
+      id,
+      "ValidationError",
+      `the request is ${json.length} characters; the limit is ${MAX_REQUEST_CHARS}. Keep job inputs small: store large data elsewhere and pass a reference`,
+    );
     return;
   }
   try {
-    const reply = JSON.parse(state.handle(msg.method, JSON.stringify(msg.params ?? {})));
-    post({ type: "reply", id: msg.id, ...reply });
+    const text = await state.host.handle(msg.method, json);
+    reply(id, JSON.parse(text));
   } catch (err) {
-    post({ type: "reply", id: msg.id, error: { name: err?.name || "Error", message: String(err?.message ?? err) } });
+    if (checkFatal(err)) {
+      errorReply(id, "WorkerCrashedError", `Python in the worker crashed (${state.crashed}). Reload the page to recover.`);
+    } else {
+      errorReply(id, err?.name || "Error", String(err?.message ?? err));
+    }
+  }
+}
+
+// The database file as bytes, after folding the WAL into it so the copy holds every commit.
+// Safe between two store calls: each is synchronous and no transaction spans an await.
+function exportDatabase(id, params) {
+  if (Object.keys(params).length) {
+    errorReply(id, "ValidationError", `exportDatabase: takes no parameters, got ${Object.keys(params).join(", ")}`);
+    return;
+  }
+  try {
+    state.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    const bytes = state.pool.exportFile(DB_FILE);
+    self.postMessage({ type: "reply", id, ok: bytes }, [bytes.buffer]);
+  } catch (err) {
+    errorReply(id, "StorageError", `cannot export the database: ${err?.message ?? err}`);
+  }
+}
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg === null || typeof msg !== "object") {
+    console.warn("[durably] ignoring a message that is not an object:", msg);
+    return;
+  }
+  switch (msg.type) {
+    case "init": {
+      if (state.init) {
+        console.warn("[durably] ignoring a second init message");
+        return;
+      }
+      try {
+        state.init = parseInit(msg);
+      } catch (err) {
+        state.init = { error: err };
+        rejectInit(new BootError("import", err.message));
+        return;
+      }
+      state.debug = state.init.debug;
+      resolveInit(state.init);
+      return;
+    }
+    case "call":
+      if (!isId(msg.id)) {
+        console.warn("[durably] ignoring a call without a usable id (a number or a short string):", msg);
+        return;
+      }
+      handleCall(msg).catch((err) => {
+        // handleCall answers every path itself; this is a last resort so an id is never left hanging.
+        console.error("[durably] call failed:", err);
+        errorReply(msg.id, "Error", String(err?.message ?? err));
+      });
+      return;
+    case "close":
+      close();
+      return;
+    default:
+      console.warn("[durably] ignoring a message of unknown type:", msg.type);
   }
 };

@@ -5,6 +5,7 @@
 //
 // Layout of the output, all relative so the site works under any base path:
 //   index.html, page.js, worker.js     our code (esbuild, ESM)
+//   test.html, test_page.js            the browser tests' page (web/test_page.*)
 //   manifest.json                      what the worker installs, and the versions
 //   vendor/pyodide/...                 Pyodide's runtime, copied from node_modules
 //   vendor/sqlite-wasm/...             sqlite-wasm's dist files, copied from node_modules
@@ -114,6 +115,8 @@ async function bundle() {
   };
   await esbuild.build({ ...common, entryPoints: [path.join(root, "worker.js")], outfile: path.join(site, "worker.js") });
   await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "page.js")], outfile: path.join(site, "page.js") });
+  // The browser tests' page (test.html): small, unlinked, harmless to deploy.
+  await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "test_page.js")], outfile: path.join(site, "test_page.js") });
 }
 
 function vendor() {
@@ -141,6 +144,7 @@ async function main() {
   await bundle();
   vendor();
   copy(path.join(root, "index.html"), path.join(site, "index.html"));
+  copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
 
   const micropip = placeWheel(micropipWheel());
   const durably = placeWheel(durablyWheel());

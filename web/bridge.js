@@ -15,8 +15,11 @@
 /**
  * @param {object} sqlite3 the initialised sqlite3 module (for capi and error names)
  * @param {object} db an oo1 database (here an OpfsSAHPoolDb)
+ * @param {object} [pool] where more databases come from: {open(name) -> db, remove(name)}.
+ *   The worker passes one so Python can open a second database file in the same OPFS pool
+ *   (the browser tests run the core's suite on its own file, away from the page's runs).
  */
-export function createBridge(sqlite3, db) {
+export function createBridge(sqlite3, db, pool = null) {
   const capi = sqlite3.capi;
 
   function copyParams(params) {
@@ -74,8 +77,36 @@ export function createBridge(sqlite3, db) {
     return { name: err?.name || "Error", code, message };
   }
 
+  // Only the databases this bridge opened are closed by close(); the worker closes its own.
+  let closed = false;
+
   return {
     exec,
+    /**
+     * Open (creating if needed) another database file in the same pool, with the same
+     * pragmas, and return its bridge. Several can be open; each is one connection.
+     */
+    open(name) {
+      if (!pool) throw new Error("this bridge cannot open other databases");
+      name = String(name);
+      if (!name.startsWith("/") || name === db.filename) {
+        throw new Error(`open(${JSON.stringify(name)}): give an absolute name other than ${db.filename}`);
+      }
+      return createBridge(sqlite3, pool.open(name), pool);
+    },
+    /** Delete a database file (and its -wal/-journal) from the pool; it must not be open. */
+    remove(name) {
+      if (!pool) throw new Error("this bridge cannot remove databases");
+      name = String(name);
+      if (name === db.filename) throw new Error(`remove(${JSON.stringify(name)}): that database is open here`);
+      return pool.remove(name);
+    },
+    /** Close this connection. Harmless twice. */
+    close() {
+      if (closed) return;
+      closed = true;
+      db.close();
+    },
     /** The VFS name, for messages and benchmarks. */
     vfs: "opfs-sahpool",
     /** The database file name inside the pool. */

@@ -1,92 +1,273 @@
-// The page-side client of the durably worker: turns postMessage into promises.
+// The page-side client of the durably worker: postMessage turned into promises and events.
 //
-//   const client = connect({ onBoot: (msg) => ..., onError: (err) => ... });
-//   await client.ready;                       // resolves with the per-phase timings
-//   const result = await client.call("ping"); // rejects with an Error of the Python name
+//   import { connect } from "./client.js";
+//   const durably = await connect({ jobs: ["demo_jobs"], onStatus: (msg) => ... });
+//   const run = await durably.trigger("crunch", { n: 10 });
+//   const off = durably.on("run:progress", (event) => ...);
+//   const done = await durably.waitForRun(run.id, { timeout: 60 });
 //
-// Phase 1 of the browser host: boot, and a request/reply channel. The job API (trigger,
-// getRuns, events, ...) is built on call() in phase 2 and documented in docs/protocol.md.
+// Records are plain objects, exactly Python's Run.to_dict() / StepRecord.to_dict() /
+// Event.to_dict() (snake_case keys, ISO-8601 timestamps). Errors from Python are Errors whose
+// name is the Python class name (ValidationError, NotFoundError, ...), with its fields.
+// Durations (timeout, olderThan, the options) are in seconds, as in Python.
+// docs/protocol.md describes the messages underneath.
 
-export class DurablyWorkerError extends Error {
-  constructor({ name, message, ...rest }) {
-    super(message);
+export const PROTOCOL_VERSION = 1;
+
+/** An error that came from the worker: `name` is the Python (or worker) error's class name. */
+export class DurablyError extends Error {
+  constructor({ name, message, ...fields } = {}) {
+    super(message ?? "unknown error");
     this.name = name || "Error";
-    Object.assign(this, rest);
+    Object.assign(this, fields);
   }
 }
 
-export function connect({ workerURL = new URL("./worker.js", import.meta.url), onBoot = () => {}, onError = () => {} } = {}) {
+/** The worker could not start: `phase` says where, `detail` holds a traceback or stack. */
+export class BootError extends Error {
+  constructor({ phase = "unknown", message, detail = null } = {}) {
+    super(message);
+    this.name = "BootError";
+    this.phase = phase;
+    this.detail = detail;
+  }
+}
+
+/** The worker died (or was closed): nothing more can be asked of it until the page reloads. */
+export class WorkerCrashedError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "WorkerCrashedError";
+  }
+}
+
+/**
+ * Start the durably worker and resolve once it is ready.
+ *
+ * @param {object} [options]
+ * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json)
+ * @param {object} [options.options] Durably options: pollingInterval, leaseDuration,
+ *   leaseRenewInterval, maxConcurrentRuns, preserveSteps, retainRuns (seconds)
+ * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
+ * @param {(msg: object) => void} [options.onStatus] every boot message, ready, and crashes
+ * @param {(err: Error) => void} [options.onCrash] the worker crashed after it was ready
+ * @param {URL|string} [options.workerURL] where worker.js is (default: next to this module)
+ * @returns {Promise<object>} the client; rejects with a BootError
+ */
+export function connect({
+  jobs = [],
+  options = {},
+  debug = false,
+  onStatus = () => {},
+  onCrash = () => {},
+  workerURL = new URL("./worker.js", import.meta.url),
+} = {}) {
   const worker = new Worker(workerURL, { type: "module" });
   const pending = new Map();
+  const listeners = new Map(); // event type or "*" -> Set of callbacks
   let nextId = 1;
-  let failure = null;
-  let resolveReady;
-  let rejectReady;
-  const ready = new Promise((resolve, reject) => {
-    resolveReady = resolve;
-    rejectReady = reject;
+  let failure = null; // once set, every call rejects with it
+  let ready = false;
+  let resolveConnect;
+  let rejectConnect;
+  const connected = new Promise((resolve, reject) => {
+    resolveConnect = resolve;
+    rejectConnect = reject;
   });
-  ready.catch(() => {}); // callers that never await ready still get errors through onError
 
-  function failAll(err) {
+  const status = (msg) => {
+    try {
+      onStatus(msg);
+    } catch (err) {
+      console.error("[durably] onStatus threw:", err);
+    }
+  };
+
+  function fail(err) {
+    if (failure) return;
     failure = err;
-    rejectReady(err);
     for (const { reject } of pending.values()) reject(err);
     pending.clear();
-    onError(err);
+    if (!ready) rejectConnect(err);
   }
 
-  worker.onmessage = (event) => {
-    const msg = event.data;
+  function crash(message) {
+    if (failure) return;
+    const err = new WorkerCrashedError(message);
+    fail(err);
+    worker.terminate();
+    status({ type: "crashed", message: err.message });
+    try {
+      onCrash(err);
+    } catch (e) {
+      console.error("[durably] onCrash threw:", e);
+    }
+  }
+
+  function dispatch(event) {
+    for (const key of [event.type, "*"]) {
+      for (const cb of listeners.get(key) ?? []) {
+        try {
+          cb(event);
+        } catch (err) {
+          console.error(`[durably] a listener of ${key} threw:`, err);
+        }
+      }
+    }
+  }
+
+  worker.onmessage = ({ data: msg }) => {
     switch (msg?.type) {
       case "boot":
-        onBoot(msg);
+        status(msg);
         break;
       case "ready":
-        onBoot(msg);
-        resolveReady(msg.timings);
+        ready = true;
+        client.timings = msg.timings;
+        client.reclaimed = msg.reclaimed ?? [];
+        status(msg);
+        resolveConnect(client);
         break;
-      case "boot-error":
-        onBoot(msg);
-        failAll(new DurablyWorkerError(msg));
+      case "boot-error": {
+        status(msg);
+        fail(new BootError(msg));
         break;
+      }
       case "reply": {
         const call = pending.get(msg.id);
         if (!call) break;
         pending.delete(msg.id);
-        if (msg.error) call.reject(new DurablyWorkerError(msg.error));
+        if (msg.error) call.reject(new DurablyError(msg.error));
         else call.resolve(msg.ok);
         break;
       }
+      case "event":
+        dispatch(msg.event);
+        break;
+      case "crashed":
+        crash(msg.message);
+        break;
       default:
         break;
     }
   };
-  // A worker script that fails to load or crashes reaches us only as an "error" event.
+  // A worker script that fails to load, or an error nobody caught inside it, arrives here.
   worker.onerror = (event) => {
     event.preventDefault();
-    failAll(
-      new DurablyWorkerError({
-        name: "WorkerCrashed",
-        message: `the durably worker crashed: ${event.message || "it could not be loaded"}. Reload the page to recover.`,
-      }),
-    );
+    const what = event.message || "it could not be loaded";
+    if (!ready) {
+      fail(new BootError({ phase: "worker", message: `the durably worker failed: ${what}. Reload the page to retry.` }));
+      status({ type: "boot-error", phase: "worker", name: "BootError", message: failure.message, detail: null });
+    } else {
+      crash(`the durably worker crashed: ${what}. Reload the page to recover.`);
+    }
   };
+  worker.onmessageerror = () => console.warn("[durably] a message from the worker could not be read");
 
+  /** Send one request; resolves with its `ok` value, rejects with a DurablyError. */
   function call(method, params = {}) {
     if (failure) return Promise.reject(failure);
     const id = nextId++;
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
-      worker.postMessage({ type: "call", id, method, params });
+      try {
+        worker.postMessage({ type: "call", id, method, params });
+      } catch (err) {
+        // Not cloneable (a function, a DOM node, ...): the worker never saw it.
+        pending.delete(id);
+        reject(new DurablyError({ name: "ValidationError", message: `${method}: the parameters cannot be sent to the worker: ${err.message}` }));
+      }
     });
   }
 
-  function close() {
-    // Lets the worker close the database and release the OPFS pool before it is killed,
-    // so another tab waiting for the database takes over at once.
-    worker.postMessage({ type: "close" });
-  }
+  const defined = (obj) => Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined));
 
-  return { ready, call, close, worker };
+  const client = {
+    protocol: PROTOCOL_VERSION,
+    /** Per-phase boot times in ms, once ready. */
+    timings: null,
+    /** Ids of the runs whose leases a closed tab left behind and this worker took back. */
+    reclaimed: [],
+    worker,
+    call,
+    ping: () => call("ping"),
+    jobs: () => call("jobs"),
+    trigger: (job, input, { idempotencyKey, concurrencyKey, coalesce, labels } = {}) =>
+      call("trigger", defined({ job, input, idempotencyKey, concurrencyKey, coalesce, labels })),
+    triggerMany: (job, inputs, { labels } = {}) => call("triggerMany", defined({ job, inputs, labels })),
+    getRun: (id) => call("getRun", { id }),
+    getRuns: (filter = {}) => call("getRuns", defined(filter)),
+    getSteps: (id) => call("getSteps", { id }),
+    getLogs: (id) => call("getLogs", { id }),
+    cancel: (id) => call("cancel", { id }),
+    retrigger: (id) => call("retrigger", { id }),
+    deleteRun: (id) => call("deleteRun", { id }),
+    purgeRuns: ({ olderThan, limit } = {}) => call("purgeRuns", defined({ olderThan, limit })),
+    waitForRun: (id, { timeout } = {}) => call("waitForRun", defined({ id, timeout })),
+    /** The database file (WAL folded in) as a Uint8Array: it opens with CPython's durably. */
+    exportDatabase: () => call("exportDatabase"),
+    /** Debug only (connect({debug: true})): run Python in the worker; the last expression's value. */
+    evalPython: (code) => call("evalPython", { code }),
+    /**
+     * Listen to events of one type ("run:progress", ...) or "*"; returns off(). The first
+     * listener of a type subscribes in the worker, the last one to leave unsubscribes.
+     * Events sent after on() returns reach the callback, in the order they happened.
+     */
+    on(type, cb) {
+      if (typeof cb !== "function") throw new TypeError("on(type, callback): the callback must be a function");
+      let set = listeners.get(type);
+      if (!set) {
+        listeners.set(type, (set = new Set()));
+        // Posted now, so it reaches the worker before any later call (e.g. a trigger).
+        call("subscribe", { types: [type] }).catch((err) => {
+          listeners.delete(type);
+          console.error(`[durably] cannot subscribe to ${type}:`, err);
+        });
+      }
+      const entry = (event) => cb(event);
+      set.add(entry);
+      let on = true;
+      return () => {
+        if (!on) return;
+        on = false;
+        set.delete(entry);
+        if (set.size === 0 && listeners.get(type) === set) {
+          listeners.delete(type);
+          call("unsubscribe", { types: [type] }).catch(() => {});
+        }
+      };
+    },
+    /**
+     * Stop the worker: the run in flight hands its lease back (the next page resumes it), the
+     * database and the OPFS pool are released, and another tab waiting for them takes over.
+     * Pending and later calls reject. Resolves once the worker has closed (at most ~3 s).
+     */
+    close() {
+      if (failure) {
+        worker.terminate();
+        return Promise.resolve();
+      }
+      const closed = new Promise((resolve) => {
+        const timer = setTimeout(finish, 3000);
+        function finish() {
+          clearTimeout(timer);
+          worker.terminate();
+          resolve();
+        }
+        worker.addEventListener("message", ({ data }) => data?.type === "closed" && finish());
+      });
+      worker.postMessage({ type: "close" });
+      fail(new DurablyError({ name: "ClosedError", message: "the durably client is closed; reload the page or connect() again" }));
+      return closed;
+    },
+  };
+
+  worker.postMessage({
+    type: "init",
+    protocol: PROTOCOL_VERSION,
+    jobs: typeof jobs === "string" ? [jobs] : jobs,
+    options,
+    debug: debug === true,
+  });
+  return connected;
 }

@@ -113,6 +113,7 @@ class BrowserHost:
         }
         if debug:
             self._methods["evalPython"] = self._eval_python
+            self._methods["sql"] = self._sql
 
     async def start(self) -> dict[str, Any]:
         """Create or upgrade the schema, hand back the leases a closed tab left behind, and
@@ -299,6 +300,17 @@ class BrowserHost:
         if inspect.isawaitable(value):
             value = await value
         return value
+
+    def _sql(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Debug builds only: run one statement through the app's own driver (the browser
+        tests' window into the database). BLOBs come back as ``{"$bytes": "<hex>"}``."""
+        _only(params, "sql", "sql", "params")
+        statement = _required(params, "sql", "sql")
+        values = params.get("params") or []
+        if not isinstance(statement, str) or not isinstance(values, list):
+            raise ValidationError("sql: 'sql' must be text and 'params' a list")
+        rows, changes = self.app.driver.execute(statement, values)
+        return {"rows": [[_plain(v) if isinstance(v, bytes) else v for v in row] for row in rows], "changes": changes}
 
     # -- events ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ tests drive /usr/bin/chromium (Debian's ``chromium`` package).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlencode
 
 import pytest
 
@@ -106,9 +108,30 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 
 class Durably:
-    """What a test does to a page of the site: wait for the boot, run SQL in the worker."""
+    """What a test does to a page of the site: open the test page, wait for the boot, call
+    the client, run SQL in the worker.
+
+    ``site/test.html`` (web/test_page.*) boots the worker through ``web/client.js`` with the
+    job modules, options and debug flag of its query string and sets ``window.durably`` to
+    the connected client. The demo page (index.html) sets ``window.durably`` the same way, so
+    ``call``/``sql``/``wait_until_ready`` work on both (``sql`` and ``eval`` need debug).
+    """
 
     boot_timeout = BOOT_TIMEOUT_MS
+
+    @staticmethod
+    def test_page(site_url: str, jobs: list[str] | tuple[str, ...] = (), debug: bool = True, options: dict | None = None) -> str:
+        """The URL of the test page booting with these job modules, debug flag and options."""
+        query = {"jobs": ",".join(jobs), "debug": "1" if debug else "0"}
+        if options:
+            query["options"] = json.dumps(options)
+        return f"{site_url}test.html?{urlencode(query)}"
+
+    @classmethod
+    def open(cls, page, site_url: str, jobs=(), debug: bool = True, options: dict | None = None) -> dict:
+        """Open the test page and wait until the worker is ready; returns the boot timings."""
+        page.goto(cls.test_page(site_url, jobs, debug, options))
+        return cls.wait_until_ready(page)
 
     @staticmethod
     def wait_until_ready(page, timeout: int = BOOT_TIMEOUT_MS) -> dict:
@@ -120,12 +143,31 @@ class Durably:
         if page.get_attribute("#status", "data-state") != "ready":
             detail = page.inner_text("#error") if page.is_visible("#error") else ""
             pytest.fail(f"the worker did not boot: {status}\n{detail}")
-        return page.evaluate("window.durably.ready")
+        page.wait_for_function("window.durably && window.durably.timings", timeout=timeout)
+        return page.evaluate("window.durably.timings")
+
+    @staticmethod
+    def call(page, method: str, params: dict | None = None):
+        """One request through the page's client; a Python error fails the test with its name."""
+        return page.evaluate("([m, p]) => window.durably.call(m, p)", [method, params or {}])
+
+    @staticmethod
+    def error_of(page, method: str, params: dict | None = None) -> dict | None:
+        """The error a request is rejected with, as {name, message, ...fields}; None if it succeeds."""
+        return page.evaluate(
+            "([m, p]) => window.durably.call(m, p).then(() => null, (e) => ({...e, name: e.name, message: e.message}))",
+            [method, params or {}],
+        )
 
     @staticmethod
     def sql(page, statement: str, params: list | None = None) -> dict:
-        """Run one statement in the page's worker, through Python's PyodideDriver."""
+        """Run one statement in the page's worker, through Python's PyodideDriver (debug only)."""
         return page.evaluate("([sql, params]) => window.durably.call('sql', {sql, params})", [statement, params or []])
+
+    @staticmethod
+    def eval(page, code: str):
+        """Run Python in the worker (debug only); the last expression's value, as JSON data."""
+        return page.evaluate("(code) => window.durably.evalPython(code)", code)
 
 
 @pytest.fixture

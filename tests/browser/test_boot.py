@@ -9,24 +9,22 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import"]
+PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import", "start"]
 
 
 def test_boot_reports_every_phase_with_its_timing(page, site_url, durably):
-    page.goto(site_url)
-    timings = durably.wait_until_ready(page)
+    timings = durably.open(page, site_url)
     assert list(timings) == PHASES
     shown = page.inner_text("#phases")
     for phase in PHASES:
         assert f"{phase}: {timings[phase]} ms" in shown
-    pong = page.evaluate("window.durably.call('ping')")
+    pong = durably.call(page, "ping")
     assert pong["driver"] == "opfs-sahpool"
     assert pong["python"].startswith("3.")
 
 
 def test_a_row_written_by_python_survives_a_reload(page, site_url, durably):
-    page.goto(site_url)
-    durably.wait_until_ready(page)
+    durably.open(page, site_url)
     durably.sql(page, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, extra BLOB)")
     written = durably.sql(page, "INSERT INTO notes (body, extra) VALUES (?, NULL)", ["kept across reloads"])
     assert written == {"rows": [], "changes": 1}
@@ -40,8 +38,7 @@ def test_a_row_written_by_python_survives_a_reload(page, site_url, durably):
 
 
 def test_sql_values_and_errors_cross_the_bridge_as_plain_python(page, site_url, durably):
-    page.goto(site_url)
-    durably.wait_until_ready(page)
+    durably.open(page, site_url)
     result = durably.sql(page, "SELECT NULL, 1.5, 'text', x'00ff', 9007199254740993 = 9007199254740992 + 1, typeof(?)", [None])
     # NULL is None (not jsnull), the BLOB is bytes, the comparison of two integers beyond
     # 2^53 ran in SQLite, and a Python None binds as SQL NULL.
@@ -75,8 +72,7 @@ def test_boot_needs_nothing_outside_127_0_0_1(context, site_url, durably):
 
     context.route("**/*", only_loopback)
     page = context.new_page()
-    page.goto(site_url)
-    durably.wait_until_ready(page)
+    durably.open(page, site_url)
     durably.sql(page, "CREATE TABLE offline (x)")
     assert refused == []
     # The route really saw the worker's own downloads, so the check above is not vacuous.
@@ -86,13 +82,12 @@ def test_boot_needs_nothing_outside_127_0_0_1(context, site_url, durably):
 
 def test_a_second_tab_waits_for_the_first_and_takes_over_when_it_closes(context, site_url, durably):
     first = context.new_page()
-    first.goto(site_url)
-    durably.wait_until_ready(first)
+    durably.open(first, site_url)
     durably.sql(first, "CREATE TABLE handover (who TEXT)")
     durably.sql(first, "INSERT INTO handover VALUES ('first')")
 
     second = context.new_page()
-    second.goto(site_url)
+    second.goto(durably.test_page(site_url))
     second.wait_for_function("document.getElementById('status').dataset.state === 'waiting'", timeout=durably.boot_timeout)
     assert "another tab" in second.inner_text("#status")
 
@@ -107,21 +102,22 @@ def test_a_job_module_that_fails_to_import_is_shown_with_its_traceback(context, 
         lambda route: route.fulfill(status=200, content_type="text/x-python", body="import durably\nraise RuntimeError('job file is broken')\n"),
     )
     page = context.new_page()
-    page.goto(site_url)
+    page.goto(durably.test_page(site_url, ["demo_jobs"]))
     page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
     assert page.inner_text("#status") == (
         "Could not start (import): cannot import demo_jobs: RuntimeError: job file is broken"
     )
     assert 'File "/home/pyodide/durably_jobs/demo_jobs.py", line 2' in page.inner_text("#error")
-    # Calls made after a failed boot are rejected with the boot's error, not left hanging.
-    name = page.evaluate("window.durably.call('ping').then(() => null, (e) => e.name)")
-    assert name == "BootError"
+    # connect() rejects with the boot's error, not left hanging.
+    error = page.evaluate("window.connectError")
+    assert (error["name"], error["phase"]) == ("BootError", "import")
+    assert "RuntimeError: job file is broken" in error["detail"]
 
 
 def test_a_wheel_that_cannot_be_downloaded_fails_the_install_phase_clearly(context, site_url, durably):
     context.route("**/durably-*.whl", lambda route: route.fulfill(status=404, body="gone"))
     page = context.new_page()
-    page.goto(site_url)
+    page.goto(durably.test_page(site_url))
     page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
     status = page.inner_text("#status")
     assert re.fullmatch(
@@ -134,6 +130,6 @@ def test_a_wheel_that_cannot_be_downloaded_fails_the_install_phase_clearly(conte
 def test_a_wheel_that_is_not_the_built_one_is_refused(context, site_url, durably):
     context.route("**/durably-*.whl", lambda route: route.fulfill(status=200, content_type="application/zip", body=b"PK not it"))
     page = context.new_page()
-    page.goto(site_url)
+    page.goto(durably.test_page(site_url))
     page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
     assert "is not the wheel this site was built with" in page.inner_text("#status")

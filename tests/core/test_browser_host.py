@@ -123,3 +123,11 @@ async def test_debug_eval_runs_python_in_the_worker(db_path):
     host, _ = make_host(db_path, debug=True)
     reply = await call(host, "evalPython", {"code": "import asyncio\nawait asyncio.sleep(0)\nsorted(app.jobs)"})
     assert reply == {"ok": ["double", "hang"]}
+
+
+async def test_debug_sql_runs_one_statement_and_only_in_debug(db_path):
+    host, _ = make_host(db_path, debug=True)
+    reply = await call(host, "sql", {"sql": "SELECT ?, x'00ff', NULL", "params": [3]})
+    assert reply == {"ok": {"rows": [[3, {"$bytes": "00ff"}, None]], "changes": 0}}
+    plain, _ = make_host(db_path)
+    assert (await call(plain, "sql", {"sql": "SELECT 1"}))["error"]["name"] == "NotFoundError"

@@ -1,0 +1,51 @@
+// The browser tests' page: site/test.html?jobs=demo_jobs&debug=1&options={...}
+// Shows the boot as text (never HTML) and exposes the client as window.durably.
+
+import { connect } from "./client.js";
+
+const query = new URLSearchParams(location.search);
+const statusLine = document.getElementById("status");
+const phaseList = document.getElementById("phases");
+const errorBox = document.getElementById("error");
+window.bootMessages = [];
+
+function show(state, text, detail) {
+  statusLine.dataset.state = state;
+  statusLine.textContent = text;
+  if (detail) {
+    errorBox.hidden = false;
+    errorBox.textContent = detail;
+  }
+}
+
+function onStatus(msg) {
+  window.bootMessages.push(msg);
+  if (msg.type === "boot") {
+    let li = phaseList.querySelector(`[data-phase="${msg.phase}"]`);
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.phase = msg.phase;
+      phaseList.append(li);
+    }
+    li.textContent = msg.state === "done" ? `${msg.phase}: ${msg.ms} ms` : `${msg.phase}: ${msg.state === "waiting" ? "waiting" : "..."}`;
+    show(msg.state === "waiting" ? "waiting" : "booting", msg.detail || `Starting: ${msg.phase}`);
+  } else if (msg.type === "boot-error") {
+    show("error", `Could not start (${msg.phase}): ${msg.message}`, msg.detail);
+  } else if (msg.type === "crashed") {
+    show("crashed", msg.message);
+  }
+}
+
+const jobs = (query.get("jobs") || "").split(",").filter(Boolean);
+const options = JSON.parse(query.get("options") || "{}");
+connect({ jobs, options, debug: query.get("debug") === "1", onStatus }).then(
+  (durably) => {
+    window.durably = durably;
+    addEventListener("pagehide", () => durably.close());
+    show("ready", "Ready.");
+  },
+  (err) => {
+    window.connectError = { name: err.name, message: err.message, phase: err.phase, detail: err.detail };
+    if (statusLine.dataset.state !== "error") show("error", `Could not start (${err.phase}): ${err.message}`, err.detail);
+  },
+);
