@@ -7,7 +7,7 @@ import os
 import sys
 
 from bench import report, runner
-from bench.contenders import BROWSER, CPYTHON
+from bench.contenders import BROWSER, BROWSER_LOAD, CPYTHON
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,13 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small cases, 2 rounds: a smoke run under a minute")
     p.add_argument("--rounds", type=int, help="rounds of alternation (default 2 quick, 3 full)")
     p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
-    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join([*CPYTHON, *BROWSER])}")
+    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join([*CPYTHON, *BROWSER, *BROWSER_LOAD])}")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
     p.add_argument("--stem", default="latest", help="file name stem of the outputs")
     a = p.parse_args(argv)
     only = [x.strip() for x in a.only.split(",")] if a.only else None
-    unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER]
+    unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER and x not in BROWSER_LOAD]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser)

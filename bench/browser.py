@@ -21,6 +21,8 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEB = os.path.join(HERE, "web")
+# durably's built static site (npm run build at the root), served under /site/ for workload 4
+SITE = os.path.join(os.path.dirname(HERE), "site")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -32,7 +34,12 @@ ISOLATED = {"/coji.html", "/dist/coji.js", "/dist/worker", "/dist/worker.js",
             "/dist/sqlite3-opfs-async-proxy.js", "/dist/sqlite3.wasm"}
 
 
-def available() -> str | None:
+def available(page: str | None = None) -> str | None:
+    """None when the browser bench can run (``page``: a load-only page it needs)."""
+    if page and page.startswith("site/") and not os.path.exists(os.path.join(SITE, "index.html")):
+        return "durably's site is not built: npm ci && npm run build (at the repository root)"
+    if page == "pyodide.html" and not os.path.exists(os.path.join(SITE, "vendor", "pyodide", "pyodide.mjs")):
+        return "site/vendor/pyodide is missing: npm ci && npm run build (at the repository root)"
     if not os.path.exists(CHROMIUM):
         return f"{CHROMIUM} is missing: apt-get install -y chromium"
     try:
@@ -57,6 +64,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         # sqlocal asks for its worker without an extension
         if path.split("?")[0] == "/dist/worker":
             path = "/dist/worker.js"
+        if path.startswith("/site/"):
+            web, self.directory = self.directory, SITE
+            try:
+                return super().translate_path(path[len("/site"):])
+            finally:
+                self.directory = web
         return super().translate_path(path)
 
     def end_headers(self) -> None:
@@ -75,6 +88,25 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+# Marks when durably's page reports ready: page.js assigns window.durably = {ready, ...} once,
+# and the hook records the time its ready promise settles (a later evaluate would be late).
+HOOK_READY = """
+(() => {
+  let value;
+  Object.defineProperty(window, "durably", {
+    configurable: true,
+    get() { return value; },
+    set(v) {
+      value = v;
+      if (v && v.ready) v.ready.then(
+        () => { window.__readyAt = performance.now(); },
+        (e) => { window.__readyError = String(e && e.message || e); });
+    },
+  });
+})();
+"""
 
 
 class BrowserSession:
@@ -110,6 +142,47 @@ class BrowserSession:
             return {"error": f"{type(exc).__name__}: {str(exc)[:500]}" + (f" (page errors: {errors[:3]})" if errors else "")}
         finally:
             page.close()
+
+    def load_time(self, url: str, warm: int = 3, timeout: float = 120) -> dict:
+        """Workload 4: navigation start to ready, cold (a fresh profile: empty HTTP cache and
+        OPFS) and then warm (reloads in that profile). The page marks ready in
+        ``window.__readyAt``; for durably's site an init script hooks ``window.durably.ready``."""
+        from playwright.sync_api import sync_playwright  # noqa: F401  (already started)
+
+        profile = self.profile_dir + "-load"
+        shutil.rmtree(profile, ignore_errors=True)
+        ctx = self._pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        )
+        ctx.add_init_script(HOOK_READY)
+        try:
+            page = ctx.new_page()
+            page.set_default_timeout(timeout * 1000)
+            samples: list[float] = []
+            i = 0
+            for i in range(1 + warm):
+                if i == 0:
+                    page.goto(f"{self.base}/{url}")
+                else:
+                    page.reload()
+                page.wait_for_function("window.__readyAt !== undefined || window.__readyError !== undefined")
+                err = page.evaluate("window.__readyError")
+                if err:
+                    return {"error": f"not ready: {err}"}
+                samples.append(page.evaluate("window.__readyAt"))
+            return {"cold_ms": samples[0], "warm_ms": samples[1:]}
+        except Exception as exc:
+            which = "cold load" if i == 0 else f"warm reload {i}"
+            shown = ""
+            try:  # what the page itself says, e.g. durably's boot status line
+                shown = page.evaluate("document.body ? document.body.innerText.slice(0, 300) : ''")
+            except Exception:
+                pass
+            return {"error": f"{which}: {type(exc).__name__}: {str(exc)[:300]}; page shows: {shown!r}; "
+                             f"samples so far: {samples}"}
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
 
     def close(self) -> None:
         try:

@@ -73,7 +73,7 @@ def markdown(res: dict) -> str:
             out.append(f"| {name}{note} | " + " | ".join(row) + " |")
         head, unit, _ = metrics[0]
         if case["ratios"]:
-            shown = [m for m, _, _ in metrics if m != "last_over_first"][:4 if case["kind"] == "trigger" else 1]
+            shown = [m for m, _, _ in metrics if m != "last_over_first"][:1 if case["kind"] in ("steps", "runs") else 4]
             out += ["", f"Ratios ({', '.join(m for m in shown)}):", "",
                     "| pair | " + " | ".join(shown) + " |", "|---|" + "---:|" * len(shown)]
             for pair, rs in case["ratios"].items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from bench.common import percentile, remove_db, spread
-from bench.contenders import BROWSER, CPYTHON, host
+from bench.contenders import BROWSER, BROWSER_LOAD, CPYTHON, host, supports
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(ROOT, "results", "tmp")
@@ -37,6 +37,10 @@ METRICS = {
         ("last_over_first", "last/first slice", False),
     ],
     "runs": [("runs_per_s", "runs/s", True)],
+    "load": [
+        ("cold_ms", "cold: load to ready ms", False),
+        ("warm_ms_p50", "warm: reload to ready ms p50", False),
+    ],
     "trigger": [
         ("trigger_ms_p50", "trigger ms p50", False),
         ("trigger_ms_p95", "trigger ms p95", False),
@@ -67,6 +71,10 @@ class Plan:
     browser: bool = False
 
 
+LOAD_CASE = Case("4-load", 4, "load", "load_time", {"warm": 3},
+                 "Workload 4 (browser): page load to worker ready, cold (fresh profile) and warm (3 reloads)")
+
+
 def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None,
               browser: bool = False) -> Plan:
     if quick:
@@ -75,6 +83,8 @@ def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = N
             Case("2-runs-k50", 2, "runs", "runs", {"k": 50}, "Workload 2: 50 one-step runs triggered at once"),
             Case("3-trigger-k20", 3, "trigger", "trigger_latency", {"k": 20}, "Workload 3: trigger and trigger-to-start latency (20 samples)"),
         ]
+        if browser:
+            cases.append(LOAD_CASE)
         return Plan("quick", rounds or 2, cases, 2000 if scale_runs is None else scale_runs, 120, browser=browser)
     cases = [
         Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
@@ -82,6 +92,8 @@ def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = N
         Case("2-runs-k100", 2, "runs", "runs", {"k": 100}, "Workload 2: 100 one-step runs triggered at once"),
         Case("3-trigger-k100", 3, "trigger", "trigger_latency", {"k": 100}, "Workload 3: trigger and trigger-to-start latency (100 samples)"),
     ]
+    if browser:
+        cases.append(LOAD_CASE)
     return Plan("full", rounds or 3, cases, 100_000 if scale_runs is None else scale_runs, 1800, browser=browser)
 
 
@@ -131,6 +143,8 @@ def derive(kind: str, r: dict) -> dict:
         }
     if kind == "runs":
         return {"runs_per_s": r["runs_per_s"]}
+    if kind == "load":
+        return {"cold_ms": r["cold_ms"], "warm_ms_p50": percentile(r["warm_ms"], 50)}
     return {
         "trigger_ms_p50": percentile(r["trigger_ms"], 50),
         "trigger_ms_p95": percentile(r["trigger_ms"], 95),
@@ -180,15 +194,15 @@ def _versions() -> dict:
 
 
 def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
-    names = list(plan.contenders) + (list(BROWSER) if plan.browser else [])
+    names = list(plan.contenders) + (list(BROWSER) + list(BROWSER_LOAD) if plan.browser else [])
     names = [n for n in names if not only or n in only]
     status: dict[str, dict] = {}
     session = None
     for name in names:
-        if name in BROWSER:
+        if name in BROWSER or name in BROWSER_LOAD:
             from bench import browser
 
-            reason = browser.available()
+            reason = browser.available(BROWSER_LOAD.get(name))
         else:
             module, _ = CPYTHON[name]
             reason = importlib.import_module(module).available()
@@ -196,7 +210,7 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
         if reason:
             _log(f"skip {name}: {reason}")
     live = [n for n in names if status[n]["available"]]
-    if any(n in BROWSER for n in live):
+    if any(host(n) == "browser" for n in live):
         from bench import browser
 
         browser.build()
@@ -204,14 +218,20 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
 
     started = time.time()
     load_start = os.getloadavg()
-    per_case: dict[str, dict[str, list[dict]]] = {c.id: {n: [] for n in live} for c in plan.cases}
+    per_case: dict[str, dict[str, list[dict]]] = {
+        c.id: {n: [] for n in live if supports(n, c.kind)} for c in plan.cases
+    }
     try:
         for rnd in range(plan.rounds):
             order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
             for case in plan.cases:
                 for name in order:
+                    if not supports(name, case.kind):
+                        continue
                     t = time.monotonic()
-                    if name in BROWSER:
+                    if name in BROWSER_LOAD:
+                        r = session.load_time(BROWSER_LOAD[name], case.params["warm"], plan.timeout)
+                    elif name in BROWSER:
                         r = session.measure(BROWSER[name], case.func, case.params, plan.timeout)
                     else:
                         module, options = CPYTHON[name]

@@ -18,6 +18,18 @@ BROWSER: dict[str, str] = {
     "browser-floor": "floor.html",
 }
 
+# Workload 4 only (page load to ready): label -> page, served by bench.browser (the site
+# under /site/).
+BROWSER_LOAD: dict[str, str] = {
+    "durably-browser": "site/index.html",
+    "pyodide-bare": "pyodide.html",
+}
+
 
 def host(name: str) -> str:
-    return "browser" if name in BROWSER else "cpython"
+    return "browser" if name in BROWSER or name in BROWSER_LOAD else "cpython"
+
+
+def supports(name: str, kind: str) -> bool:
+    """Load-only contenders run workload 4 and nothing else; the others never run it."""
+    return (kind == "load") == (name in BROWSER_LOAD)
