@@ -23,7 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .events import Event, EventBus
-from .jobs import Job, check_name
+from .jobs import Job, check_name, check_text
 from .models import ACTIVE, FINISHED, LogRecord, Run, StepRecord
 from .runtime import Runtime
 from .schemas import check_json
@@ -607,4 +607,5 @@ def check_labels(labels: Any) -> dict[str, str]:
             raise ValidationError(f"label {key!r} must have a string value, got {type(value).__name__}")
         if len(value) > MAX_LABEL_VALUE:
             raise ValidationError(f"label {key!r} is {len(value)} characters long; the limit is {MAX_LABEL_VALUE}")
+        check_text(value, f"the value of label {key!r}")
     return dict(labels)

@@ -83,6 +83,8 @@ class Sqlite3Driver:
             return rows, cur.rowcount if cur.rowcount > 0 else 0
         except self._sqlite3.Error as exc:
             raise _storage_error(exc) from exc
+        except (UnicodeError, OverflowError) as exc:  # a value sqlite3 cannot bind
+            raise StorageError(f"cannot store a value: {exc}", code="SQLITE_MISMATCH") from exc
 
     def close(self) -> None:
         try:

@@ -24,6 +24,19 @@ def check_name(value: Any, what: str) -> str:
         raise ValidationError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
     if _CONTROL.search(value):
         raise ValidationError(f"{what} {value!r} contains control characters")
+    check_text(value, what)
+    return value
+
+
+def check_text(value: str, what: str) -> str:
+    """Text that SQLite can store: no lone surrogates (e.g. "\\ud800"), which UTF-8 cannot encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate); "
+            "use text that can be written as UTF-8"
+        ) from None
     return value
 
 

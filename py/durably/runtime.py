@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import LeaseLostError, StorageError, ValidationError
-from .jobs import Job, check_name
+from .jobs import Job, check_name, check_text
 from .schemas import check_json, to_json
 from .store import Claimed, PendingWrites
 
@@ -37,6 +37,9 @@ logger = logging.getLogger("durably")
 # How long progress and log lines may wait for a step commit to carry them before they
 # are written on their own.
 FLUSH_DELAY = 0.5
+# A run whose database writes fail this many times in a row (other than "database is
+# locked", which passes) is failed with the error instead of being retried forever.
+MAX_STORAGE_STRIKES = 5
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -73,6 +76,9 @@ class RunContext:
         self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
         self.task: asyncio.Task | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
+        # Until when (monotonic clock) the lease surely holds: a worker that was frozen
+        # (SIGSTOP, a suspended laptop) past it checks its lease before starting a step.
+        self.lease_deadline = time.monotonic() + runtime.app.lease_duration
 
     def emit(self, event_type: str, **data: Any) -> None:
         self.runtime.app._events.emit(event_type, self.run_id, self.run.job_name, self.run.labels, **data)
@@ -99,6 +105,7 @@ class StepLog:
     def _write(self, level: str, message: str, data: Any) -> None:
         if not isinstance(message, str):
             raise ValidationError(f"a log message must be a string, got {type(message).__name__}")
+        check_text(message, "a log message")
         data_json = None if data is None else check_json(data, "log data")
         ctx = self._ctx
         step_name = ctx.current[1] if ctx.current else None
@@ -184,6 +191,7 @@ class Runtime:
         self._loop_task: asyncio.Task | None = None
         self._last_maintenance = float("-inf")
         self._lease_until: dict[str, str] = {}
+        self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -287,6 +295,8 @@ class Runtime:
             raise _StopRequested()
         if ctx.cancel_reason is not None:
             raise asyncio.CancelledError()
+        if time.monotonic() >= ctx.lease_deadline:
+            self._confirm_lease(ctx)
         index = ctx.next_index
         ctx.next_index += 1
         started_at = app._now()
@@ -326,6 +336,8 @@ class Runtime:
         )
         if not ok:
             self._raise_lost(ctx)
+        if self._strikes:
+            self._strikes.pop(ctx.run_id, None)
         ctx.current = None
         ctx.done[name] = (index, output_json)
         ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
@@ -436,9 +448,42 @@ class Runtime:
             error=f"LeaseLostError: {why}", context="lease lost; nothing more is written for this run",
         )
 
+    def _confirm_lease(self, ctx: RunContext) -> None:
+        """Renew the lease now, before a step starts, or raise if it is gone."""
+        app = self.app
+        now = app._clock()
+        if app._store.renew(
+            run_id=ctx.run_id, generation=ctx.generation, now=app._iso(now),
+            lease_until=app._iso_after(now, app.lease_duration), pending=None,
+        ):
+            ctx.lease_deadline = time.monotonic() + app.lease_duration
+            return
+        self._raise_lost(ctx)
+
     def _storage_failed(self, ctx: RunContext, exc: StorageError) -> None:
         """The database failed mid-run: nothing half-written (the transaction rolled back).
-        Hand the run back so it is retried, by this worker or another."""
+        Hand the run back so it is retried, by this worker or another; but a run whose
+        writes fail time after time (a result too big to store, a disk that stays full) is
+        failed with the error rather than retried forever."""
+        strikes = self._strikes[ctx.run_id] = self._strikes.get(ctx.run_id, 0) + 1
+        if strikes >= MAX_STORAGE_STRIKES and exc.code != "SQLITE_BUSY":
+            self._strikes.pop(ctx.run_id, None)
+            self._worker_error(ctx, exc, f"a database write failed {strikes} times in a row; failing the run")
+            error = (
+                f"StorageError: {exc} (the database refused this run's writes {strikes} times in a "
+                "row, so it was failed instead of retried again; retrigger it once the cause is fixed)"
+            )
+            try:
+                if self.app._store.finish_run(
+                    run_id=ctx.run_id, generation=ctx.generation, status="failed", now=self.app._now(),
+                    error=error, failed_step=ctx.current[1] if ctx.current else None,
+                ):
+                    ctx.emit("run:fail", error=error, failed_step=ctx.current[1] if ctx.current else None)
+                    return
+            except StorageError:
+                pass
+            self._release(ctx)
+            return
         self._worker_error(ctx, exc, "a database write failed; the run is handed back and will be retried")
         self._release(ctx)
 
@@ -472,6 +517,7 @@ class Runtime:
                 continue
             if ok:
                 ctx.pending.clear()
+                ctx.lease_deadline = time.monotonic() + app.lease_duration
                 ctx.emit(
                     "run:lease-renewed",
                     worker_id=app.worker_id,

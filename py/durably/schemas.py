@@ -22,11 +22,33 @@ to_json = JSON_ENCODER.encode
 
 
 def check_json(value: Any, what: str) -> str:
-    """Serialize ``value`` as JSON text, or raise ValidationError naming ``what``."""
+    """Serialize ``value`` as JSON text, or raise ValidationError naming ``what``.
+
+    Object keys must be strings: JSON would turn ``1`` into ``"1"``, and ``{1: "a", "1": "b"}``
+    would silently lose a value."""
+    _check_keys(value, what, 0)
     try:
         return to_json(value)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} must be JSON data (dict, list, str, int, float, bool, None): {exc}") from None
+
+
+def _check_keys(value: Any, what: str, depth: int) -> None:
+    if depth > 200:
+        return  # the encoder reports runaway nesting itself
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} "
+                    f"({type(key).__name__})"
+                )
+            if isinstance(item, (dict, list, tuple)):
+                _check_keys(item, what, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, (dict, list, tuple)):
+                _check_keys(item, what, depth + 1)
 
 
 class Schema:

@@ -189,3 +189,21 @@ def test_the_fault_driver_counts_commits_after_a_matching_statement(tmp_path):
             d.execute("COMMIT")
     assert d.execute("SELECT x FROM t")[0] == [(0,), (2,)]
     d.close()
+
+
+async def test_a_run_whose_writes_always_fail_is_failed_clearly_instead_of_retried_forever(harness):
+    h = harness(Fault("SQLITE_FULL", match="INSERT INTO durably_steps", nth=2, times=None))
+    app = h.app
+    run = app.trigger("three", "x")
+    await app.start()
+    try:
+        from durably import RunFailedError
+
+        with pytest.raises(RunFailedError) as failed:
+            await app.wait_for_run(run.id, timeout=20)
+    finally:
+        await app.stop()
+    assert failed.value.failed_step == "s1"
+    assert "database or disk is full" in failed.value.error and "5 times in a row" in failed.value.error
+    assert h.executions[(run.id, "s0")] == 1 and h.executions[(run.id, "s1")] == 5
+    assert_clean(h)

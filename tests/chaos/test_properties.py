@@ -214,12 +214,10 @@ def test_get_runs_with_any_filters_returns_runs_or_raises_a_durably_error(status
 # -- findings: kept visible until the core decides ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="finding for the core (jobs.check_name / app.check_labels): not fixed here")
 @pytest.mark.parametrize("where", ["labels", "idempotency_key", "concurrency_key", "job"])
 def test_a_lone_surrogate_in_a_name_or_label_is_a_validation_error(where):
-    """Found by hypothesis: '\\ud800' passes check_name/check_labels, then sqlite3 cannot
-    encode it and raises a bare UnicodeEncodeError from inside the store."""
+    """Found by hypothesis: '\\ud800' passed check_name/check_labels, then sqlite3 could not
+    encode it and raised a bare UnicodeEncodeError from inside the store."""
     app = seeded()
     try:
         s = "a\ud800"
@@ -230,9 +228,8 @@ def test_a_lone_surrogate_in_a_name_or_label_is_a_validation_error(where):
         app.close()
 
 
-@pytest.mark.xfail(strict=True, reason="finding for the core (schemas.check_json): not fixed here")
 def test_an_input_with_keys_that_collide_as_json_text_is_refused():
-    """Found by hypothesis: {1: 'a', '1': 'b'} is accepted and stored as {"1": "b"}:
+    """Found by hypothesis: {1: 'a', '1': 'b'} was accepted and stored as {"1": "b"}:
     JSON turns the int key into a string and the two keys collapse, losing a value."""
     app = seeded()
     try:
