@@ -1,54 +1,465 @@
-// The demo page's script. Phase 1: boot the worker and show its progress with timings.
-// Everything shown is set with textContent: worker messages are data, never HTML.
+// The demo page: boot the worker (with per-phase timings), trigger jobs, show runs, steps,
+// logs and live events. No framework. Every piece of data (inputs, outputs, logs, errors,
+// event fields) is rendered with textContent, never as HTML: job data is data.
 
 import { connect } from "./client.js";
 
 const PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import"];
-const statusLine = document.getElementById("status");
-const phaseList = document.getElementById("phases");
-const errorBox = document.getElementById("error");
+const MAX_EVENTS = 200;
+const MAX_RUNS = 50;
+// Example inputs for the demo jobs (web/demo_jobs.py); any other job starts from {}.
+const EXAMPLES = {
+  crunch: { n: 5_000_000, chunks: 25 },
+  "import-csv": {
+    csv: [
+      "name,email,age",
+      "Ada Lovelace,ada@example.com,36",
+      "Alan Turing,alan@example.org,41",
+      "Nobody,not-an-email,30",
+      "Grace Hopper,grace@example.com,85",
+      ",empty@example.com,20",
+      "Edsger Dijkstra,edsger@example.nl,72",
+      "Too Old,old@example.com,200",
+    ].join("\n"),
+    batch_size: 3,
+  },
+  slow: { steps: 5, seconds: 2 },
+  flaky: { steps: 3, fail_at: 2, chance: 0.5, message: "the payment service timed out" },
+};
+
+const $ = (id) => document.getElementById(id);
+const statusLine = $("status");
+const phaseList = $("phases");
+const bootError = $("error");
 const started = performance.now();
 
-function row(phase) {
-  let li = phaseList.querySelector(`[data-phase="${phase}"]`);
+let durably = null;
+let selectedRun = null; // id of the run shown in the detail panel
+const liveProgress = new Map(); // run id -> progress from events, ahead of the database
+const runningStep = new Map(); // run id -> {step_name, step_index, since} from step:start
+
+// -- small helpers --------------------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key in node && typeof value !== "string") node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function json(value, indent = 2) {
+  return value === undefined ? "" : JSON.stringify(value, null, indent);
+}
+
+function clock(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+function between(from, to) {
+  if (!from || !to) return "";
+  const ms = new Date(to) - new Date(from);
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function statusBadge(status, extra = {}) {
+  return el("span", { class: "status", text: status, dataset: { status, ...extra } });
+}
+
+// Coalesce bursts of events into one refresh, at most one in flight at a time.
+function throttled(fn, wait = 120) {
+  let timer = null;
+  let running = null;
+  let again = false;
+  const fire = async () => {
+    timer = null;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = fn().catch(showError);
+    await running;
+    running = null;
+    if (again) {
+      again = false;
+      schedule();
+    }
+  };
+  const schedule = () => {
+    if (!timer) timer = setTimeout(fire, wait);
+  };
+  schedule.now = () => {
+    clearTimeout(timer);
+    return fire();
+  };
+  return schedule;
+}
+
+// -- boot -----------------------------------------------------------------------------------
+
+function phaseRow(phase) {
+  let li = phaseList.querySelector(`[data-phase="${CSS.escape(phase)}"]`);
   if (!li) {
-    li = document.createElement("li");
-    li.dataset.phase = phase;
+    li = el("li", { dataset: { phase } });
     phaseList.append(li);
   }
   return li;
 }
 
-function onBoot(msg) {
+function onStatus(msg) {
   if (msg.type === "boot") {
-    const li = row(msg.phase);
+    const li = phaseRow(msg.phase);
     li.dataset.state = msg.state;
     if (msg.state === "start") li.textContent = `${msg.phase}: ...`;
     else if (msg.state === "done") li.textContent = `${msg.phase}: ${msg.ms} ms`;
     else if (msg.state === "waiting") li.textContent = `${msg.phase}: waiting`;
     statusLine.dataset.state = msg.state === "waiting" ? "waiting" : "booting";
-    statusLine.textContent = msg.detail || `Starting: ${msg.phase} (${PHASES.indexOf(msg.phase) + 1}/${PHASES.length})`;
+    const n = PHASES.indexOf(msg.phase) + 1;
+    statusLine.textContent = msg.detail || `Starting: ${msg.phase}${n ? ` (${n}/${PHASES.length})` : ""}...`;
   } else if (msg.type === "ready") {
-    const total = Math.round(performance.now() - started);
-    statusLine.dataset.state = "ready";
-    statusLine.textContent = `Ready in ${total} ms.`;
-  } else if (msg.type === "boot-error") {
+    statusLine.textContent = "Started; loading the jobs...";
+  } else if (msg.type === "crashed") {
     statusLine.dataset.state = "error";
-    statusLine.textContent = `Could not start (${msg.phase}): ${msg.message}`;
+    statusLine.textContent = `The worker stopped: ${msg.message}`;
   }
 }
 
-function onError(err) {
+function showBootError(err) {
   statusLine.dataset.state = "error";
-  if (!statusLine.textContent.startsWith("Could not start")) statusLine.textContent = err.message;
-  if (err.detail) {
-    errorBox.hidden = false;
-    errorBox.textContent = err.detail;
+  statusLine.textContent = err.phase ? `Could not start (${err.phase}): ${err.message}` : `Could not start: ${err.name}: ${err.message}`;
+  const detail = err.detail || err.traceback || "";
+  bootError.hidden = !detail;
+  bootError.textContent = detail;
+}
+
+// -- errors from API calls ------------------------------------------------------------------
+
+function showError(err) {
+  const name = err?.name || "Error";
+  $("api-error-text").textContent = `${name}: ${err?.message ?? err}`;
+  $("api-error").dataset.name = name;
+  $("api-error").hidden = false;
+  if (name === "WorkerCrashedError") {
+    statusLine.dataset.state = "error";
+    statusLine.textContent = `The worker stopped: ${err.message}`;
   }
 }
 
-const client = connect({ onBoot, onError });
-addEventListener("pagehide", () => client.close());
+function clearError() {
+  $("api-error").hidden = true;
+  $("api-error-text").textContent = "";
+  delete $("api-error").dataset.name;
+}
 
-// The browser tests (and curious visitors in the console) use the same client as the page.
-window.durably = { client, ready: client.ready, call: client.call };
+// Run an API call on behalf of a user action: errors go to the error area.
+async function act(fn) {
+  clearError();
+  try {
+    return await fn();
+  } catch (err) {
+    showError(err);
+    return undefined;
+  }
+}
+
+// -- trigger form ---------------------------------------------------------------------------
+
+let jobDocs = {};
+
+function fillExample() {
+  const job = $("job-select").value;
+  $("job-input").value = json(EXAMPLES[job] ?? {});
+  $("job-doc").textContent = jobDocs[job] ?? "";
+}
+
+async function loadJobs() {
+  const jobs = await durably.jobs();
+  jobDocs = Object.fromEntries(jobs.map((j) => [j.name, (j.doc || "").split("\n")[0]]));
+  // The demo's own order: the example jobs first, in the order a visitor tries them.
+  const order = Object.keys(EXAMPLES);
+  const rank = (name) => (order.includes(name) ? order.indexOf(name) : order.length);
+  jobs.sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name));
+  $("job-select").replaceChildren(...jobs.map((j) => el("option", { value: j.name, text: j.name })));
+  fillExample();
+}
+
+async function onTrigger(event) {
+  event.preventDefault();
+  const job = $("job-select").value;
+  const text = $("job-input").value;
+  let input;
+  clearError();
+  try {
+    input = text.trim() === "" ? null : JSON.parse(text);
+  } catch (err) {
+    showError({ name: "SyntaxError", message: `the input is not valid JSON: ${err.message}` });
+    return;
+  }
+  const button = $("trigger-btn");
+  button.disabled = true;
+  try {
+    const run = await act(() => durably.trigger(job, input));
+    if (run) {
+      selectedRun = run.id;
+      await refreshRuns.now();
+      await refreshDetail.now();
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function onExport() {
+  const bytes = await act(() => durably.exportDatabase());
+  if (!bytes) return;
+  const url = URL.createObjectURL(new Blob([bytes], { type: "application/vnd.sqlite3" }));
+  const link = el("a", { href: url, download: "durably.db" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// -- runs table -----------------------------------------------------------------------------
+
+function progressOf(run) {
+  const stored = run.progress;
+  const live = run.status === "leased" || run.status === "pending" ? liveProgress.get(run.id) : null;
+  if (live && (!stored || live.current >= stored.current)) return live;
+  return stored;
+}
+
+function progressCell(run) {
+  const p = progressOf(run);
+  const bar = el("progress", { dataset: { testid: "progress" } });
+  const label = el("span");
+  if (p && p.total) {
+    bar.setAttribute("max", String(p.total));
+    bar.setAttribute("value", String(Math.min(p.current, p.total)));
+    label.textContent = `${p.current}/${p.total}`;
+  } else if (p) {
+    label.textContent = String(p.current);
+  } else if (run.status === "completed") {
+    bar.setAttribute("max", "1");
+    bar.setAttribute("value", "1");
+  } else if (run.status !== "leased") {
+    bar.setAttribute("max", "1");
+    bar.setAttribute("value", "0");
+  }
+  // An indeterminate bar (no value) while a run without reported progress is running.
+  if (p?.message) bar.title = p.message;
+  return el("td", {}, el("div", { class: "progress-cell" }, bar, label));
+}
+
+function runRow(run) {
+  const finished = ["completed", "failed", "cancelled"].includes(run.status);
+  const tr = el("tr", { dataset: { runId: run.id, status: run.status, job: run.job_name }, "aria-selected": String(run.id === selectedRun) });
+  const button = (action, label, enabled) =>
+    el("button", { type: "button", text: label, disabled: !enabled, dataset: { action, testid: `${action}-btn` } });
+  tr.append(
+    el("td", {}, statusBadge(run.status, { testid: "run-row-status" })),
+    progressCell(run),
+    el("td", { text: run.job_name }),
+    el("td", { text: clock(run.created_at), title: run.created_at }),
+    el("td", { class: "mono muted", text: run.id.slice(-8), title: run.id }),
+    el(
+      "td",
+      { class: "actions" },
+      button("cancel", "Cancel", !finished),
+      " ",
+      button("retrigger", "Retrigger", finished),
+      " ",
+      button("delete", "Delete", finished),
+    ),
+  );
+  return tr;
+}
+
+const refreshRuns = throttled(async () => {
+  const runs = await durably.getRuns({ limit: MAX_RUNS });
+  $("runs").tBodies[0].replaceChildren(...runs.map(runRow));
+  $("runs-empty").hidden = runs.length > 0;
+  $("runs-count").textContent = runs.length ? `(${runs.length}${runs.length === MAX_RUNS ? ", newest" : ""})` : "";
+});
+
+async function onRunsClick(event) {
+  const tr = event.target.closest("tr[data-run-id]");
+  if (!tr) return;
+  const id = tr.dataset.runId;
+  const action = event.target.closest("button[data-action]")?.dataset.action;
+  if (action === "cancel") await act(() => durably.cancel(id));
+  else if (action === "retrigger") {
+    const run = await act(() => durably.retrigger(id));
+    if (run) selectedRun = run.id;
+  } else if (action === "delete") {
+    const done = await act(async () => (await durably.deleteRun(id), true));
+    if (done && selectedRun === id) selectedRun = null;
+  } else selectedRun = id;
+  await refreshRuns.now();
+  await refreshDetail.now();
+}
+
+// -- run detail -----------------------------------------------------------------------------
+
+function outputCell(value) {
+  return el("td", { class: "out" }, value === null || value === undefined ? "" : el("pre", { text: json(value, 0) }));
+}
+
+const refreshDetail = throttled(async () => {
+  const id = selectedRun;
+  if (!id) {
+    $("detail-body").hidden = true;
+    $("detail-empty").hidden = false;
+    return;
+  }
+  const [run, steps, logs] = await Promise.all([durably.getRun(id), durably.getSteps(id), durably.getLogs(id)]);
+  if (id !== selectedRun) return; // another run was selected meanwhile
+  if (!run) {
+    selectedRun = null;
+    $("detail-body").hidden = true;
+    $("detail-empty").hidden = false;
+    return;
+  }
+  $("detail-empty").hidden = true;
+  $("detail-body").hidden = false;
+  $("run-detail").dataset.runId = run.id;
+  $("run-id").textContent = run.id;
+  $("run-job").textContent = run.job_name;
+  $("run-status").textContent = run.status;
+  $("run-status").dataset.status = run.status;
+  const p = progressOf(run);
+  $("run-progress").textContent = p ? `${p.current}${p.total ? `/${p.total}` : ""}${p.message ? ` - ${p.message}` : ""}` : "";
+  $("run-created").textContent = run.created_at ?? "";
+  $("run-duration").textContent = between(run.started_at, run.completed_at);
+  $("run-retrigger-of").textContent = run.retrigger_of ?? "";
+  $("run-input").textContent = json(run.input);
+  $("run-output-box").hidden = run.output === null || run.output === undefined;
+  $("run-output").textContent = json(run.output);
+  $("run-error-box").hidden = !run.error;
+  $("run-error").textContent = run.error ?? "";
+  $("run-failed-step").textContent = run.failed_step ? `(at step ${run.failed_step})` : "";
+
+  const rows = steps.map((s) =>
+    el(
+      "tr",
+      { dataset: { step: s.name, status: s.status } },
+      el("td", { text: String(s.index) }),
+      el("td", { class: "mono", text: s.name }),
+      el("td", {}, statusBadge(s.status)),
+      s.error ? el("td", { class: "out" }, el("pre", { text: s.error })) : outputCell(s.output),
+      el("td", { text: between(s.started_at, s.completed_at), title: s.completed_at ?? "" }),
+    ),
+  );
+  const current = runningStep.get(id);
+  if (current && run.status === "leased" && !steps.some((s) => s.name === current.step_name)) {
+    rows.push(
+      el(
+        "tr",
+        { dataset: { step: current.step_name, status: "running" } },
+        el("td", { text: String(current.step_index) }),
+        el("td", { class: "mono", text: current.step_name }),
+        el("td", {}, statusBadge("running")),
+        el("td"),
+        el("td", { class: "muted", text: `since ${clock(current.since)}` }),
+      ),
+    );
+  }
+  $("steps").tBodies[0].replaceChildren(...rows);
+
+  $("logs").tBodies[0].replaceChildren(
+    ...logs.map((log) =>
+      el(
+        "tr",
+        { dataset: { level: log.level } },
+        el("td", { class: "muted", text: clock(log.created_at), title: log.created_at }),
+        el("td", { class: `level-${log.level}`, text: log.level }),
+        el("td", { class: "mono", text: log.step_name ?? "" }),
+        el("td", { text: log.message }),
+        outputCell(log.data),
+      ),
+    ),
+  );
+});
+
+// -- events ---------------------------------------------------------------------------------
+
+const COMMON = new Set(["type", "timestamp", "sequence", "run_id", "job_name", "labels"]);
+
+function eventLine(ev) {
+  const fields = Object.fromEntries(Object.entries(ev).filter(([k]) => !COMMON.has(k)));
+  let rest = Object.keys(fields).length ? JSON.stringify(fields) : "";
+  if (rest.length > 300) rest = `${rest.slice(0, 300)}...`;
+  return el(
+    "li",
+    { dataset: { type: ev.type, runId: ev.run_id ?? "", sequence: String(ev.sequence) } },
+    el("span", { class: "muted", text: `${clock(ev.timestamp)} ` }),
+    el("span", { class: "etype", text: ev.type }),
+    el("span", { text: ` ${ev.job_name ?? ""} ${ev.run_id ? ev.run_id.slice(-8) : ""} ${rest}` }),
+  );
+}
+
+function onEvent(ev) {
+  const list = $("events");
+  list.prepend(eventLine(ev));
+  while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
+
+  const id = ev.run_id;
+  if (ev.type === "run:progress") {
+    liveProgress.set(id, ev.progress);
+    // Move the bar at once; the table refresh below catches up with the database.
+    const row = $("runs").querySelector(`tr[data-run-id="${CSS.escape(id)}"]`);
+    if (row) row.children[1].replaceWith(progressCell({ id, status: row.dataset.status, progress: null }));
+  } else if (ev.type === "step:start") {
+    runningStep.set(id, { step_name: ev.step_name, step_index: ev.step_index, since: ev.timestamp });
+  } else if (ev.type.startsWith("step:")) {
+    runningStep.delete(id);
+  } else if (["run:complete", "run:fail", "run:cancel", "run:delete"].includes(ev.type)) {
+    runningStep.delete(id);
+    liveProgress.delete(id);
+  }
+  if (ev.type.startsWith("run:") && ev.type !== "run:lease-renewed") refreshRuns();
+  if (id && id === selectedRun) refreshDetail();
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+async function main() {
+  $("api-error-close").addEventListener("click", clearError);
+  try {
+    durably = await connect({ jobs: ["demo_jobs"], options: {}, debug: false, onStatus });
+  } catch (err) {
+    showBootError(err);
+    return;
+  }
+  // The browser tests (and curious visitors in the console) use the same client as the page.
+  window.durably = durably;
+  addEventListener("pagehide", () => durably.close());
+  durably.on("*", onEvent);
+  try {
+    await loadJobs();
+    await refreshRuns.now();
+  } catch (err) {
+    showBootError(err);
+    return;
+  }
+  $("job-select").addEventListener("change", fillExample);
+  $("example-btn").addEventListener("click", fillExample);
+  $("trigger-form").addEventListener("submit", onTrigger);
+  $("export-btn").addEventListener("click", onExport);
+  $("runs").addEventListener("click", onRunsClick);
+  $("app").hidden = false;
+
+  const timings = durably.timings || {};
+  const total = Object.values(timings).reduce((a, b) => a + b, 0);
+  statusLine.dataset.state = "ready";
+  statusLine.textContent = `Ready in ${Math.round(performance.now() - started)} ms (worker boot ${total} ms).`;
+}
+
+main();
