@@ -170,6 +170,6 @@ class Durably:
         return page.evaluate("(code) => window.durably.evalPython(code)", code)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def durably() -> type[Durably]:
     return Durably
