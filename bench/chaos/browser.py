@@ -27,6 +27,7 @@ import base64
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -326,17 +327,26 @@ def site_is_built() -> str | None:
 
 
 def main(opts: Options) -> Result:
-    """Serve site/, start Chromium with a profile on disk (OPFS on real disk, not in memory
-    as in an incognito context), and run the chaos."""
+    """Serve a copy of site/, start Chromium with a profile on disk (OPFS on real disk, not
+    in memory as in an incognito context), and run the chaos."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from serve import make_server
     from playwright.sync_api import sync_playwright
 
-    server = make_server(SITE, 0, quiet=True)
+    with tempfile.TemporaryDirectory(prefix="durably-chaos-") as tmp:
+        # A private copy: a rebuild of site/ during a run of minutes (its wheel URLs change
+        # with each build) must not make a later page load fail.
+        site = Path(tmp) / "site"
+        shutil.copytree(SITE, site)
+        return _serve_and_run(opts, site, Path(tmp) / "profile", make_server, sync_playwright)
+
+
+def _serve_and_run(opts: Options, site: Path, profile: Path, make_server: Any, sync_playwright: Any) -> Result:
+    server = make_server(site, 0, quiet=True)
     thread = threading.Thread(target=server.serve_forever, name="site-server", daemon=True)
     thread.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="durably-chaos-profile-") as profile, sync_playwright() as pw:
+        with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
                 profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
