@@ -57,10 +57,12 @@ function json(value, indent = 2) {
   return value === undefined ? "" : JSON.stringify(value, null, indent);
 }
 
-function clock(iso) {
+function clock(iso, millis = true) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const time = d.toLocaleTimeString([], { hour12: false });
+  return millis ? `${time}.${String(d.getMilliseconds()).padStart(3, "0")}` : time;
 }
 
 function between(from, to) {
@@ -266,9 +268,8 @@ function runRow(run) {
   tr.append(
     el("td", {}, statusBadge(run.status, { testid: "run-row-status" })),
     progressCell(run),
-    el("td", { text: run.job_name }),
-    el("td", { text: clock(run.created_at), title: run.created_at }),
-    el("td", { class: "mono muted", text: run.id.slice(-8), title: run.id }),
+    el("td", { text: run.job_name, title: `run ${run.id}` }),
+    el("td", { text: clock(run.created_at, false), title: run.created_at }),
     el(
       "td",
       { class: "actions" },
@@ -339,6 +340,7 @@ const refreshDetail = throttled(async () => {
   $("run-created").textContent = run.created_at ?? "";
   $("run-duration").textContent = between(run.started_at, run.completed_at);
   $("run-retrigger-of").textContent = run.retrigger_of ?? "";
+  $("run-retrigger-of").hidden = $("run-retrigger-of-label").hidden = !run.retrigger_of;
   $("run-input").textContent = json(run.input);
   $("run-output-box").hidden = run.output === null || run.output === undefined;
   $("run-output").textContent = json(run.output);
@@ -393,7 +395,11 @@ const refreshDetail = throttled(async () => {
 const COMMON = new Set(["type", "timestamp", "sequence", "run_id", "job_name", "labels"]);
 
 function eventLine(ev) {
-  const fields = Object.fromEntries(Object.entries(ev).filter(([k]) => !COMMON.has(k)));
+  const fields = Object.fromEntries(
+    Object.entries(ev)
+      .filter(([k]) => !COMMON.has(k))
+      .map(([k, v]) => [k, k === "duration" && typeof v === "number" ? Number(v.toFixed(3)) : v]),
+  );
   let rest = Object.keys(fields).length ? JSON.stringify(fields) : "";
   if (rest.length > 300) rest = `${rest.slice(0, 300)}...`;
   return el(
