@@ -17,16 +17,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
     p.add_argument("--only", help=f"comma-separated contenders out of {', '.join([*CPYTHON, *BROWSER, *BROWSER_LOAD])}")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
+    p.add_argument("--scale-only", action="store_true", help="only workload 6 (durably); writes scale.* unless --stem is given")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
-    p.add_argument("--stem", default="latest", help="file name stem of the outputs")
+    p.add_argument("--stem", help="file name stem of the outputs (default latest, or scale with --scale-only)")
     a = p.parse_args(argv)
     only = [x.strip() for x in a.only.split(",")] if a.only else None
     unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER and x not in BROWSER_LOAD]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser)
+    if a.scale_only:
+        plan.cases, plan.rounds, only = [], 0, ["durably"]
     res = runner.run_plan(plan, only)
-    paths = report.write(res, a.out, a.stem)
+    paths = report.write(res, a.out, a.stem or ("scale" if a.scale_only else "latest"))
     print(report.markdown(res))
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0

@@ -69,6 +69,8 @@ def test_quick_browser_bench_measures_the_opfs_floor_in_chromium(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "latest.json").read_text())
     assert "chromium" in res["meta"]["versions"]
-    for case in res["cases"]:
+    measured = [c for c in res["cases"] if c["kind"] != "load"]  # workload 4 is not the floor's
+    assert {c["workload"] for c in measured} == {1, 2, 3}
+    for case in measured:
         raw = case["raw"]["browser-floor"]
         assert len(raw) == 1 and "error" not in raw[0], raw
