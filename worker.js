@@ -630,6 +630,15 @@ self.onmessage = (event) => {
       close();
       return;
     default:
+      // Something that carries an id expects an answer: say what is wrong with it.
+      if (isId(msg.id)) {
+        errorReply(
+          msg.id,
+          "ValidationError",
+          `unknown message type ${JSON.stringify(msg.type)}; requests are {type: "call", id, method, params}`,
+        );
+        return;
+      }
       console.warn("[durably] ignoring a message of unknown type:", msg.type);
   }
 };

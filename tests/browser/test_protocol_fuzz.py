@@ -44,7 +44,13 @@ app.cancel(app.trigger("chaos-seed", 2, concurrency_key="k").id)
 POST = """async ({messages, settleMs}) => {
     const w = window.durably.worker;
     const want = new Map();
-    for (const m of messages) if (m && m.type === "call" && m.id !== undefined) want.set(m.id, (want.get(m.id) ?? 0) + 1);
+    // The ids the worker can answer (worker.js isId), on any message but init and close.
+    const usable = (id) => (typeof id === "number" && Number.isFinite(id)) || (typeof id === "string" && id.length > 0 && id.length <= 200);
+    for (const m of messages) {
+        if (m && typeof m === "object" && !Array.isArray(m) && m.type !== "init" && m.type !== "close" && usable(m.id)) {
+            want.set(m.id, (want.get(m.id) ?? 0) + 1);
+        }
+    }
     const replies = [];
     let resolveAll;
     const all = new Promise((r) => (resolveAll = r));
@@ -73,8 +79,7 @@ SNAPSHOT = """async () => {
 
 unanswerable = st.one_of(
     st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
-    st.fixed_dictionaries({"type": st.text(max_size=8).filter(lambda s: s not in ("init", "close", "call")),
-                           "id": st.integers(1, 5)}),
+    st.fixed_dictionaries({"type": st.text(max_size=8).filter(lambda s: s not in ("init", "close", "call"))}),
     st.fixed_dictionaries({"type": st.just("call"), "method": st.just("ping")}),  # no id
     st.fixed_dictionaries({"type": st.just("call"), "id": st.one_of(st.just(""), st.text(min_size=201, max_size=205),
                                                                     st.lists(st.integers(), max_size=1)),
@@ -104,7 +109,7 @@ def boot(page, site_url, durably) -> dict:
 def check_replies(messages: list, replies: list[dict]) -> None:
     sent: dict = {}
     for m in messages:
-        if isinstance(m, dict) and m.get("type") == "call" and (isinstance(m.get("id"), int) or str(m.get("id", "")).startswith("fz-")):
+        if isinstance(m, dict) and m.get("type") != "init" and (isinstance(m.get("id"), int) or str(m.get("id", "")).startswith("fz-")):
             sent[m["id"]] = sent.get(m["id"], 0) + 1
     got: dict = {}
     for r in replies:
@@ -142,11 +147,14 @@ def test_an_oversized_call_and_duplicate_ids_get_one_error_reply_each(page, site
                 {type: "call", id: "fz-dup", method: "cancel", params: {id: "nope"}},
                 {type: "call", id: "fz-dup", method: "trigger", params: {job: "nope"}},
                 {type: "call", id: "fz-dup", method: "nope", params: {}},
+                {type: "cal", id: "fz-typo", method: "ping", params: {}},
             ]});
         }""",
         POST,
     )
-    assert sorted(r["id"] for r in replies) == ["fz-big", "fz-dup", "fz-dup", "fz-dup"]
+    assert sorted(r["id"] for r in replies) == ["fz-big", "fz-dup", "fz-dup", "fz-dup", "fz-typo"]
+    (typo,) = [r["error"] for r in replies if r["id"] == "fz-typo"]
+    assert typo["name"] == "ValidationError" and "unknown message type" in typo["message"]
     (big,) = [r["error"] for r in replies if r["id"] == "fz-big"]
     assert big["name"] == "ValidationError" and "limit" in big["message"]
     assert {r["error"]["name"] for r in replies if r["id"] == "fz-dup"} == {"NotFoundError"}  # no such run, job, method
