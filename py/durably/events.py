@@ -64,6 +64,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "worker:error": ("error", "context"),
 }
 EVENT_TYPES = frozenset(EVENT_FIELDS)
+_COMMON = ("type", "timestamp", "sequence", "run_id", "job_name", "labels")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,19 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+        """A payload field (``event["output"]``) or a common one (``event["run_id"]``)."""
+        try:
+            return self.data[key]
+        except KeyError:
+            if key in _COMMON:
+                return getattr(self, key)
+            raise KeyError(f"{self.type} has no field {key!r}; it has: {', '.join((*_COMMON, *self.data))}") from None
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def to_dict(self) -> dict[str, Any]:
         """Flat plain data: the common fields plus the payload, timestamps as text."""

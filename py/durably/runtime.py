@@ -594,7 +594,7 @@ class Runtime:
                 claimed_any = True
                 task = asyncio.ensure_future(self._guarded_execute(claimed))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
             if not claimed_any and not self._tasks:
                 self._maybe_maintain()
             if self.stopping:
@@ -603,6 +603,12 @@ class Runtime:
                 await asyncio.sleep(0)  # let new runs start, then look for more
                 continue
             await self._sleep(app.polling_interval)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        # Wake the loop only once the task no longer counts against max_concurrent_runs,
+        # or a full worker would sleep a whole polling interval before claiming again.
+        self._tasks.discard(task)
+        self.wake()
 
     async def _guarded_execute(self, claimed: Claimed) -> None:
         try:

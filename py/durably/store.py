@@ -344,6 +344,16 @@ class Store:
         if not job_names:
             return None
         marks = ", ".join("?" * len(job_names))
+        # Two candidates, each the first in id order of its own index range (status, id):
+        # the oldest pending run and the oldest run whose lease expired. Asking for both
+        # with one OR made SQLite walk every run of the registered jobs and sort them,
+        # which grew with the finished runs kept in the table. The unary + keeps SQLite
+        # off the (job_name, id) index, which would walk a job's finished runs too.
+        free_key = (
+            "(r.concurrency_key IS NULL OR NOT EXISTS ("
+            " SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key"
+            " AND o.id <> r.id AND o.status = 'leased' AND o.lease_expires_at >= ?))"
+        )
         with self._write(several=False):
             rows, _ = self._x(
                 f"""
@@ -351,18 +361,21 @@ class Store:
                 SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
                     lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
                 WHERE id = (
-                    SELECT r.id FROM durably_runs r
-                    WHERE r.job_name IN ({marks})
-                      AND (r.status = 'pending'
-                           OR (r.status = 'leased' AND r.lease_expires_at < ?))
-                      AND (r.concurrency_key IS NULL OR NOT EXISTS (
-                            SELECT 1 FROM durably_runs o
-                            WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id
-                              AND o.status = 'leased' AND o.lease_expires_at >= ?))
-                    ORDER BY r.id LIMIT 1)
+                    SELECT id FROM (
+                        SELECT * FROM (
+                            SELECT r.id FROM durably_runs r
+                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key}
+                            ORDER BY r.id LIMIT 1)
+                        UNION ALL
+                        SELECT * FROM (
+                            SELECT r.id FROM durably_runs r
+                            WHERE r.status = 'leased' AND r.lease_expires_at < ?
+                              AND +r.job_name IN ({marks}) AND {free_key}
+                            ORDER BY r.id LIMIT 1))
+                    ORDER BY id LIMIT 1)
                 RETURNING {RUN_COLUMNS}
                 """,
-                (owner, lease_until, now, now, *job_names, now, now),
+                (owner, lease_until, now, now, *job_names, now, now, *job_names, now),
             )
             if not rows:
                 return None

@@ -1106,3 +1106,27 @@ async def test_a_worker_never_holds_more_runs_than_max_concurrent_runs(make_app)
     for run in runs:
         await app.wait_for_run(run.id, timeout=5)
     await app.stop()
+
+
+async def test_a_busy_worker_claims_the_next_run_as_soon_as_one_finishes(make_app):
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: input)
+
+    app = make_app([j], polling_interval=60, max_concurrent_runs=1)
+    await app.start()
+    runs = app.trigger_many(j, [1, 2, 3])
+    for run in runs:  # one polling interval between runs would be 60 s each
+        await app.wait_for_run(run.id, timeout=5)
+    await app.stop()
+
+
+async def test_events_read_their_common_fields_by_name_too(make_app):
+    app = make_app()
+    events = record(app)
+    run = app.trigger("x", 1, labels={"a": "b"})
+    event = events[0]
+    assert event["run_id"] == run.id and event["labels"] == {"a": "b"} and event["input"] == 1
+    assert event.get("nope") is None
+    with pytest.raises(KeyError, match="run:trigger has no field 'nope'"):
+        event["nope"]
