@@ -21,15 +21,20 @@ build: node_modules/.package-lock.json
 serve:
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
-deps: python-deps node_modules/.package-lock.json chromium
+deps: python-deps node_modules/.package-lock.json bench/web/node_modules/.package-lock.json chromium
 
 # Re-run when the lock file changes; npm ci gives exactly the committed versions.
 node_modules/.package-lock.json: package-lock.json
 	npm ci --no-audit --no-fund
 
+# The browser benchmarks' contenders (@coji/durably, sqlocal) live apart from the site's
+# packages; the bench smoke test runs them.
+bench/web/node_modules/.package-lock.json: bench/web/package-lock.json
+	cd bench/web && npm ci --ignore-scripts --no-audit --no-fund
+
 python-deps:
-	@$(PYTHON) -c "import durably, pytest, playwright, pytest_playwright" 2>/dev/null \
-		|| $(PYTHON) -m pip install -e '.[test]'
+	@$(PYTHON) -c "import durably, pytest, playwright, pytest_playwright, hypothesis, dbos, huey" 2>/dev/null \
+		|| $(PYTHON) -m pip install -e '.[test,bench]'
 
 # Debian's Chromium: Playwright's own browser download cannot work on these machines.
 chromium:

@@ -219,6 +219,7 @@ class Durably:
         self._check_open()
         if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
             raise ValidationError("trigger_many() takes a list of inputs")
+        self._job_for_trigger(job)  # a bad job is an error even with no inputs
         prepared = [self._prepare(job, item, None, None, None, labels) for item in inputs]
         results = []
         with self._store.transaction():

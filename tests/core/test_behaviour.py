@@ -1130,3 +1130,10 @@ async def test_events_read_their_common_fields_by_name_too(make_app):
     assert event.get("nope") is None
     with pytest.raises(KeyError, match="run:trigger has no field 'nope'"):
         event["nope"]
+
+
+async def test_trigger_many_checks_the_job_even_with_no_inputs(make_app):
+    app = make_app()
+    with pytest.raises(ValidationError, match="job name"):
+        app.trigger_many(False, [])
+    assert app.trigger_many("anything", []) == []
