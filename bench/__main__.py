@@ -12,10 +12,10 @@ from bench.contenders import BROWSER, BROWSER_LOAD, CPYTHON
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small cases, 2 rounds: a smoke run under a minute")
-    p.add_argument("--rounds", type=int, help="rounds of alternation (default 2 quick, 3 full)")
+    p.add_argument("--quick", action="store_true", help="small cases, 1 round, floor + durably + dbos-wal (--only to change): a smoke run")
+    p.add_argument("--rounds", type=int, help="rounds of alternation (default 1 quick, 3 full)")
     p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
-    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join([*CPYTHON, *BROWSER, *BROWSER_LOAD])}")
+    p.add_argument("--only", help=f"comma-separated contenders out of {', '.join(dict.fromkeys([*CPYTHON, *BROWSER, *BROWSER_LOAD]))}")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
     p.add_argument("--scale-only", action="store_true", help="only workload 6 (durably); writes scale.* unless --stem is given")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")

@@ -12,11 +12,15 @@ fresh page on a fresh database file, and the page deletes the file afterwards.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
+import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,7 +60,31 @@ def build() -> None:
     subprocess.run(["node", "build.mjs"], cwd=WEB, check=True)
 
 
+def private_site(dest: str) -> str:
+    """Copy the built site to ``dest`` and add the bench-only job module to the copy (file and
+    manifest entry), so a rebuild of ``site/`` while the bench runs cannot break it, and the
+    site itself never ships bench code."""
+    shutil.copytree(SITE, dest)
+    src = os.path.join(WEB, "bench_jobs.py")
+    shutil.copy(src, os.path.join(dest, "jobs", "bench_jobs.py"))
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    path = os.path.join(dest, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest["jobModules"].append({"module": "bench_jobs", "url": "jobs/bench_jobs.py", "sha256": digest})
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return dest
+
+
+# durably's browser contender: the site's test page with the bench job module and the
+# defaults a browser user gets (no options), debug on for evalPython and sql.
+DURABLY_PAGE = "site/test.html?jobs=bench_jobs&debug=1"
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    site = SITE
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}
 
@@ -65,7 +93,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if path.split("?")[0] == "/dist/worker":
             path = "/dist/worker.js"
         if path.startswith("/site/"):
-            web, self.directory = self.directory, SITE
+            web, self.directory = self.directory, self.site
             try:
                 return super().translate_path(path[len("/site"):])
             finally:
@@ -90,8 +118,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-# Marks when durably's page reports ready: page.js assigns window.durably = {ready, ...} once,
-# and the hook records the time its ready promise settles (a later evaluate would be late).
+# Marks when durably's page reports ready: page.js assigns window.durably once, the client,
+# when connect() has resolved; the hook records that moment (a later evaluate would be late).
+# (An older page assigned {ready: Promise, ...}: that shape is still understood.)
 HOOK_READY = """
 (() => {
   let value;
@@ -100,7 +129,8 @@ HOOK_READY = """
     get() { return value; },
     set(v) {
       value = v;
-      if (v && v.ready) v.ready.then(
+      if (v && !(v.ready && v.ready.then)) window.__readyAt = performance.now();
+      else if (v) v.ready.then(
         () => { window.__readyAt = performance.now(); },
         (e) => { window.__readyError = String(e && e.message || e); });
     },
@@ -117,7 +147,10 @@ class BrowserSession:
 
         self.profile_dir = profile_dir
         shutil.rmtree(profile_dir, ignore_errors=True)
-        handler = functools.partial(_Handler, directory=WEB)
+        self.site_dir = tempfile.mkdtemp(prefix="site-", dir=os.path.dirname(profile_dir))
+        site = private_site(os.path.join(self.site_dir, "site")) if os.path.exists(SITE) else SITE
+        handler = type("Handler", (_Handler,), {"site": site})
+        handler = functools.partial(handler, directory=WEB)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -134,6 +167,9 @@ class BrowserSession:
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             page.goto(f"{self.base}/{page_name}")
+            if page_name.startswith("site/"):
+                self._durably_ready(page)
+                page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
             page.wait_for_function("window.bench && window.bench.ready", timeout=30_000)
             args = [params[k] for k in ("n", "slices") if k in params] or [params["k"]]
             page.set_default_timeout(timeout * 1000)
@@ -184,6 +220,68 @@ class BrowserSession:
             ctx.close()
             shutil.rmtree(profile, ignore_errors=True)
 
+    @staticmethod
+    def _durably_ready(page: Any, timeout: float = 120) -> None:
+        page.wait_for_function("window.durably !== undefined || window.connectError !== undefined",
+                               timeout=timeout * 1000)
+        err = page.evaluate("window.connectError")
+        if err:
+            raise RuntimeError(f"durably did not boot: {err}")
+
+    def resume(self, page_name: str, reloads: int, timeout: float, steps: int = 10_000,
+               step_ms: int = 200) -> dict:
+        """Workload 5: reload the page while a run is in a step; time from the reload to the
+        next step body starting in the new worker (``reload_ms``), and from the new worker
+        being ready (the page's ``window.durably`` set: connect resolved) to it
+        (``ready_ms``). Wall clocks: the bench's ``time.time()`` at the reload, the page's
+        ``Date.now()`` at ready, the step body's ``time.time()`` in Pyodide (also Date.now)."""
+        if not page_name.startswith("site/"):
+            return {"error": f"workload 5 is not implemented for {page_name}"}
+        page = self.context.new_page()
+        page.set_default_timeout(timeout * 1000)
+        # test_page.js assigns window.durably once, when connect() resolves: that is "ready"
+        page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
+            configurable: true, get() { return v; },
+            set(x) { v = x; window.__readyWall = Date.now(); } }); })();""")
+        starts_after = "(t) => window.durably.evalPython(`import bench_jobs\n[s for s in bench_jobs.STARTS if s[2] >= ${t}][:1]`)"
+        reload_ms: list[float] = []
+        ready_ms: list[float] = []
+        try:
+            page.goto(f"{self.base}/{page_name}")
+            self._durably_ready(page)
+            page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
+            page.evaluate("window.bench.reset()")
+            run = page.evaluate("(p) => window.durably.trigger('bench-slow', p)", {"steps": steps, "ms": step_ms})
+            for _ in range(reloads):
+                # in the middle of a step: one has started in this worker, then half a step
+                page.wait_for_function("async () => (await window.durably.evalPython("
+                                       "`import bench_jobs\\nlen(bench_jobs.STARTS)`)) > 0", polling=50)
+                time.sleep(step_ms / 2000)
+                t_reload = time.time() * 1000
+                page.reload(wait_until="commit")
+                self._durably_ready(page)
+                ready = page.evaluate("window.__readyWall")
+                deadline = time.monotonic() + timeout
+                while True:
+                    got = page.evaluate(starts_after, t_reload)
+                    if got:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("no step started after the reload")
+                    time.sleep(0.005)
+                run_id, _, started = got[0]
+                if run_id != run["id"]:
+                    raise RuntimeError(f"a step of another run started: {run_id}")
+                reload_ms.append(started - t_reload)
+                ready_ms.append(started - ready)
+            page.evaluate("(id) => window.durably.cancel(id)", run["id"])
+            return {"reloads": reloads, "reload_ms": reload_ms, "ready_ms": ready_ms,
+                    "reload_ms_max": max(reload_ms), "ready_ms_max": max(ready_ms)}
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {str(exc)[:500]}; samples so far: {reload_ms}, {ready_ms}"}
+        finally:
+            page.close()
+
     def close(self) -> None:
         try:
             self.context.close()
@@ -191,3 +289,4 @@ class BrowserSession:
             self._pw.stop()
             self.server.shutdown()
             shutil.rmtree(self.profile_dir, ignore_errors=True)
+            shutil.rmtree(self.site_dir, ignore_errors=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from bench.common import percentile, remove_db, spread
-from bench.contenders import BROWSER, BROWSER_LOAD, CPYTHON, host, supports
+from bench.contenders import BROWSER, BROWSER_LOAD, BROWSER_RESUME, CPYTHON, host, supports
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(ROOT, "results", "tmp")
@@ -47,6 +47,12 @@ METRICS = {
         ("start_ms_p50", "trigger-to-start ms p50", False),
         ("start_ms_p95", "trigger-to-start ms p95", False),
     ],
+    "resume": [
+        ("reload_ms_p50", "reload to next step ms p50", False),
+        ("reload_ms_max", "reload to next step ms max", False),
+        ("ready_ms_p50", "worker ready to next step ms p50", False),
+        ("ready_ms_max", "worker ready to next step ms max", False),
+    ],
 }
 
 
@@ -54,10 +60,11 @@ METRICS = {
 class Case:
     id: str
     workload: int
-    kind: str  # steps | runs | trigger
+    kind: str  # steps | runs | trigger | load | resume
     func: str
     params: dict
     title: str
+    host: str | None = None  # "cpython" or "browser": the case is only for that host's contenders
 
 
 @dataclass
@@ -75,6 +82,16 @@ LOAD_CASE = Case("4-load", 4, "load", "load_time", {"warm": 3},
                  "Workload 4 (browser): page load to worker ready, cold (fresh profile) and warm (3 reloads)")
 
 
+def resume_case(reloads: int) -> Case:
+    return Case("5-resume", 5, "resume", "resume", {"reloads": reloads},
+                f"Workload 5 (browser): reload in the middle of a step to the next step starting ({reloads} reloads)")
+
+
+# The smoke run's CPython contenders: the floor, durably and one peer (DBOS with our settings,
+# the one the targets name); the full run has them all.
+QUICK_CONTENDERS = ["floor", "durably", "dbos-wal"]
+
+
 def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None,
               browser: bool = False) -> Plan:
     if quick:
@@ -84,16 +101,19 @@ def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = N
             Case("3-trigger-k20", 3, "trigger", "trigger_latency", {"k": 20}, "Workload 3: trigger and trigger-to-start latency (20 samples)"),
         ]
         if browser:
-            cases.append(LOAD_CASE)
-        return Plan("quick", rounds or 2, cases, 2000 if scale_runs is None else scale_runs, 120, browser=browser)
+            cases += [LOAD_CASE, resume_case(2)]
+        return Plan("quick", rounds or 1, cases, 1000 if scale_runs is None else scale_runs, 120,
+                    contenders=list(QUICK_CONTENDERS), browser=browser)
     cases = [
         Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
-        Case("1-steps-n10000", 1, "steps", "steps", {"n": 10_000, "slices": 20}, "Workload 1: one run of 10,000 steps"),
+        # 10,000 steps take @coji/durably 4-6 minutes a round: the browser's large N is 2,000
+        Case("1-steps-n2000", 1, "steps", "steps", {"n": 2_000, "slices": 20}, "Workload 1: one run of 2,000 steps (browser)", "browser"),
+        Case("1-steps-n10000", 1, "steps", "steps", {"n": 10_000, "slices": 20}, "Workload 1: one run of 10,000 steps (CPython)", "cpython"),
         Case("2-runs-k100", 2, "runs", "runs", {"k": 100}, "Workload 2: 100 one-step runs triggered at once"),
         Case("3-trigger-k100", 3, "trigger", "trigger_latency", {"k": 100}, "Workload 3: trigger and trigger-to-start latency (100 samples)"),
     ]
     if browser:
-        cases.append(LOAD_CASE)
+        cases += [LOAD_CASE, resume_case(5)]
     return Plan("full", rounds or 3, cases, 100_000 if scale_runs is None else scale_runs, 1800, browser=browser)
 
 
@@ -145,6 +165,9 @@ def derive(kind: str, r: dict) -> dict:
         return {"runs_per_s": r["runs_per_s"]}
     if kind == "load":
         return {"cold_ms": r["cold_ms"], "warm_ms_p50": percentile(r["warm_ms"], 50)}
+    if kind == "resume":
+        return {"reload_ms_p50": percentile(r["reload_ms"], 50), "reload_ms_max": max(r["reload_ms"]),
+                "ready_ms_p50": percentile(r["ready_ms"], 50), "ready_ms_max": max(r["ready_ms"])}
     return {
         "trigger_ms_p50": percentile(r["trigger_ms"], 50),
         "trigger_ms_p95": percentile(r["trigger_ms"], 95),
@@ -193,9 +216,15 @@ def _versions() -> dict:
     return out
 
 
+def _runs(name: str, case: Case) -> bool:
+    return supports(name, case.kind) and (case.host is None or case.host == host(name))
+
+
 def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
     names = list(plan.contenders) + (list(BROWSER) + list(BROWSER_LOAD) if plan.browser else [])
-    names = [n for n in names if not only or n in only]
+    if only:  # --only may name any contender, also one the plan leaves out by default
+        names += [n for n in only if n in CPYTHON]
+    names = [n for n in dict.fromkeys(names) if not only or n in only]
     status: dict[str, dict] = {}
     session = None
     for name in names:
@@ -219,18 +248,20 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
     started = time.time()
     load_start = os.getloadavg()
     per_case: dict[str, dict[str, list[dict]]] = {
-        c.id: {n: [] for n in live if supports(n, c.kind)} for c in plan.cases
+        c.id: {n: [] for n in live if _runs(n, c)} for c in plan.cases
     }
     try:
         for rnd in range(plan.rounds):
             order = live[rnd % len(live):] + live[: rnd % len(live)] if live else []
             for case in plan.cases:
                 for name in order:
-                    if not supports(name, case.kind):
+                    if not _runs(name, case):
                         continue
                     t = time.monotonic()
-                    if name in BROWSER_LOAD:
+                    if case.kind == "load":
                         r = session.load_time(BROWSER_LOAD[name], case.params["warm"], plan.timeout)
+                    elif case.kind == "resume":
+                        r = session.resume(BROWSER_RESUME[name], case.params["reloads"], plan.timeout)
                     elif name in BROWSER:
                         r = session.measure(BROWSER[name], case.func, case.params, plan.timeout)
                     else:

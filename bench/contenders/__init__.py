@@ -11,11 +11,17 @@ CPYTHON: dict[str, tuple[str, dict]] = {
     "huey": ("bench.contenders.huey_sqlite", {}),
 }
 
-# Browser contenders: label -> page under bench/web/ (driven by bench.browser). durably's own
-# browser host joins here once the site build (Pyodide worker) exists.
+# Browser contenders of workloads 1-3: label -> page (driven by bench.browser). durably's is
+# its own site's test page (a private copy, under /site/) with a bench-only job module.
 BROWSER: dict[str, str] = {
+    "durably-browser": "site/test.html?jobs=bench_jobs&debug=1",
     "coji-durably": "coji.html",
     "browser-floor": "floor.html",
+}
+
+# Workload 5 (reload mid-job to the next step): label -> page.
+BROWSER_RESUME: dict[str, str] = {
+    "durably-browser": BROWSER["durably-browser"],
 }
 
 # Workload 4 only (page load to ready): label -> page, served by bench.browser (the site
@@ -31,5 +37,10 @@ def host(name: str) -> str:
 
 
 def supports(name: str, kind: str) -> bool:
-    """Load-only contenders run workload 4 and nothing else; the others never run it."""
-    return (kind == "load") == (name in BROWSER_LOAD)
+    """Workload 4 (load) and 5 (resume) have their own lists; workloads 1-3 are for the
+    CPython and BROWSER contenders."""
+    if kind == "load":
+        return name in BROWSER_LOAD
+    if kind == "resume":
+        return name in BROWSER_RESUME
+    return name in CPYTHON or name in BROWSER
