@@ -74,6 +74,14 @@ export function createBridge(sqlite3, db, pool = null) {
     let message = String(err?.message ?? err)
       .replace(/^SQLITE_[A-Z0-9_]+: /, "")
       .replace(/^sqlite3 result code \d+: /, "");
+    // The sahpool VFS turns every failed OPFS read or write, a QuotaExceededError included,
+    // into a bare SQLITE_IOERR ("disk I/O error"), and its own error never reaches us: say
+    // what nearly always causes it and what to do.
+    if (code === "SQLITE_FULL" || code?.startsWith("SQLITE_IOERR")) {
+      message +=
+        ": the browser's storage (OPFS) refused the write; most often this site's storage quota " +
+        "is used up or the disk is full. Free some space (delete old runs, or other sites' data) and retry";
+    }
     return { name: err?.name || "Error", code, message };
   }
 
