@@ -34,8 +34,8 @@ CHROMIUM_ARGS = [
 ]
 
 # page -> paths that get COOP/COEP (the page itself and the scripts it starts)
-ISOLATED = {"/coji.html", "/dist/coji.js", "/dist/worker", "/dist/worker.js",
-            "/dist/sqlite3-opfs-async-proxy.js", "/dist/sqlite3.wasm"}
+ISOLATED = {"/coji.html", "/dist/coji/coji.js", "/dist/coji/worker", "/dist/coji/worker.js",
+            "/dist/coji/sqlite3-opfs-async-proxy.js", "/dist/coji/sqlite3.wasm"}
 
 
 def available(page: str | None = None) -> str | None:
@@ -90,8 +90,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def translate_path(self, path: str) -> str:
         # sqlocal asks for its worker without an extension
-        if path.split("?")[0] == "/dist/worker":
-            path = "/dist/worker.js"
+        if path.split("?")[0] == "/dist/coji/worker":
+            path = "/dist/coji/worker.js"
         if path.startswith("/site/"):
             web, self.directory = self.directory, self.site
             try:
@@ -110,7 +110,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
     def guess_type(self, path: str) -> str:
-        if path.endswith(os.sep + "worker") or path.endswith("/dist/worker.js"):
+        if path.endswith(os.sep + "worker") or path.endswith("/dist/coji/worker.js"):
             return "text/javascript"
         return super().guess_type(path)
 
@@ -230,53 +230,56 @@ class BrowserSession:
 
     def resume(self, page_name: str, reloads: int, timeout: float, steps: int = 10_000,
                step_ms: int = 200) -> dict:
-        """Workload 5: reload the page while a run is in a step; time from the reload to the
-        next step body starting in the new worker (``reload_ms``), and from the new worker
-        being ready (the page's ``window.durably`` set: connect resolved) to it
-        (``ready_ms``). Wall clocks: the bench's ``time.time()`` at the reload, the page's
-        ``Date.now()`` at ready, the step body's ``time.time()`` in Pyodide (also Date.now)."""
-        if not page_name.startswith("site/"):
-            return {"error": f"workload 5 is not implemented for {page_name}"}
+        """Workload 5: reload the page half-way through a step of a slow run; time from the
+        reload to the next step body starting (``reload_ms``), and from the host being ready
+        again to it (``ready_ms``). The page's ``window.bench`` gives ``resume_begin``,
+        ``resume_attach`` (after each load: start the host if the page does not by itself;
+        returns the ready time), ``starts_after(t)`` (the first step body started at or
+        after ``t``) and ``resume_end``. All times are wall clocks in ms on this machine: the
+        bench's ``time.time()`` at the reload, the page's ``Date.now()`` (Pyodide's
+        ``time.time()`` is Date.now too)."""
         page = self.context.new_page()
         page.set_default_timeout(timeout * 1000)
-        # test_page.js assigns window.durably once, when connect() resolves: that is "ready"
-        page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
-            configurable: true, get() { return v; },
-            set(x) { v = x; window.__readyWall = Date.now(); } }); })();""")
-        starts_after = "(t) => window.durably.evalPython(`import bench_jobs\n[s for s in bench_jobs.STARTS if s[2] >= ${t}][:1]`)"
+        durably = page_name.startswith("site/")
+        if durably:  # test_page.js assigns window.durably once, when connect() resolves: ready
+            page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
+                configurable: true, get() { return v; },
+                set(x) { v = x; window.__readyWall = Date.now(); } }); })();""")
+
+        def boot() -> float:
+            if durably:
+                self._durably_ready(page)
+                page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
+            page.wait_for_function("window.bench && window.bench.ready")
+            return page.evaluate("window.bench.resume_attach()")
+
         reload_ms: list[float] = []
         ready_ms: list[float] = []
         try:
             page.goto(f"{self.base}/{page_name}")
-            self._durably_ready(page)
-            page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
-            page.evaluate("window.bench.reset()")
-            run = page.evaluate("(p) => window.durably.trigger('bench-slow', p)", {"steps": steps, "ms": step_ms})
+            boot()
+            run = page.evaluate("([s, ms]) => window.bench.resume_begin(s, ms)", [steps, step_ms])
+            run_id = run["id"]
+            since = 0.0
             for _ in range(reloads):
-                # in the middle of a step: one has started in this worker, then half a step
-                page.wait_for_function("async () => (await window.durably.evalPython("
-                                       "`import bench_jobs\\nlen(bench_jobs.STARTS)`)) > 0", polling=50)
+                # in the middle of a step: one has started on this page load, then half a step
+                page.wait_for_function("async (t) => (await window.bench.starts_after(t)) !== null",
+                                       arg=since, polling=50)
                 time.sleep(step_ms / 2000)
-                t_reload = time.time() * 1000
+                since = t_reload = time.time() * 1000
                 page.reload(wait_until="commit")
-                self._durably_ready(page)
-                ready = page.evaluate("window.__readyWall")
+                ready = boot()
                 deadline = time.monotonic() + timeout
-                while True:
-                    got = page.evaluate(starts_after, t_reload)
-                    if got:
-                        break
+                while not (got := page.evaluate("(t) => window.bench.starts_after(t)", t_reload)):
                     if time.monotonic() > deadline:
-                        raise TimeoutError("no step started after the reload")
-                    time.sleep(0.005)
-                run_id, _, started = got[0]
-                if run_id != run["id"]:
-                    raise RuntimeError(f"a step of another run started: {run_id}")
-                reload_ms.append(started - t_reload)
-                ready_ms.append(started - ready)
-            page.evaluate("(id) => window.durably.cancel(id)", run["id"])
-            return {"reloads": reloads, "reload_ms": reload_ms, "ready_ms": ready_ms,
-                    "reload_ms_max": max(reload_ms), "ready_ms_max": max(ready_ms)}
+                        raise TimeoutError(f"no step started within {timeout:.0f} s of the reload")
+                    time.sleep(0.005 if durably else 0.05)
+                if got[0] != run_id:
+                    raise RuntimeError(f"a step of another run started: {got[0]}")
+                reload_ms.append(got[2] - t_reload)
+                ready_ms.append(got[2] - ready)
+            page.evaluate("window.bench.resume_end()")
+            return {"reloads": reloads, "reload_ms": reload_ms, "ready_ms": ready_ms, "step_ms": step_ms}
         except Exception as exc:
             return {"error": f"{type(exc).__name__}: {str(exc)[:500]}; samples so far: {reload_ms}, {ready_ms}"}
         finally:

@@ -112,4 +112,62 @@ async function trigger_latency(k) {
   }
 }
 
-window.bench = { steps, runs, trigger_latency, ready: true, crossOriginIsolated: self.crossOriginIsolated };
+// Workload 5: a slow job on one named database that outlives the page; the reload is the
+// bench's. Step bodies note their start (run id, step, Date.now()) in localStorage, which a
+// reload keeps. Defaults as everywhere: a run whose page went away is picked up once its lease
+// (30 s) has expired, at the next poll (1 s).
+const RESUME_KEY = "bench-resume";
+const slowJob = defineJob({
+  name: "bench-slow",
+  input: z.object({ steps: z.number(), ms: z.number() }),
+  run: async (step, input) => {
+    for (let i = 0; i < input.steps; i++) {
+      await step.run(`s${i}`, async () => {
+        const st = JSON.parse(localStorage.getItem(RESUME_KEY));
+        st.starts.push([step.runId, `s${i}`, Date.now()]);
+        localStorage.setItem(RESUME_KEY, JSON.stringify(st));
+        await new Promise((r) => setTimeout(r, input.ms));
+        return 0;
+      });
+    }
+    return input.steps;
+  },
+});
+let resumed = null;
+
+async function resume_attach() {
+  const st = JSON.parse(localStorage.getItem(RESUME_KEY) || "null");
+  if (!st || resumed) return Date.now(); // nothing begun yet, or already attached
+  const sqlocal = new SQLocalKysely(st.db);
+  const durably = createDurably({ dialect: sqlocal.dialect, jobs: { slow: slowJob } });
+  await durably.migrate();
+  durably.start();
+  resumed = { durably, sqlocal };
+  return Date.now();
+}
+
+async function resume_begin(steps, ms) {
+  await resume_end(); // a database an aborted measurement left behind
+  localStorage.setItem(RESUME_KEY, JSON.stringify({ db: `coji-resume-${Date.now()}.sqlite3`, starts: [] }));
+  await resume_attach();
+  return resumed.durably.jobs.slow.trigger({ steps, ms });
+}
+
+function starts_after(t) {
+  const st = JSON.parse(localStorage.getItem(RESUME_KEY) || "null");
+  return st?.starts.find((s) => s[2] >= t) ?? null;
+}
+
+async function resume_end() {
+  if (!resumed) return;
+  await resumed.durably.stop();
+  await resumed.sqlocal.deleteDatabaseFile();
+  await resumed.sqlocal.destroy();
+  localStorage.removeItem(RESUME_KEY);
+  resumed = null;
+}
+
+window.bench = {
+  steps, runs, trigger_latency, resume_begin, resume_attach, starts_after, resume_end,
+  ready: true, crossOriginIsolated: self.crossOriginIsolated,
+};
