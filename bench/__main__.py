@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--browser] [--rounds R] [--only a,b] [--scale-runs N] [--out DIR]``"""
+"""``python -m bench [--quick] [--browser] [--rounds R] [--only a,b] [--workloads 1,5] [--scale-runs N] [--out DIR]``"""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="rounds of alternation (default 1 quick, 3 full)")
     p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
     p.add_argument("--only", help=f"comma-separated contenders out of {', '.join(dict.fromkeys([*CPYTHON, *BROWSER, *BROWSER_LOAD]))}")
+    p.add_argument("--workloads", help="comma-separated workload numbers to run (default: all of the plan's)")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
     p.add_argument("--scale-only", action="store_true", help="only workload 6 (durably); writes scale.* unless --stem is given")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser)
+    if a.workloads:
+        keep = {int(x) for x in a.workloads.split(",")}
+        plan.cases = [c for c in plan.cases if c.workload in keep]
+        if 6 not in keep:
+            plan.scale_runs = 0
     if a.scale_only:
         plan.cases, plan.rounds, only = [], 0, ["durably"]
     res = runner.run_plan(plan, only)

@@ -84,7 +84,8 @@ LOAD_CASE = Case("4-load", 4, "load", "load_time", {"warm": 3},
 
 def resume_case(reloads: int) -> Case:
     return Case("5-resume", 5, "resume", "resume", {"reloads": reloads},
-                f"Workload 5 (browser): reload in the middle of a step to the next step starting ({reloads} reloads)")
+                f"Workload 5 (browser): reload in the middle of a step to the next step starting "
+                f"({reloads} reloads a round; @coji/durably 2)")
 
 
 # The smoke run's CPython contenders: the floor, durably and one peer (DBOS with our settings,
@@ -261,7 +262,8 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
                     if case.kind == "load":
                         r = session.load_time(BROWSER_LOAD[name], case.params["warm"], plan.timeout)
                     elif case.kind == "resume":
-                        r = session.resume(BROWSER_RESUME[name], case.params["reloads"], plan.timeout)
+                        page, most = BROWSER_RESUME[name]
+                        r = session.resume(page, min(most, case.params["reloads"]), plan.timeout)
                     elif name in BROWSER:
                         r = session.measure(BROWSER[name], case.func, case.params, plan.timeout)
                     else:
@@ -283,6 +285,8 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
 
     cases_out = []
     for case in plan.cases:
+        if not per_case[case.id]:
+            continue  # none of the selected contenders runs it (e.g. CPython's N with --only browser)
         s = summarise(case, per_case[case.id])
         cases_out.append({
             "id": case.id, "workload": case.workload, "kind": case.kind, "title": case.title,

@@ -64,5 +64,22 @@
     }
   }
 
-  window.bench = { steps, runs, trigger_latency, reset, ready: true };
+  // Workload 5 (see bench/browser.py, resume): bench_jobs.py's bench-slow notes the start of
+  // each step body in the worker; the worker resumes a reclaimed run by itself at boot.
+  async function resume_begin(steps, ms) {
+    await reset();
+    return d.trigger("bench-slow", { steps, ms });
+  }
+  const resume_attach = () => window.__readyWall; // set by the bench's init script at ready
+  async function starts_after(t) {
+    const got = await d.evalPython(`import bench_jobs\n[s for s in bench_jobs.STARTS if s[2] >= ${Number(t)}][:1]`);
+    return got.length ? got[0] : null;
+  }
+  async function resume_end() {
+    for (const r of await d.getRuns({ status: ["pending", "leased"] })) await d.cancel(r.id);
+  }
+
+  window.bench = {
+    steps, runs, trigger_latency, reset, resume_begin, resume_attach, starts_after, resume_end, ready: true,
+  };
 })();

@@ -1,6 +1,7 @@
-"""Smoke test of the bench harness: the quick CPython bench runs end to end and writes the
-JSON, Markdown and HTML reports with the expected shape. No timing is asserted: these
-machines are shared and noisy, and speed is the bench's own report, not a test verdict."""
+"""Smoke test of the bench harness: the quick CPython bench (one round; the floor, durably
+and one peer) runs end to end and writes the JSON, Markdown and HTML reports with the
+expected shape. No timing is asserted: these machines are shared and noisy, and speed is the
+bench's own report, not a test verdict."""
 
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.slow
 def test_quick_bench_writes_json_markdown_and_chart_with_every_workload(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--scale-runs", "300",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--quick", "--scale-runs", "300", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "latest.json").read_text())
 
     assert {"mode", "rounds", "host", "versions", "command"} <= res["meta"].keys()
-    assert res["meta"]["mode"] == "quick"
+    assert res["meta"]["mode"] == "quick" and res["meta"]["rounds"] == 1
+    assert {"floor", "durably"} <= res["contenders"].keys()
     assert {c["workload"] for c in res["cases"]} == {1, 2, 3}
     # The floor needs only the stdlib, so it is always there to compare against.
     assert res["contenders"]["floor"]["available"]
@@ -63,13 +64,13 @@ def test_quick_browser_bench_measures_the_opfs_floor_in_chromium(tmp_path):
         pytest.skip(reason)
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--browser", "--only", "browser-floor",
-         "--rounds", "1", "--scale-runs", "0", "--out", str(tmp_path)],
+         "--scale-runs", "0", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "latest.json").read_text())
     assert "chromium" in res["meta"]["versions"]
-    measured = [c for c in res["cases"] if c["kind"] != "load"]  # workload 4 is not the floor's
+    measured = [c for c in res["cases"] if c["kind"] not in ("load", "resume")]  # 4 and 5 are not the floor's
     assert {c["workload"] for c in measured} == {1, 2, 3}
     for case in measured:
         raw = case["raw"]["browser-floor"]
