@@ -91,9 +91,10 @@ class BrowserHost:
         all_jobs = [*jobs, *jobs_in_modules(job_modules)]
         self.app = Durably(driver, jobs=all_jobs, worker_id=f"browser:{os.urandom(4).hex()}", **kwargs)
         self._post_event = post_event
-        self._types: set[str] = set()
+        # Subscribed type -> its unsubscribe. Only subscribed types have a listener, so an
+        # event nobody on the page wants is never even built (the bus skips unheard types).
+        self._types: dict[str, Callable[[], None]] = {}
         self.debug = debug
-        self.app.on("*", self._forward)
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self._ping,
             "jobs": self._jobs,
@@ -271,13 +272,17 @@ class BrowserHost:
 
     def _subscribe(self, params: dict[str, Any]) -> list[str]:
         _only(params, "subscribe", "types")
-        types = _types(_required(params, "types", "subscribe"))
-        self._types |= set(types)
+        for t in _types(_required(params, "types", "subscribe")):
+            if t not in self._types:
+                self._types[t] = self.app.on(t, self._forward if t == "*" else self._forward_typed)
         return sorted(self._types)
 
     def _unsubscribe(self, params: dict[str, Any]) -> list[str]:
         _only(params, "unsubscribe", "types")
-        self._types -= set(_types(_required(params, "types", "unsubscribe")))
+        for t in _types(_required(params, "types", "unsubscribe")):
+            off = self._types.pop(t, None)
+            if off is not None:
+                off()
         return sorted(self._types)
 
     async def _eval_python(self, params: dict[str, Any]) -> Any:
@@ -315,8 +320,11 @@ class BrowserHost:
     # -- events ------------------------------------------------------------------------------
 
     def _forward(self, event: Event) -> None:
-        if event.type in self._types or "*" in self._types:
-            self._post_event(_dumps(event.to_dict()))
+        self._post_event(_dumps(event.to_dict()))
+
+    def _forward_typed(self, event: Event) -> None:
+        if "*" not in self._types:  # else the "*" listener sends it: once is enough
+            self._forward(event)
 
 
 def _dumps(value: Any) -> str:

@@ -131,3 +131,19 @@ async def test_debug_sql_runs_one_statement_and_only_in_debug(db_path):
     assert reply == {"ok": {"rows": [[3, {"$bytes": "00ff"}, None]], "changes": 0}}
     plain, _ = make_host(db_path)
     assert (await call(plain, "sql", {"sql": "SELECT 1"}))["error"]["name"] == "NotFoundError"
+
+
+async def test_each_subscribed_event_is_posted_once_and_unheard_events_are_not_built(db_path):
+    host, posted = make_host(db_path)
+    await host.start()
+    assert not host.app._events.wants("step:complete")  # nobody subscribed: nothing is built
+    await call(host, "subscribe", {"types": ["run:complete", "*"]})
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    assert [e["type"] for e in posted].count("run:complete") == 1
+    await call(host, "unsubscribe", {"types": ["*"]})
+    posted.clear()
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 2}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    assert [e["type"] for e in posted] == ["run:complete"]
+    await host.stop()
