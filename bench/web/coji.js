@@ -160,7 +160,8 @@ function starts_after(t) {
 
 async function resume_end() {
   if (!resumed) return;
-  await resumed.durably.stop();
+  // stop() waits for the run in flight, here a run of 10,000 slow steps: do not wait for it
+  await Promise.race([resumed.durably.stop(), new Promise((r) => setTimeout(r, 2000))]);
   await resumed.sqlocal.deleteDatabaseFile();
   await resumed.sqlocal.destroy();
   localStorage.removeItem(RESUME_KEY);
