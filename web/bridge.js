@@ -1,8 +1,8 @@
 // The SQLite bridge: the only JS the Python driver (durably.pyodide_driver) calls.
 //
-// One synchronous entry point, exec(sql, params) -> {rows, changes} | {error}, because the
+// One synchronous entry point, exec(sql, params) -> changes | {rows, changes} | {error}, because the
 // store is synchronous Python and the opfs-sahpool VFS is synchronous too: no promise, no
-// message, just a function call inside the worker (about 0.2 ms of bridge overhead).
+// message, just a function call inside the worker (about 0.1 ms of bridge overhead).
 //
 // Values crossing to Python are plain: rows are arrays of numbers, strings, Uint8Array (a
 // BLOB), BigInt (an integer beyond 2^53) or undefined (SQL NULL). undefined, not null: Pyodide
@@ -21,6 +21,62 @@
  */
 export function createBridge(sqlite3, db, pool = null) {
   const capi = sqlite3.capi;
+
+  // Prepared statements, kept by their SQL text. The store sends the same few statements
+  // over and over (a step's INSERT, a claim, BEGIN, COMMIT): preparing the step's statement
+  // costs about as much as running it, so each is prepared once. Only SQL without a ';' is
+  // cached, which makes it exactly one statement; anything else (a migration's trigger,
+  // several statements from the debug console) goes through db.exec. Bounded, because
+  // some SQL is built per call (filters, IN lists of varying length): the oldest entry is
+  // finalized when the cache is full.
+  const CACHE_SIZE = 64;
+  const cache = new Map();
+
+  function cachedStatement(sql) {
+    let stmt = cache.get(sql);
+    if (stmt !== undefined) {
+      // Most recently used last, so the oldest is first in the Map's order.
+      cache.delete(sql);
+      cache.set(sql, stmt);
+      return stmt;
+    }
+    stmt = db.prepare(sql);
+    cache.set(sql, stmt);
+    if (cache.size > CACHE_SIZE) {
+      const [oldSql, oldStmt] = cache.entries().next().value;
+      cache.delete(oldSql);
+      oldStmt.finalize();
+    }
+    return stmt;
+  }
+
+  function runCached(sql, bind, rows) {
+    const stmt = cachedStatement(sql);
+    try {
+      if (bind.length) stmt.bind(bind);
+      while (stmt.step()) {
+        const row = stmt.get([]);
+        for (let i = 0; i < row.length; i++) if (row[i] === null) row[i] = undefined;
+        rows.push(row);
+      }
+    } finally {
+      // Always reset (ends the statement's read or write) and drop the bindings, so a
+      // failed statement leaves nothing behind for its next use; the error, if any, was
+      // already thrown by step() or bind().
+      stmt.resetNoThrow(true);
+    }
+  }
+
+  function clearCache() {
+    for (const stmt of cache.values()) {
+      try {
+        stmt.finalize();
+      } catch {
+        // Finalizing a statement of a closed database: nothing left to free.
+      }
+    }
+    cache.clear();
+  }
 
   function copyParams(params) {
     if (params == null) return [];
@@ -45,24 +101,32 @@ export function createBridge(sqlite3, db, pool = null) {
     const rows = [];
     const before = capi.sqlite3_total_changes(db.pointer);
     try {
-      // exec() runs every statement in `sql` (migrations send several); `bind` applies to
-      // the first statement that has parameters, as the store only ever sends one such.
-      db.exec({
-        sql,
-        bind: bind.length ? bind : undefined,
-        rowMode: "array",
-        callback: (row) => {
-          for (let i = 0; i < row.length; i++) if (row[i] === null) row[i] = undefined;
-          rows.push(row);
-        },
-      });
+      if (sql.indexOf(";") === -1) {
+        runCached(sql, bind, rows);
+      } else {
+        // exec() runs every statement in `sql`; `bind` applies to the first statement
+        // that has parameters, as the store only ever sends one such.
+        db.exec({
+          sql,
+          bind: bind.length ? bind : undefined,
+          rowMode: "array",
+          callback: (row) => {
+            for (let i = 0; i < row.length; i++) if (row[i] === null) row[i] = undefined;
+            rows.push(row);
+          },
+        });
+      }
     } catch (err) {
       return { error: errorToData(err) };
     }
     // sqlite3_changes() keeps the count of the last INSERT/UPDATE/DELETE, even after a
     // SELECT or a CREATE; only trust it when this call changed something.
     const changed = capi.sqlite3_total_changes(db.pointer) !== before;
-    return { rows, changes: changed ? capi.sqlite3_changes(db.pointer) : 0 };
+    const changes = changed ? capi.sqlite3_changes(db.pointer) : 0;
+    // A statement without rows (every write: a step, a claim without RETURNING rows, BEGIN,
+    // COMMIT) returns its change count as a bare number, which reaches Python as an int:
+    // no object to convert on the way back.
+    return rows.length ? { rows, changes } : changes;
   }
 
   function errorToData(err) {
@@ -113,6 +177,7 @@ export function createBridge(sqlite3, db, pool = null) {
     close() {
       if (closed) return;
       closed = true;
+      clearCache();
       db.close();
     },
     /** The VFS name, for messages and benchmarks. */

@@ -95,8 +95,12 @@ def read_db(path: str | Path) -> DbState:
         except sqlite3.DatabaseError as exc:
             return DbState({}, {}, 0, f"unreadable: {exc}")
         try:
-            for r in conn.execute("SELECT id, status, concurrency_key, output, completed_steps, completed_at "
-                                  "FROM durably_runs"):
+            # A finished run stores its count of completed steps; an unfinished one's is
+            # counted from the steps table (schema 2: a step's commit does not touch the run).
+            for r in conn.execute("SELECT id, status, concurrency_key, output, "
+                                  "CASE WHEN completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
+                                  "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
+                                  "ELSE completed_steps END, completed_at FROM durably_runs"):
                 runs[r[0]] = {"status": r[1], "concurrency_key": r[2], "output": r[3],
                               "completed_steps": r[4], "completed_at": ts(r[5])}
             rows = conn.execute("SELECT run_id, name, status, started_at, completed_at FROM durably_steps").fetchall()

@@ -252,7 +252,8 @@ class Chaos:
 
     def cancel_one(self, via_cli: bool) -> bool:
         rows, _ = self.app._store.driver.execute(
-            "SELECT id FROM durably_runs WHERE status = 'leased' AND completed_steps >= 1")
+            "SELECT id FROM durably_runs WHERE status = 'leased' AND EXISTS "
+            "(SELECT 1 FROM durably_steps s WHERE s.run_id = durably_runs.id)")
         if not rows:
             return False
         run_id = self.rng.choice(rows)[0]

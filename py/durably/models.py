@@ -61,11 +61,20 @@ class Run(_Record):
         return self.status in FINISHED
 
 
-# Column order shared by every query that builds a Run (see Store).
+# The number of completed steps: counted from the steps table while the run is unfinished
+# (a step's commit does not touch the run's row), stored in the row once it has finished.
+COMPLETED_STEPS_SQL = (
+    "CASE WHEN durably_runs.completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
+    "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
+    "ELSE durably_runs.completed_steps END"
+)
+
+# Column order shared by every query that builds a Run (see Store). Every such query reads
+# the table under its own name, durably_runs, which COMPLETED_STEPS_SQL refers to.
 RUN_COLUMNS = (
     "id, job_name, status, input, output, error, failed_step, labels, progress, "
     "created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key, "
-    "completed_steps, retrigger_of, lease_generation, lease_owner"
+    f"{COMPLETED_STEPS_SQL}, retrigger_of, lease_generation, lease_owner"
 )
 
 

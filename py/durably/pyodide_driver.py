@@ -2,7 +2,8 @@
 
 Inside Pyodide, ``worker.js`` opens the database with sqlite-wasm's ``opfs-sahpool`` VFS and
 registers the bridge (``web/bridge.js``) as the JS module ``durably_bridge``. This driver
-turns its one call, ``exec(sql, params) -> {rows, changes} | {error}``, into the interface of
+turns its one call, ``exec(sql, params) -> changes | {rows, changes} | {error}`` (a bare
+number when the statement returned no rows), into the interface of
 :mod:`durably.driver`: rows as tuples of plain Python values, ``StorageError`` on failure.
 
 This module imports on CPython too (the test suite imports the whole package); the
@@ -51,11 +52,17 @@ class PyodideDriver:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
         if self._closed:
             raise StorageError("the database connection is closed", code="SQLITE_MISUSE")
-        js_params = self._to_js([_param(p) for p in params]) if params else None
+        js_params = (
+            self._to_js([p if type(p) in _PLAIN_PARAMS else _param(p) for p in params])
+            if params else None
+        )
         try:
             result = self._bridge.exec(sql, js_params)
         except Exception as exc:  # a JsException: a bug in the bridge or a closed database
             raise StorageError(f"the SQLite bridge failed: {exc}") from exc
+        if type(result) is int:
+            # No rows (every write): the bridge returns the change count alone.
+            return [], result
         to_py = getattr(result, "to_py", None)
         if to_py is not None:
             # One deep conversion instead of one FFI crossing per value: arrays become lists,
@@ -76,6 +83,10 @@ def _load_to_js() -> Any:
     except ImportError:
         return lambda value: value
     return to_js
+
+
+# Parameter types that cross to JS as they are (bool is not one: it is stored as 1/0).
+_PLAIN_PARAMS = frozenset((str, int, float, type(None)))
 
 
 def _param(value: Any) -> Any:

@@ -101,6 +101,47 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
         ],
     ),
+    (
+        2,
+        [
+            # Steps in one b-tree keyed (run_id, idx), and no per-step write to the run's row:
+            # a step's commit now writes about one page instead of four or five (the steps
+            # table, its two unique indexes and the run's row through the trigger). A step's
+            # name is unique within its run because the runtime checks it; the run's
+            # completed_steps is counted from this table while the run is unfinished and
+            # stored when it finishes (see models.RUN_COLUMNS and Store.finish_run).
+            """
+            CREATE TABLE durably_steps_v2 (
+                run_id       TEXT NOT NULL,
+                idx          INTEGER NOT NULL,
+                name         TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
+                output       TEXT,
+                error        TEXT,
+                started_at   TEXT NOT NULL,
+                completed_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, idx)
+            ) WITHOUT ROWID
+            """,
+            """
+            INSERT INTO durably_steps_v2
+                (run_id, idx, name, status, output, error, started_at, completed_at)
+            SELECT run_id, idx, name, status, output, error, started_at, completed_at
+            FROM durably_steps
+            """,
+            "DROP TRIGGER durably_steps_completed",
+            "DROP TABLE durably_steps",
+            "ALTER TABLE durably_steps_v2 RENAME TO durably_steps",
+            # Finished runs keep their count in the row (their steps may be deleted by
+            # preserve_steps=False); unfinished ones are counted at read time.
+            """
+            UPDATE durably_runs SET completed_steps = (
+                SELECT COUNT(*) FROM durably_steps s
+                WHERE s.run_id = durably_runs.id AND s.status = 'completed')
+            WHERE completed_at IS NULL
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -21,7 +21,15 @@ from typing import Any, Iterator, Sequence
 
 from .driver import Driver
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
-from .models import FINISHED, RUN_COLUMNS, LogRecord, Run, StepRecord, run_from_row
+from .models import (
+    COMPLETED_STEPS_SQL,
+    FINISHED,
+    RUN_COLUMNS,
+    LogRecord,
+    Run,
+    StepRecord,
+    run_from_row,
+)
 from .clock import parse_iso
 from .schema import LATEST_VERSION, MIGRATIONS
 
@@ -427,9 +435,9 @@ class Store:
         started_at: str,
         now: str,
     ) -> bool:
-        """Store a completed step, fenced, in one statement: the insert happens only while
-        the run is leased at our generation, and the schema's trigger bumps the run's
-        counters in the same statement, so step and counters commit together.
+        """Store a completed step, fenced, in one statement and one commit: the insert
+        happens only while the run is leased at our generation. It writes the steps table
+        only (about one page); the run's completed_steps is counted from it.
         False (and nothing written) if the lease is no longer ours."""
         with self._write(several=False):
             _, changes = self._x(
@@ -475,7 +483,7 @@ class Store:
             if not self._fence(
                 run_id, generation, now, pending,
                 ", status = ?, output = ?, error = ?, failed_step = ?, completed_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL",
+                f"lease_owner = NULL, lease_expires_at = NULL, completed_steps = {COMPLETED_STEPS_SQL}",
                 (status, output_json, error, failed_step, now),
             ):
                 return False
@@ -546,7 +554,8 @@ class Store:
                 )
             self._x(
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                f"lease_owner = NULL, lease_expires_at = NULL, completed_steps = {COMPLETED_STEPS_SQL} "
+                "WHERE id = ?",
                 (now, now, run_id),
             )
         return run_from_row(row)

@@ -1037,6 +1037,27 @@ async def test_preserve_steps_false_deletes_a_finished_runs_steps_and_logs(make_
     await app.process_one()
     assert app.get_run(run.id).output == "out"
     assert app.get_steps(run.id) == [] and app.get_logs(run.id) == []
+    assert app.get_run(run.id).completed_steps == 1  # counted when it finished
+
+
+async def test_completed_steps_counts_while_a_run_executes_and_after_a_cancel(make_app):
+    seen = []
+
+    @job("j")
+    async def j(step, input):
+        await step.run("a", lambda: 1)
+        await step.run("b", lambda: 2)
+        seen.append(app.get_run(step.run_id).completed_steps)
+        app.cancel(step.run_id)
+        await step.run("c", lambda: 3)
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    assert app.get_run(run.id).completed_steps == 0
+    await app.process_one()
+    assert seen == [2]
+    after = app.get_run(run.id)
+    assert after.status == "cancelled" and after.completed_steps == 2
 
 
 # -- options and schema ----------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""PyodideDriver on CPython, over a bridge written in Python: the shapes the JS bridge
+returns (a bare change count, rows, an error) become the driver interface."""
+
+from __future__ import annotations
+
+import pytest
+
+from durably.errors import StorageError
+from durably.pyodide_driver import PyodideDriver
+
+
+class FakeBridge:
+    vfs = "fake-vfs"
+
+    def __init__(self, result):
+        self.result = result
+        self.calls = []
+
+    def exec(self, sql, params):
+        self.calls.append((sql, params))
+        return self.result
+
+
+def test_a_bare_number_is_a_write_without_rows():
+    bridge = FakeBridge(1)
+    assert PyodideDriver(bridge).execute("INSERT INTO t VALUES (?)", ("x",)) == ([], 1)
+    assert bridge.calls == [("INSERT INTO t VALUES (?)", ["x"])]
+
+
+def test_rows_become_tuples_of_plain_values():
+    bridge = FakeBridge({"rows": [[1, "a", None, 2.5, b"\x00"]], "changes": 0})
+    rows, changes = PyodideDriver(bridge).execute("SELECT ...")
+    assert rows == [(1, "a", None, 2.5, b"\x00")] and changes == 0
+    assert bridge.calls == [("SELECT ...", None)]
+
+
+def test_parameters_are_plain_and_booleans_are_numbers():
+    bridge = FakeBridge(0)
+    PyodideDriver(bridge).execute("X", ("s", 1, 1.5, None, True, bytearray(b"ab")))
+    assert bridge.calls[0][1] == ["s", 1, 1.5, None, 1, b"ab"]
+    assert type(bridge.calls[0][1][4]) is int
+
+
+def test_an_unstorable_parameter_is_refused_before_the_bridge():
+    bridge = FakeBridge(0)
+    with pytest.raises(StorageError, match="cannot store a dict in SQLite"):
+        PyodideDriver(bridge).execute("X", ({"a": 1},))
+    assert bridge.calls == []
+
+
+def test_an_sql_error_becomes_a_storage_error_with_its_code():
+    bridge = FakeBridge({"error": {"name": "SQLite3Error", "code": "SQLITE_CONSTRAINT_UNIQUE",
+                                   "message": "UNIQUE constraint failed: t.id"}})
+    with pytest.raises(StorageError, match="UNIQUE constraint failed") as info:
+        PyodideDriver(bridge).execute("INSERT ...")
+    assert info.value.code == "SQLITE_CONSTRAINT_UNIQUE"
+
+
+def test_a_closed_driver_refuses_statements():
+    driver = PyodideDriver(FakeBridge(0))
+    assert driver.name == "fake-vfs"
+    driver.close()
+    with pytest.raises(StorageError, match="closed"):
+        driver.execute("SELECT 1")
