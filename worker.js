@@ -565,7 +565,10 @@ async function handleCall(msg) {
     return;
   }
   try {
-    const text = await state.host.handle(msg.method, json);
+    // Most methods answer at once, inside this call; the ones that wait (waitForRun) go
+    // through the async handle(). See BrowserHost.handle_now.
+    let text = state.host.handle_now(msg.method, json);
+    if (text === undefined) text = await state.host.handle(msg.method, json);
     reply(id, JSON.parse(text));
   } catch (err) {
     if (checkFatal(err)) {

@@ -207,7 +207,9 @@ class Durably:
         """
         self._check_open()
         prepared = self._prepare(job, input, idempotency_key, concurrency_key, coalesce, labels)
-        with self._store.transaction():
+        # Without keys or labels a trigger is one INSERT: no BEGIN and COMMIT around it.
+        plain = idempotency_key is None and concurrency_key is None and not prepared["labels"]
+        with self._store.transaction(several=not plain):
             run, disposition = self._store.insert_run(**prepared)
         self._after_trigger(run, disposition, input)
         return run
@@ -512,34 +514,23 @@ class Durably:
         if it failed, ``TimeoutError`` past ``timeout`` seconds, ``NotFoundError`` for an
         unknown (or deleted) run. Returns as soon as the run finishes in this process;
         runs finished by other processes are seen at the next poll."""
-        self._check_open()
-        _check_id(run_id)
-        if timeout is not None:
-            _positive("timeout", timeout)
+        run = self._finished_run(run_id, timeout)
+        if run is not None:
+            return run
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self._store.get_run(run_id)
-            if run is None:
-                raise NotFoundError(f"no run with id {run_id!r} (it may have been deleted)")
-            if run.status == "completed":
+            run = self._finished_run(run_id, timeout)
+            if run is not None:
                 return run
-            if run.status == "failed":
-                raise RunFailedError(
-                    f"run {run.id} of job {run.job_name!r} failed"
-                    + (f" at step {run.failed_step!r}" if run.failed_step else "")
-                    + f": {run.error}",
-                    run_id=run.id, error=run.error, failed_step=run.failed_step,
-                )
-            if run.status == "cancelled":
-                raise CancelledError(f"run {run.id} of job {run.job_name!r} was cancelled", run_id=run.id)
             wait = self.polling_interval
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    run = self._store.get_run(run_id)
                     raise TimeoutError(
-                        f"run {run_id} is still {run.status} after {timeout} s; "
-                        "is a worker running for job " + repr(run.job_name) + "?"
+                        f"run {run_id} is still {run.status if run else 'unfinished'} after {timeout} s; "
+                        "is a worker running for job " + repr(run.job_name if run else "?") + "?"
                     )
                 wait = min(wait, remaining)
             fut = loop.create_future()
@@ -554,6 +545,30 @@ class Durably:
                     waiters.discard(fut)
                     if not waiters:
                         self._waiters.pop(run_id, None)
+
+    def _finished_run(self, run_id: str, timeout: float | None = None) -> Run | None:
+        """What ``wait_for_run`` gives for a run that has finished, at once: the run if it
+        completed, ``RunFailedError`` or ``CancelledError`` raised; None while it is
+        pending or leased. Checks the arguments the way ``wait_for_run`` does."""
+        self._check_open()
+        _check_id(run_id)
+        if timeout is not None:
+            _positive("timeout", timeout)
+        run = self._store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"no run with id {run_id!r} (it may have been deleted)")
+        if run.status == "completed":
+            return run
+        if run.status == "failed":
+            raise RunFailedError(
+                f"run {run.id} of job {run.job_name!r} failed"
+                + (f" at step {run.failed_step!r}" if run.failed_step else "")
+                + f": {run.error}",
+                run_id=run.id, error=run.error, failed_step=run.failed_step,
+            )
+        if run.status == "cancelled":
+            raise CancelledError(f"run {run.id} of job {run.job_name!r} was cancelled", run_id=run.id)
+        return None
 
     async def trigger_and_wait(self, job: Job | str, input: Any = None, *, timeout: float | None = None, **trigger_options: Any) -> Run:
         """``trigger`` then ``wait_for_run``."""

@@ -57,6 +57,10 @@ class _StepFailure:
     exc: BaseException
 
 
+# The longest the runtime keeps the event loop between two turns it gives to other tasks.
+YIELD_EVERY = 0.05
+
+
 class RunContext:
     """Everything the runtime knows about one run while this worker executes it."""
 
@@ -76,6 +80,8 @@ class RunContext:
         self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
         self.task: asyncio.Task | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.renew_handle: asyncio.TimerHandle | None = None
+        self.ended = False
         # Until when (monotonic clock) the lease surely holds: a worker that was frozen
         # (SIGSTOP, a suspended laptop) past it checks its lease before starting a step.
         self.lease_deadline = time.monotonic() + runtime.app.lease_duration
@@ -192,6 +198,7 @@ class Runtime:
         self._last_maintenance = float("-inf")
         self._lease_until: dict[str, str] = {}
         self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
+        self._yielded = time.monotonic()  # when the runtime last gave the event loop a turn
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -225,7 +232,10 @@ class Runtime:
         ctx = RunContext(self, claimed, job)
         ctx.task = asyncio.current_task()
         self.active[run.id] = ctx
-        renewer = asyncio.ensure_future(self._renew_loop(ctx))
+        # Renewal is a timer callback, not a task: the store is synchronous, and a task
+        # costs several turns of the event loop to start and cancel (each ~0.15 ms in
+        # Pyodide), which a short run would pay for nothing.
+        self._schedule_renew(ctx)
         started = time.monotonic()
         try:
             ctx.emit(
@@ -237,7 +247,9 @@ class Runtime:
             )
             await self._run_job(ctx, started)
         finally:
-            renewer.cancel()
+            ctx.ended = True
+            if ctx.renew_handle is not None:
+                ctx.renew_handle.cancel()
             if ctx.flush_handle is not None:
                 ctx.flush_handle.cancel()
             self.active.pop(run.id, None)
@@ -291,6 +303,7 @@ class Runtime:
 
     async def execute_step(self, ctx: RunContext, name: str, fn: Callable[[], Any]) -> Any:
         app = self.app
+        await self._maybe_yield()
         if self.stopping:
             raise _StopRequested()
         if ctx.cancel_reason is not None:
@@ -501,34 +514,43 @@ class Runtime:
 
     # -- leases, flushes --------------------------------------------------------------------
 
-    async def _renew_loop(self, ctx: RunContext) -> None:
-        app = self.app
-        while True:
-            await asyncio.sleep(app.lease_renew_interval)
-            now = app._clock()
-            lease_until = app._iso_after(now, app.lease_duration)
-            try:
-                ok = app._store.renew(
-                    run_id=ctx.run_id, generation=ctx.generation, now=app._iso(now),
-                    lease_until=lease_until, pending=ctx.pending,
-                )
-            except StorageError as exc:
-                self._worker_error(ctx, exc, "renewing a lease (will try again)")
-                continue
-            if ok:
-                ctx.pending.clear()
-                ctx.lease_deadline = time.monotonic() + app.lease_duration
-                ctx.emit(
-                    "run:lease-renewed",
-                    worker_id=app.worker_id,
-                    lease_generation=ctx.generation,
-                    lease_expires_at=lease_until,
-                )
-                continue
-            state = app._store.run_state(ctx.run_id)
-            cancelled = state is not None and state[0] == "cancelled" and state[1] == ctx.generation
-            self.interrupt(ctx, "external" if cancelled else "lease-lost")
+    def _schedule_renew(self, ctx: RunContext) -> None:
+        loop = asyncio.get_running_loop()
+        ctx.renew_handle = loop.call_later(self.app.lease_renew_interval, self._renew, ctx)
+
+    def _renew(self, ctx: RunContext) -> None:
+        """Extend the lease (fenced) and write buffered progress and logs; every
+        ``lease_renew_interval`` while the run executes. A refused renewal means the run
+        was cancelled elsewhere or the lease was taken over: the run is interrupted."""
+        ctx.renew_handle = None
+        if ctx.ended:
             return
+        app = self.app
+        now = app._clock()
+        lease_until = app._iso_after(now, app.lease_duration)
+        try:
+            ok = app._store.renew(
+                run_id=ctx.run_id, generation=ctx.generation, now=app._iso(now),
+                lease_until=lease_until, pending=ctx.pending,
+            )
+            state = None if ok else app._store.run_state(ctx.run_id)
+        except StorageError as exc:
+            self._worker_error(ctx, exc, "renewing a lease (will try again)")
+            self._schedule_renew(ctx)
+            return
+        if ok:
+            ctx.pending.clear()
+            ctx.lease_deadline = time.monotonic() + app.lease_duration
+            ctx.emit(
+                "run:lease-renewed",
+                worker_id=app.worker_id,
+                lease_generation=ctx.generation,
+                lease_expires_at=lease_until,
+            )
+            self._schedule_renew(ctx)
+            return
+        cancelled = state is not None and state[0] == "cancelled" and state[1] == ctx.generation
+        self.interrupt(ctx, "external" if cancelled else "lease-lost")
 
     def interrupt(self, ctx: RunContext, reason: str) -> None:
         if ctx.cancel_reason is None or reason == "user":
@@ -610,13 +632,35 @@ class Runtime:
         self._tasks.discard(task)
         self.wake()
 
-    async def _guarded_execute(self, claimed: Claimed) -> None:
-        try:
-            await self.execute(claimed)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug in durably itself: report it, keep the worker
-            self._worker_error(None, exc, f"executing run {claimed.run.id}")
+    async def _guarded_execute(self, claimed: Claimed | None) -> None:
+        # Runs back to back in one task while there are runs to claim: going through the
+        # worker loop between two runs costs several turns of the event loop (each ~0.15 ms
+        # in Pyodide, as much as a short run's SQL).
+        while claimed is not None:
+            try:
+                await self.execute(claimed)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a bug in durably itself: report it, keep the worker
+                self._worker_error(None, exc, f"executing run {claimed.run.id}")
+            claimed = None
+            await self._maybe_yield()
+            if self.stopping:
+                break
+            try:
+                claimed = self.claim()
+            except StorageError as exc:
+                self._worker_error(None, exc, "claiming a run (will try again)")
+
+    async def _maybe_yield(self) -> None:
+        """Give the event loop a turn if the runtime has kept it for YIELD_EVERY seconds.
+        Steps that never suspend (quick synchronous bodies) would otherwise hold it for a
+        whole run or more, and with it every other task and timer: in the browser, the
+        page's requests, a cancel among them."""
+        now = time.monotonic()
+        if now - self._yielded >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = time.monotonic()
 
     def _maybe_maintain(self) -> None:
         app = self.app

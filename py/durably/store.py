@@ -190,7 +190,8 @@ class Store:
         Returns ``(run, disposition)``: ``"created"``, ``"idempotent"`` (same job and
         idempotency key) or ``"coalesced"`` (a pending run of the same job and concurrency
         key exists and ``coalesce == "skip"``). Raises ``ConflictError`` when such a
-        pending run exists and ``coalesce`` is None. Call inside ``transaction()``.
+        pending run exists and ``coalesce`` is None. Call inside ``transaction()``; without
+        keys and labels it sends one statement, so ``transaction(several=False)`` will do.
         """
         if idempotency_key is not None:
             rows, _ = self._x(
@@ -242,9 +243,10 @@ class Store:
         return run_from_row(created, "created"), "created"
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """A write transaction for callers that group several store calls (trigger_many)."""
-        with self._write():
+    def transaction(self, several: bool = True) -> Iterator[None]:
+        """A write transaction for callers that group several store calls (trigger_many).
+        ``several=False``: the caller's calls send one statement only (see ``_write``)."""
+        with self._write(several):
             yield
 
     # -- reading --------------------------------------------------------------------------

@@ -453,6 +453,29 @@ async def test_cancel_interrupts_the_running_step_and_never_stores_its_result(ma
     assert "step:cancel" in types and "run:cancel" in types and "run:complete" not in types
 
 
+async def test_a_run_of_quick_synchronous_steps_leaves_room_to_cancel_it(make_app):
+    # Steps that never suspend must not hold the event loop for the whole run: the worker
+    # gives it a turn every few dozen milliseconds, so other tasks (here the test; in the
+    # browser, the page's requests) get through while the run executes.
+    total = 20000
+
+    @job("j")
+    async def j(step, input):
+        for i in range(total):
+            await step.run(f"s{i}", lambda: i)
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    await app.start()
+    while not app.get_steps(run.id):
+        await asyncio.sleep(0.01)
+    app.cancel(run.id)
+    with pytest.raises(CancelledError):
+        await app.wait_for_run(run.id, timeout=30)
+    await app.stop()
+    assert 0 < app.get_run(run.id).completed_steps < total
+
+
 async def test_cancel_during_a_synchronous_step_discards_its_result(make_app):
     app_box = []
 

@@ -38,7 +38,12 @@ def make_host(db_path: str, **kwargs):
 
 
 async def call(host: BrowserHost, method, params=None):
-    return json.loads(await host.handle(method, json.dumps(params) if params is not None else ""))
+    """As worker.js does: handle_now first, handle for the methods that wait."""
+    text = json.dumps(params) if params is not None else ""
+    reply = host.handle_now(method, text)
+    if reply is None:
+        reply = await host.handle(method, text)
+    return json.loads(reply)
 
 
 async def test_requests_get_one_reply_each_with_plain_data(db_path):
@@ -85,10 +90,23 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(db_path):
         (("evalPython", json.dumps({"code": "1"})), "NotFoundError", "unknown method"),
     ]
     for (method, params), name, message in cases:
-        reply = json.loads(await host.handle(method, params))
-        assert reply["error"]["name"] == name, (method, reply)
-        assert message in reply["error"]["message"], (method, reply)
+        # The same answer from the async path and from the immediate one.
+        for reply in (json.loads(await host.handle(method, params)), json.loads(host.handle_now(method, params))):
+            assert reply["error"]["name"] == name, (method, reply)
+            assert message in reply["error"]["message"], (method, reply)
     assert (await call(host, "getRuns"))["ok"] == []
+    # Only what has to wait is left to handle(): a finished run is answered at once.
+    run = (await call(host, "trigger", {"job": "hang"}))["ok"]
+    assert host.handle_now("waitForRun", json.dumps({"id": run["id"]})) is None
+    await call(host, "cancel", {"id": run["id"]})
+    reply = json.loads(host.handle_now("waitForRun", json.dumps({"id": run["id"]})))
+    assert reply["error"]["name"] == "CancelledError"
+    reply = json.loads(host.handle_now("waitForRun", json.dumps({"id": run["id"], "timeout": -1})))
+    assert reply["error"]["name"] == "ValidationError"
+    # A bug in a method is reported with its traceback, and the host keeps serving.
+    host._methods["ping"] = lambda params: 1 / 0
+    reply = json.loads(host.handle_now("ping", ""))
+    assert reply["error"]["name"] == "ZeroDivisionError" and "1 / 0" in reply["error"]["traceback"]
     await host.stop()
 
 
