@@ -21,6 +21,10 @@ def test_boot_reports_every_phase_with_its_timing(page, site_url, durably):
     pong = durably.call(page, "ping")
     assert pong["driver"] == "opfs-sahpool"
     assert pong["python"].startswith("3.")
+    # durably is installed as a distribution, and micropip, loaded at boot from the site's
+    # own wheel but not imported, imports when a job wants it.
+    assert durably.eval(page, "import importlib.metadata as m\nm.version('durably')") == pong["durably"]
+    assert durably.eval(page, "import micropip\nmicropip.__version__") == "0.11.1"
 
 
 def test_a_row_written_by_python_survives_a_reload(page, site_url, durably):
