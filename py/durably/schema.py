@@ -90,6 +90,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX durably_logs_run ON durably_logs (run_id, id)",
             # A completed step bumps its run's counters in the statement that stores it, so
             # a step costs one statement (one bridge call in the browser) and one commit.
+            # (Dropped by migration 2, which writes nothing to the run per step.)
             """
             CREATE TRIGGER durably_steps_completed AFTER INSERT ON durably_steps
             WHEN NEW.status = 'completed'

@@ -359,10 +359,23 @@ class Store:
         # with one OR made SQLite walk every run of the registered jobs and sort them,
         # which grew with the finished runs kept in the table. The unary + keeps SQLite
         # off the (job_name, id) index, which would walk a job's finished runs too.
-        free_key = (
-            "(r.concurrency_key IS NULL OR NOT EXISTS ("
-            " SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key"
-            " AND o.id <> r.id AND o.status = 'leased' AND o.lease_expires_at >= ?))"
+        # A concurrency key is held by a run that is leased, or cancelled while leased until
+        # its worker has stopped it (cancel keeps the lease; the worker's acknowledgement,
+        # or the lease's expiry if that worker died, clears it). A pending run waits while
+        # any other run of its key is leased, even with an expired lease: that run's
+        # worker may only be slow, not dead, and may still be executing a step. The
+        # expired run itself is claimable (taken over, its old worker fenced out) unless
+        # another run of its key holds a live lease.
+        holds_key = (
+            "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
+        )
+        free_key_pending = (
+            f"(r.concurrency_key IS NULL OR NOT EXISTS ({holds_key} AND (o.status = 'leased'"
+            " OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))"
+        )
+        free_key_expired = (
+            f"(r.concurrency_key IS NULL OR NOT EXISTS ({holds_key}"
+            " AND o.status IN ('leased', 'cancelled') AND o.lease_expires_at >= ?))"
         )
         with self._write(several=False):
             rows, _ = self._x(
@@ -374,13 +387,13 @@ class Store:
                     SELECT id FROM (
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key}
+                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key_pending}
                             ORDER BY r.id LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
                             WHERE r.status = 'leased' AND r.lease_expires_at < ?
-                              AND +r.job_name IN ({marks}) AND {free_key}
+                              AND +r.job_name IN ({marks}) AND {free_key_expired}
                             ORDER BY r.id LIMIT 1))
                     ORDER BY id LIMIT 1)
                 RETURNING {RUN_COLUMNS}
@@ -510,7 +523,8 @@ class Store:
         """After a cancel: store the interrupted step as cancelled, fenced by the generation
         the worker held (the run's status is already ``cancelled``)."""
         with self._write():
-            if not self._fence(run_id, generation, now, pending, status="cancelled"):
+            if not self._fence(run_id, generation, now, pending,
+                               ", lease_owner = NULL, lease_expires_at = NULL", status="cancelled"):
                 return False
             if step is not None and preserve_steps:
                 self._insert_step_record(run_id, step, now)
@@ -534,11 +548,17 @@ class Store:
         browser, whose worker holds the database's Web Lock. There, a leased run is one a
         closed or reloaded tab left behind, and it resumes at once instead of after its
         lease expires."""
-        with self._write(several=False):
+        with self._write():
             _, changes = self._x(
                 "UPDATE durably_runs SET status = 'pending', lease_owner = NULL, "
                 "lease_expires_at = NULL, updated_at = ? WHERE status = 'leased'",
                 (now,),
+            )
+            # Runs cancelled while that tab's worker executed them, never acknowledged:
+            # their concurrency keys are free now.
+            self._x(
+                "UPDATE durably_runs SET lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE status = 'cancelled' AND lease_expires_at IS NOT NULL"
             )
         return changes
 
@@ -555,9 +575,10 @@ class Store:
                     f"run {run_id} is already {row[2]}; only pending or leased runs can be cancelled"
                 )
             self._x(
+                # A leased run keeps its lease (owner, expiry) until its worker has stopped
+                # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
-                f"lease_owner = NULL, lease_expires_at = NULL, completed_steps = {COMPLETED_STEPS_SQL} "
-                "WHERE id = ?",
+                f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
                 (now, now, run_id),
             )
         return run_from_row(row)

@@ -1,9 +1,9 @@
 """Storage faults: SQLite errors injected on chosen statements and commits.
 
 Whatever fails, the runtime reports a ``worker:error``, hands the run back so it is retried,
-never leaves a run half-written (a step row without its counters, a completed run without
-its output), and the worker keeps going. The invariants are checked from a second
-connection at the moment of each error, and again at the end.
+never leaves a run half-written (a finished run whose count disagrees with its step rows,
+a completed run without its output), and the worker keeps going. The invariants are
+checked from a second connection at the moment of each error, and again at the end.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ async def test_an_io_error_on_a_step_commit_is_reported_and_the_run_is_retried_t
     assert_clean(h)
 
 
-async def test_a_full_disk_on_the_step_insert_rolls_back_the_counters_too(harness):
+async def test_a_full_disk_on_the_step_insert_stores_nothing_and_the_step_runs_again(harness):
     h = harness(Fault("SQLITE_FULL", match="INSERT INTO durably_steps", nth=3, times=2))
     runs = await h.run_all(["a", "b"])
     assert [r.status for r in runs] == ["completed", "completed"]

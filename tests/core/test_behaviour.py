@@ -399,6 +399,72 @@ async def test_runs_with_the_same_concurrency_key_never_overlap(make_app):
     assert free[0] < a1[1]
 
 
+async def test_a_run_cancelled_by_another_process_holds_its_key_until_its_worker_stops_it(make_app):
+    # Process A executes run X (key k); process B cancels X and wants to run Y (key k). X's
+    # step is still executing in A until A notices the cancel (at its next lease renewal):
+    # B must not start Y before that.
+    gate = asyncio.Event()
+    log = []
+
+    @job("x")
+    async def x(step, input):
+        async def body():
+            log.append("x-start")
+            await gate.wait()
+            log.append("x-end")
+        await step.run("work", body)
+
+    @job("y")
+    async def y(step, input):
+        await step.run("work", lambda: log.append("y"))
+
+    a = make_app([x], lease_renew_interval=0.2, lease_duration=5)
+    b = make_app([y])
+    run_x = a.trigger(x, None, concurrency_key="k")
+    run_y = b.trigger(y, None, concurrency_key="k")
+    await a.start()
+    while log != ["x-start"]:
+        await asyncio.sleep(0.01)
+    b.cancel(run_x.id)
+    assert await b.process_one() is False  # X's worker has not stopped it yet
+    assert b.get_run(run_y.id).status == "pending"
+    # A notices at its next renewal, interrupts the step and hands the key back.
+    for _ in range(200):
+        if a.get_steps(run_x.id):
+            break
+        await asyncio.sleep(0.01)
+    assert [s.status for s in a.get_steps(run_x.id)] == ["cancelled"]
+    assert await b.process_one() is True
+    assert log == ["x-start", "y"]
+    await a.stop()
+
+
+async def test_a_key_held_by_an_expired_lease_is_not_given_to_another_run(make_app, clock):
+    # X's worker stopped renewing (frozen or only slow): X is taken over, not skipped; a
+    # pending run of the same key, even an older one, waits for X to finish.
+    @job("x")
+    async def x(step, input):
+        return "x"
+
+    @job("y")
+    async def y(step, input):
+        return "y"
+
+    frozen = make_app([x], clock=clock)
+    other = make_app([x, y], clock=clock)
+    run_y = other.trigger(y, None, concurrency_key="k")  # older than X
+    run_x = other.trigger(x, None, concurrency_key="k")
+    claimed = frozen._runtime.claim()  # only X's job is registered there
+    assert claimed.run.id == run_x.id
+    clock.advance(31)  # past X's lease
+    taken = other._runtime.claim()
+    assert taken.run.id == run_x.id and taken.generation == 2
+    assert other._runtime.claim() is None  # Y waits while X is leased again
+    await other._runtime.execute(taken)
+    assert await other.process_one() is True
+    assert other.get_run(run_y.id).status == "completed"
+
+
 # -- cancel, retrigger, delete --------------------------------------------------------------
 
 
