@@ -42,6 +42,7 @@ FLUSH_DELAY = 0.5
 MAX_STORAGE_STRIKES = 5
 
 _PLAIN = (str, int, float, bool, type(None))
+_SCALARS = frozenset(_PLAIN)  # step results that need no key check on their way to JSON
 
 
 class _StopRequested(BaseException):
@@ -327,8 +328,10 @@ class Runtime:
             # Cancelled while a synchronous step ran: its result is never stored.
             raise asyncio.CancelledError()
         try:
-            output_json = to_json(value)
-        except (TypeError, ValueError) as err:
+            # Scalars go straight to the encoder; containers are checked for non-string keys
+            # first, which JSON would turn into strings ({1: "a", "1": "b"} would lose a value).
+            output_json = to_json(value) if type(value) in _SCALARS else check_json(value, "the result")
+        except (TypeError, ValueError, ValidationError) as err:
             exc = ValidationError(
                 f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
                 "return dicts, lists, strings, numbers, booleans or None"

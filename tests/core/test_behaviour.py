@@ -229,6 +229,20 @@ async def test_a_result_that_is_not_json_fails_the_run_naming_the_step(make_app)
     assert "never" not in [e.get("step_name") for e in events]
 
 
+async def test_a_result_with_keys_that_are_not_strings_fails_the_run_instead_of_losing_a_value(make_app):
+    @job("keys")
+    async def keys(step, input):
+        await step.run("mixed-keys", lambda: {"rows": [{1: "a", "1": "b"}]})
+
+    app = make_app([keys])
+    run = app.trigger(keys, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed" and failed.failed_step == "mixed-keys"
+    assert "object keys must be strings" in failed.error and "1 (int)" in failed.error
+    assert [(s.name, s.status) for s in app.get_steps(run.id)] == [("mixed-keys", "failed")]
+
+
 async def test_a_failing_step_fails_the_run_with_its_error_and_step(make_app):
     @job("boom")
     async def boom(step, input):
