@@ -514,23 +514,19 @@ class Durably:
         if it failed, ``TimeoutError`` past ``timeout`` seconds, ``NotFoundError`` for an
         unknown (or deleted) run. Returns as soon as the run finishes in this process;
         runs finished by other processes are seen at the next poll."""
-        run = self._finished_run(run_id, timeout)
-        if run is not None:
-            return run
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self._finished_run(run_id, timeout)
-            if run is not None:
+            run = self._run_outcome(run_id, timeout)
+            if run.status == "completed":
                 return run
             wait = self.polling_interval
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    run = self._store.get_run(run_id)
                     raise TimeoutError(
-                        f"run {run_id} is still {run.status if run else 'unfinished'} after {timeout} s; "
-                        "is a worker running for job " + repr(run.job_name if run else "?") + "?"
+                        f"run {run_id} is still {run.status} after {timeout} s; "
+                        "is a worker running for job " + repr(run.job_name) + "?"
                     )
                 wait = min(wait, remaining)
             fut = loop.create_future()
@@ -546,10 +542,10 @@ class Durably:
                     if not waiters:
                         self._waiters.pop(run_id, None)
 
-    def _finished_run(self, run_id: str, timeout: float | None = None) -> Run | None:
-        """What ``wait_for_run`` gives for a run that has finished, at once: the run if it
-        completed, ``RunFailedError`` or ``CancelledError`` raised; None while it is
-        pending or leased. Checks the arguments the way ``wait_for_run`` does."""
+    def _run_outcome(self, run_id: str, timeout: float | None = None) -> Run:
+        """The run as ``wait_for_run`` sees it now: returned if completed, pending or
+        leased (the caller waits on for those), ``RunFailedError`` or ``CancelledError``
+        raised if it failed or was cancelled. Checks the arguments as ``wait_for_run``."""
         self._check_open()
         _check_id(run_id)
         if timeout is not None:
@@ -557,8 +553,6 @@ class Durably:
         run = self._store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"no run with id {run_id!r} (it may have been deleted)")
-        if run.status == "completed":
-            return run
         if run.status == "failed":
             raise RunFailedError(
                 f"run {run.id} of job {run.job_name!r} failed"
@@ -568,7 +562,7 @@ class Durably:
             )
         if run.status == "cancelled":
             raise CancelledError(f"run {run.id} of job {run.job_name!r} was cancelled", run_id=run.id)
-        return None
+        return run
 
     async def trigger_and_wait(self, job: Job | str, input: Any = None, *, timeout: float | None = None, **trigger_options: Any) -> Run:
         """``trigger`` then ``wait_for_run``."""

@@ -307,8 +307,8 @@ class BrowserHost:
 
     def _wait_for_run_now(self, params: dict[str, Any]) -> Any:
         _only(params, "waitForRun", "id", "timeout")
-        run = self.app._finished_run(_required(params, "id", "waitForRun"), timeout=params.get("timeout"))
-        return _WAIT if run is None else run.to_dict()
+        run = self.app._run_outcome(_required(params, "id", "waitForRun"), timeout=params.get("timeout"))
+        return run.to_dict() if run.status == "completed" else _WAIT
 
     async def _wait_for_run(self, params: dict[str, Any]) -> dict[str, Any]:
         _only(params, "waitForRun", "id", "timeout")
