@@ -105,13 +105,22 @@ function durablyWheel() {
   }
 }
 
-async function bundle() {
+// The protocol facts the JS needs, read from their one source, Python's durably.browser
+// (web/wire.js): the page, the worker and the Python host of one build always agree.
+function protocolFacts() {
+  const code = "import json, sys; sys.path.insert(0, 'py'); from durably import browser; " +
+    "print(json.dumps({'protocol': browser.PROTOCOL_VERSION}))";
+  return JSON.parse(run(python, ["-c", code], { cwd: root }));
+}
+
+async function bundle(facts) {
   const common = {
     bundle: true,
     format: "esm",
     target: "es2022",
     sourcemap: true,
     logLevel: "warning",
+    define: { __DURABLY_PROTOCOL_VERSION__: JSON.stringify(facts.protocol) },
   };
   await esbuild.build({ ...common, entryPoints: [path.join(root, "worker.js")], outfile: path.join(site, "worker.js") });
   await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "page.js")], outfile: path.join(site, "page.js") });
@@ -141,7 +150,8 @@ async function main() {
   fs.rmSync(site, { recursive: true, force: true });
   fs.mkdirSync(site, { recursive: true });
 
-  await bundle();
+  const facts = protocolFacts();
+  await bundle(facts);
   vendor();
   copy(path.join(root, "index.html"), path.join(site, "index.html"));
   copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
@@ -158,6 +168,7 @@ async function main() {
     // The worker refuses a manifest whose format it does not know.
     format: 1,
     builtAt: new Date().toISOString(),
+    protocol: facts.protocol,
     versions: { pyodide: versionOf("pyodide"), sqliteWasm: versionOf("@sqlite.org/sqlite-wasm") },
     micropip,
     wheels: [durably],

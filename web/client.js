@@ -12,34 +12,10 @@
 // Durations (timeout, olderThan, the options) are in seconds, as in Python.
 // docs/protocol.md describes the messages underneath.
 
-export const PROTOCOL_VERSION = 1;
+import { BootError, DurablyError, WorkerCrashedError } from "./errors.js";
+import { PROTOCOL_VERSION } from "./wire.js";
 
-/** An error that came from the worker: `name` is the Python (or worker) error's class name. */
-export class DurablyError extends Error {
-  constructor({ name, message, ...fields } = {}) {
-    super(message ?? "unknown error");
-    this.name = name || "Error";
-    Object.assign(this, fields);
-  }
-}
-
-/** The worker could not start: `phase` says where, `detail` holds a traceback or stack. */
-export class BootError extends Error {
-  constructor({ phase = "unknown", message, detail = null } = {}) {
-    super(message);
-    this.name = "BootError";
-    this.phase = phase;
-    this.detail = detail;
-  }
-}
-
-/** The worker died (or was closed): nothing more can be asked of it until the page reloads. */
-export class WorkerCrashedError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "WorkerCrashedError";
-  }
-}
+export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
 
 /**
  * Start the durably worker and resolve once it is ready.

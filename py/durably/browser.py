@@ -1,11 +1,16 @@
 """The browser host: the Python half of the durably Web Worker.
 
-``worker.js`` boots SQLite and Pyodide, then creates one ``BrowserHost`` and passes every
-request from the page to :meth:`BrowserHost.handle` as ``(method, params_json)``; the reply
-is JSON text, ``{"ok": value}`` or ``{"error": {"name", "message", ...}}``, where ``name``
-is the Python error's class name (``ValidationError``, ``NotFoundError``, ...). Events are
-pushed through the ``post_event`` callback as JSON text, for the types the page subscribed
-to. docs/protocol.md is the contract; this module implements it.
+The worker (``worker.js``, ``web/boot.js``) boots SQLite and Pyodide, checks the page's init
+message and imports the job modules with :func:`import_job_modules`, creates one
+``BrowserHost`` with :func:`make_host` and passes every request from the page to
+:meth:`BrowserHost.handle_now` / :meth:`BrowserHost.handle` as ``(method, params_json)``;
+the reply is JSON text, ``{"ok": value}`` or ``{"error": {"name", "message", ...}}``, where
+``name`` is the Python error's class name (``ValidationError``, ``NotFoundError``, ...).
+Every check of a request (method, parameters, size) is made here, once; the worker only
+turns the page's params into JSON text. Events are pushed through the ``post_event``
+callback as JSON text, for the types the page subscribed to. docs/protocol.md is the
+contract; this module implements it, and its ``PROTOCOL_VERSION`` is the one the build
+gives the JS side.
 
 The page's names are camelCase (``idempotencyKey``, ``jobName``); records (runs, steps,
 logs, events) are the same plain data as ``Run.to_dict()`` on CPython, snake_case.
@@ -19,6 +24,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import traceback
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
@@ -31,10 +37,14 @@ from .jobs import Job
 
 logger = logging.getLogger("durably")
 
+#: The version of docs/protocol.md. The one source: scripts/build.mjs reads it from here
+#: and builds it into the JS (``web/wire.js``).
 PROTOCOL_VERSION = 1
 #: Requests larger than this are refused (a job input belongs in the database, not in a
-#: message of many megabytes).
+#: message of many megabytes). Checked here only: the worker sends every request on.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: What the page's init message may name as a job module.
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 # Returned by an immediate variant of a waiting method (BrowserHost._now_methods): "this
 # one has to wait", so the request goes on to the async path.
@@ -66,6 +76,63 @@ def jobs_in_modules(names: Iterable[str]) -> list[Job]:
             )
         jobs.extend(found)
     return jobs
+
+
+def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
+    """Check the page's init message (``{jobs, options, debug}``, as JSON text) against the
+    job modules the site was built with; returns it with its defaults filled in.
+
+    The worker checks the protocol version itself (it is the side that speaks it); the rest
+    is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
+    try:
+        init = json.loads(init_json)
+    except (TypeError, json.JSONDecodeError):
+        raise ValidationError("the init message is not JSON data") from None
+    if not isinstance(init, dict):
+        raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
+    jobs = init.get("jobs")
+    jobs = [] if jobs is None else jobs
+    if not isinstance(jobs, list) or not all(isinstance(j, str) and _MODULE_NAME.fullmatch(j) for j in jobs):
+        raise ValidationError(f"init.jobs must be a list of module names, got {json.dumps(jobs)}")
+    options = init.get("options")
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        raise ValidationError(f"init.options must be an object, got {json.dumps(options)}")
+    known = list(known_modules)
+    unknown = [name for name in jobs if name not in known]
+    if unknown:
+        plural = len(unknown) > 1
+        raise ValidationError(
+            f"job module{'s' if plural else ''} {', '.join(json.dumps(n) for n in unknown)} "
+            f"{'are' if plural else 'is'} not in this site's manifest.json; it has: "
+            f"{', '.join(json.dumps(n) for n in known) or 'none'} "
+            "(add job files to JOB_MODULES in scripts/build.mjs)"
+        )
+    return {"jobs": jobs, "options": options, "debug": init.get("debug") is True}
+
+
+def import_job_modules(names: Iterable[str]) -> str:
+    """Import each module, for real; returns JSON text: a list of ``{module, traceback}``
+    for the ones that failed (empty when all imported), so the page can show why."""
+    failures = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            failures.append({"module": name, "traceback": traceback.format_exc()})
+    return json.dumps(failures)
+
+
+def make_host(post_event: Callable[[str], Any], init_json: str) -> "BrowserHost":
+    """The worker's ``BrowserHost``, for an init message (JSON text) that
+    :func:`parse_init` accepted."""
+    init = json.loads(init_json)
+    return BrowserHost(
+        post_event=post_event,
+        job_modules=init["jobs"],
+        options=init["options"],
+        debug=init["debug"],
+    )
 
 
 class BrowserHost:
@@ -172,7 +239,9 @@ class BrowserHost:
             return self._error_reply(method, exc)
 
     def _dispatch(self, method: Any, params_json: Any) -> Any:
-        if not isinstance(method, str) or method not in self._methods:
+        if not isinstance(method, str):
+            raise ValidationError(f"a call needs a method name (text), got {_describe(method)}")
+        if method not in self._methods:
             raise NotFoundError(
                 f"unknown method {method!r}; the methods are: {', '.join(sorted(self._methods))}"
             )
@@ -382,6 +451,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"$bytes": value.hex()}
     return str(value)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _only(params: dict[str, Any], method: str, *allowed: str) -> None:

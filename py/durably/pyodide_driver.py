@@ -1,6 +1,6 @@
 """The browser's database driver: SQLite WASM on OPFS, reached through the JS bridge.
 
-Inside Pyodide, ``worker.js`` opens the database with sqlite-wasm's ``opfs-sahpool`` VFS and
+Inside Pyodide, the worker (``web/boot.js``) opens the database with sqlite-wasm's ``opfs-sahpool`` VFS and
 registers the bridge (``web/bridge.js``) as the JS module ``durably_bridge``. This driver
 turns its one call, ``exec(sql, params) -> changes | {rows, changes} | {error}`` (a bare
 number when the statement returned no rows), into the interface of
@@ -36,11 +36,11 @@ class PyodideDriver:
     def __init__(self, bridge: Any = None) -> None:
         if bridge is None:
             try:
-                import durably_bridge  # type: ignore[import-not-found]  # registered by worker.js
+                import durably_bridge  # type: ignore[import-not-found]  # registered by web/boot.js
             except ImportError as exc:
                 raise StorageError(
                     "the JS SQLite bridge is not available: PyodideDriver only works inside the "
-                    "durably Web Worker (worker.js registers the 'durably_bridge' module); "
+                    "durably Web Worker (web/boot.js registers the 'durably_bridge' module); "
                     "on CPython use a file path or Sqlite3Driver"
                 ) from exc
             bridge = durably_bridge

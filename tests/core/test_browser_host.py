@@ -86,7 +86,8 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(db_path):
         (("subscribe", json.dumps({"types": ["run:done"]})), "ValidationError", "unknown event type"),
         (("purgeRuns", json.dumps({"olderThan": "yesterday"})), "ValidationError", "olderThan"),
         (("trigger", "x" * (4 * 1024 * 1024 + 1)), "ValidationError", "the limit is"),
-        ((None, "{}"), "NotFoundError", "unknown method"),
+        ((None, "{}"), "ValidationError", "a call needs a method name (text), got nothing"),
+        ((7, "{}"), "ValidationError", "a call needs a method name (text), got 7"),
         (("evalPython", json.dumps({"code": "1"})), "NotFoundError", "unknown method"),
     ]
     for (method, params), name, message in cases:
@@ -165,3 +166,33 @@ async def test_each_subscribed_event_is_posted_once_and_unheard_events_are_not_b
     await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
     assert [e["type"] for e in posted] == ["run:complete"]
     await host.stop()
+
+
+def test_the_init_message_is_checked_against_the_sites_job_modules():
+    import pytest
+
+    from durably import ValidationError
+    from durably.browser import parse_init
+
+    known = ["demo_jobs", "more_jobs"]
+    assert parse_init('{"jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2}, "debug": true}', known) == {
+        "jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2}, "debug": True,
+    }
+    assert parse_init("{}", known) == {"jobs": [], "options": {}, "debug": False}
+    with pytest.raises(ValidationError, match='job module "no_such" is not in this site\'s manifest.json; it has: "demo_jobs", "more_jobs"'):
+        parse_init('{"jobs": ["no_such"]}', known)
+    with pytest.raises(ValidationError, match="init.jobs must be a list of module names"):
+        parse_init('{"jobs": ["../etc"]}', known)
+    with pytest.raises(ValidationError, match="init.options must be an object"):
+        parse_init('{"options": [1]}', known)
+    with pytest.raises(ValidationError, match="not JSON"):
+        parse_init("{", known)
+
+
+def test_job_modules_that_fail_to_import_are_reported_with_their_tracebacks():
+    from durably.browser import import_job_modules
+
+    assert json.loads(import_job_modules(["json"])) == []
+    (failure,) = json.loads(import_job_modules(["json", "durably_no_such_module"]))
+    assert failure["module"] == "durably_no_such_module"
+    assert "ModuleNotFoundError: No module named 'durably_no_such_module'" in failure["traceback"]

@@ -1,0 +1,428 @@
+// The worker's boot: each phase timed, watched and reported to the page as it happens.
+//
+//   lock     wait for the Web Lock "durably-db": the OPFS pool can be open in one worker
+//            only, so a second tab waits here (and says so) until the first one closes
+//   sqlite   load and initialise sqlite-wasm
+//   pool     install the opfs-sahpool VFS (needs no COOP/COEP headers; workers only)
+//   open     open the database in the pool and set the pragmas
+//   pyodide, micropip, install
+//            loadPython(): a Python in which durably and the job modules can be imported
+//   import   wait for the page's init message, then import durably and the job modules it
+//            asked for, for real (a failed import is shown with its traceback)
+//   start    create durably.browser.BrowserHost, migrate the schema, hand back the leases a
+//            closed tab left behind (so its runs resume at once) and start the runtime
+// sqlite comes before Pyodide on purpose: initialising the sahpool VFS while loadPyodide()
+// ran hung in createSyncAccessHandle in about 1 load in 10 (headless Chromium, 2 cores);
+// this order never did.
+
+import { createBridge } from "./bridge.js";
+import { BootError } from "./errors.js";
+
+export const LOCK_NAME = "durably-db";
+export const DB_FILE = "/durably.db";
+// One worker owns the pool, so exclusive locking costs nothing and lets WAL work without
+// shared memory. WAL + synchronous=NORMAL: a commit survives a closed tab or a crashed
+// browser (it is in the OS's hands when COMMIT returns); a power cut may lose the last few
+// commits but never corrupts the file. docs/browser.md has the numbers and how to change this.
+const PRAGMAS = [
+  "PRAGMA locking_mode = EXCLUSIVE",
+  "PRAGMA journal_mode = WAL",
+  "PRAGMA synchronous = NORMAL",
+  "PRAGMA foreign_keys = ON",
+];
+// How long a phase may take before the watchdog calls it hung. Generous: a slow phone on a
+// cold cache downloads ~15 MB of Pyodide in the "pyodide" phase.
+const PHASE_TIMEOUT_MS = {
+  sqlite: 30_000,
+  pool: 20_000,
+  open: 10_000,
+  pyodide: 120_000,
+  micropip: 60_000,
+  install: 60_000,
+  import: 30_000,
+  start: 30_000,
+};
+const POOL_RETRIES = 5;
+// The page posts init right after creating the worker; this only catches a page that never does.
+const INIT_TIMEOUT_MS = 60_000;
+// Where the job modules are written, on Python's sys.path.
+const JOBS_DIR = "/home/pyodide/durably_jobs";
+
+/** A URL of the site, relative to its root (the bundled worker.js sits there). */
+export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
+
+/**
+ * Boot the leader: every phase in order. `res` receives what is opened (db, pool, pyodide,
+ * host, releaseLock) as soon as it is, so close() can release it even after a failure.
+ *
+ * @param {object} o
+ * @param {(msg: object) => void} o.post posts a message to the page
+ * @param {Promise<object>} o.initReceived the page's init message
+ * @param {object} o.res filled in as things are opened
+ * @returns {Promise<object>} what the ready message carries: {timings, reclaimed, jobs, worker_id}
+ */
+export async function bootLeader({ post, initReceived, res }) {
+  const boot = new Boot(post);
+  checkBrowser();
+  const manifest = await readManifest();
+
+  post({ type: "boot", phase: "lock", state: "start" });
+  const t0 = performance.now();
+  res.releaseLock = await acquireLock(post);
+  boot.timings.lock = Math.round(performance.now() - t0);
+  post({ type: "boot", phase: "lock", state: "done", ms: boot.timings.lock });
+
+  const sqlite3 = await boot.phase("sqlite", loadSqlite);
+  const bridge = await openDatabase(boot, sqlite3, res);
+
+  // Download and check the wheels and job modules while Pyodide loads; the install phase
+  // only unpacks them. (A failure is reported by the install phase, in its turn.)
+  const downloads = downloadCode(manifest);
+  downloads.catch(() => {});
+  res.pyodide = await loadPython(boot, manifest, downloads);
+  res.pyodide.registerJsModule("durably_bridge", bridge);
+
+  const pageInit = await waitForInit(initReceived);
+  const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
+  res.init = init;
+  const started = await boot.phase("start", () => startHost(res, init, post));
+  return { timings: boot.timings, ...started };
+}
+
+/** Runs phases: reports each one's start, end and duration, under a watchdog. */
+class Boot {
+  constructor(post) {
+    this.post = post;
+    this.timings = {};
+  }
+
+  async phase(name, fn) {
+    this.post({ type: "boot", phase: name, state: "start" });
+    const t0 = performance.now();
+    let timer;
+    const limit = PHASE_TIMEOUT_MS[name];
+    const watchdog = new Promise((_, reject) => {
+      if (!limit) return;
+      timer = setTimeout(
+        () =>
+          reject(
+            new BootError({
+              phase: name,
+              message:
+                `boot phase "${name}" did not finish within ${limit / 1000} s and was abandoned. ` +
+                (name === "pool" || name === "open"
+                  ? "The browser did not grant the OPFS storage: close other tabs of this site and reload."
+                  : "Reload the page; if it keeps happening, check the browser console and the network panel."),
+            }),
+          ),
+        limit,
+      );
+    });
+    try {
+      const value = await Promise.race([fn(), watchdog]);
+      const ms = Math.round(performance.now() - t0);
+      this.timings[name] = ms;
+      this.post({ type: "boot", phase: name, state: "done", ms });
+      return value;
+    } catch (err) {
+      if (err instanceof BootError) throw err;
+      throw new BootError({ phase: name, message: `boot phase "${name}" failed: ${err?.message ?? err}`, detail: err?.stack });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Secure context, OPFS with sync access handles, Web Locks: say which one is missing. */
+export function checkBrowser() {
+  if (!self.isSecureContext) {
+    throw new BootError({
+      phase: "sqlite",
+      message:
+        "This page is not a secure context, so the browser offers no OPFS storage. Serve it over " +
+        "https:// or from http://localhost / http://127.0.0.1.",
+    });
+  }
+  if (!navigator.storage?.getDirectory || !self.FileSystemFileHandle?.prototype?.createSyncAccessHandle) {
+    throw new BootError({
+      phase: "sqlite",
+      message:
+        "This browser has no OPFS with synchronous access handles (private windows of some browsers " +
+        "disable it). Use a current Chrome, Edge, Firefox or Safari in a normal window.",
+    });
+  }
+  if (!navigator.locks) {
+    throw new BootError({ phase: "lock", message: "This browser has no Web Locks API (navigator.locks); use a current browser." });
+  }
+}
+
+export async function readManifest() {
+  const manifest = await fetchOk("manifest.json", "json").catch((err) => {
+    throw new BootError({ phase: "sqlite", message: `cannot read the site's manifest.json (${err.message}): is the site built and complete?` });
+  });
+  if (manifest.format !== 1) {
+    throw new BootError({ phase: "sqlite", message: `manifest.json has format ${manifest.format}; this worker reads format 1` });
+  }
+  return manifest;
+}
+
+// Take the Web Lock and keep it until the returned release() is called. If another tab holds
+// it, report that we are waiting, then wait: the browser hands the lock over when that tab closes.
+function acquireLock(post) {
+  return new Promise((resolve, reject) => {
+    const hold = () =>
+      new Promise((release) => {
+        resolve(release);
+      });
+    navigator.locks
+      .request(LOCK_NAME, { ifAvailable: true }, (lock) => {
+        if (lock) return hold();
+        post({
+          type: "boot",
+          phase: "lock",
+          state: "waiting",
+          detail: "The database is open in another tab of this site. Waiting for it to close...",
+        });
+        navigator.locks.request(LOCK_NAME, hold).catch(reject);
+        return undefined;
+      })
+      .catch(reject);
+  });
+}
+
+async function loadSqlite() {
+  const { default: sqlite3InitModule } = await import(siteURL("vendor/sqlite-wasm/index.mjs"));
+  return sqlite3InitModule({
+    print: (...args) => console.log("[sqlite]", ...args),
+    printErr: (...args) => console.warn("[sqlite]", ...args),
+  });
+}
+
+// The pool and open phases: the database file in the OPFS pool, and the bridge Python calls.
+async function openDatabase(boot, sqlite3, res) {
+  res.pool = await boot.phase("pool", () => installPool(sqlite3));
+  return boot.phase("open", async () => {
+    const openDb = (name) => {
+      const db = new res.pool.OpfsSAHPoolDb(name);
+      // Extended codes ("SQLITE_CONSTRAINT_UNIQUE", not just "SQLITE_CONSTRAINT"), as CPython reports.
+      sqlite3.capi.sqlite3_extended_result_codes(db.pointer, 1);
+      for (const sql of PRAGMAS) db.exec(sql);
+      const mode = db.selectValue("PRAGMA journal_mode");
+      if (mode !== "wal") console.warn(`[durably] journal_mode of ${name} is ${mode}, not wal`);
+      return db;
+    };
+    res.db = openDb(DB_FILE);
+    const removeDb = (name) => {
+      for (const suffix of ["", "-wal", "-journal"]) res.pool.unlink(name + suffix);
+    };
+    return createBridge(sqlite3, res.db, { open: openDb, remove: removeDb });
+  });
+}
+
+async function installPool(sqlite3) {
+  // The previous owner (a tab that just closed) may still be releasing its sync access
+  // handles for a few ms after its lock is gone: retry a failed install briefly.
+  let lastError;
+  for (let attempt = 0; attempt <= POOL_RETRIES; attempt++) {
+    try {
+      return await sqlite3.installOpfsSAHPoolVfs({
+        // Never delete the user's data because the pool could not be opened this time.
+        preserveOnInitFailure: true,
+        forceReinitIfPreviouslyFailed: attempt > 0,
+      });
+    } catch (err) {
+      lastError = err;
+      await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+    }
+  }
+  const busy = lastError?.name === "NoModificationAllowedError" || /NoModificationAllowed/.test(String(lastError));
+  throw new Error(
+    busy
+      ? "the OPFS storage is in use by another tab or window of this site: close it and reload"
+      : `cannot open the OPFS storage: ${lastError?.message ?? lastError} (a full disk, or a browser that blocks storage, e.g. some private windows)`,
+  );
+}
+
+// The wheels (status and SHA-256 checked against the manifest, so a half-deployed site says
+// so plainly) and the job modules' source, all fetched at once.
+async function downloadCode(manifest) {
+  const wheels = Promise.all(
+    manifest.wheels.map(async (w) => {
+      const res = await fetch(siteURL(w.url));
+      if (!res.ok) throw new BootError({ phase: "install", message: `cannot download ${w.url}: HTTP ${res.status}. Is the site fully deployed?` });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const digest = await sha256Hex(bytes);
+      if (digest !== w.sha256) {
+        throw new BootError({
+          phase: "install",
+          message: `${w.url} is not the wheel this site was built with (SHA-256 ${digest.slice(0, 12)}...): rebuild and redeploy the whole site/ folder`,
+        });
+      }
+      return { file: w.file, bytes };
+    }),
+  );
+  const modules = Promise.all(manifest.jobModules.map(async (m) => ({ module: m.module, text: await fetchOk(m.url, "text") })));
+  return { wheels: await wheels, modules: await modules };
+}
+
+/**
+ * The phases pyodide, micropip and install: load Pyodide from the site's own files and put
+ * durably and the job modules where Python imports them from. Returns the Pyodide
+ * instance. Everything about how Python is obtained lives inside this function, so another
+ * way to get there (a memory snapshot) replaces its inside and nothing else.
+ *
+ * @param {Boot} boot runs and reports the phases
+ * @param {object} manifest the site's manifest.json
+ * @param {Promise<{wheels, modules}>} downloads the checked wheels and the job modules' source
+ */
+export async function loadPython(boot, manifest, downloads) {
+  const pyodide = await boot.phase("pyodide", async () => {
+    const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
+    return loadPyodide({
+      indexURL: siteURL("vendor/pyodide/"),
+      stdout: (line) => console.log("[python]", line),
+      stderr: (line) => console.warn("[python]", line),
+    });
+  });
+
+  await boot.phase("micropip", async () => {
+    const errors = [];
+    await pyodide.loadPackage(siteURL(manifest.micropip.url), {
+      messageCallback: () => {},
+      errorCallback: (msg) => errors.push(msg),
+    });
+    // loadPackage resolves even when a download failed: check that micropip is installed.
+    // find_spec finds it without importing it: the import costs ~0.5 s, which only the jobs
+    // that use micropip (to install packages from the site at run time) should pay.
+    const found = pyodide.runPython('import importlib.util\nimportlib.util.find_spec("micropip") is not None');
+    if (!found) throw new Error(`micropip did not load from ${manifest.micropip.url}: ${errors.join("; ") || "not installed"}`);
+  });
+
+  await boot.phase("install", async () => {
+    // Unpack the wheels downloadCode() fetched and checked into site-packages. Our wheels are
+    // pure Python without dependencies: there is nothing for an installer to resolve, and
+    // unpacking the checked bytes is ~0.6 s faster than importing micropip to do it.
+    const purelib = pyodide.runPython("import sysconfig\nsysconfig.get_path('purelib')");
+    const { wheels, modules } = await downloads;
+    for (const w of wheels) {
+      try {
+        pyodide.unpackArchive(w.bytes, "wheel", { extractDir: purelib });
+      } catch (err) {
+        const text = String(err?.message ?? err);
+        throw new BootError({ phase: "install", message: `installing ${w.file} failed: ${lastLine(text)}`, detail: text });
+      }
+    }
+    pyodide.FS.mkdirTree(JOBS_DIR);
+    for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.text);
+    pyodide.runPython(
+      `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\nimportlib.invalidate_caches()`,
+    );
+  });
+  return pyodide;
+}
+
+// The import phase: have durably.browser check the page's init message against the
+// manifest, and import the job modules it names. Returns the checked init.
+async function importJobs(pyodide, init, manifest) {
+  let browser;
+  try {
+    browser = pyodide.pyimport("durably.browser");
+  } catch (err) {
+    throw pythonBootError("import", "cannot import durably.browser", err);
+  }
+  try {
+    let checked;
+    try {
+      const proxy = browser.parse_init(
+        JSON.stringify(init),
+        manifest.jobModules.map((m) => m.module),
+      );
+      checked = proxy.toJs({ dict_converter: Object.fromEntries });
+      proxy.destroy();
+    } catch (err) {
+      throw pythonBootError("import", "the page's init message was refused", err, true);
+    }
+    const failures = JSON.parse(browser.import_job_modules(checked.jobs));
+    if (failures.length) {
+      throw new BootError({
+        phase: "import",
+        message: `cannot import ${failures.map((f) => f.module).join(", ")}: ${lastLine(failures[0].traceback)}`,
+        detail: failures.map((f) => f.traceback).join("\n"),
+      });
+    }
+    return checked;
+  } finally {
+    browser.destroy();
+  }
+}
+
+async function waitForInit(initReceived) {
+  let timer;
+  return Promise.race([
+    initReceived,
+    new Promise((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new BootError({ phase: "import", message: `the page sent no init message within ${INIT_TIMEOUT_MS / 1000} s; connect() sends it (web/client.js)` }),
+          ),
+        INIT_TIMEOUT_MS,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// The start phase: the BrowserHost, the schema, the leases, the runtime.
+async function startHost(res, init, post) {
+  const browser = res.pyodide.pyimport("durably.browser");
+  const postEvent = (text) => {
+    // An event the page cannot read must not stop the runtime: warn and go on.
+    try {
+      post({ type: "event", event: JSON.parse(text) });
+    } catch (err) {
+      console.warn("[durably] dropping an event that could not be posted:", err);
+    }
+  };
+  try {
+    res.host = browser.make_host(postEvent, JSON.stringify(init));
+  } catch (err) {
+    throw pythonBootError("start", "cannot start durably", err);
+  } finally {
+    browser.destroy();
+  }
+  try {
+    const result = await res.host.start();
+    const started = result.toJs({ dict_converter: Object.fromEntries });
+    result.destroy();
+    return started;
+  } catch (err) {
+    // SchemaError (a database written by a newer durably) lands here, before anything
+    // was written: the file is left exactly as it was.
+    throw pythonBootError("start", "cannot open the database", err);
+  }
+}
+
+// A Python exception at boot: its last line on the status line, the traceback in the details.
+// `bare`: the message is the error's own (a ValidationError that says what to do).
+function pythonBootError(phase, what, err, bare = false) {
+  const text = String(err?.message ?? err);
+  const last = lastLine(text);
+  const message = bare ? last.replace(/^[\w.]*Error: /, "") : `${what}: ${last}`;
+  return new BootError({ phase, message, detail: text });
+}
+
+async function fetchOk(rel, as) {
+  const res = await fetch(siteURL(rel), { cache: "no-cache" });
+  if (!res.ok) throw new Error(`GET ${rel}: HTTP ${res.status}`);
+  return as === "json" ? res.json() : res.text();
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function lastLine(text) {
+  const lines = String(text).trim().split("\n");
+  return lines[lines.length - 1];
+}
