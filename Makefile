@@ -7,13 +7,14 @@ PORT ?= 8000
 # apt-get needs root; elsewhere go through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test build serve deps python-deps chromium clean
+.PHONY: demo test build serve deps python-deps chromium postgresql clean
 
 demo: build
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
+# The PostgreSQL tests fail rather than skip when deps could not install the server.
 test: deps build
-	$(PYTHON) -m pytest
+	DURABLY_REQUIRE_POSTGRES=1 $(PYTHON) -m pytest
 
 build: node_modules/.package-lock.json
 	PYTHON=$(PYTHON) node scripts/build.mjs
@@ -21,7 +22,7 @@ build: node_modules/.package-lock.json
 serve:
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
-deps: python-deps node_modules/.package-lock.json bench/web/node_modules/.package-lock.json chromium
+deps: python-deps node_modules/.package-lock.json bench/web/node_modules/.package-lock.json chromium postgresql
 
 # Re-run when the lock file changes; npm ci gives exactly the committed versions.
 node_modules/.package-lock.json: package-lock.json
@@ -33,12 +34,17 @@ bench/web/node_modules/.package-lock.json: bench/web/package-lock.json
 	cd bench/web && npm ci --ignore-scripts --no-audit --no-fund
 
 python-deps:
-	@$(PYTHON) -c "import durably, pytest, playwright, pytest_playwright, hypothesis, dbos, huey" 2>/dev/null \
-		|| $(PYTHON) -m pip install -e '.[test,bench]'
+	@$(PYTHON) -c "import durably, pytest, playwright, pytest_playwright, hypothesis, dbos, huey, psycopg" 2>/dev/null \
+		|| $(PYTHON) -m pip install -e '.[test,bench,postgres]'
 
 # Debian's Chromium: Playwright's own browser download cannot work on these machines.
 chromium:
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
+# Debian's PostgreSQL server programs (initdb, pg_ctl): the tests start a throwaway cluster
+# of their own on 127.0.0.1 and remove it afterwards (tests/pg_fixtures.py).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y postgresql; }
 
 clean:
 	rm -rf site .cache

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--browser] [--rounds R] [--only a,b] [--workloads 1,5] [--scale-runs N] [--out DIR]``"""
+"""``python -m bench [--quick] [--browser] [--postgres] [--rounds R] [--only a,b] [--workloads 1,5] [--scale-runs N] [--out DIR]``"""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small cases, 1 round, floor + durably + dbos-wal (--only to change): a smoke run")
     p.add_argument("--rounds", type=int, help="rounds of alternation (default 1 quick, 3 full)")
     p.add_argument("--browser", action="store_true", help="also run the browser contenders in headless Chromium")
+    p.add_argument("--postgres", action="store_true",
+                   help="start a throwaway PostgreSQL server (fsync on) and add its contenders and workload 7 (worker processes)")
     p.add_argument("--only", help=f"comma-separated contenders out of {', '.join(dict.fromkeys([*CPYTHON, *BROWSER, *BROWSER_LOAD]))}")
     p.add_argument("--workloads", help="comma-separated workload numbers to run (default: all of the plan's)")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER and x not in BROWSER_LOAD]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
-    plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser)
+    plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser, postgres=a.postgres)
     if a.workloads:
         keep = {int(x) for x in a.workloads.split(",")}
         plan.cases = [c for c in plan.cases if c.workload in keep]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from bench.common import percentile, remove_db, spread
-from bench.contenders import BROWSER, BROWSER_LOAD, BROWSER_RESUME, CPYTHON, host, supports
+from bench.contenders import BROWSER, BROWSER_LOAD, BROWSER_RESUME, CPYTHON, POSTGRES, host, supports
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(ROOT, "results", "tmp")
@@ -37,6 +37,7 @@ METRICS = {
         ("last_over_first", "last/first slice", False),
     ],
     "runs": [("runs_per_s", "runs/s", True)],
+    "workers": [("runs_per_s", "runs/s, steady state", True), ("wall_runs_per_s", "runs/s, wall clock", True)],
     "load": [
         ("cold_ms", "cold: load to ready ms", False),
         ("warm_ms_p50", "warm: reload to ready ms p50", False),
@@ -60,7 +61,7 @@ METRICS = {
 class Case:
     id: str
     workload: int
-    kind: str  # steps | runs | trigger | load | resume
+    kind: str  # steps | runs | trigger | load | resume | workers
     func: str
     params: dict
     title: str
@@ -74,8 +75,9 @@ class Plan:
     cases: list[Case]
     scale_runs: int | None
     timeout: float
-    contenders: list[str] = field(default_factory=lambda: list(CPYTHON))
+    contenders: list[str] = field(default_factory=lambda: [n for n in CPYTHON if n not in POSTGRES])
     browser: bool = False
+    postgres: bool = False
 
 
 LOAD_CASE = Case("4-load", 4, "load", "load_time", {"warm": 3},
@@ -93,8 +95,24 @@ def resume_case(reloads: int) -> Case:
 QUICK_CONTENDERS = ["floor", "durably", "dbos-wal"]
 
 
+def workers_cases(k: int) -> list[Case]:
+    """Workload 7 (issue 13): K one-step runs against 1, 2, 4 and 8 worker processes."""
+    return [Case(f"7-workers-w{w}", 7, "workers", "runs_workers", {"k": k, "workers": w},
+                 f"Workload 7 (PostgreSQL): {k:,} one-step runs, {w} worker process{'es' if w > 1 else ''}")
+            for w in (1, 2, 4, 8)]
+
+
 def make_plan(quick: bool, rounds: int | None = None, scale_runs: int | None = None,
-              browser: bool = False) -> Plan:
+              browser: bool = False, postgres: bool = False) -> Plan:
+    plan = _make_plan(quick, rounds, scale_runs, browser)
+    if postgres:
+        plan.postgres = True
+        plan.contenders += sorted(POSTGRES)
+        plan.cases += workers_cases(200 if quick else 2_000)
+    return plan
+
+
+def _make_plan(quick: bool, rounds: int | None, scale_runs: int | None, browser: bool) -> Plan:
     if quick:
         cases = [
             Case("1-steps-n200", 1, "steps", "steps", {"n": 200, "slices": 10}, "Workload 1: one run of 200 steps"),
@@ -164,6 +182,8 @@ def derive(kind: str, r: dict) -> dict:
         }
     if kind == "runs":
         return {"runs_per_s": r["runs_per_s"]}
+    if kind == "workers":
+        return {"runs_per_s": r["runs_per_s"], "wall_runs_per_s": r["wall_runs_per_s"]}
     if kind == "load":
         return {"cold_ms": r["cold_ms"], "warm_ms_p50": percentile(r["warm_ms"], 50)}
     if kind == "resume":
@@ -217,11 +237,33 @@ def _versions() -> dict:
     return out
 
 
+def _pg_version(cluster) -> str:
+    try:
+        return str(cluster.execute("SHOW server_version")[0][0])
+    except Exception as exc:  # the figures matter more than the version line
+        return f"unknown ({exc})"
+
+
 def _runs(name: str, case: Case) -> bool:
     return supports(name, case.kind) and (case.host is None or case.host == host(name))
 
 
 def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
+    if not plan.postgres:
+        return _run_plan(plan, only, {})
+    # One server for every PostgreSQL contender, fsync on (the server's defaults); each
+    # measurement makes a database of its own on it (see bench.contenders.dbos_postgres).
+    from bench import pg_cluster
+
+    with pg_cluster.PgCluster(durable=True) as cluster:
+        os.environ["DURABLY_BENCH_PG_URL"] = cluster.url("postgres")
+        try:
+            return _run_plan(plan, only, {"postgresql": _pg_version(cluster)})
+        finally:
+            os.environ.pop("DURABLY_BENCH_PG_URL", None)
+
+
+def _run_plan(plan: Plan, only: list[str] | None, server_versions: dict) -> dict:
     names = list(plan.contenders) + (list(BROWSER) + list(BROWSER_LOAD) if plan.browser else [])
     if only:  # --only may name any contender, also one the plan leaves out by default
         names += [n for n in only if n in CPYTHON]
@@ -314,7 +356,7 @@ def run_plan(plan: Plan, only: list[str] | None = None) -> dict:
                 "loadavg_at_start": load_start,
                 "loadavg_at_end": os.getloadavg(),
             },
-            "versions": {**_versions(), **browser_versions},
+            "versions": {**_versions(), **browser_versions, **server_versions},
             "command": " ".join(["python -m bench"] + sys.argv[1:]),
         },
         "contenders": status,

@@ -8,6 +8,9 @@ import threading
 
 import pytest
 
+# The PostgreSQL fixtures (a throwaway cluster per session): see tests/pg_fixtures.py.
+pytest_plugins = ["pg_fixtures"]
+
 ASYNC_TEST_TIMEOUT = 60
 
 

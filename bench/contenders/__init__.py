@@ -9,7 +9,17 @@ CPYTHON: dict[str, tuple[str, dict]] = {
     "dbos": ("bench.contenders.dbos_transact", {"tuned": False}),
     "dbos-wal": ("bench.contenders.dbos_transact", {"tuned": True}),
     "huey": ("bench.contenders.huey_sqlite", {}),
+    # On the bench's own PostgreSQL server: only with python -m bench --postgres.
+    "dbos-pg": ("bench.contenders.dbos_postgres", {}),
 }
+
+# The contenders that need the bench's PostgreSQL server (python -m bench --postgres).
+POSTGRES: set[str] = {"dbos-pg"}
+
+# Workload 7 (one-step runs/s against 1, 2, 4, 8 worker processes on one PostgreSQL server):
+# the contenders that have a runs_workers(k, workers, db_path). durably's comes with the
+# PostgreSQL engine (issue 13).
+WORKERS: set[str] = {"dbos-pg"}
 
 # Browser contenders of workloads 1-3: label -> page (driven by bench.browser). durably's is
 # its own site's test page (a private copy, under /site/) with a bench-only job module.
@@ -39,10 +49,12 @@ def host(name: str) -> str:
 
 
 def supports(name: str, kind: str) -> bool:
-    """Workload 4 (load) and 5 (resume) have their own lists; workloads 1-3 are for the
-    CPython and BROWSER contenders."""
+    """Workload 4 (load), 5 (resume) and 7 (workers) have their own lists; workloads 1-3 are
+    for the CPython and BROWSER contenders."""
     if kind == "load":
         return name in BROWSER_LOAD
     if kind == "resume":
         return name in BROWSER_RESUME
+    if kind == "workers":
+        return name in WORKERS
     return name in CPYTHON or name in BROWSER

@@ -31,17 +31,18 @@ def available() -> str | None:
     return None
 
 
-def _launch(db_path: str, tuned: bool, register: Callable[[Any], None]) -> Any:
+def _launch(db_path: str, tuned: bool, register: Callable[[Any], None], url: str | None = None) -> Any:
+    """``url``: a PostgreSQL system database instead of the SQLite file (bench.contenders.dbos_postgres)."""
     from dbos import DBOS
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
     config: dict = {
         "name": "bench",
-        "system_database_url": f"sqlite:///{db_path}",
+        "system_database_url": url or f"sqlite:///{db_path}",
         "run_admin_server": False,
         "log_level": "WARNING",
     }
-    if tuned:
+    if tuned and not url:
         import sqlalchemy as sa
         from sqlalchemy import event
 
@@ -63,11 +64,13 @@ def _launch(db_path: str, tuned: bool, register: Callable[[Any], None]) -> Any:
     return DBOS
 
 
-def _settings(tuned: bool) -> str:
+def _settings(tuned: bool, url: str | None = None) -> str:
+    if url:
+        return "PostgreSQL system database (server defaults: fsync, synchronous_commit on)"
     return "WAL, synchronous=NORMAL" if tuned else "rollback journal (DELETE), synchronous=FULL (as shipped)"
 
 
-def steps(n: int, db_path: str, slices: int = 20, tuned: bool = False) -> dict:
+def steps(n: int, db_path: str, slices: int = 20, tuned: bool = False, url: str | None = None) -> dict:
     clock = SliceClock(n, slices)
     fns: dict = {}
 
@@ -85,7 +88,7 @@ def steps(n: int, db_path: str, slices: int = 20, tuned: bool = False) -> dict:
 
         fns["wf"] = bench_steps
 
-    DBOS = _launch(db_path, tuned, register)
+    DBOS = _launch(db_path, tuned, register, url)
     try:
         t0 = now()
         fns["wf"](n)
@@ -93,7 +96,7 @@ def steps(n: int, db_path: str, slices: int = 20, tuned: bool = False) -> dict:
         seconds = now() - t0
     finally:
         DBOS.destroy(destroy_registry=True)
-    return steps_result(n, seconds, clock, settings=_settings(tuned))
+    return steps_result(n, seconds, clock, settings=_settings(tuned, url))
 
 
 def _register_one(fns: dict, started: dict) -> Callable[[Any], None]:
@@ -112,9 +115,9 @@ def _register_one(fns: dict, started: dict) -> Callable[[Any], None]:
     return register
 
 
-def runs(k: int, db_path: str, tuned: bool = False) -> dict:
+def runs(k: int, db_path: str, tuned: bool = False, url: str | None = None) -> dict:
     fns: dict = {}
-    DBOS = _launch(db_path, tuned, _register_one(fns, {}))
+    DBOS = _launch(db_path, tuned, _register_one(fns, {}), url)
     try:
         t0 = now()
         handles = [DBOS.start_workflow(fns["one"], i) for i in range(k)]
@@ -123,13 +126,13 @@ def runs(k: int, db_path: str, tuned: bool = False) -> dict:
         seconds = now() - t0
     finally:
         DBOS.destroy(destroy_registry=True)
-    return runs_result(k, seconds, settings=_settings(tuned), path="DBOS.start_workflow")
+    return runs_result(k, seconds, settings=_settings(tuned, url), path="DBOS.start_workflow")
 
 
-def trigger_latency(k: int, db_path: str, tuned: bool = False) -> dict:
+def trigger_latency(k: int, db_path: str, tuned: bool = False, url: str | None = None) -> dict:
     fns: dict = {}
     started: dict = {}
-    DBOS = _launch(db_path, tuned, _register_one(fns, started))
+    DBOS = _launch(db_path, tuned, _register_one(fns, started), url)
     trig, start = [], []
     try:
         for i in range(k):
@@ -141,4 +144,4 @@ def trigger_latency(k: int, db_path: str, tuned: bool = False) -> dict:
             start.append(started[i] - t0)
     finally:
         DBOS.destroy(destroy_registry=True)
-    return latency_result(trig, start, settings=_settings(tuned), path="DBOS.start_workflow")
+    return latency_result(trig, start, settings=_settings(tuned, url), path="DBOS.start_workflow")

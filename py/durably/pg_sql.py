@@ -1,0 +1,122 @@
+"""The statements that differ on PostgreSQL, one constant per store transition that needs it.
+
+Everything else the store sends runs unchanged on both engines (docs/postgres.md lists
+every statement and why). These are written with ``?`` placeholders, like the store's own
+(``pg_driver`` translates them), and run in autocommit mode unless a comment says
+"inside a transaction". Each is exercised against a real server by tests/pg/test_pg_sql.py.
+
+Why they differ, in one line each:
+
+- a claim must skip rows another worker is claiming instead of waiting for them
+  (``FOR UPDATE SKIP LOCKED``); SQLite has one writer at a time and needs none;
+- a fenced step insert must lock the run row it checks (``FOR SHARE``), or under READ
+  COMMITTED it could read a generation that a claim is replacing at that moment;
+- ``+job_name`` (SQLite's "do not use this index") is not valid on text in PostgreSQL,
+  and a list of job names is one array parameter (``= ANY(?)``);
+- ``INSERT OR IGNORE`` is ``ON CONFLICT DO NOTHING``;
+- two triggers with one concurrency key must not both see "no pending run": an advisory
+  lock per (job, key), taken before the check, does what SQLite's ``BEGIN IMMEDIATE`` does.
+"""
+
+from __future__ import annotations
+
+from .models import RUN_COLUMNS
+
+#: Channel of the wake-up notifications; the payload is the job name.
+WAKE_CHANNEL = "durably_wake"
+
+# -- claiming ----------------------------------------------------------------------------------
+
+# A concurrency key is held as in the SQLite claim (see Store.claim); the unique index
+# durably_runs_key_holder makes "held by one run" hold across machines too.
+_HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
+
+#: Lease the oldest claimable run of the given jobs. Parameters: job names (a list), now,
+#: now, job names, now, owner, lease_until, now, now. Returns the run's RUN_COLUMNS, or no
+#: row. A 23505 (durably_runs_key_holder) means another worker took a run of the same key
+#: at the same moment: clear expired cancel holds (CLEAR_EXPIRED_CANCEL_HOLDS) and claim again.
+#: Each candidate is the first row of its own index range that no other claim has locked,
+#: so concurrent workers get different runs; the second candidate's lock is released at
+#: the end of the statement.
+CLAIM = f"""
+WITH pending AS (
+    SELECT r.id FROM durably_runs r
+    WHERE r.status = 'pending' AND r.job_name = ANY(?)
+      AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
+           AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))
+    ORDER BY r.id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT r.id FROM durably_runs r
+    WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.job_name = ANY(?)
+      AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
+           AND o.status IN ('leased', 'cancelled') AND o.lease_expires_at >= ?))
+    ORDER BY r.id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE durably_runs
+SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
+    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+WHERE id = (SELECT min(id) FROM (SELECT id FROM pending UNION ALL SELECT id FROM expired) c)
+RETURNING {RUN_COLUMNS}
+"""
+
+#: A run cancelled while leased whose worker died keeps its lease fields, and with them its
+#: place in durably_runs_key_holder, until its lease expires; SQLite's claim treats it as
+#: free from then on. Parameter: now.
+CLEAR_EXPIRED_CANCEL_HOLDS = (
+    "UPDATE durably_runs SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE status = 'cancelled' AND concurrency_key IS NOT NULL AND lease_expires_at < ?"
+)
+
+# -- the worker's writes -------------------------------------------------------------------------
+
+#: Store a completed step, fenced: nothing is written unless the run is leased at this
+#: generation when the row lock is granted (a claim in flight is waited for, then re-read).
+#: Parameters: run_id, index, name, output, started_at, now, run_id, generation.
+COMPLETE_STEP = (
+    "INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
+    "SELECT ?, ?, ?, 'completed', ?, ?, ? FROM durably_runs "
+    "WHERE id = ? AND status = 'leased' AND lease_generation = ? FOR SHARE"
+)
+
+#: The failed or cancelled step that ends a run (inside the finishing transaction).
+#: Parameters: run_id, index, name, status, error, started_at, now.
+INSERT_STEP_RECORD = (
+    "INSERT INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING"
+)
+
+# -- triggering ------------------------------------------------------------------------------------
+
+#: Inside the trigger's transaction, before looking for a pending run of the same job and
+#: concurrency key: concurrent triggers of one (job, key) take turns, and each one's check
+#: (a new snapshot under READ COMMITTED) sees the run the previous one inserted.
+#: Parameters: job_name, concurrency_key.
+TRIGGER_KEY_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "'durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
+)
+
+#: Insert a pending run unless a run of this job with this idempotency key exists (a
+#: concurrent trigger may have inserted it after we looked): no row back means "look it up
+#: again and return it as idempotent". Parameters as the store's insert (10 values).
+INSERT_RUN_IDEMPOTENT = (
+    "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
+    "concurrency_key, retrigger_of, created_at, updated_at) "
+    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    "RETURNING id"
+)
+
+#: Wake the workers that LISTEN: delivered when the sending transaction commits (never for
+#: one that rolls back), once per distinct payload per transaction. Parameter: job_name.
+#: Every notifying commit takes one lock for the whole cluster, so a trigger that sends it
+#: commits one at a time with the others that do: send it once per transaction.
+WAKE = f"SELECT pg_notify('{WAKE_CHANNEL}', ?)"
+
+# -- reading -----------------------------------------------------------------------------------
+
+#: ``get_runs`` without a limit: PostgreSQL refuses SQLite's ``LIMIT -1``; both engines
+#: take the largest 64-bit integer as "no limit".
+NO_LIMIT = 2**63 - 1

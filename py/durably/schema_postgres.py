@@ -1,0 +1,141 @@
+"""The database schema on PostgreSQL, as numbered migrations.
+
+A version number means the same tables and columns on both engines (``schema.py`` is
+SQLite's): a PostgreSQL database at version 2 holds what an SQLite file at version 2 holds,
+so ``durably copy`` moves rows between them column for column. Indexes may differ: each
+engine gets the ones its own statements need. A PostgreSQL database never had SQLite's
+schema 1, so its first migration is number 2. Never edit a migration that has shipped;
+add the next number, here and in ``schema.py`` alike.
+
+The choices that keep the two engines' data the same (docs/postgres.md says why):
+
+- Timestamps stay fixed-width ISO-8601 UTC text (``2026-11-25T18:49:08.123456Z``), written by
+  the app's clock, never by the server's ``now()``: text order is time order on both engines,
+  a copy moves them unchanged, and tests keep their controllable clock.
+- Every text column is ``COLLATE "C"``: byte order, like SQLite's ``BINARY``, whatever the
+  database's locale (a ``en_US`` collation would order ids and timestamps differently from
+  SQLite and compare them more slowly).
+- JSON stays ``TEXT`` (not ``jsonb``, which would rewrite the stored text), integers are
+  ``BIGINT`` (SQLite's integers are 64-bit), and the log id is an identity column that a
+  copy may set explicitly (``BY DEFAULT``; ``durably copy`` moves the sequence past it).
+- No triggers: waking (``NOTIFY``) is sent by the store's own statements.
+"""
+
+from __future__ import annotations
+
+# Created by the store before it reads the version (as in schema.py's SQLite store).
+MIGRATIONS_TABLE = (
+    'CREATE TABLE IF NOT EXISTS durably_migrations ('
+    'version BIGINT PRIMARY KEY, applied_at TEXT COLLATE "C" NOT NULL)'
+)
+
+# Taken first in the migrating transaction: two processes starting on an empty database
+# would otherwise both create the tables (PostgreSQL's DDL is transactional, so the loser
+# would fail on the catalog's unique indexes). Per schema, like the tables.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('durably:migrate:' || current_schema(), 0))"
+
+# Does this schema hold durably's tables? (SQLite asks sqlite_master.)
+HAS_MIGRATIONS_TABLE = "SELECT to_regclass('durably_migrations') IS NOT NULL"
+
+FIRST_VERSION = 2
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        2,
+        [
+            """
+            CREATE TABLE durably_runs (
+                id               TEXT COLLATE "C" PRIMARY KEY,
+                job_name         TEXT COLLATE "C" NOT NULL,
+                status           TEXT COLLATE "C" NOT NULL CHECK (status IN
+                                   ('pending', 'leased', 'completed', 'failed', 'cancelled')),
+                input            TEXT COLLATE "C" NOT NULL,
+                output           TEXT COLLATE "C",
+                error            TEXT COLLATE "C",
+                failed_step      TEXT COLLATE "C",
+                labels           TEXT COLLATE "C" NOT NULL DEFAULT '{}',
+                idempotency_key  TEXT COLLATE "C",
+                concurrency_key  TEXT COLLATE "C",
+                progress         TEXT COLLATE "C",
+                lease_owner      TEXT COLLATE "C",
+                lease_generation BIGINT NOT NULL DEFAULT 0,
+                lease_expires_at TEXT COLLATE "C",
+                completed_steps  BIGINT NOT NULL DEFAULT 0,
+                retrigger_of     TEXT COLLATE "C",
+                created_at       TEXT COLLATE "C" NOT NULL,
+                started_at       TEXT COLLATE "C",
+                completed_at     TEXT COLLATE "C",
+                updated_at       TEXT COLLATE "C" NOT NULL
+            )
+            """,
+            # Same job + same key = same run, forever (until the run is deleted). Also the
+            # arbiter of INSERT ... ON CONFLICT for concurrent triggers with one key.
+            """
+            CREATE UNIQUE INDEX durably_runs_idempotency
+                ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL
+            """,
+            # Claiming (oldest pending first) and listing by status, newest first.
+            "CREATE INDEX durably_runs_status ON durably_runs (status, id)",
+            "CREATE INDEX durably_runs_job ON durably_runs (job_name, id)",
+            """
+            CREATE INDEX durably_runs_concurrency
+                ON durably_runs (concurrency_key, status) WHERE concurrency_key IS NOT NULL
+            """,
+            # At most one run holds a concurrency key, whatever machine claims it: a run
+            # that is leased (a live or expired lease), or cancelled while leased until its
+            # worker acknowledges (record_cancelled clears the lease). Two claims racing for
+            # runs of one key cannot both commit: the second waits for the first and fails
+            # with a unique violation (23505), and the store tries its next candidate.
+            # (SQLite needs no such index: BEGIN IMMEDIATE serialises its claims.)
+            """
+            CREATE UNIQUE INDEX durably_runs_key_holder
+                ON durably_runs (concurrency_key)
+                WHERE concurrency_key IS NOT NULL
+                  AND (status = 'leased' OR (status = 'cancelled' AND lease_expires_at IS NOT NULL))
+            """,
+            # Retention and purge: finished runs by age.
+            """
+            CREATE INDEX durably_runs_finished
+                ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
+            """,
+            """
+            CREATE TABLE durably_run_labels (
+                run_id TEXT COLLATE "C" NOT NULL,
+                key    TEXT COLLATE "C" NOT NULL,
+                value  TEXT COLLATE "C" NOT NULL,
+                PRIMARY KEY (run_id, key)
+            )
+            """,
+            "CREATE INDEX durably_run_labels_kv ON durably_run_labels (key, value, run_id)",
+            # SQLite's WITHOUT ROWID b-tree keyed (run_id, idx): on PostgreSQL a heap and its
+            # primary key. A step's commit writes one heap tuple and one index entry.
+            """
+            CREATE TABLE durably_steps (
+                run_id       TEXT COLLATE "C" NOT NULL,
+                idx          BIGINT NOT NULL,
+                name         TEXT COLLATE "C" NOT NULL,
+                status       TEXT COLLATE "C" NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
+                output       TEXT COLLATE "C",
+                error        TEXT COLLATE "C",
+                started_at   TEXT COLLATE "C" NOT NULL,
+                completed_at TEXT COLLATE "C" NOT NULL,
+                PRIMARY KEY (run_id, idx)
+            )
+            """,
+            """
+            CREATE TABLE durably_logs (
+                id         BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                run_id     TEXT COLLATE "C" NOT NULL,
+                step_name  TEXT COLLATE "C",
+                level      TEXT COLLATE "C" NOT NULL,
+                message    TEXT COLLATE "C" NOT NULL,
+                data       TEXT COLLATE "C",
+                created_at TEXT COLLATE "C" NOT NULL
+            )
+            """,
+            "CREATE INDEX durably_logs_run ON durably_logs (run_id, id)",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
