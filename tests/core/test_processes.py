@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import durably
 from durably import Durably
 
 JOBS = textwrap.dedent(
@@ -49,8 +50,17 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The durably these tests import, first on the children's path too: otherwise a child could
+# import another copy (an editable install of another checkout) than the one under test.
+PACKAGE_ROOT = str(Path(durably.__file__).resolve().parents[1])
+
+
+def child_env(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, str(workdir)])}
+
+
 def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    env = child_env(cwd)
     proc = subprocess.run([sys.executable, "-m", "durably", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
@@ -59,7 +69,7 @@ def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 
 
 def start_worker(workdir: Path, db: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    env = child_env(workdir)
     return subprocess.Popen(
         [sys.executable, "-m", "durably", "worker", "ledger_jobs", "--db", db,
          "--polling-interval", "0.05", *extra],
@@ -251,7 +261,7 @@ def test_cli_worker_prints_one_line_per_event_and_runs_module_files(workdir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "durably", "worker", str(workdir / "ledger_jobs.py"), "--db", db,
          "--polling-interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(workdir),
     )
     try:
         wait_until(lambda: statuses(db)[run_id] == "completed", what="the run to complete")
