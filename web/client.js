@@ -174,7 +174,7 @@ export function connect({
     getRun: (id) => call("getRun", { id }),
     getRuns: (filter = {}) => call("getRuns", defined(filter)),
     getSteps: (id) => call("getSteps", { id }),
-    getLogs: (id) => call("getLogs", { id }),
+    getLogs: (id, { afterId, limit, last } = {}) => call("getLogs", defined({ id, afterId, limit, last })),
     cancel: (id) => call("cancel", { id }),
     retrigger: (id) => call("retrigger", { id }),
     deleteRun: (id) => call("deleteRun", { id }),

@@ -4,6 +4,7 @@ database); running, stopping and waiting are ``async``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -24,6 +25,20 @@ from .errors import (
 )
 from .events import Event, EventBus
 from .jobs import Job, check_name, check_text
+from .limits import (
+    MAX_CONCURRENT_RUNS,
+    MAX_FILTER_VALUES,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_LEASE_DURATION,
+    MAX_NAME_LENGTH,
+    MAX_OFFSET,
+    MAX_PAGE,
+    MAX_POLLING_INTERVAL,
+    MAX_PURGE_LIMIT,
+    MAX_RETENTION,
+    MAX_TIMEOUT,
+)
 from .models import ACTIVE, FINISHED, LogRecord, Run, StepRecord
 from .runtime import Runtime
 from .schemas import check_json
@@ -32,24 +47,51 @@ from .store import Store
 RUN_STATUSES = ("pending", "leased", "completed", "failed", "cancelled")
 _RETAIN = re.compile(r"^([1-9][0-9]*)([dhm])$")
 _RETAIN_UNITS = {"d": 86400, "h": 3600, "m": 60}
-MAX_LABELS = 32
-MAX_LABEL_VALUE = 1000
 
 
 def parse_retention(value: str) -> timedelta:
     """``"30d"``, ``"12h"``, ``"15m"`` (m = minutes) -> timedelta; anything else is rejected."""
-    match = _RETAIN.match(value) if isinstance(value, str) else None
+    match = _RETAIN.match(value) if isinstance(value, str) and len(value) <= 20 else None
     if match is None:
         raise ValidationError(
             f"retain_runs must look like '30d', '12h' or '15m' (days, hours, minutes), got {value!r}"
         )
-    return timedelta(seconds=int(match.group(1)) * _RETAIN_UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _RETAIN_UNITS[match.group(2)]
+    if seconds > MAX_RETENTION:
+        raise ValidationError(
+            f"retain_runs is at most {int(MAX_RETENTION // 86400)}d (durably.limits.MAX_RETENTION), got {value!r}"
+        )
+    return timedelta(seconds=seconds)
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
-        raise ValidationError(f"{name} must be a positive number of seconds, got {value!r}")
+def seconds_option(name: str, value: Any, maximum: float, limit: str, *, zero: bool = False) -> float:
+    """A duration option: a finite number of seconds above 0 (or from 0, with ``zero``)
+    and at most ``maximum``, the limit named ``limit`` in durably.limits."""
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+        or not (0 <= value if zero else 0 < value) or not value <= maximum
+    ):
+        low = "from 0" if zero else "above 0"
+        raise ValidationError(
+            f"{name} must be a number of seconds {low} and at most {maximum:,.0f} (durably.limits.{limit}), "
+            f"got {value!r}"
+        )
     return float(value)
+
+
+def check_timeout(value: Any, name: str = "timeout", *, zero: bool = False) -> float | None:
+    """None (wait without end), or a finite number of seconds up to ``MAX_TIMEOUT``."""
+    if value is None:
+        return None
+    return seconds_option(name, value, MAX_TIMEOUT, "MAX_TIMEOUT", zero=zero)
+
+
+def count_option(name: str, value: Any, low: int, high: int, limit: str | None = None) -> int:
+    """An integer option from ``low`` to ``high`` (the limit named ``limit``, if any)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        where = f" (durably.limits.{limit})" if limit else ""
+        raise ValidationError(f"{name} must be an integer from {low} to {high:,}{where}, got {value!r}")
+    return value
 
 
 class Durably:
@@ -82,17 +124,19 @@ class Durably:
         clock: Clock | None = None,
         worker_id: str | None = None,
     ) -> None:
-        self.polling_interval = _positive("polling_interval", polling_interval)
-        self.lease_duration = _positive("lease_duration", lease_duration)
-        self.lease_renew_interval = _positive("lease_renew_interval", lease_renew_interval)
+        self.polling_interval = seconds_option(
+            "polling_interval", polling_interval, MAX_POLLING_INTERVAL, "MAX_POLLING_INTERVAL")
+        self.lease_duration = seconds_option(
+            "lease_duration", lease_duration, MAX_LEASE_DURATION, "MAX_LEASE_DURATION")
+        self.lease_renew_interval = seconds_option(
+            "lease_renew_interval", lease_renew_interval, MAX_LEASE_DURATION, "MAX_LEASE_DURATION")
         if self.lease_renew_interval >= self.lease_duration:
             raise ValidationError(
                 f"lease_renew_interval ({lease_renew_interval}) must be shorter than lease_duration "
                 f"({lease_duration}), or leases expire before they are renewed"
             )
-        if isinstance(max_concurrent_runs, bool) or not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
-            raise ValidationError(f"max_concurrent_runs must be an integer >= 1, got {max_concurrent_runs!r}")
-        self.max_concurrent_runs = max_concurrent_runs
+        self.max_concurrent_runs = count_option(
+            "max_concurrent_runs", max_concurrent_runs, 1, MAX_CONCURRENT_RUNS, "MAX_CONCURRENT_RUNS")
         if not isinstance(preserve_steps, bool):
             raise ValidationError(f"preserve_steps must be True or False, got {preserve_steps!r}")
         self.preserve_steps = preserve_steps
@@ -245,7 +289,7 @@ class Durably:
             data = definition.input_schema.dump(input, f"the input of job {name!r}")
         else:
             data = input
-        input_json = check_json(data, f"the input of job {name!r}")
+        input_json = check_json(data, f"the input of job {name!r}", "MAX_INPUT_BYTES")
         if idempotency_key is not None:
             check_name(idempotency_key, "idempotency_key")
         if concurrency_key is not None:
@@ -258,6 +302,9 @@ class Durably:
             "run_id": self._ids.new(),
             "job_name": name,
             "input_json": input_json,
+            # Decoded here, before the write: the run a trigger returns is built from it,
+            # and it is what JSON gives back (a tuple as a list), as get_run would return.
+            "input_value": json.loads(input_json),
             "labels": check_labels(labels),
             "idempotency_key": idempotency_key,
             "concurrency_key": concurrency_key,
@@ -315,10 +362,11 @@ class Durably:
             if value not in RUN_STATUSES:
                 raise ValidationError(f"unknown status {value!r}; use one of {', '.join(RUN_STATUSES)}")
         job_names = _as_list(job_name, "job_name")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise ValidationError(f"limit must be None or an integer >= 0, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValidationError(f"offset must be an integer >= 0, got {offset!r}")
+        for name in job_names or ():
+            check_text(name, "a job name")
+        if limit is not None:
+            count_option("limit", limit, 0, MAX_PAGE, "MAX_PAGE")
+        count_option("offset", offset, 0, MAX_OFFSET, "MAX_OFFSET")
         return self._store.get_runs(
             statuses=statuses, job_names=job_names, labels=check_labels(labels) if labels else None,
             limit=limit, offset=offset,
@@ -329,10 +377,34 @@ class Durably:
         self._require_run(run_id)
         return self._store.get_steps(run_id)
 
-    def get_logs(self, run_id: str) -> list[LogRecord]:
-        """The run's ``step.log`` lines in order. Raises NotFoundError for an unknown run."""
+    def get_logs(
+        self, run_id: str, *, after_id: int | None = None, limit: int | None = None, last: int | None = None
+    ) -> list[LogRecord]:
+        """The run's ``step.log`` lines in id order. Raises NotFoundError for an unknown run.
+
+        ``after_id``: only lines with a larger id (page on with the last id you got);
+        ``limit``: at most that many, from the start (after ``after_id``); ``last``: the
+        last N lines, still in id order (not with ``after_id`` or ``limit``).
+
+        Example::
+
+            page = app.get_logs(run.id, limit=500)
+            more = app.get_logs(run.id, after_id=page[-1].id, limit=500)
+            tail = app.get_logs(run.id, last=100)
+        """
+        if after_id is not None:
+            count_option("after_id", after_id, 0, MAX_OFFSET, "MAX_OFFSET")
+        if limit is not None:
+            count_option("limit", limit, 0, MAX_PAGE, "MAX_PAGE")
+        if last is not None:
+            count_option("last", last, 0, MAX_PAGE, "MAX_PAGE")
+            if after_id is not None or limit is not None:
+                raise ValidationError(
+                    "last cannot be combined with after_id or limit: ask for the last N lines, "
+                    "or page forward with after_id and limit"
+                )
         self._require_run(run_id)
-        return self._store.get_logs(run_id)
+        return self._store.get_logs(run_id, after_id=after_id, limit=limit, last=last)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -366,10 +438,15 @@ class Durably:
             row = self._store.finished_row_for(run_id, "retrigger")
             old = self._store.get_run(run_id)
             assert old is not None and row is not None
+            if old.decode_error is not None:
+                raise ConflictError(
+                    f"run {run_id} cannot be retriggered: {old.decode_error}; trigger a new run instead"
+                )
             run, disposition = self._store.insert_run(
                 run_id=self._ids.new(),
                 job_name=old.job_name,
-                input_json=check_json(old.input, "the input"),
+                input_json=check_json(old.input, "the input", "MAX_INPUT_BYTES"),
+                input_value=old.input,
                 labels=old.labels,
                 idempotency_key=None,
                 concurrency_key=old.concurrency_key,
@@ -381,20 +458,28 @@ class Durably:
         return run
 
     def delete_run(self, run_id: str) -> None:
-        """Delete a finished run with its steps and logs."""
+        """Delete a finished run with its steps and logs. A run cancelled while a worker
+        executed it is refused (``ConflictError``) until that worker has stopped it, or its
+        lease has expired: its step may still be running, and its concurrency key is held."""
         self._check_open()
-        run = self._store.delete_run(_check_id(run_id))
+        run = self._store.delete_run(_check_id(run_id), self._now())
         self._events.emit("run:delete", run.id, run.job_name, run.labels)
         self._notify_finished(run.id)
 
     def purge_runs(self, older_than: timedelta | datetime, limit: int = 500) -> int:
         """Delete up to ``limit`` finished runs whose ``completed_at`` is older than
         ``older_than`` (an age as a ``timedelta``, or a cut-off ``datetime``). Returns how
-        many were deleted; call again while it returns ``limit``."""
+        many were deleted; call again while it returns ``limit``. A cancelled run whose
+        worker has not stopped it yet is skipped (see ``delete_run``)."""
         self._check_open()
         if isinstance(older_than, timedelta):
             if older_than < timedelta(0):
                 raise ValidationError(f"older_than must not be negative, got {older_than}")
+            if older_than.total_seconds() > MAX_RETENTION:
+                raise ValidationError(
+                    f"older_than is an age of at most {int(MAX_RETENTION // 86400)} days "
+                    f"(durably.limits.MAX_RETENTION), got {older_than}"
+                )
             cutoff = self._clock() - older_than
         elif isinstance(older_than, datetime):
             if older_than.tzinfo is None:
@@ -402,9 +487,12 @@ class Durably:
             cutoff = older_than
         else:
             raise ValidationError(f"older_than must be a timedelta or a datetime, got {older_than!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValidationError(f"limit must be an integer from 1 to 10000, got {limit!r}")
-        runs = self._store.purge(cutoff=iso(cutoff), limit=limit)
+        count_option("limit", limit, 1, MAX_PURGE_LIMIT, "MAX_PURGE_LIMIT")
+        try:
+            cutoff_text = iso(cutoff)
+        except OverflowError:  # a date at the very edge of the calendar, in another time zone
+            raise ValidationError(f"older_than is out of range: {older_than!r}") from None
+        runs = self._store.purge(cutoff=cutoff_text, limit=limit, now=self._now())
         for run in runs:
             self._events.emit("run:delete", run.id, run.job_name, run.labels)
         return len(runs)
@@ -430,11 +518,7 @@ class Durably:
         and hands its lease back (it is pending again and resumes at once elsewhere). Past
         ``timeout`` seconds the steps still running are cancelled and their leases handed
         back. The instance stays usable and can be started again."""
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
-        ):
-            raise ValidationError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
-        await self._runtime.stop(timeout)
+        await self._runtime.stop(check_timeout(timeout, zero=True))
 
     @property
     def running(self) -> bool:
@@ -443,6 +527,7 @@ class Durably:
     async def serve(self, *, on_signal: Callable[[str], Any] | None = None, stop_timeout: float | None = None) -> None:
         """Start, run until SIGINT or SIGTERM, then stop gracefully. A second signal stops
         at once (the steps in flight are cancelled and their leases handed back)."""
+        check_timeout(stop_timeout, "stop_timeout", zero=True)
         await self.start()
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
@@ -483,8 +568,8 @@ class Durably:
     async def process_until_idle(self, max_runs: int | None = None) -> int:
         """Claim and execute runs one after another until none is left (or ``max_runs``).
         Returns how many runs were executed."""
-        if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 0):
-            raise ValidationError(f"max_runs must be None or an integer >= 0, got {max_runs!r}")
+        if max_runs is not None:
+            count_option("max_runs", max_runs, 0, MAX_OFFSET, "MAX_OFFSET")
         count = 0
         while max_runs is None or count < max_runs:
             if not await self.process_one():
@@ -515,6 +600,7 @@ class Durably:
         unknown (or deleted) run. Returns as soon as the run finishes in this process;
         runs finished by other processes are seen at the next poll."""
         loop = asyncio.get_running_loop()
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             run = self._run_outcome(run_id, timeout)
@@ -548,8 +634,7 @@ class Durably:
         raised if it failed or was cancelled. Checks the arguments as ``wait_for_run``."""
         self._check_open()
         _check_id(run_id)
-        if timeout is not None:
-            _positive("timeout", timeout)
+        check_timeout(timeout)
         run = self._store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"no run with id {run_id!r} (it may have been deleted)")
@@ -565,7 +650,8 @@ class Durably:
         return run
 
     async def trigger_and_wait(self, job: Job | str, input: Any = None, *, timeout: float | None = None, **trigger_options: Any) -> Run:
-        """``trigger`` then ``wait_for_run``."""
+        """``trigger`` then ``wait_for_run``. A bad ``timeout`` is refused before the trigger."""
+        check_timeout(timeout)
         run = self.trigger(job, input, **trigger_options)
         return await self.wait_for_run(run.id, timeout=timeout)
 
@@ -591,7 +677,12 @@ class Durably:
 def _check_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not run_id:
         raise ValidationError(f"a run id must be a non-empty string, got {run_id!r}")
-    return run_id
+    if len(run_id) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            f"a run id is at most {MAX_NAME_LENGTH} characters (durably.limits.MAX_NAME_LENGTH), "
+            f"got one of {len(run_id)}"
+        )
+    return check_text(run_id, "the run id")
 
 
 def _as_list(value: Any, what: str) -> list[str] | None:
@@ -600,6 +691,10 @@ def _as_list(value: Any, what: str) -> list[str] | None:
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        if len(value) > MAX_FILTER_VALUES:
+            raise ValidationError(
+                f"{what} takes at most {MAX_FILTER_VALUES} values (durably.limits.MAX_FILTER_VALUES), got {len(value)}"
+            )
         return list(value)
     raise ValidationError(f"{what} must be a string or a list of strings, got {value!r}")
 
@@ -610,12 +705,17 @@ def check_labels(labels: Any) -> dict[str, str]:
     if not isinstance(labels, dict):
         raise ValidationError(f"labels must be a dict of strings to strings, got {type(labels).__name__}")
     if len(labels) > MAX_LABELS:
-        raise ValidationError(f"a run may carry at most {MAX_LABELS} labels, got {len(labels)}")
+        raise ValidationError(
+            f"a run may carry at most {MAX_LABELS} labels (durably.limits.MAX_LABELS), got {len(labels)}"
+        )
     for key, value in labels.items():
         check_name(key, "a label key")
         if not isinstance(value, str):
             raise ValidationError(f"label {key!r} must have a string value, got {type(value).__name__}")
         if len(value) > MAX_LABEL_VALUE:
-            raise ValidationError(f"label {key!r} is {len(value)} characters long; the limit is {MAX_LABEL_VALUE}")
+            raise ValidationError(
+                f"label {key!r} is {len(value)} characters long; the limit is {MAX_LABEL_VALUE} "
+                "(durably.limits.MAX_LABEL_VALUE)"
+            )
         check_text(value, f"the value of label {key!r}")
     return dict(labels)

@@ -34,6 +34,8 @@ from .app import Durably
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
+from . import limits
+from .limits import MAX_DEPTH, MAX_RETENTION
 
 logger = logging.getLogger("durably")
 
@@ -86,7 +88,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
     try:
         init = json.loads(init_json)
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, json.JSONDecodeError, RecursionError):
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
@@ -276,6 +278,11 @@ class BrowserHost:
             params = json.loads(params_json)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"params are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError(
+                f"params are nested too deep to read; values may nest at most {MAX_DEPTH} levels "
+                "(durably.limits.MAX_DEPTH)"
+            ) from None
         if not isinstance(params, dict):
             raise ValidationError(f"params must be an object, got {type(params).__name__}")
         return params
@@ -292,6 +299,7 @@ class BrowserHost:
             "python": sys.version.split()[0],
             "driver": getattr(self.app.driver, "name", "?"),
             "worker_id": self.app.worker_id,
+            "limits": limits.as_dict(),
         }
 
     def _jobs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -343,8 +351,12 @@ class BrowserHost:
         return [s.to_dict() for s in self.app.get_steps(_required(params, "id", "getSteps"))]
 
     def _get_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        _only(params, "getLogs", "id")
-        return [log.to_dict() for log in self.app.get_logs(_required(params, "id", "getLogs"))]
+        _only(params, "getLogs", "id", "afterId", "limit", "last")
+        logs = self.app.get_logs(
+            _required(params, "id", "getLogs"),
+            after_id=params.get("afterId"), limit=params.get("limit"), last=params.get("last"),
+        )
+        return [log.to_dict() for log in logs]
 
     def _cancel(self, params: dict[str, Any]) -> dict[str, Any]:
         _only(params, "cancel", "id")
@@ -362,6 +374,11 @@ class BrowserHost:
         _only(params, "purgeRuns", "olderThan", "limit")
         older = _required(params, "olderThan", "purgeRuns")
         if isinstance(older, (int, float)) and not isinstance(older, bool):
+            if not 0 <= older <= MAX_RETENTION:  # also refuses NaN and infinities
+                raise ValidationError(
+                    f"olderThan must be an age from 0 to {MAX_RETENTION:,.0f} seconds "
+                    f"(durably.limits.MAX_RETENTION) or an ISO-8601 date, got {older!r}"
+                )
             cutoff: Any = timedelta(seconds=older)
         elif isinstance(older, str):
             try:

@@ -3,12 +3,14 @@
     durably worker MODULE --db PATH [--concurrency N]    run jobs until SIGTERM/SIGINT
     durably trigger --db PATH JOB [INPUT_JSON]           insert a run, no job code needed
     durably runs --db PATH [--status S] [--job J]        list runs, newest first
-    durably show --db PATH RUN_ID                        one run with its steps and logs
+    durably show --db PATH RUN_ID                        one run with its steps and its last logs
     durably cancel --db PATH RUN_ID
     durably retrigger --db PATH RUN_ID
+    durably delete --db PATH RUN_ID
 
-``--db`` defaults to the ``DURABLY_DB`` environment variable. Exit status: 0 on success,
-2 for usage errors and bad input (one line on stderr, no traceback), 1 for other failures.
+``--db`` defaults to the ``DURABLY_DB`` environment variable; every command but ``worker``
+and ``trigger`` opens an existing database only. Exit status: 0 on success, 2 for usage
+errors and bad input (one line on stderr, no traceback), 1 for other failures.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from .app import Durably
-from .errors import ConflictError, DurablyError, NotFoundError, ValidationError
+from .app import Durably, check_timeout
+from .driver import Sqlite3Driver
+from .errors import ConflictError, DurablyError, NotFoundError, StorageError, ValidationError
 from .events import Event
 from .jobs import Job
+from .limits import MAX_DEPTH
 from .models import Run
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError)
+#: Log lines ``durably show`` prints: the last ones (it says how many it left out).
+SHOW_LOGS = 1000
 
 
 class UsageError(Exception):
@@ -116,11 +122,41 @@ def _main(argv: list[str]) -> int:
         raise UsageError(f"{args.command}: --db PATH is required (or set DURABLY_DB)")
     if args.command == "worker":
         return _worker(args)
-    app = Durably(args.db)
+    app = _open_existing(args.db, args.command) if args.command in EXISTING_ONLY else Durably(args.db)
     try:
         return _COMMANDS[args.command](app, args)
     finally:
         app.close()
+
+
+# Commands about runs that must already exist: they open an existing database only, and
+# never create one (a mistyped --db would otherwise leave a new, empty database behind).
+EXISTING_ONLY = ("runs", "show", "cancel", "retrigger", "delete")
+
+
+def _open_existing(path: str, command: str) -> Durably:
+    missing = NotFoundError(
+        f"no durably database at {path!r}: `durably {command}` reads an existing database and "
+        "does not create one; check --db (or $DURABLY_DB)"
+    )
+    if path == ":memory:" or not os.path.isfile(path):
+        raise missing
+    try:
+        app = Durably(Sqlite3Driver(path, create=False))
+    except StorageError as exc:
+        if exc.code == "SQLITE_CANTOPEN":
+            raise missing from None
+        raise
+    try:
+        if app._store.schema_version() == 0:  # a read only: nothing is created in the file
+            raise NotFoundError(
+                f"{path!r} is not a durably database (it has no durably tables); "
+                f"`durably {command}` does not create one; check --db (or $DURABLY_DB)"
+            )
+    except BaseException:
+        app.close()
+        raise
+    return app
 
 
 def _labels(pairs: list[str]) -> dict[str, str] | None:
@@ -134,10 +170,16 @@ def _labels(pairs: list[str]) -> dict[str, str] | None:
 
 
 def _trigger(app: Durably, args: argparse.Namespace) -> int:
+    check_timeout(args.wait, "--wait")  # before the trigger: a refused command leaves no run
     try:
         data = json.loads(args.input)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"INPUT_JSON is not valid JSON ({exc}); e.g. '{{\"org\": \"a\"}}'") from None
+    except RecursionError:
+        raise ValidationError(
+            f"INPUT_JSON is nested too deep to read; an input may nest at most {MAX_DEPTH} levels "
+            "(durably.limits.MAX_DEPTH)"
+        ) from None
     run = app.trigger(
         args.job, data, idempotency_key=args.idempotency_key, concurrency_key=args.concurrency_key,
         coalesce=args.coalesce, labels=_labels(args.label),
@@ -174,8 +216,18 @@ def _show(app: Durably, args: argparse.Namespace) -> int:
         raise NotFoundError(f"no run with id {args.run_id!r}")
     out = run.to_dict()
     out["steps"] = [s.to_dict() for s in app.get_steps(run.id)]
-    out["logs"] = [log.to_dict() for log in app.get_logs(run.id)]
+    logs = app.get_logs(run.id, last=SHOW_LOGS)
+    out["logs"] = [log.to_dict() for log in logs]
+    left_out = app._store.count_logs(run.id) - len(logs) if len(logs) == SHOW_LOGS else 0
+    if left_out > 0:
+        out["logs_left_out"] = left_out
     print(json.dumps(out, indent=2))
+    if left_out > 0:
+        print(
+            f"durably: showing the last {SHOW_LOGS:,} log lines; {left_out:,} earlier lines were left out "
+            "(Durably.get_logs(run_id, after_id=..., limit=...) pages through them all)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -250,6 +302,7 @@ def _worker(args: argparse.Namespace) -> int:
         lease_renew_interval=args.lease_renew_interval,
         retain_runs=args.retain_runs,
     )
+    check_timeout(args.stop_timeout, "--stop-timeout", zero=True)
     app._store.migrate()  # fail fast (newer schema, unreadable file) before announcing readiness
     if not args.quiet:
         app.on("*", lambda event: print(_event_line(event), flush=True))

@@ -20,6 +20,8 @@ the JavaScript SQLite bridge, lives in ``durably.pyodide_driver``.
 
 from __future__ import annotations
 
+import os
+import urllib.parse
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from .errors import StorageError, ValidationError
@@ -48,11 +50,20 @@ class Sqlite3Driver:
     in WAL mode with ``synchronous=NORMAL``: a commit survives a killed process, and
     several processes can share the file (readers never block the writer; writers wait up
     to ``busy_timeout`` seconds for each other).
+
+    WAL is switched on just before the first statement that is not a ``SELECT``, not when
+    the file is opened: switching rewrites the file's header, and a file this durably must
+    refuse (a newer schema, checked with ``SELECT``s first) is never changed.
+
+    ``create=False`` opens an existing file only: a missing one raises ``StorageError``
+    with ``code="SQLITE_CANTOPEN"`` instead of being created.
     """
 
     name = "sqlite3"
 
-    def __init__(self, path: str, *, busy_timeout: float = 10.0, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str, *, busy_timeout: float = 10.0, synchronous: str = "NORMAL", create: bool = True
+    ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
@@ -61,22 +72,29 @@ class Sqlite3Driver:
 
         self._sqlite3 = sqlite3
         self.path = path
+        memory = path == ":memory:"
+        self._wal_pending = not memory
         try:
+            if create or memory:
+                target, uri = path, False
+            else:
+                target, uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw", True
             self._conn = sqlite3.connect(
-                path,
+                target,
                 isolation_level=None,
                 check_same_thread=False,
                 timeout=busy_timeout,
+                uri=uri,
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise _storage_error(exc, f"cannot open the database {path!r}") from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+        if self._wal_pending and not sql.lstrip().startswith("SELECT"):
+            self._switch_to_wal()
         try:
             cur = self._conn.execute(sql, params)
             rows = cur.fetchall() if cur.description is not None else []
@@ -85,6 +103,13 @@ class Sqlite3Driver:
             raise _storage_error(exc) from exc
         except (UnicodeError, OverflowError) as exc:  # a value sqlite3 cannot bind
             raise StorageError(f"cannot store a value: {exc}", code="SQLITE_MISMATCH") from exc
+
+    def _switch_to_wal(self) -> None:
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        except self._sqlite3.Error as exc:
+            raise _storage_error(exc, "cannot switch the database to WAL mode") from exc
+        self._wal_pending = False
 
     def close(self) -> None:
         try:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, overload
 
 from .errors import ValidationError
+from .limits import MAX_NAME_LENGTH
 from .schemas import Schema, make_schema
 
-MAX_NAME_LENGTH = 200
+__all__ = ["Job", "job", "check_name", "check_text", "cut_text", "safe_text", "MAX_NAME_LENGTH"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -21,7 +22,9 @@ def check_name(value: Any, what: str) -> str:
     if not value or not value.strip():
         raise ValidationError(f"{what} must not be empty")
     if len(value) > MAX_NAME_LENGTH:
-        raise ValidationError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+        raise ValidationError(
+            f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH} (durably.limits.MAX_NAME_LENGTH)"
+        )
     if _CONTROL.search(value):
         raise ValidationError(f"{what} {value!r} contains control characters")
     check_text(value, what)
@@ -38,6 +41,39 @@ def check_text(value: str, what: str) -> str:
             "use text that can be written as UTF-8"
         ) from None
     return value
+
+
+def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) -> str:
+    """``value`` if its UTF-8 form fits in ``max_bytes``; else its head (whole characters)
+    with a note of what was cut (naming ``limit``, a name in durably.limits, if given).
+    Raises ValidationError for text UTF-8 cannot encode."""
+    if len(value) * 4 <= max_bytes:  # a character is at most 4 bytes: surely fits
+        return check_text(value, what)
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        check_text(value, what)
+        raise
+    if len(data) <= max_bytes:
+        return value
+    where = f" (durably.limits.{limit})" if limit else ""
+    note = f" [cut: {what} was {len(data):,} bytes; the limit is {max_bytes:,}{where}]"
+    head = data[: max(0, max_bytes - len(note))].decode("utf-8", "ignore")
+    return head + note
+
+
+def safe_text(value: Any, max_bytes: int) -> str:
+    """Text to store whatever it came from (an exception's message): ``str(value)`` even if
+    that raises, lone surrogates escaped, cut to ``max_bytes`` of UTF-8."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception as exc:  # an exception whose __str__ itself fails
+        text = f"<{type(value).__name__} whose message cannot be shown: {type(exc).__name__}>"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
 from .clock import iso, parse_iso
+from .schemas import loads_stored
 
 RunStatus = Literal["pending", "leased", "completed", "failed", "cancelled"]
 StepStatus = Literal["completed", "failed", "cancelled"]
@@ -35,6 +35,12 @@ class Run(_Record):
     ``disposition`` is set on the result of ``trigger``: ``"created"`` for a new run,
     ``"idempotent"`` when the idempotency key matched an existing run, ``"coalesced"`` when
     ``coalesce="skip"`` returned the pending run of the same concurrency key.
+
+    ``decode_error`` is None, or says which stored fields could not be read (an older
+    durably or a hand edit stored JSON that is invalid or nested deeper than
+    ``limits.MAX_DEPTH``, or a timestamp that is not one): those fields read as None
+    (``labels`` as ``{}``) and the rest of the run as stored. A worker that claims such a
+    run fails it with this error instead of executing it.
     """
 
     id: str
@@ -55,6 +61,7 @@ class Run(_Record):
     completed_steps: int = 0
     retrigger_of: str | None = None
     disposition: Disposition | None = field(default=None, compare=False)
+    decode_error: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -79,26 +86,94 @@ RUN_COLUMNS = (
 
 
 def run_from_row(row: tuple, disposition: Disposition | None = None) -> Run:
+    """A Run from a row of ``RUN_COLUMNS``. Never raises for what a row may hold: fields
+    that cannot be read are replaced and named in ``decode_error``."""
+    try:
+        input = loads_stored(row[3])
+        labels = loads_stored(row[7])
+        if type(labels) is not dict:
+            raise ValueError("labels are not an object")
+        return Run(
+            id=row[0],
+            job_name=row[1],
+            status=row[2],
+            input=input,
+            output=loads_stored(row[4]) if row[4] is not None else None,
+            error=row[5],
+            failed_step=row[6],
+            labels=labels,
+            progress=loads_stored(row[8]) if row[8] is not None else None,
+            created_at=parse_iso(row[9]),  # type: ignore[arg-type]
+            started_at=parse_iso(row[10]),
+            completed_at=parse_iso(row[11]),
+            updated_at=parse_iso(row[12]),  # type: ignore[arg-type]
+            idempotency_key=row[13],
+            concurrency_key=row[14],
+            completed_steps=row[15],
+            retrigger_of=row[16],
+            disposition=disposition,
+        )
+    except Exception:  # the fast path assumes a well-formed row; read it field by field
+        return _run_from_bad_row(row, disposition)
+
+
+def _run_from_bad_row(row: tuple, disposition: Disposition | None) -> Run:
+    problems: list[str] = []
+
+    def value(index: int, name: str, read: Any, default: Any = None) -> Any:
+        if row[index] is None and default is None:
+            return None
+        try:
+            return read(row[index])
+        except Exception as exc:
+            problems.append(f"{name} ({type(exc).__name__}: {_short(exc)})")
+            return default
+
+    def labels(text: Any) -> dict[str, str]:
+        found = loads_stored(text)
+        if type(found) is not dict or not all(type(v) is str for v in found.values()):
+            raise ValueError("not an object of strings")
+        return found
+
+    fields_read = dict(
+        input=value(3, "input", loads_stored),
+        output=value(4, "output", loads_stored),
+        labels=value(7, "labels", labels, {}),
+        progress=value(8, "progress", loads_stored),
+        created_at=value(9, "created_at", parse_iso),
+        started_at=value(10, "started_at", parse_iso),
+        completed_at=value(11, "completed_at", parse_iso),
+        updated_at=value(12, "updated_at", parse_iso),
+    )
     return Run(
         id=row[0],
         job_name=row[1],
         status=row[2],
-        input=json.loads(row[3]),
-        output=json.loads(row[4]) if row[4] is not None else None,
         error=row[5],
         failed_step=row[6],
-        labels=json.loads(row[7]),
-        progress=json.loads(row[8]) if row[8] is not None else None,
-        created_at=parse_iso(row[9]),  # type: ignore[arg-type]
-        started_at=parse_iso(row[10]),
-        completed_at=parse_iso(row[11]),
-        updated_at=parse_iso(row[12]),  # type: ignore[arg-type]
         idempotency_key=row[13],
         concurrency_key=row[14],
         completed_steps=row[15],
         retrigger_of=row[16],
         disposition=disposition,
+        decode_error="the stored " + ", ".join(problems) + " cannot be read" if problems else None,
+        **fields_read,
     )
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def read_stored(text: Any, what: str) -> tuple[Any, str | None]:
+    """``(value, None)``, or ``(None, why)`` when stored JSON ``text`` cannot be read."""
+    if text is None:
+        return None, None
+    try:
+        return loads_stored(text), None
+    except Exception as exc:
+        return None, f"the stored {what} cannot be read ({type(exc).__name__}: {_short(exc)})"
 
 
 @dataclass(frozen=True)
@@ -113,6 +188,8 @@ class StepRecord(_Record):
     error: str | None
     started_at: datetime
     completed_at: datetime
+    #: None, or why ``output`` (then None) could not be read: see ``Run.decode_error``.
+    decode_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,3 +203,5 @@ class LogRecord(_Record):
     message: str
     data: Any
     created_at: datetime
+    #: None, or why ``data`` (then None) could not be read: see ``Run.decode_error``.
+    decode_error: str | None = None

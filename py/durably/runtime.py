@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import LeaseLostError, StorageError, ValidationError
-from .jobs import Job, check_name, check_text
-from .schemas import check_json, to_json
+from .jobs import Job, check_name, cut_text, safe_text
+from .limits import (
+    MAX_ERROR_BYTES,
+    MAX_LOG_DATA_BYTES,
+    MAX_LOG_MESSAGE_BYTES,
+    MAX_LOGS_PER_RUN,
+    MAX_PROGRESS_MESSAGE_BYTES,
+    MAX_STEP_RESULT_BYTES,
+)
+from .schemas import check_json, loads_stored, to_json, too_large
 from .store import Claimed, PendingWrites
 
 if TYPE_CHECKING:
@@ -83,6 +91,10 @@ class RunContext:
         self.flush_handle: asyncio.TimerHandle | None = None
         self.renew_handle: asyncio.TimerHandle | None = None
         self.ended = False
+        # Log lines this run has stored or buffered, for MAX_LOGS_PER_RUN. Only a lease
+        # holder writes logs, so a first claim (generation 1) starts from none; a resumed
+        # run counts what earlier attempts stored when it first logs.
+        self.log_count: int | None = 0 if claimed.generation == 1 else None
         # Until when (monotonic clock) the lease surely holds: a worker that was frozen
         # (SIGSTOP, a suspended laptop) past it checks its lease before starting a step.
         self.lease_deadline = time.monotonic() + runtime.app.lease_duration
@@ -112,9 +124,27 @@ class StepLog:
     def _write(self, level: str, message: str, data: Any) -> None:
         if not isinstance(message, str):
             raise ValidationError(f"a log message must be a string, got {type(message).__name__}")
-        check_text(message, "a log message")
-        data_json = None if data is None else check_json(data, "log data")
+        message = cut_text(message, MAX_LOG_MESSAGE_BYTES, "the log message", "MAX_LOG_MESSAGE_BYTES")
+        data_json = None if data is None else check_json(data, "log data", None)
+        if data_json is not None and len(data_json) > MAX_LOG_DATA_BYTES:
+            message += (
+                f" [data dropped: {len(data_json):,} bytes as JSON; the limit is {MAX_LOG_DATA_BYTES:,} "
+                "(durably.limits.MAX_LOG_DATA_BYTES)]"
+            )
+            data = data_json = None
         ctx = self._ctx
+        count = ctx.log_count
+        if count is None:
+            count = ctx.runtime.app._store.count_logs(ctx.run_id)
+        if count >= MAX_LOGS_PER_RUN:
+            if count > MAX_LOGS_PER_RUN:
+                return  # past the limit: neither stored nor emitted
+            level, data, data_json = "warn", None, None
+            message = (
+                f"log limit reached: this run has {MAX_LOGS_PER_RUN:,} log lines "
+                "(durably.limits.MAX_LOGS_PER_RUN); its later lines are neither stored nor emitted"
+            )
+        ctx.log_count = count + 1
         step_name = ctx.current[1] if ctx.current else None
         entry = (step_name, level, message, data_json, ctx.runtime.app._now())
         if ctx.pending.logs is None:
@@ -168,7 +198,15 @@ class Step:
         ctx.seen.add(name)
         hit = ctx.done.get(name)
         if hit is not None:
-            return json.loads(hit[1])
+            try:
+                return loads_stored(hit[1])
+            except Exception as err:  # an older durably or a hand edit stored it
+                exc = ValidationError(
+                    f"the stored result of step {name!r} cannot be read ({type(err).__name__}: "
+                    f"{safe_text(err, 500)}); the run cannot resume past it: retrigger the run"
+                )
+                ctx.failure = _StepFailure(hit[0], name, ctx.runtime.app._now(), exc)
+                raise exc from None
         return await ctx.runtime.execute_step(ctx, name, fn)
 
     def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
@@ -179,11 +217,14 @@ class Step:
                 raise ValidationError(f"progress {label} must be a number, got {type(value).__name__}")
         if current is None:
             raise ValidationError("progress current must be a number, got None")
-        if message is not None and not isinstance(message, str):
-            raise ValidationError(f"progress message must be a string, got {type(message).__name__}")
+        if message is not None:
+            if not isinstance(message, str):
+                raise ValidationError(f"progress message must be a string, got {type(message).__name__}")
+            message = cut_text(message, MAX_PROGRESS_MESSAGE_BYTES, "the progress message",
+                               "MAX_PROGRESS_MESSAGE_BYTES")
         ctx = self._ctx
         progress = {"current": current, "total": total, "message": message}
-        ctx.pending.progress = check_json(progress, "progress")
+        ctx.pending.progress = check_json(progress, "progress", None)
         ctx.runtime.schedule_flush(ctx)
         ctx.emit("run:progress", progress=progress)
 
@@ -261,12 +302,17 @@ class Runtime:
         app = self.app
         job = ctx.job
         try:
+            if ctx.run.decode_error is not None:
+                raise ValidationError(
+                    f"run {ctx.run_id} cannot be executed: {ctx.run.decode_error}. Delete it and "
+                    "trigger a new run with a good input"
+                )
             value = job.input_schema.load(ctx.run.input, f"the input of run {ctx.run_id}")
             result = await job.fn(Step(ctx), value)
             if ctx.cancel_reason is not None:
                 raise asyncio.CancelledError()
             data = job.output_schema.dump(result, f"the output of job {job.name!r}")
-            output_json = check_json(data, f"the output of job {job.name!r}")
+            output_json = check_json(data, f"the output of job {job.name!r}", "MAX_OUTPUT_BYTES")
         except _StopRequested:
             self._release(ctx)
             return
@@ -329,9 +375,19 @@ class Runtime:
             raise asyncio.CancelledError()
         try:
             # Scalars go straight to the encoder; containers are checked for non-string keys
-            # first, which JSON would turn into strings ({1: "a", "1": "b"} would lose a value).
-            output_json = to_json(value) if type(value) in _SCALARS else check_json(value, "the result")
-        except (TypeError, ValueError, ValidationError) as err:
+            # and nesting first, in one walk (JSON would turn a key 1 into "1", and
+            # {1: "a", "1": "b"} would lose a value). The size is the encoded text's length.
+            output_json = (
+                to_json(value) if type(value) in _SCALARS
+                else check_json(value, "the result", "MAX_STEP_RESULT_BYTES")
+            )
+            if len(output_json) > MAX_STEP_RESULT_BYTES:
+                raise too_large("the result", len(output_json), "MAX_STEP_RESULT_BYTES")
+        except ValidationError as err:
+            exc = ValidationError(f"step {name!r} returned a value durably cannot store: {err}")
+            ctx.failure = _StepFailure(index, name, started_at, exc)
+            raise exc from None
+        except (TypeError, ValueError) as err:
             exc = ValidationError(
                 f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
                 "return dicts, lists, strings, numbers, booleans or None"
@@ -364,10 +420,10 @@ class Runtime:
     def _fail(self, ctx: RunContext, exc: Exception) -> None:
         app = self.app
         failure = ctx.failure if ctx.failure is not None and _caused_by(exc, ctx.failure.exc) else None
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe(exc)
         step = None
         if failure is not None:
-            step = (failure.index, failure.name, "failed", f"{type(failure.exc).__name__}: {failure.exc}", failure.started_at)
+            step = (failure.index, failure.name, "failed", describe(failure.exc), failure.started_at)
         try:
             ok = app._store.finish_run(
                 run_id=ctx.run_id,
@@ -611,7 +667,7 @@ class Runtime:
             while len(self._tasks) < app.max_concurrent_runs and not self.stopping:
                 try:
                     claimed = self.claim()
-                except StorageError as exc:
+                except Exception as exc:  # a storage fault, or a bug: the loop goes on
                     self._worker_error(None, exc, "claiming a run (will try again)")
                     break
                 if claimed is None:
@@ -646,14 +702,33 @@ class Runtime:
                 raise
             except BaseException as exc:  # a bug in durably itself: report it, keep the worker
                 self._worker_error(None, exc, f"executing run {claimed.run.id}")
+                if isinstance(exc, Exception):
+                    self._fail_claimed(claimed, exc)
             claimed = None
             await self._maybe_yield()
             if self.stopping:
                 break
             try:
                 claimed = self.claim()
-            except StorageError as exc:
+            except Exception as exc:
                 self._worker_error(None, exc, "claiming a run (will try again)")
+
+    def _fail_claimed(self, claimed: Claimed, exc: Exception) -> None:
+        """Fail a run whose execution raised out of the runtime itself (fenced: only if this
+        worker still holds it). Retried, it would most likely raise again, one lease
+        duration later, for ever."""
+        run = claimed.run
+        error = (
+            f"durably could not execute this run ({describe(exc)}); it was failed so that the "
+            "worker goes on. Retrigger it once the cause is fixed"
+        )
+        try:
+            if self.app._store.finish_run(
+                run_id=run.id, generation=claimed.generation, status="failed", now=self.app._now(), error=error,
+            ):
+                self.app._events.emit("run:fail", run.id, run.job_name, run.labels, error=error, failed_step=None)
+        except Exception as err:
+            logger.error("durably: failing run %s after an internal error: %r", run.id, err)
 
     async def _maybe_yield(self) -> None:
         """Give the event loop a turn if the runtime has kept it for YIELD_EVERY seconds.
@@ -675,7 +750,7 @@ class Runtime:
         self._last_maintenance = now
         try:
             app.purge_runs(app.retain_runs)
-        except StorageError as exc:
+        except Exception as exc:  # the worker loop goes on
             self._worker_error(None, exc, "purging old runs (retain_runs)")
 
     async def start(self) -> None:
@@ -703,6 +778,13 @@ class Runtime:
                         self.interrupt(ctx, "stop")
                 await asyncio.gather(*late, return_exceptions=True)
         self.stopping = False
+
+
+def describe(exc: BaseException) -> str:
+    """``"Type: message"`` as stored for a failed run or step: never raises, and fits in
+    ``MAX_ERROR_BYTES`` (an exception's message can be anything, of any size)."""
+    name = type(exc).__name__[:200]
+    return f"{name}: {safe_text(exc, MAX_ERROR_BYTES - len(name) - 2)}"
 
 
 def _caused_by(exc: BaseException, origin: BaseException) -> bool:

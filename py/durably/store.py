@@ -28,6 +28,7 @@ from .models import (
     LogRecord,
     Run,
     StepRecord,
+    read_stored,
     run_from_row,
 )
 from .clock import parse_iso
@@ -178,6 +179,7 @@ class Store:
         run_id: str,
         job_name: str,
         input_json: str,
+        input_value: Any,
         labels: dict[str, str],
         idempotency_key: str | None,
         concurrency_key: str | None,
@@ -192,6 +194,8 @@ class Store:
         key exists and ``coalesce == "skip"``). Raises ``ConflictError`` when such a
         pending run exists and ``coalesce`` is None. Call inside ``transaction()``; without
         keys and labels it sends one statement, so ``transaction(several=False)`` will do.
+        ``input_value`` is ``input_json`` decoded: the returned run is built from the values
+        in hand, so nothing can fail once the row is written.
         """
         if idempotency_key is not None:
             rows, _ = self._x(
@@ -236,11 +240,15 @@ class Store:
                 "INSERT INTO durably_run_labels (run_id, key, value) VALUES (?, ?, ?)",
                 (run_id, key, value),
             )
-        created = (
-            run_id, job_name, "pending", input_json, None, None, None, labels_json, None,
-            now, None, None, now, idempotency_key, concurrency_key, 0, retrigger_of,
+        created_at = parse_iso(now)
+        run = Run(
+            id=run_id, job_name=job_name, status="pending", input=input_value, output=None,
+            error=None, failed_step=None, labels=labels, progress=None, created_at=created_at,  # type: ignore[arg-type]
+            started_at=None, completed_at=None, updated_at=created_at,  # type: ignore[arg-type]
+            idempotency_key=idempotency_key, concurrency_key=concurrency_key, completed_steps=0,
+            retrigger_of=retrigger_of, disposition="created",
         )
-        return run_from_row(created, "created"), "created"
+        return run, "created"
 
     @contextmanager
     def transaction(self, several: bool = True) -> Iterator[None]:
@@ -298,39 +306,59 @@ class Store:
                 "FROM durably_steps WHERE run_id = ? ORDER BY idx",
                 (run_id,),
             )
-        return [
-            StepRecord(
+        out = []
+        for r in rows:
+            output, problem = read_stored(r[4], "output")
+            out.append(StepRecord(
                 run_id=r[0],
                 name=r[1],
                 index=r[2],
                 status=r[3],
-                output=json.loads(r[4]) if r[4] is not None else None,
+                output=output,
                 error=r[5],
                 started_at=parse_iso(r[6]),  # type: ignore[arg-type]
                 completed_at=parse_iso(r[7]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+                decode_error=problem,
+            ))
+        return out
 
-    def get_logs(self, run_id: str) -> list[LogRecord]:
-        with self._read():
-            rows, _ = self._x(
-                "SELECT id, run_id, step_name, level, message, data, created_at "
-                "FROM durably_logs WHERE run_id = ? ORDER BY id",
-                (run_id,),
+    def get_logs(
+        self, run_id: str, *, after_id: int | None = None, limit: int | None = None, last: int | None = None
+    ) -> list[LogRecord]:
+        """The run's log lines in id order: those with an id above ``after_id``, at most
+        ``limit`` of them; or, with ``last``, the last ``last`` lines (still in id order)."""
+        columns = "id, run_id, step_name, level, message, data, created_at"
+        if last is not None:
+            sql = (
+                f"SELECT * FROM (SELECT {columns} FROM durably_logs WHERE run_id = ? "
+                "ORDER BY id DESC LIMIT ?) ORDER BY id"
             )
-        return [
-            LogRecord(
+            params: tuple = (run_id, last)
+        else:
+            sql = f"SELECT {columns} FROM durably_logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?"
+            params = (run_id, -1 if after_id is None else after_id, -1 if limit is None else limit)
+        with self._read():
+            rows, _ = self._x(sql, params)
+        out = []
+        for r in rows:
+            data, problem = read_stored(r[5], "data")
+            out.append(LogRecord(
                 id=r[0],
                 run_id=r[1],
                 step_name=r[2],
                 level=r[3],
                 message=r[4],
-                data=json.loads(r[5]) if r[5] is not None else None,
+                data=data,
                 created_at=parse_iso(r[6]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+                decode_error=problem,
+            ))
+        return out
+
+    def count_logs(self, run_id: str) -> int:
+        """How many log lines the run has stored."""
+        with self._read():
+            rows, _ = self._x("SELECT COUNT(*) FROM durably_logs WHERE run_id = ?", (run_id,))
+        return int(rows[0][0])
 
     def run_state(self, run_id: str) -> tuple[str, int] | None:
         """``(status, lease_generation)`` of a run, or None if it is gone."""
@@ -594,9 +622,25 @@ class Store:
             )
         return row
 
-    def delete_run(self, run_id: str) -> Run:
+    def delete_run(self, run_id: str, now: str) -> Run:
+        """Delete a finished run with its steps, logs and labels. A run cancelled while a
+        worker executed it is refused until that worker has stopped it (or its lease has
+        expired): until then its step may still be running, and deleting the run would free
+        its concurrency key for another run at once."""
         with self._write():
             row = self.finished_row_for(run_id, "delete")
+            held, _ = self._x(
+                "SELECT lease_owner, lease_expires_at FROM durably_runs "
+                "WHERE id = ? AND status = 'cancelled' AND lease_expires_at >= ?",
+                (run_id, now),
+            )
+            if held:
+                raise ConflictError(
+                    f"run {run_id} was cancelled, but its worker ({held[0][0]}) has not stopped it yet: its "
+                    "step may still be running and its concurrency key stays held until then. Delete it "
+                    "once the worker has stopped it (at its next step or lease renewal) or its lease "
+                    f"has expired ({held[0][1]})"
+                )
             self._delete_details(run_id)
             self._x("DELETE FROM durably_run_labels WHERE run_id = ?", (run_id,))
             self._x("DELETE FROM durably_runs WHERE id = ?", (run_id,))
@@ -606,13 +650,15 @@ class Store:
         self._x("DELETE FROM durably_steps WHERE run_id = ?", (run_id,))
         self._x("DELETE FROM durably_logs WHERE run_id = ?", (run_id,))
 
-    def purge(self, *, cutoff: str, limit: int) -> list[Run]:
-        """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first."""
+    def purge(self, *, cutoff: str, limit: int, now: str) -> list[Run]:
+        """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first.
+        Skips a cancelled run whose worker has not stopped it yet (see ``delete_run``)."""
         with self._write():
             rows, _ = self._x(
                 f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE completed_at IS NOT NULL "
-                f"AND completed_at < ? AND status IN {_FINISHED_SQL} ORDER BY completed_at LIMIT ?",
-                (cutoff, limit),
+                f"AND completed_at < ? AND status IN {_FINISHED_SQL} "
+                "AND (lease_expires_at IS NULL OR lease_expires_at < ?) ORDER BY completed_at LIMIT ?",
+                (cutoff, now, limit),
             )
             if rows:
                 ids = [row[0] for row in rows]

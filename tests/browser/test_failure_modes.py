@@ -107,11 +107,12 @@ def test_a_full_storage_quota_fails_the_write_clearly_and_keeps_every_committed_
     origin = site_url.rstrip("/")
     cdp = page.context.new_cdp_session(page)
     usage = page.evaluate("navigator.storage.estimate().then((e) => e.usage)")
-    # Room for about 1 MB more than is stored now; the writes below want several.
-    cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin, "quotaSize": usage + 1_000_000})
+    # Room for about 300 kB more than is stored now; the writes below want more (an input
+    # just under durably's 1 MiB limit, a step result of 2 MB).
+    cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin, "quotaSize": usage + 300_000})
     try:
         # 1. A call whose write does not fit is refused with a StorageError that says why.
-        error = durably.error_of(page, "trigger", {"job": "note", "input": {"n": 4, "pad": "y" * 2_000_000}})
+        error = durably.error_of(page, "trigger", {"job": "note", "input": {"n": 4, "pad": "y" * 1_000_000}})
         print("trigger error:", error)
         assert error is not None and error["name"] == "StorageError"
         assert error["code"].startswith("SQLITE_IOERR") or error["code"] == "SQLITE_FULL", error
@@ -162,10 +163,11 @@ def test_the_demo_shows_a_full_storage_quota_in_its_error_area_and_keeps_the_run
     origin = site_url.rstrip("/")
     cdp = page.context.new_cdp_session(page)
     usage = page.evaluate("navigator.storage.estimate().then((e) => e.usage)")
-    cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin, "quotaSize": usage + 1_000_000})
+    cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin, "quotaSize": usage + 300_000})
     try:
-        # A visitor pastes a CSV bigger than the room left: the input alone cannot be stored.
-        big = "name,email,age\n" + "Ada,ada@example.com,36\n" * 100_000
+        # A visitor pastes a CSV bigger than the room left (and under durably's 1 MiB input
+        # limit): the input alone cannot be stored.
+        big = "name,email,age\n" + "Ada,ada@example.com,36\n" * 40_000
         page.fill("#job-input", json.dumps({"csv": big}))
         page.click("#trigger-btn")
         page.wait_for_selector('#api-error[data-name="StorageError"]', timeout=30_000)

@@ -9,6 +9,7 @@ compares every row of every table before and after.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -236,3 +237,96 @@ def test_an_input_with_keys_that_collide_as_json_text_is_refused():
         refused(app, lambda: app.trigger("seed", {1: "a", "1": "b"}))
     finally:
         app.close()
+
+
+# -- whatever trigger accepts runs to the end; whatever it refuses leaves nothing (issue 9) ------
+
+from durably import limits  # noqa: E402
+from durably.browser import BrowserHost  # noqa: E402
+
+
+@job("echo")
+async def echo(step, input):
+    """Stores its input as a step result, in a log line and as its output."""
+    same = await step.run("same", lambda: input)
+    step.log.info("got it", same)
+    step.progress(1, 1, "done")
+    return same
+
+
+def deep(depth: int, leaf) -> object:
+    for i in range(depth):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+# Mostly ordinary data; some of it nested near the depth limit (either side), large near the
+# size limit (either side, in ASCII and in 6-byte escapes), or not JSON data at all.
+edge_input = st.one_of(
+    json_data,
+    st.builds(deep, st.integers(limits.MAX_DEPTH - 2, limits.MAX_DEPTH + 2), json_data),
+    st.builds(deep, st.integers(limits.MAX_DEPTH + 3, 3000), st.just(1)),
+    st.builds(lambda n, ch: ch * n, st.integers(limits.MAX_INPUT_BYTES - 4, limits.MAX_INPUT_BYTES),
+              st.just("x")),
+    st.builds(lambda n: "\u00e9" * n, st.integers(limits.MAX_INPUT_BYTES // 6 - 2, limits.MAX_INPUT_BYTES // 6 + 2)),
+    st.builds(lambda depth, bad: deep(depth, bad), st.integers(0, 5), not_json_leaf),
+    st.dictionaries(st.integers(), json_data, min_size=1, max_size=2),
+)
+
+
+def run_to_the_end(app: Durably, run_id: str) -> None:
+    """Claimed, run, listed and shown: every record of the run encodes as the page gets it."""
+    assert asyncio.run(app.process_until_idle()) == 1
+    done = app.get_run(run_id)
+    assert done.status == "completed" and done.decode_error is None, done.error
+    assert done.output == done.input
+    assert [r.id for r in app.get_runs()] == [run_id]
+    steps, logs = app.get_steps(run_id), app.get_logs(run_id)
+    assert [(s.name, s.output) for s in steps] == [("same", done.input)]
+    assert [log.message for log in logs][0].startswith("got it")
+    json.dumps({**done.to_dict(), "steps": [s.to_dict() for s in steps], "logs": [log.to_dict() for log in logs]},
+               default=str)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(value=edge_input)
+def test_every_input_trigger_accepts_runs_to_the_end_and_every_one_it_refuses_leaves_nothing(value):
+    app = Durably(":memory:", jobs=[echo])
+    try:
+        before = snapshot(app)
+        try:
+            run = app.trigger(echo, value)
+        except DurablyError as err:
+            assert isinstance(err, ValidationError), repr(err)
+            assert snapshot(app) == before, "a refused trigger left something behind"
+            return
+        run_to_the_end(app, run.id)
+    finally:
+        app.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(value=edge_input.filter(lambda v: _json_text(v) is not None))
+def test_the_same_holds_for_the_browser_hosts_trigger(value):
+    host = BrowserHost(post_event=lambda text: None, jobs=[echo], driver=":memory:")
+    app = host.app
+    try:
+        before = snapshot(app)
+        reply = json.loads(host.handle_now("trigger", '{"job": "echo", "input": ' + _json_text(value) + "}"))
+        if "error" in reply:
+            assert reply["error"]["name"] == "ValidationError" and "traceback" not in reply["error"], reply
+            assert snapshot(app) == before, "a refused trigger left something behind"
+            return
+        run_to_the_end(app, reply["ok"]["id"])
+        listed = json.loads(host.handle_now("getRuns", "{}"))["ok"]
+        assert [r["status"] for r in listed] == ["completed"]
+    finally:
+        app.close()
+
+
+def _json_text(value) -> str | None:
+    """The JSON text the page would send for ``value``, if JSON can express it."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None

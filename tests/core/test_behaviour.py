@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 import pytest
@@ -23,6 +24,7 @@ from durably import (
     ValidationError,
     job,
 )
+from durably import limits
 from durably.events import EVENT_FIELDS
 
 
@@ -1266,3 +1268,399 @@ async def test_trigger_many_checks_the_job_even_with_no_inputs(make_app):
     with pytest.raises(ValidationError, match="job name"):
         app.trigger_many(False, [])
     assert app.trigger_many("anything", []) == []
+
+
+# -- limits: nothing one bad input can break (issue 9) -----------------------------------------
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """``depth`` lists inside one another around ``leaf``: ``nested(2) == [[1]]``."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def table_rows(app: Durably, table: str) -> int:
+    return app._store.driver.execute(f"SELECT COUNT(*) FROM {table}")[0][0][0]
+
+
+async def test_data_nested_deeper_than_the_limit_is_refused_before_anything_is_written(make_app):
+    """Guards defect 1: an input nested ~980 deep was committed and then broke every
+    get_runs; ~1000 deep raised RecursionError instead of ValidationError."""
+    @job("echo")
+    async def echo(step, input):
+        await step.run("same", lambda: input)
+        return input
+
+    @job("deep-step")
+    async def deep_step(step, input):
+        await step.run("deep", lambda: nested(limits.MAX_DEPTH + 1))
+
+    @job("deep-output")
+    async def deep_output(step, input):
+        return {"a": nested(limits.MAX_DEPTH)}  # the object adds a level: one too many
+
+    app = make_app([echo, deep_step, deep_output])
+    deepest = nested(limits.MAX_DEPTH)
+    for bad in (nested(limits.MAX_DEPTH + 1), nested(1000), nested(5000), {"k": nested(limits.MAX_DEPTH)}):
+        with pytest.raises(ValidationError, match="nested more than 64 levels") as caught:
+            app.trigger(echo, bad)
+        assert "MAX_DEPTH" in str(caught.value)
+        with pytest.raises(ValidationError, match="MAX_DEPTH"):
+            app.trigger_many(echo, [1, bad])
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    with pytest.raises(ValidationError, match="contains itself"):
+        app.trigger(echo, cyclic)
+    assert app.get_runs() == [] and table_rows(app, "durably_run_labels") == 0
+
+    ok = app.trigger(echo, deepest)
+    assert ok.input == deepest
+    failing = [app.trigger(deep_step), app.trigger(deep_output)]
+    assert await app.process_until_idle() == 3
+    assert app.get_run(ok.id).output == deepest
+    assert app.get_steps(ok.id)[0].output == deepest
+    step_failed, output_failed = (app.get_run(r.id) for r in failing)
+    assert step_failed.status == "failed" and step_failed.failed_step == "deep"
+    assert "MAX_DEPTH" in step_failed.error
+    assert output_failed.status == "failed" and "MAX_DEPTH" in output_failed.error
+    assert [r.id for r in app.get_runs()] == [failing[1].id, failing[0].id, ok.id]
+
+
+async def test_sizes_are_counted_in_bytes_of_the_stored_json_and_checked_before_the_write(make_app):
+    """Guards defect 1: inputs, outputs and step results had no size limit at all."""
+    @job("big-result")
+    async def big_result(step, input):
+        await step.run("fill", lambda: "x" * limits.MAX_STEP_RESULT_BYTES)
+
+    @job("big-output")
+    async def big_output(step, input):
+        return ["x" * limits.MAX_OUTPUT_BYTES]
+
+    app = make_app([big_result, big_output])
+    at_limit = "a" * (limits.MAX_INPUT_BYTES - 2)  # two quotes make it exactly the limit
+    run = app.trigger("big-result", at_limit)
+    assert app.get_run(run.id).input == at_limit
+    app.delete_run(app.cancel(run.id).id)
+    for bad in ("a" * (limits.MAX_INPUT_BYTES - 1),
+                # fewer characters than the limit, but each is a 6-byte escape in the stored JSON
+                "\u00e9" * (limits.MAX_INPUT_BYTES // 6 + 1)):
+        with pytest.raises(ValidationError, match="MAX_INPUT_BYTES") as caught:
+            app.trigger("big-result", bad)
+        assert f"the limit is {limits.MAX_INPUT_BYTES:,}" in str(caught.value)
+    assert app.get_runs() == []
+
+    runs = [app.trigger(big_result), app.trigger(big_output)]
+    await app.process_until_idle()
+    step_failed, output_failed = (app.get_run(r.id) for r in runs)
+    assert step_failed.status == "failed" and step_failed.failed_step == "fill"
+    assert "MAX_STEP_RESULT_BYTES" in step_failed.error
+    assert output_failed.status == "failed" and "MAX_OUTPUT_BYTES" in output_failed.error
+    assert table_rows(app, "durably_steps") == 1  # the failed step's record, without a result
+
+
+async def test_a_stored_run_that_cannot_be_read_fails_alone_and_is_listed_with_a_marker(make_app):
+    """Guards defect 1: a run stored by an older durably (or a hand edit) that cannot be
+    decoded broke get_runs for every caller, and a worker claiming it stopped claiming."""
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: input)
+
+    app = make_app([j])
+    deep, broken, good = app.trigger(j, 1), app.trigger(j, 2), app.trigger(j, 3)
+    driver = app._store.driver
+    driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?",
+                   ("[" * 200 + "]" * 200, deep.id))  # valid JSON, deeper than the limit
+    driver.execute("UPDATE durably_runs SET input = '{not json', labels = 'x' WHERE id = ?", (broken.id,))
+
+    listed = {r.id: r for r in app.get_runs()}
+    assert listed[good.id].decode_error is None and listed[good.id].input == 3
+    assert listed[deep.id].input is None and "input" in listed[deep.id].decode_error
+    assert "MAX_DEPTH" in listed[deep.id].decode_error
+    assert listed[broken.id].labels == {} and listed[broken.id].input is None
+    assert "input" in listed[broken.id].decode_error and "labels" in listed[broken.id].decode_error
+    assert app.get_run(broken.id).to_dict()["decode_error"] == listed[broken.id].decode_error
+    with pytest.raises(ConflictError, match="cannot be read"):
+        app.retrigger(app.cancel(broken.id).id)
+
+    errors = record(app, "worker:error")
+    await app.start()
+    await app.wait_for_run(good.id, timeout=10)
+    with pytest.raises(RunFailedError, match="cannot be executed") as caught:
+        await app.wait_for_run(deep.id, timeout=10)
+    assert "MAX_DEPTH" in caught.value.error
+    assert app.running
+    await app.stop()
+    assert errors == []
+    assert app.get_run(deep.id).status == "failed" and app.get_steps(deep.id) == []
+
+
+async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_naming_the_step(make_app, clock):
+    """Guards defect 1: a resumed run decoded its stored step results unguarded."""
+    gate = asyncio.Event()
+
+    @job("j")
+    async def j(step, input):
+        await step.run("first", lambda: [1])
+        await step.run("second", gate.wait)
+
+    worker = make_app([j], clock=clock)
+    run = worker.trigger(j, None)
+    stuck = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start", step_name="second")
+    worker._store.driver.execute("UPDATE durably_steps SET output = ? WHERE run_id = ? AND name = 'first'",
+                                 ("[" * 100 + "]" * 100, run.id))
+    assert "MAX_DEPTH" in worker.get_steps(run.id)[0].decode_error
+    clock.advance(31)
+    other = make_app([j], clock=clock)
+    assert await other.process_one() is True
+    failed = other.get_run(run.id)
+    assert failed.status == "failed" and failed.failed_step == "first"
+    assert "stored result of step 'first' cannot be read" in failed.error
+    gate.set()
+    await stuck
+
+
+async def test_the_worker_loop_survives_any_exception_from_claiming_or_executing_one_run(make_app):
+    """Guards defect 1: an exception other than StorageError while claiming ended the
+    worker loop silently; one raised while executing left the run leased, to be claimed
+    and raise again once its lease expired."""
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: input)
+
+    app = make_app([j])
+    errors = record(app, "worker:error")
+    real_claim, real_run_job = app._store.claim, app._runtime._run_job
+    bugs = {"claim": 1, "run": 1}
+
+    def buggy_claim(**kwargs):
+        if bugs["claim"]:
+            bugs["claim"] -= 1
+            raise RuntimeError("a bug while claiming")
+        return real_claim(**kwargs)
+
+    async def buggy_run_job(ctx, started):
+        if bugs["run"]:
+            bugs["run"] -= 1
+            raise RuntimeError("a bug while executing")
+        return await real_run_job(ctx, started)
+
+    app._store.claim = buggy_claim
+    app._runtime._run_job = buggy_run_job
+    first = app.trigger(j, 1)
+    await app.start()
+    with pytest.raises(RunFailedError, match="could not execute this run") as caught:
+        await app.wait_for_run(first.id, timeout=10)
+    assert "a bug while executing" in caught.value.error
+    second = app.trigger(j, 2)
+    assert (await app.wait_for_run(second.id, timeout=10)).output == 2
+    await app.stop()
+    assert [e["error"] for e in errors] == ["RuntimeError: a bug while claiming", "RuntimeError: a bug while executing"]
+
+
+async def test_every_duration_and_count_option_is_finite_and_bounded(make_app):
+    """Guards defect 4: lease_duration=inf or 1e300 passed validation and killed the worker
+    loop with OverflowError at its first claim, silently."""
+    bad = [
+        {"lease_duration": math.inf}, {"lease_duration": 1e300}, {"lease_duration": math.nan},
+        {"lease_duration": limits.MAX_LEASE_DURATION + 1},
+        {"polling_interval": math.inf}, {"polling_interval": limits.MAX_POLLING_INTERVAL * 2},
+        {"lease_renew_interval": math.inf}, {"max_concurrent_runs": 2**70},
+        {"max_concurrent_runs": limits.MAX_CONCURRENT_RUNS + 1}, {"retain_runs": "9999999999999999d"},
+        {"retain_runs": "36501d"},
+    ]
+    for options in bad:
+        with pytest.raises(ValidationError, match="durably.limits.MAX_") as caught:
+            make_app(**options)
+        assert caught.value.__class__ is ValidationError, options
+    at_limits = make_app(lease_duration=limits.MAX_LEASE_DURATION, polling_interval=limits.MAX_POLLING_INTERVAL,
+                         max_concurrent_runs=limits.MAX_CONCURRENT_RUNS, retain_runs="36500d")
+    assert at_limits.lease_duration == limits.MAX_LEASE_DURATION
+    app = make_app()
+    for wait in (math.inf, 1e300, math.nan, -1):
+        with pytest.raises(ValidationError, match="timeout"):
+            await app.wait_for_run("x", timeout=wait)
+        with pytest.raises(ValidationError, match="timeout"):
+            await app.trigger_and_wait("anything", None, timeout=wait)
+    with pytest.raises(ValidationError, match="MAX_TIMEOUT"):
+        await app.stop(math.inf)
+    assert app.get_runs() == []  # trigger_and_wait checked its timeout before triggering
+
+
+async def test_bad_arguments_get_validation_errors_not_storage_or_overflow_errors(make_app, clock):
+    """Guards defect 9: limit=2**70 and a lone-surrogate run id gave StorageError, an age
+    out of datetime's range OverflowError."""
+    app = make_app(clock=clock)
+    run = app.trigger("j", None)
+    calls = [
+        lambda: app.get_runs(limit=2**70), lambda: app.get_runs(offset=2**70),
+        lambda: app.get_runs(job_name="a\ud800"), lambda: app.get_runs(job_name=[f"j{i}" for i in range(1000)]),
+        lambda: app.get_run("a\ud800"), lambda: app.get_steps("a\ud800"), lambda: app.get_logs("\udfff"),
+        lambda: app.cancel("a\ud800"), lambda: app.retrigger("a\ud800"), lambda: app.delete_run("a\ud800"),
+        lambda: app.get_run("x" * 10_000),
+        lambda: app.purge_runs(timedelta(days=10**8)), lambda: app.purge_runs(timedelta(days=1), limit=2**70),
+        lambda: app.purge_runs(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))),
+        lambda: app.get_logs(run.id, limit=2**70), lambda: app.get_logs(run.id, after_id=-1),
+        lambda: app.get_logs(run.id, last=5, after_id=1), lambda: app.get_logs(run.id, last=5, limit=1),
+        lambda: app.get_logs(run.id, last=True),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError):
+            call()
+    assert [r.id for r in app.get_runs()] == [run.id]
+
+
+async def test_a_cancelled_run_whose_worker_still_holds_the_lease_is_not_deleted_or_purged(make_app, clock):
+    """Guards defect 5: deleting or purging such a run freed its concurrency key while its
+    step still ran, and another run of the key started at once."""
+    gate = asyncio.Event()
+    ran = []
+
+    @job("x")
+    async def x(step, input):
+        await step.run("work", gate.wait)
+
+    @job("y")
+    async def y(step, input):
+        await step.run("work", lambda: ran.append("y"))
+
+    worker = make_app([x], clock=clock)
+    other = make_app([y], clock=clock)
+    run_x = worker.trigger(x, None, concurrency_key="k")
+    run_y = other.trigger(y, None, concurrency_key="k")
+    task = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start", step_name="work")
+    other.cancel(run_x.id)
+    clock.advance(1)
+    with pytest.raises(ConflictError, match="has not stopped it yet"):
+        other.delete_run(run_x.id)
+    assert other.purge_runs(timedelta(0)) == 0
+    assert other.get_run(run_x.id).status == "cancelled"
+    assert await other.process_one() is False and ran == []  # the key is still held
+
+    gate.set()  # the worker finishes its step, sees the cancel and lets go of the lease
+    await task
+    assert await other.process_one() is True and ran == ["y"]
+    other.delete_run(run_x.id)
+    assert other.get_run(run_x.id) is None and other.get_run(run_y.id).status == "completed"
+
+
+async def test_a_cancelled_run_whose_worker_died_can_be_purged_once_its_lease_expired(make_app, clock):
+    @job("x")
+    async def x(step, input):
+        return 1
+
+    dead = make_app([x], clock=clock)
+    run = dead.trigger(x, None, concurrency_key="k")
+    assert dead._runtime.claim().run.id == run.id  # claimed; its worker never comes back
+    dead.cancel(run.id)
+    clock.advance(1)
+    assert dead.purge_runs(timedelta(0)) == 0
+    clock.advance(30)  # past the 30 s lease
+    assert dead.purge_runs(timedelta(0)) == 1
+
+
+async def test_a_run_that_logs_without_end_stores_the_limit_and_one_line_that_says_so(make_app, clock):
+    """Guards defect 8: every line of a run that logged 200,000 lines was buffered, stored
+    and sent; a 5 MB log or progress message was stored whole."""
+    gate = asyncio.Event()
+
+    @job("chatty")
+    async def chatty(step, input):
+        # Outside any step: a resumed run logs these again, and still stops at the limit.
+        for i in range(6000):
+            step.log.info(f"line {i}")
+        step.log.warn("m" * (limits.MAX_LOG_MESSAGE_BYTES * 3), {"big": "d" * limits.MAX_LOG_DATA_BYTES})
+        step.progress(1, 2, "\u00e9" * limits.MAX_PROGRESS_MESSAGE_BYTES)
+        await step.run("wait", gate.wait)
+        return "done"
+
+    worker = make_app([chatty], clock=clock)
+    events = record(worker, "log:write")
+    run = worker.trigger(chatty, None)
+    stuck = asyncio.ensure_future(worker.process_one())
+    await next_event(worker, "step:start", step_name="wait")
+    for _ in range(500):  # the lines ride along with the next commit: here a flush
+        if worker._store.count_logs(run.id) == 6001:
+            break
+        await asyncio.sleep(0.01)
+    clock.advance(31)  # the first worker is frozen in its step; another takes the run over
+    other = make_app([chatty], clock=clock)
+    other_events = record(other, "log:write")
+    gate.set()
+    assert await other.process_one() is True
+    await stuck
+    assert other.get_run(run.id).output == "done"
+
+    logs = other.get_logs(run.id)
+    assert len(logs) == limits.MAX_LOGS_PER_RUN + 1
+    last = logs[-1]
+    assert last.level == "warn" and "log limit reached" in last.message and "MAX_LOGS_PER_RUN" in last.message
+    assert len(events) + len(other_events) == limits.MAX_LOGS_PER_RUN + 1
+    long_line = next(log for log in logs if log.level == "warn")
+    assert len(long_line.message.encode()) <= limits.MAX_LOG_MESSAGE_BYTES + 200
+    assert "[cut: the log message was" in long_line.message and "MAX_LOG_DATA_BYTES" in long_line.message
+    assert long_line.data is None
+    progress = other.get_run(run.id).progress
+    assert len(progress["message"].encode()) <= limits.MAX_PROGRESS_MESSAGE_BYTES
+    assert progress["message"].endswith(
+        f"the limit is {limits.MAX_PROGRESS_MESSAGE_BYTES:,} (durably.limits.MAX_PROGRESS_MESSAGE_BYTES)]")
+
+
+async def test_get_logs_pages_forward_and_gives_the_last_lines_in_order(make_app):
+    """Guards defect 8: get_logs could only return every line of a run at once."""
+    @job("j")
+    async def j(step, input):
+        for i in range(25):
+            step.log.info(f"line {i}")
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    await app.process_one()
+    every = app.get_logs(run.id)
+    assert [log.message for log in every] == [f"line {i}" for i in range(25)]
+    pages, after = [], None
+    while True:
+        page = app.get_logs(run.id, after_id=after, limit=10)
+        if not page:
+            break
+        pages.append([log.message for log in page])
+        after = page[-1].id
+    assert [len(p) for p in pages] == [10, 10, 5] and sum(pages, []) == [log.message for log in every]
+    assert [log.message for log in app.get_logs(run.id, last=3)] == ["line 22", "line 23", "line 24"]
+    assert app.get_logs(run.id, limit=0) == [] and app.get_logs(run.id, last=0) == []
+    assert app.get_logs(run.id, after_id=every[-1].id) == []
+    assert len(app.get_logs(run.id, last=1000)) == 25
+
+
+async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
+    """Guards defect 1: an exception's text was stored whole and unchecked: one of
+    megabytes was stored as is, a lone surrogate in it made every attempt to fail the run
+    a StorageError, and one whose __str__ raised escaped the runtime, leaving the run leased."""
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no")
+
+    @job("huge")
+    async def huge(step, input):
+        await step.run("explode", lambda: (_ for _ in ()).throw(ValueError("x" * 5_000_000)))
+
+    @job("surrogate")
+    async def surrogate(step, input):
+        raise ValueError("bad \ud800 text")
+
+    @job("unprintable")
+    async def unprintable(step, input):
+        raise Unprintable()
+
+    app = make_app([huge, surrogate, unprintable])
+    runs = [app.trigger(j) for j in (huge, surrogate, unprintable)]
+    assert await app.process_until_idle() == 3
+    big, odd, blank = (app.get_run(r.id) for r in runs)
+    assert big.status == odd.status == blank.status == "failed"
+    assert len(big.error.encode()) <= limits.MAX_ERROR_BYTES and "MAX_ERROR_BYTES" in big.error
+    assert len(app.get_steps(big.id)[0].error.encode()) <= limits.MAX_ERROR_BYTES
+    assert odd.error == "ValueError: bad \\ud800 text"
+    assert blank.error.startswith("Unprintable: <Unprintable whose message cannot be shown")

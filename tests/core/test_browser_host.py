@@ -196,3 +196,70 @@ def test_job_modules_that_fail_to_import_are_reported_with_their_tracebacks():
     (failure,) = json.loads(import_job_modules(["json", "durably_no_such_module"]))
     assert failure["module"] == "durably_no_such_module"
     assert "ModuleNotFoundError: No module named 'durably_no_such_module'" in failure["traceback"]
+
+
+async def test_a_deeply_nested_trigger_is_refused_and_leaves_nothing_that_breaks_get_runs(db_path):
+    """Guards defect 1: through handle_now, an input ~980 levels deep got a RecursionError
+    reply, yet the run was committed, and every getRuns failed from then on."""
+    host, _ = make_host(db_path)
+    for depth in (65, 980, 100_000):
+        reply = json.loads(host.handle_now("trigger", '{"job": "double", "input": ' + "[" * depth + "]" * depth + "}"))
+        assert reply["error"]["name"] == "ValidationError", reply
+        assert "MAX_DEPTH" in reply["error"]["message"] and "traceback" not in reply["error"]
+    assert json.loads(host.handle_now("getRuns", "{}")) == {"ok": []}
+    # A run stored deeper than the limit (by an older durably, or a hand edit) is listed
+    # with a marker instead of breaking the list for every caller.
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    host.app.driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?", ("[" * 980 + "]" * 980, run["id"]))
+    listed = json.loads(host.handle_now("getRuns", "{}"))["ok"]
+    assert [(r["id"], r["input"]) for r in listed] == [(run["id"], None)]
+    assert listed[0]["decode_error"].startswith("the stored input (")
+
+
+async def test_options_from_the_page_are_bounded_like_pythons(db_path):
+    """Guards defect 4: connect({options: {leaseDuration: 1e300}}) reached Durably unchecked."""
+    import math
+
+    import pytest
+
+    from durably import ValidationError
+
+    for options in ({"leaseDuration": math.inf}, {"leaseDuration": 1e300}, {"pollingInterval": 1e300},
+                    {"leaseRenewInterval": math.nan}, {"maxConcurrentRuns": 2**70}, {"retainRuns": "9999999999d"}):
+        with pytest.raises(ValidationError, match="durably.limits.MAX_"):
+            make_host(db_path, options=options)
+
+
+async def test_bad_numbers_in_requests_get_validation_errors(db_path):
+    """Guards defect 9: purgeRuns({olderThan: 1e300}) answered OverflowError with a traceback."""
+    host, _ = make_host(db_path)
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    for method, params in [
+        ("purgeRuns", '{"olderThan": 1e300}'), ("purgeRuns", '{"olderThan": NaN}'),
+        ("purgeRuns", '{"olderThan": -Infinity}'), ("purgeRuns", '{"olderThan": "0001-01-01T00:00:00+05:00"}'),
+        ("purgeRuns", '{"olderThan": 1, "limit": 1e300}'), ("getRuns", '{"limit": 1180591620717411303424}'),
+        ("getRun", '{"id": "a\\ud800"}'), ("getLogs", json.dumps({"id": run["id"], "last": 5, "afterId": 1})),
+        ("getLogs", json.dumps({"id": run["id"], "limit": 2**70})), ("waitForRun", json.dumps({"id": run["id"], "timeout": 1e300})),
+    ]:
+        reply = json.loads(host.handle_now(method, params) or await host.handle(method, params))
+        assert reply["error"]["name"] == "ValidationError", (method, params, reply)
+    assert [r["id"] for r in (await call(host, "getRuns"))["ok"]] == [run["id"]]
+
+
+async def test_get_logs_pages_for_the_page(db_path):
+    host, _ = make_host(db_path)
+    await host.start()
+    assert (await call(host, "ping"))["ok"]["limits"]["max_depth"] == 64
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 2}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    host.app._store.driver.execute(
+        "INSERT INTO durably_logs (run_id, step_name, level, message, created_at) "
+        "SELECT ?, NULL, 'info', 'line ' || value, '2026-01-01T00:00:00.000000Z' FROM json_each(?)",
+        (run["id"], json.dumps(list(range(12)))),
+    )
+    page = (await call(host, "getLogs", {"id": run["id"], "limit": 5}))["ok"]
+    rest = (await call(host, "getLogs", {"id": run["id"], "afterId": page[-1]["id"]}))["ok"]
+    tail = (await call(host, "getLogs", {"id": run["id"], "last": 2}))["ok"]
+    assert [entry["message"] for entry in page + rest] == [f"line {i}" for i in range(12)]
+    assert [entry["message"] for entry in tail] == ["line 10", "line 11"]
+    await host.stop()

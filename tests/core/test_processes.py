@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -298,3 +299,83 @@ def test_a_file_that_is_not_a_database_gives_a_clear_error(workdir):
     assert proc.returncode == 1
     assert "not a database" in proc.stderr and "Traceback" not in proc.stderr
     assert path.read_text().startswith("hello")
+
+
+def test_a_newer_schema_file_in_rollback_journal_mode_is_not_switched_to_wal(workdir):
+    """Guards defect 6: the driver switched the file to WAL when it opened it, before the
+    version check, so "the database was not modified" was false for such a file."""
+    db = str(workdir / "jobs.db")
+    app = Durably(db)
+    app.trigger("x", 1)
+    app._store.driver.execute("INSERT INTO durably_migrations (version, applied_at) VALUES (99, 'later')")
+    app.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    conn.close()
+    before = Path(db).read_bytes()
+    assert before[18:20] == b"\x01\x01"  # the header's rollback-journal mark
+    for args in (("runs", "--db", db), ("trigger", "--db", db, "x", "2")):
+        proc = cli(*args, cwd=workdir, check=False)
+        assert proc.returncode == 1 and "not modified" in proc.stderr, (args, proc.stderr)
+    newer = Durably(db)
+    with pytest.raises(Exception, match="schema version 99"):
+        newer.get_runs()
+    newer.close()
+    assert Path(db).read_bytes() == before
+    assert not Path(db + "-wal").exists()
+
+
+def test_read_commands_open_existing_databases_only_and_say_so(workdir):
+    """Guards defect 7: `durably runs --db typo.db` created a new database file."""
+    typo = workdir / "typo.db"
+    for command in (("runs",), ("show", "RUN"), ("cancel", "RUN"), ("delete", "RUN")):
+        proc = cli(command[0], "--db", str(typo), *command[1:], cwd=workdir, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"no durably database at {str(typo)!r}" in proc.stderr and "does not create one" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in workdir.iterdir()) == ["ledger_jobs.py"]
+    empty = workdir / "empty.db"
+    empty.touch()
+    proc = cli("runs", "--db", str(empty), cwd=workdir, check=False)
+    assert proc.returncode == 2 and "is not a durably database" in proc.stderr
+    assert empty.read_bytes() == b""
+
+
+def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_run(workdir):
+    """Guards defects 1, 4 and 9 from the CLI: a deep INPUT_JSON printed a traceback, and
+    --lease-duration inf killed the worker loop silently at its first claim."""
+    db = str(workdir / "jobs.db")
+    cli("trigger", "--db", db, "multi", '{"steps": 0, "sleep": 0, "ledger": "x"}', cwd=workdir)
+    for args, needle in [
+        (("trigger", "--db", db, "multi", "[" * 50_000 + "]" * 50_000), "nested too deep"),
+        (("trigger", "--db", db, "multi", "[" * 65 + "]" * 65), "nested more than 64 levels"),
+        (("trigger", "--db", db, "multi", "{}", "--wait", "inf"), "MAX_TIMEOUT"),
+        (("runs", "--db", db, "--limit", str(2**70)), "MAX_PAGE"),
+        (("show", "--db", db, "a\udcff"), "not valid Unicode"),
+        (("worker", "ledger_jobs", "--db", db, "--lease-duration", "inf"), "MAX_LEASE_DURATION"),
+        (("worker", "ledger_jobs", "--db", db, "--polling-interval", "1e300"), "MAX_POLLING_INTERVAL"),
+        (("worker", "ledger_jobs", "--db", db, "--concurrency", "100000"), "MAX_CONCURRENT_RUNS"),
+        (("worker", "ledger_jobs", "--db", db, "--stop-timeout", "nan"), "MAX_TIMEOUT"),
+    ]:
+        proc = cli(*args, cwd=workdir, check=False)
+        assert proc.returncode == 2, (args[:4], proc.stderr)
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, (args[:4], proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert len(statuses(db)) == 1
+
+
+def test_show_prints_the_last_thousand_log_lines_and_says_how_many_it_left_out(workdir):
+    db = str(workdir / "jobs.db")
+    run_id = json.loads(cli("trigger", "--db", db, "multi", "{}", cwd=workdir).stdout)["id"]
+    conn = sqlite3.connect(db)
+    conn.executemany(
+        "INSERT INTO durably_logs (run_id, level, message, created_at) VALUES (?, 'info', ?, '2026-01-01T00:00:00.000000Z')",
+        [(run_id, f"line {i}") for i in range(1500)],
+    )
+    conn.commit()
+    conn.close()
+    proc = cli("show", "--db", db, run_id, cwd=workdir)
+    shown = json.loads(proc.stdout)
+    assert [log["message"] for log in shown["logs"]] == [f"line {i}" for i in range(500, 1500)]
+    assert shown["logs_left_out"] == 500
+    assert "showing the last 1,000 log lines; 500 earlier lines were left out" in proc.stderr
