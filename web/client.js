@@ -175,6 +175,7 @@ export function connect({
     getRuns: (filter = {}) => call("getRuns", defined(filter)),
     getSteps: (id) => call("getSteps", { id }),
     getLogs: (id, { afterId, limit, last } = {}) => call("getLogs", defined({ id, afterId, limit, last })),
+    getStatus: () => call("getStatus"),
     cancel: (id) => call("cancel", { id }),
     retrigger: (id) => call("retrigger", { id }),
     deleteRun: (id) => call("deleteRun", { id }),

@@ -16,6 +16,7 @@ METHODS = {
     "ping": None, "jobs": None, "trigger": "job", "triggerMany": "job", "getRun": "id", "getRuns": None,
     "getSteps": "id", "getLogs": "id", "cancel": "id", "retrigger": "id", "deleteRun": "id",
     "purgeRuns": "olderThan", "waitForRun": "id", "subscribe": "types", "unsubscribe": "types",
+    "getStatus": None,
 }
 DEBUG_METHODS = ("evalPython", "sql")
 EXTRA_KEY = "zzUnknownParameter"

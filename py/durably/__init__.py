@@ -12,6 +12,7 @@ from .errors import (
     DurablyError,
     LeaseLostError,
     NotFoundError,
+    NoWorkerWarning,
     RunFailedError,
     SchemaError,
     StorageError,
@@ -19,7 +20,7 @@ from .errors import (
 )
 from .events import EVENT_FIELDS, EVENT_TYPES, Event
 from .jobs import Job, job
-from .models import LogRecord, Run, StepRecord
+from .models import LogRecord, Run, Status, StepRecord, WorkerRecord
 from .runtime import Step
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ __all__ = [
     "Run",
     "StepRecord",
     "LogRecord",
+    "Status",
+    "WorkerRecord",
     "Event",
     "EVENT_TYPES",
     "EVENT_FIELDS",
@@ -44,4 +47,5 @@ __all__ = [
     "LeaseLostError",
     "StorageError",
     "SchemaError",
+    "NoWorkerWarning",
 ]

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
@@ -20,12 +21,15 @@ from .errors import (
     CancelledError,
     ConflictError,
     NotFoundError,
+    NoWorkerWarning,
     RunFailedError,
+    StorageError,
     ValidationError,
 )
 from .events import Event, EventBus
 from .jobs import Job, check_name, check_text
 from .limits import (
+    JOB_SEEN_WINDOW,
     MAX_CONCURRENT_RUNS,
     MAX_FILTER_VALUES,
     MAX_LABEL_VALUE,
@@ -38,8 +42,9 @@ from .limits import (
     MAX_PURGE_LIMIT,
     MAX_RETENTION,
     MAX_TIMEOUT,
+    WORKER_STALE_AFTER,
 )
-from .models import ACTIVE, FINISHED, LogRecord, Run, StepRecord
+from .models import ACTIVE, FINISHED, LogRecord, Run, Status, StepRecord
 from .runtime import Runtime
 from .schemas import check_json
 from .store import Store
@@ -148,6 +153,12 @@ class Durably:
         self._clock: Clock = clock or system_clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         check_name(self.worker_id, "worker_id")
+        # (host, pid) this worker records in the registry; None: this machine and process.
+        # The browser host sets ("browser", None).
+        self._worker_host: tuple[str, int | None] | None = None
+        # Job name -> when (monotonic) a live worker was last seen registering it, so that a
+        # trigger-only process does not ask the registry on every trigger.
+        self._jobs_seen: dict[str, float] = {}
 
         if isinstance(db, (str, os.PathLike)):
             path = os.fspath(db)
@@ -256,6 +267,8 @@ class Durably:
         with self._store.transaction(several=not plain):
             run, disposition = self._store.insert_run(**prepared)
         self._after_trigger(run, disposition, input)
+        if disposition == "created" and not self._jobs:
+            self._warn_if_no_worker(run.job_name, [run.id])
         return run
 
     def trigger_many(
@@ -273,6 +286,8 @@ class Durably:
                 results.append(self._store.insert_run(**args))
         for (run, disposition), item in zip(results, inputs):
             self._after_trigger(run, disposition, item)
+        if results and not self._jobs:
+            self._warn_if_no_worker(results[0][0].job_name, [run.id for run, _ in results])
         return [run for run, _ in results]
 
     def _prepare(
@@ -311,6 +326,29 @@ class Durably:
             "coalesce": coalesce,
             "now": self._now(),
         }
+
+    def _warn_if_no_worker(self, job_name: str, run_ids: list[str]) -> None:
+        """A trigger-only process accepts any job name: warn (``NoWorkerWarning``) when no
+        worker that registers this job has had a heartbeat within JOB_SEEN_WINDOW, so a
+        typo does not leave runs pending for ever in silence. The run stands either way."""
+        seen = self._jobs_seen.get(job_name)
+        if seen is not None and time.monotonic() - seen < WORKER_STALE_AFTER:
+            return
+        since = iso(add_seconds(self._clock(), -JOB_SEEN_WINDOW))
+        try:
+            jobs = self._store.jobs_seen_since(since)
+        except StorageError:
+            return  # the run is stored; a warning is not worth an error
+        now = time.monotonic()
+        for name in jobs:
+            self._jobs_seen[name] = now
+        if job_name not in jobs:
+            runs = f"run {run_ids[0]}" if len(run_ids) == 1 else f"{len(run_ids)} runs"
+            warnings.warn(NoWorkerWarning(
+                f"no worker has registered job {job_name!r} in the last {JOB_SEEN_WINDOW / 60:g} minutes "
+                f"(durably.limits.JOB_SEEN_WINDOW): {runs} will stay pending until one does. Check the "
+                "job name; `durably status` lists the workers and their jobs"
+            ), stacklevel=3)
 
     def _after_trigger(self, run: Run, disposition: str, input: Any) -> None:
         if disposition == "created":
@@ -455,6 +493,8 @@ class Durably:
                 retrigger_of=old.id,
             )
         self._after_trigger(run, disposition, old.input)
+        if not self._jobs:
+            self._warn_if_no_worker(run.job_name, [run.id])
         return run
 
     def delete_run(self, run_id: str) -> None:
@@ -496,6 +536,35 @@ class Durably:
         for run in runs:
             self._events.emit("run:delete", run.id, run.job_name, run.labels)
         return len(runs)
+
+    def status(self) -> Status:
+        """The live workers with their jobs, the runs by status, and ``unhandled``: the
+        pending runs of each job that no live worker registers (by job name). A worker
+        records itself when started (``start()``, ``serve()``, ``durably worker``, the
+        browser), heartbeats every ``limits.HEARTBEAT_INTERVAL`` seconds, and counts as
+        dead once its heartbeat is older than ``limits.WORKER_STALE_AFTER``.
+
+        Example::
+
+            status = app.status()
+            if not status.healthy:
+                print("no worker for", ", ".join(status.unhandled))
+        """
+        self._check_open()
+        now = self._clock()
+        stale_before = add_seconds(now, -WORKER_STALE_AFTER)
+        workers = self._store.workers()
+        by_status, pending = self._store.run_counts()
+        live = [w for w in workers if w.heartbeat_at is not None and w.heartbeat_at >= stale_before]
+        stale = [w for w in workers if w not in live]
+        handled = {name for w in live for name in w.jobs}
+        return Status(
+            workers=live,
+            stale_workers=stale,
+            runs={status: by_status.get(status, 0) for status in RUN_STATUSES},
+            unhandled={name: count for name, count in sorted(pending.items()) if name not in handled},
+            checked_at=now,
+        )
 
     def on(self, event_type: str, handler: Callable[[Event], Any]) -> Callable[[], None]:
         """Call ``handler(event)`` for each event of ``event_type`` (or ``"*"`` for all).

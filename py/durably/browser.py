@@ -163,6 +163,7 @@ class BrowserHost:
             kwargs[OPTIONS[key]] = value
         all_jobs = [*jobs, *jobs_in_modules(job_modules)]
         self.app = Durably(driver, jobs=all_jobs, worker_id=f"browser:{os.urandom(4).hex()}", **kwargs)
+        self.app._worker_host = ("browser", None)
         self._post_event = post_event
         # Subscribed type -> its unsubscribe. Only subscribed types have a listener, so an
         # event nobody on the page wants is never even built (the bus skips unheard types).
@@ -177,6 +178,7 @@ class BrowserHost:
             "getRuns": self._get_runs,
             "getSteps": self._get_steps,
             "getLogs": self._get_logs,
+            "getStatus": self._get_status,
             "cancel": self._cancel,
             "retrigger": self._retrigger,
             "deleteRun": self._delete_run,
@@ -200,6 +202,8 @@ class BrowserHost:
         app = self.app
         app._store.migrate()
         reclaimed = app._store.reclaim_all_leases(app._now())
+        # Likewise every other worker recorded in this database is a closed tab's: gone.
+        app._store.forget_workers(except_id=app.worker_id)
         await app.start()
         return {"reclaimed": reclaimed, "jobs": sorted(app.jobs), "worker_id": app.worker_id}
 
@@ -357,6 +361,10 @@ class BrowserHost:
             after_id=params.get("afterId"), limit=params.get("limit"), last=params.get("last"),
         )
         return [log.to_dict() for log in logs]
+
+    def _get_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "getStatus")
+        return self.app.status().to_dict()
 
     def _cancel(self, params: dict[str, Any]) -> dict[str, Any]:
         _only(params, "cancel", "id")

@@ -4,13 +4,15 @@
     durably trigger --db PATH JOB [INPUT_JSON]           insert a run, no job code needed
     durably runs --db PATH [--status S] [--job J]        list runs, newest first
     durably show --db PATH RUN_ID                        one run with its steps and its last logs
+    durably status --db PATH [--json] [--check]          workers, runs, pending runs nobody runs
     durably cancel --db PATH RUN_ID
     durably retrigger --db PATH RUN_ID
     durably delete --db PATH RUN_ID
 
 ``--db`` defaults to the ``DURABLY_DB`` environment variable; every command but ``worker``
 and ``trigger`` opens an existing database only. Exit status: 0 on success, 2 for usage
-errors and bad input (one line on stderr, no traceback), 1 for other failures.
+errors and bad input (one line on stderr, no traceback), 1 for other failures, 3 for
+``status --check`` when a job with pending runs has no live worker.
 """
 
 from __future__ import annotations
@@ -24,20 +26,23 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from .app import Durably, check_timeout
 from .driver import Sqlite3Driver
-from .errors import ConflictError, DurablyError, NotFoundError, StorageError, ValidationError
+from .errors import ConflictError, DurablyError, NotFoundError, NoWorkerWarning, StorageError, ValidationError
 from .events import Event
 from .jobs import Job
-from .limits import MAX_DEPTH
+from .limits import MAX_DEPTH, WORKER_STALE_AFTER
 from .models import Run
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError)
 #: Log lines ``durably show`` prints: the last ones (it says how many it left out).
 SHOW_LOGS = 1000
+#: ``durably status --check``: a job with pending runs has no live worker.
+EXIT_UNHANDLED = 3
 
 
 class UsageError(Exception):
@@ -87,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=50)
     r.add_argument("--json", action="store_true", help="print JSON lines")
 
+    st = sub.add_parser("status", help="live workers, runs by status, and pending runs no live worker will run")
+    db_option(st)
+    st.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    st.add_argument("--check", action="store_true",
+                    help=f"exit {EXIT_UNHANDLED} when a job with pending runs has no live worker (a health check)")
+
     for name, text in (("show", "one run with its steps and logs"), ("cancel", "cancel a pending or leased run"),
                        ("retrigger", "run a finished run's job again with the same input"),
                        ("delete", "delete a finished run")):
@@ -131,7 +142,7 @@ def _main(argv: list[str]) -> int:
 
 # Commands about runs that must already exist: they open an existing database only, and
 # never create one (a mistyped --db would otherwise leave a new, empty database behind).
-EXISTING_ONLY = ("runs", "show", "cancel", "retrigger", "delete")
+EXISTING_ONLY = ("runs", "show", "status", "cancel", "retrigger", "delete")
 
 
 def _open_existing(path: str, command: str) -> Durably:
@@ -180,10 +191,14 @@ def _trigger(app: Durably, args: argparse.Namespace) -> int:
             f"INPUT_JSON is nested too deep to read; an input may nest at most {MAX_DEPTH} levels "
             "(durably.limits.MAX_DEPTH)"
         ) from None
-    run = app.trigger(
-        args.job, data, idempotency_key=args.idempotency_key, concurrency_key=args.concurrency_key,
-        coalesce=args.coalesce, labels=_labels(args.label),
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoWorkerWarning)
+        run = app.trigger(
+            args.job, data, idempotency_key=args.idempotency_key, concurrency_key=args.concurrency_key,
+            coalesce=args.coalesce, labels=_labels(args.label),
+        )
+    for warning in caught:  # one line each on stderr, no source line
+        print(f"durably: warning: {warning.message}", file=sys.stderr)
     print(json.dumps({"id": run.id, "job_name": run.job_name, "status": run.status, "disposition": run.disposition}))
     if args.wait is not None:
         final = asyncio.run(app.wait_for_run(run.id, timeout=args.wait))
@@ -231,6 +246,33 @@ def _show(app: Durably, args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(app: Durably, args: argparse.Namespace) -> int:
+    status = app.status()
+    if args.json:
+        print(json.dumps(status.to_dict()))
+    else:
+        now = status.checked_at
+        print(f"workers: {len(status.workers)} live, {len(status.stale_workers)} stale "
+              f"(no heartbeat for {WORKER_STALE_AFTER:g} s)")
+        for w in status.workers + status.stale_workers:
+            state = "live " if w in status.workers else "stale"
+            ago = (now - w.heartbeat_at).total_seconds()
+            where = w.host if w.pid is None else f"{w.host} pid {w.pid}"
+            print(f"  {state} {w.worker_id}  {where}  durably {w.version}  concurrency {w.concurrency}  "
+                  f"heartbeat {ago:.0f} s ago  jobs: {', '.join(w.jobs) or '-'}")
+        print("runs: " + ", ".join(f"{name} {count}" for name, count in status.runs.items()))
+        if status.unhandled:
+            for name, count in status.unhandled.items():
+                print(f"unhandled: job {name!r} has {count} pending run(s) and no live worker registers it")
+        else:
+            print("unhandled: none")
+    if args.check and not status.healthy:
+        jobs = ", ".join(f"{name!r} ({count} pending)" for name, count in status.unhandled.items())
+        print(f"durably: unhealthy: no live worker runs {jobs}", file=sys.stderr)
+        return EXIT_UNHANDLED
+    return 0
+
+
 def _cancel(app: Durably, args: argparse.Namespace) -> int:
     run = app.cancel(args.run_id)
     print(json.dumps({"id": run.id, "status": run.status}))
@@ -249,7 +291,7 @@ def _delete(app: Durably, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"trigger": _trigger, "runs": _runs, "show": _show, "cancel": _cancel,
+_COMMANDS = {"trigger": _trigger, "runs": _runs, "show": _show, "status": _status, "cancel": _cancel,
              "retrigger": _retrigger, "delete": _delete}
 
 

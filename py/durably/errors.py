@@ -87,3 +87,10 @@ class StorageError(DurablyError):
 class SchemaError(StorageError):
     """The database was written by a newer durably, or is not a durably database.
     It is left untouched."""
+
+
+class NoWorkerWarning(UserWarning):
+    """A trigger-only ``Durably`` created a run of a job that no worker has registered
+    lately (``limits.JOB_SEEN_WINDOW``): the run stands, but stays pending until a worker
+    that registers the job starts. Often a typo in the job name. A warning, not an error:
+    filter it with ``warnings.simplefilter("ignore", durably.NoWorkerWarning)``."""

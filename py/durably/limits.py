@@ -79,6 +79,19 @@ MAX_TIMEOUT = 365 * 86400.0
 MAX_PURGE_LIMIT = 10_000
 
 
+# -- the worker registry (durably_workers, durably status) ---------------------------------
+
+#: A started worker writes its heartbeat this often, in seconds (a timer on its event loop).
+HEARTBEAT_INTERVAL = 10.0
+#: A worker whose last heartbeat is older than this, in seconds, counts as dead.
+WORKER_STALE_AFTER = 60.0
+#: A dead worker's row is deleted once its heartbeat is this old, in seconds (a day).
+WORKER_FORGET_AFTER = 86400.0
+#: A trigger-only ``Durably`` warns when no worker registering the job has had a heartbeat
+#: within this many seconds (ten minutes).
+JOB_SEEN_WINDOW = 600.0
+
+
 def as_dict() -> dict[str, Any]:
     """The limits as plain data (lower-case names), for the browser's ``ping``."""
     return {name.lower(): value for name, value in globals().items() if name.isupper() and name not in ("KIB", "MIB")}

@@ -205,3 +205,68 @@ class LogRecord(_Record):
     created_at: datetime
     #: None, or why ``data`` (then None) could not be read: see ``Run.decode_error``.
     decode_error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord(_Record):
+    """A started worker as it recorded itself in the database (``durably_workers``).
+
+    ``host`` is the machine's name (``"browser"`` for the browser's worker), ``pid`` its
+    process id (None in the browser), ``jobs`` the job names it registers, ``version``
+    its durably version, ``concurrency`` its ``max_concurrent_runs``."""
+
+    worker_id: str
+    host: str
+    pid: int | None
+    jobs: list[str]
+    version: str
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``Durably.status()`` sees in the database at ``checked_at``.
+
+    ``workers``: the live workers (a heartbeat within ``limits.WORKER_STALE_AFTER``) with
+    their jobs; ``stale_workers``: those not heard from since, not yet forgotten;
+    ``runs``: the number of runs of each status (all five, zeros included);
+    ``unhandled``: job name -> its pending runs, for each job that no live worker
+    registers: runs nobody will execute until such a worker starts. ``healthy`` is true
+    when ``unhandled`` is empty (what ``durably status --check`` checks)."""
+
+    workers: list[WorkerRecord]
+    stale_workers: list[WorkerRecord]
+    runs: dict[str, int]
+    unhandled: dict[str, int]
+    checked_at: datetime
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unhandled
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as the browser's ``getStatus`` and ``durably status --json`` give it."""
+        return {
+            "workers": [w.to_dict() for w in self.workers],
+            "stale_workers": [w.to_dict() for w in self.stale_workers],
+            "runs": dict(self.runs),
+            "unhandled": dict(self.unhandled),
+            "healthy": self.healthy,
+            "checked_at": iso(self.checked_at),
+        }
+
+
+def worker_from_row(row: tuple) -> WorkerRecord:
+    jobs, _ = read_stored(row[3], "jobs")
+    return WorkerRecord(
+        worker_id=row[0],
+        host=row[1],
+        pid=row[2],
+        jobs=[j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else [],
+        version=row[4],
+        concurrency=row[5],
+        started_at=parse_iso(row[6]),  # type: ignore[arg-type]
+        heartbeat_at=parse_iso(row[7]),  # type: ignore[arg-type]
+    )

@@ -20,19 +20,24 @@ import asyncio
 import inspect
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import LeaseLostError, StorageError, ValidationError
 from .jobs import Job, check_name, cut_text, safe_text
+from .clock import add_seconds
 from .limits import (
+    HEARTBEAT_INTERVAL,
     MAX_ERROR_BYTES,
     MAX_LOG_DATA_BYTES,
     MAX_LOG_MESSAGE_BYTES,
     MAX_LOGS_PER_RUN,
     MAX_PROGRESS_MESSAGE_BYTES,
     MAX_STEP_RESULT_BYTES,
+    WORKER_FORGET_AFTER,
 )
 from .schemas import check_json, loads_stored, to_json, too_large
 from .store import Claimed, PendingWrites
@@ -241,6 +246,9 @@ class Runtime:
         self._lease_until: dict[str, str] = {}
         self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
         self._yielded = time.monotonic()  # when the runtime last gave the event loop a turn
+        self._started_at: str | None = None  # set while started: this worker is in the registry
+        self._heartbeat_handle: asyncio.TimerHandle | None = None
+        self._last_prune = float("-inf")
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -755,7 +763,50 @@ class Runtime:
 
     async def start(self) -> None:
         self.stopping = False
+        self._started_at = self.app._now()
+        self._last_prune = float("-inf")
+        self._heartbeat()  # records this worker; then every HEARTBEAT_INTERVAL
         self._loop_task = asyncio.ensure_future(self.run_loop())
+
+    # -- the worker registry ------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Record this worker (its jobs, host, pid, version) with the time, in the registry
+        that ``Durably.status()`` reads; every HEARTBEAT_INTERVAL while it runs. A failure
+        is a worker:error, never a stop: running jobs does not depend on the registry."""
+        app = self.app
+        self._heartbeat_handle = None
+        if self._started_at is None:
+            return
+        from . import __version__
+
+        host, pid = app._worker_host or (socket.gethostname(), os.getpid())
+        now = app._clock()
+        try:
+            app._store.record_worker(
+                worker_id=app.worker_id, host=host, pid=pid, jobs_json=to_json(sorted(app._jobs)),
+                version=__version__, concurrency=app.max_concurrent_runs, started_at=self._started_at,
+                now=app._iso(now),
+            )
+            if time.monotonic() - self._last_prune >= WORKER_FORGET_AFTER / 24:
+                self._last_prune = time.monotonic()
+                app._store.forget_workers(before=app._iso(add_seconds(now, -WORKER_FORGET_AFTER)))
+        except Exception as exc:
+            self._worker_error(None, exc, "recording this worker's heartbeat (will try again)")
+        self._heartbeat_handle = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _forget_self(self) -> None:
+        """A clean stop: take this worker out of the registry."""
+        if self._heartbeat_handle is not None:
+            self._heartbeat_handle.cancel()
+            self._heartbeat_handle = None
+        if self._started_at is None:
+            return
+        self._started_at = None
+        try:
+            self.app._store.forget_workers(only_id=self.app.worker_id)
+        except Exception as exc:
+            self._worker_error(None, exc, "removing this worker from the registry (it will count as dead)")
 
     @property
     def running(self) -> bool:
@@ -777,6 +828,7 @@ class Runtime:
                     if ctx.task in late:
                         self.interrupt(ctx, "stop")
                 await asyncio.gather(*late, return_exceptions=True)
+        self._forget_self()
         self.stopping = False
 
 

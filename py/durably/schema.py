@@ -143,6 +143,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        [
+            # The worker registry: every started worker records itself and heartbeats, so
+            # `durably status` can tell which jobs a live worker runs, and which pending runs
+            # no live worker will ever execute (a typo in a trigger-only process's job name).
+            # See durably.limits for the heartbeat interval and the staleness window.
+            """
+            CREATE TABLE durably_workers (
+                worker_id    TEXT PRIMARY KEY,
+                host         TEXT NOT NULL,
+                pid          INTEGER,
+                jobs         TEXT NOT NULL,
+                version      TEXT NOT NULL,
+                concurrency  INTEGER NOT NULL,
+                started_at   TEXT NOT NULL,
+                heartbeat_at TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -28,8 +28,10 @@ from .models import (
     LogRecord,
     Run,
     StepRecord,
+    WorkerRecord,
     read_stored,
     run_from_row,
+    worker_from_row,
 )
 from .clock import parse_iso
 from .schema import LATEST_VERSION, MIGRATIONS
@@ -671,6 +673,66 @@ class Store:
                 ):
                     self._x(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
         return [run_from_row(r) for r in rows]
+
+    # -- the worker registry ------------------------------------------------------------------
+
+    def record_worker(
+        self, *, worker_id: str, host: str, pid: int | None, jobs_json: str, version: str,
+        concurrency: int, started_at: str, now: str,
+    ) -> None:
+        """Record a started worker, or its heartbeat if it is recorded (one statement). A
+        worker whose row was forgotten (asleep for a day) records itself again."""
+        with self._write(several=False):
+            self._x(
+                "INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, "
+                "started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) "
+                "DO UPDATE SET heartbeat_at = excluded.heartbeat_at, jobs = excluded.jobs, "
+                "concurrency = excluded.concurrency",
+                (worker_id, host, pid, jobs_json, version, concurrency, started_at, now),
+            )
+
+    def forget_workers(self, *, before: str | None = None, except_id: str | None = None,
+                       only_id: str | None = None) -> int:
+        """Delete worker rows: those whose heartbeat is older than ``before``, every one but
+        ``except_id``, or only ``only_id``. Returns how many."""
+        if only_id is not None:
+            sql, params = "DELETE FROM durably_workers WHERE worker_id = ?", (only_id,)
+        elif except_id is not None:
+            sql, params = "DELETE FROM durably_workers WHERE worker_id <> ?", (except_id,)
+        else:
+            sql, params = "DELETE FROM durably_workers WHERE heartbeat_at < ?", (before,)
+        with self._write(several=False):
+            _, changes = self._x(sql, params)
+        return changes
+
+    def workers(self) -> list[WorkerRecord]:
+        """Every recorded worker, live or not, by worker id."""
+        with self._read():
+            rows, _ = self._x(
+                "SELECT worker_id, host, pid, jobs, version, concurrency, started_at, heartbeat_at "
+                "FROM durably_workers ORDER BY worker_id"
+            )
+        return [worker_from_row(r) for r in rows]
+
+    def jobs_seen_since(self, since: str) -> set[str]:
+        """The job names of the workers whose last heartbeat is at ``since`` or later."""
+        with self._read():
+            rows, _ = self._x("SELECT jobs FROM durably_workers WHERE heartbeat_at >= ?", (since,))
+        seen: set[str] = set()
+        for (text,) in rows:
+            jobs, _ = read_stored(text, "jobs")
+            if isinstance(jobs, list):
+                seen.update(j for j in jobs if isinstance(j, str))
+        return seen
+
+    def run_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """``(runs by status, pending runs by job name)``."""
+        with self._read():
+            by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
+            pending, _ = self._x(
+                "SELECT job_name, COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY job_name"
+            )
+        return dict(by_status), dict(pending)
 
     def close(self) -> None:
         with self._lock:

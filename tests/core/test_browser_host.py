@@ -246,10 +246,14 @@ async def test_bad_numbers_in_requests_get_validation_errors(db_path):
     assert [r["id"] for r in (await call(host, "getRuns"))["ok"]] == [run["id"]]
 
 
-async def test_get_logs_pages_for_the_page(db_path):
+async def test_get_logs_pages_and_get_status_answer_the_page(db_path):
     host, _ = make_host(db_path)
-    await host.start()
+    info = await host.start()
     assert (await call(host, "ping"))["ok"]["limits"]["max_depth"] == 64
+    status = (await call(host, "getStatus"))["ok"]
+    assert [(w["worker_id"], w["host"], w["pid"], w["jobs"]) for w in status["workers"]] == [
+        (info["worker_id"], "browser", None, ["double", "hang"])]
+    assert status["healthy"] is True and status["runs"]["pending"] == 0
     run = (await call(host, "trigger", {"job": "double", "input": {"n": 2}}))["ok"]
     await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
     host.app._store.driver.execute(
@@ -262,4 +266,20 @@ async def test_get_logs_pages_for_the_page(db_path):
     tail = (await call(host, "getLogs", {"id": run["id"], "last": 2}))["ok"]
     assert [entry["message"] for entry in page + rest] == [f"line {i}" for i in range(12)]
     assert [entry["message"] for entry in tail] == ["line 10", "line 11"]
+    reply = await call(host, "getStatus", {"verbose": True})
+    assert reply["error"]["name"] == "ValidationError"
     await host.stop()
+    assert (await call(host, "getStatus"))["ok"]["workers"] == []
+
+
+async def test_a_reloaded_tab_forgets_the_workers_of_closed_tabs(db_path):
+    first, _ = make_host(db_path)
+    await first.start()
+    first.app._runtime._loop_task.cancel()  # the tab closes: its worker never says goodbye
+    if first.app._runtime._heartbeat_handle is not None:
+        first.app._runtime._heartbeat_handle.cancel()
+    second, _ = make_host(db_path)
+    info = await second.start()
+    status = (await call(second, "getStatus"))["ok"]
+    assert [w["worker_id"] for w in status["workers"] + status["stale_workers"]] == [info["worker_id"]]
+    await second.stop()

@@ -323,12 +323,15 @@ def test_a_newer_schema_file_in_rollback_journal_mode_is_not_switched_to_wal(wor
     newer.close()
     assert Path(db).read_bytes() == before
     assert not Path(db + "-wal").exists()
+    proc = cli("status", "--db", db, cwd=workdir, check=False)
+    assert proc.returncode == 1 and "not modified" in proc.stderr
+    assert Path(db).read_bytes() == before
 
 
 def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     """Guards defect 7: `durably runs --db typo.db` created a new database file."""
     typo = workdir / "typo.db"
-    for command in (("runs",), ("show", "RUN"), ("cancel", "RUN"), ("delete", "RUN")):
+    for command in (("runs",), ("show", "RUN"), ("status",), ("cancel", "RUN"), ("delete", "RUN")):
         proc = cli(command[0], "--db", str(typo), *command[1:], cwd=workdir, check=False)
         assert proc.returncode == 2, proc.stderr
         assert f"no durably database at {str(typo)!r}" in proc.stderr and "does not create one" in proc.stderr
@@ -339,6 +342,34 @@ def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     proc = cli("runs", "--db", str(empty), cwd=workdir, check=False)
     assert proc.returncode == 2 and "is not a durably database" in proc.stderr
     assert empty.read_bytes() == b""
+
+
+def test_cli_status_lists_workers_and_check_fails_for_pending_runs_no_worker_runs(workdir):
+    """Runs nobody will ever execute: `durably status` and its health check, and the one
+    warning line of a trigger no worker will pick up."""
+    db = str(workdir / "jobs.db")
+    typo = cli("trigger", "--db", db, "mutli", "{}", cwd=workdir)
+    assert typo.stderr.startswith("durably: warning: no worker has registered job 'mutli'")
+    assert len(typo.stderr.strip().splitlines()) == 1
+    worker = start_worker(workdir, db)
+    try:
+        wait_until(lambda: json.loads(cli("status", "--db", db, "--json", cwd=workdir).stdout)["workers"],
+                   what="the worker to record itself")
+        status = json.loads(cli("status", "--db", db, "--json", cwd=workdir).stdout)
+        assert [(w["pid"], w["jobs"]) for w in status["workers"]] == [(worker.pid, ["multi"])]
+        assert status["unhandled"] == {"mutli": 1} and status["healthy"] is False
+        check = cli("status", "--db", db, "--check", cwd=workdir, check=False)
+        assert check.returncode == 3
+        assert "unhandled: job 'mutli' has 1 pending run(s)" in check.stdout
+        assert check.stderr.strip() == "durably: unhealthy: no live worker runs 'mutli' (1 pending)"
+        good = cli("trigger", "--db", db, "multi", '{"steps": 0, "sleep": 0, "ledger": "x"}', cwd=workdir)
+        assert good.stderr == ""  # a live worker registers that job: no warning
+        cli("cancel", "--db", db, json.loads(typo.stdout)["id"], cwd=workdir)
+        healthy = cli("status", "--db", db, "--check", cwd=workdir)
+        assert "unhandled: none" in healthy.stdout and f"pid {worker.pid}" in healthy.stdout
+    finally:
+        stop(worker)
+    assert json.loads(cli("status", "--db", db, "--json", cwd=workdir).stdout)["workers"] == []
 
 
 def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_run(workdir):
