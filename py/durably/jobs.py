@@ -64,7 +64,7 @@ def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) ->
 
 def safe_text(value: Any, max_bytes: int) -> str:
     """Text to store whatever it came from (an exception's message): ``str(value)`` even if
-    that raises, lone surrogates escaped, cut to ``max_bytes`` of UTF-8."""
+    that raises, lone surrogates and NUL escaped, cut to ``max_bytes`` of UTF-8."""
     try:
         text = value if isinstance(value, str) else str(value)
     except Exception as exc:  # an exception whose __str__ itself fails
@@ -73,6 +73,8 @@ def safe_text(value: Any, max_bytes: int) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in text:  # storable in SQLite, not in PostgreSQL: the same text on both
+        text = text.replace("\x00", "\\x00")
     return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")
 
 

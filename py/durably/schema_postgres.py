@@ -136,6 +136,26 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX durably_logs_run ON durably_logs (run_id, id)",
         ],
     ),
+    (
+        3,
+        [
+            # The worker registry (schema.py's migration 3, the same columns in the same
+            # order): a heartbeat is one upsert, INSERT ... ON CONFLICT (worker_id) DO UPDATE,
+            # which both engines take.
+            """
+            CREATE TABLE durably_workers (
+                worker_id    TEXT COLLATE "C" PRIMARY KEY,
+                host         TEXT COLLATE "C" NOT NULL,
+                pid          BIGINT,
+                jobs         TEXT COLLATE "C" NOT NULL,
+                version      TEXT COLLATE "C" NOT NULL,
+                concurrency  BIGINT NOT NULL,
+                started_at   TEXT COLLATE "C" NOT NULL,
+                heartbeat_at TEXT COLLATE "C" NOT NULL
+            )
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

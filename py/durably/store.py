@@ -333,7 +333,7 @@ class Store:
         if last is not None:
             sql = (
                 f"SELECT * FROM (SELECT {columns} FROM durably_logs WHERE run_id = ? "
-                "ORDER BY id DESC LIMIT ?) ORDER BY id"
+                "ORDER BY id DESC LIMIT ?) AS tail ORDER BY id"
             )
             params: tuple = (run_id, last)
         else:

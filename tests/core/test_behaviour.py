@@ -1714,7 +1714,7 @@ async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
 
     @job("surrogate")
     async def surrogate(step, input):
-        raise ValueError("bad \ud800 text")
+        raise ValueError("bad \ud800 text\x00")
 
     @job("unprintable")
     async def unprintable(step, input):
@@ -1727,5 +1727,5 @@ async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
     assert big.status == odd.status == blank.status == "failed"
     assert len(big.error.encode()) <= limits.MAX_ERROR_BYTES and "MAX_ERROR_BYTES" in big.error
     assert len(app.get_steps(big.id)[0].error.encode()) <= limits.MAX_ERROR_BYTES
-    assert odd.error == "ValueError: bad \\ud800 text"
+    assert odd.error == "ValueError: bad \\ud800 text\\x00"  # NUL too: PostgreSQL cannot store it
     assert blank.error.startswith("Unprintable: <Unprintable whose message cannot be shown")
