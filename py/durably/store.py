@@ -34,7 +34,7 @@ from .models import (
     worker_from_row,
 )
 from .clock import parse_iso
-from .schema import LATEST_VERSION, MIGRATIONS
+from .migrations import LATEST_VERSION, MIGRATIONS
 
 _FINISHED_SQL = "('completed', 'failed', 'cancelled')"
 

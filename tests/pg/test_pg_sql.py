@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from durably import pg_sql as Q
-from durably import schema_postgres as S
+from durably import migrations_postgres as S
 from durably.errors import StorageError
 from durably.pg_driver import PostgresDriver
 
@@ -112,10 +112,10 @@ def test_a_schema_without_durably_says_so(pg_url):
 
 
 def test_postgresql_at_version_2_has_the_tables_and_columns_of_sqlite_at_version_2(two, tmp_path):
-    from durably.schema import LATEST_VERSION, MIGRATIONS
+    from durably.migrations import LATEST_VERSION, MIGRATIONS
 
     a, _, _ = two
-    assert S.LATEST_VERSION == LATEST_VERSION, "a migration was added to schema.py but not to schema_postgres.py"
+    assert S.LATEST_VERSION == LATEST_VERSION, "a migration was added to migrations.py but not to migrations_postgres.py"
     lite = sqlite3.connect(tmp_path / "ref.db")
     for _, statements in MIGRATIONS:
         for sql in statements:
