@@ -25,8 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from durably.driver import Sqlite3Driver
-from durably.errors import StorageError
+from durably.driver import Sqlite3Driver, sqlite_error
 
 MESSAGES = {
     "SQLITE_IOERR": "disk I/O error",
@@ -134,7 +133,7 @@ class FaultyDriver:
                 self._in_tx = head.startswith("COMMIT") and fail is not None
             if fail is not None:
                 self.injected.append((fail.code, " ".join(sql.split())[:120]))
-                raise StorageError(f"{MESSAGES[fail.code]} (injected)", code=fail.code)
+                raise sqlite_error(f"{MESSAGES[fail.code]} (injected)", fail.code)
         return self.inner.execute(sql, params)
 
     def close(self) -> None:

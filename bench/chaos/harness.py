@@ -176,8 +176,8 @@ class Chaos:
         self.log(f"SIGCONT {w.name} pid {w.pid} after {t_cont - t_stop:.2f}s")
 
     def _taken_since(self, run_id: str, pid: int, t: float) -> bool:
-        state = self.app._store.run_state(run_id)
-        if state is None or state[0] in FINISHED:
+        run = self.app.get_run(run_id)
+        if run is None or run.status in FINISHED:
             return True
         return any(e.run_id == run_id and e.pid != pid and e.start > t for e in self._recent)
 
@@ -246,12 +246,12 @@ class Chaos:
             limit -= 1
 
     def unfinished(self) -> list[str]:
-        rows, _ = self.app._store.driver.execute(
+        rows, _ = self.app.driver.execute(
             "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased')")
         return [r[0] for r in rows]
 
     def cancel_one(self, via_cli: bool) -> bool:
-        rows, _ = self.app._store.driver.execute(
+        rows, _ = self.app.driver.execute(
             "SELECT id FROM durably_runs WHERE status = 'leased' AND EXISTS "
             "(SELECT 1 FROM durably_steps s WHERE s.run_id = durably_runs.id)")
         if not rows:
@@ -277,7 +277,7 @@ class Chaos:
 
     def run(self) -> checks.Report:
         o = self.opts.resolved()
-        self.app._store.migrate()
+        self.app.migrate()
         for _ in range(o.workers):
             self.spawn()
         specs = self.make_specs()

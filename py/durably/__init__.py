@@ -21,7 +21,7 @@ from .errors import (
 from .events import EVENT_FIELDS, EVENT_TYPES, Event
 from .jobs import Job, job
 from .models import LogRecord, Run, Status, StepRecord, WorkerRecord
-from .runtime import Step
+from .steps import Step
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ Every check of a request (method, parameters, size) is made here, once; the work
 turns the page's params into JSON text. Events are pushed through the ``post_event``
 callback as JSON text, for the types the page subscribed to. docs/protocol.md is the
 contract; this module implements it, and its ``PROTOCOL_VERSION`` is the one the build
-gives the JS side.
+gives the JS side. It calls ``Durably``'s public API only.
 
 The page's names are camelCase (``idempotencyKey``, ``jobName``); records (runs, steps,
 logs, events) are the same plain data as ``Run.to_dict()`` on CPython, snake_case.
@@ -29,22 +29,24 @@ import traceback
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from . import __version__
+from . import __version__, limits
 from .app import Durably
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
-from . import limits
-from .limits import MAX_DEPTH, MAX_RETENTION
+from .jsondata import parse_json
+from .limits import MAX_MESSAGE_BYTES, MAX_RETENTION
+from .settings import PAGE_NAMES
+from .validation import check_timeout
 
 logger = logging.getLogger("durably")
 
 #: The version of docs/protocol.md. The one source: scripts/build.mjs reads it from here
 #: and builds it into the JS (``web/wire.js``).
 PROTOCOL_VERSION = 1
-#: Requests larger than this are refused (a job input belongs in the database, not in a
-#: message of many megabytes). Checked here only: the worker sends every request on.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Requests larger than limits.MAX_MESSAGE_BYTES are refused here, and only here: the worker
+# sends every request on. (Imported under that name for the tests and the chaos suite.)
+__all__ = ["MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "BrowserHost", "import_job_modules", "make_host", "parse_init"]
 #: What the page's init message may name as a job module.
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
@@ -52,18 +54,6 @@ _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 # one has to wait", so the request goes on to the async path.
 _WAIT = object()
 
-# Page option name -> Durably keyword.
-OPTIONS = {
-    "pollingInterval": "polling_interval",
-    "leaseDuration": "lease_duration",
-    "leaseRenewInterval": "lease_renew_interval",
-    "maxConcurrentRuns": "max_concurrent_runs",
-    "preserveSteps": "preserve_steps",
-    "retainRuns": "retain_runs",
-}
-# In the browser one worker owns the database (the Web Lock), so leases only matter while a
-# tab is alive: short ones are fine, and a reloaded tab reclaims its runs at once anyway.
-BROWSER_DEFAULTS = {"polling_interval": 1.0, "lease_duration": 30.0, "lease_renew_interval": 5.0}
 
 
 def jobs_in_modules(names: Iterable[str]) -> list[Job]:
@@ -154,16 +144,20 @@ class BrowserHost:
             from .pyodide_driver import PyodideDriver
 
             driver = PyodideDriver()
-        kwargs = dict(BROWSER_DEFAULTS)
+        # The page's options by their camelCase names; the defaults are Durably's own.
+        kwargs: dict[str, Any] = {}
         for key, value in (options or {}).items():
-            if key not in OPTIONS:
-                raise ValidationError(
-                    f"unknown option {key!r}; the options are: {', '.join(OPTIONS)}"
-                )
-            kwargs[OPTIONS[key]] = value
+            if key not in PAGE_NAMES:
+                raise ValidationError(f"unknown option {key!r}; the options are: {', '.join(PAGE_NAMES)}")
+            kwargs[PAGE_NAMES[key]] = value
         all_jobs = [*jobs, *jobs_in_modules(job_modules)]
-        self.app = Durably(driver, jobs=all_jobs, worker_id=f"browser:{os.urandom(4).hex()}", **kwargs)
-        self.app._worker_host = ("browser", None)
+        self.app = Durably(
+            driver,
+            jobs=all_jobs,
+            worker_id=f"browser:{os.urandom(4).hex()}",
+            worker_host=("browser", None),
+            **kwargs,
+        )
         self._post_event = post_event
         # Subscribed type -> its unsubscribe. Only subscribed types have a listener, so an
         # event nobody on the page wants is never even built (the bus skips unheard types).
@@ -200,10 +194,10 @@ class BrowserHost:
         """Create or upgrade the schema, hand back the leases a closed tab left behind, and
         start the worker loop. Returns what the page shows once ready."""
         app = self.app
-        app._store.migrate()
-        reclaimed = app._store.reclaim_all_leases(app._now())
-        # Likewise every other worker recorded in this database is a closed tab's: gone.
-        app._store.forget_workers(except_id=app.worker_id)
+        app.migrate()
+        # This worker holds the database's Web Lock: every lease, and every other worker
+        # recorded, is a closed tab's.
+        reclaimed = app.reclaim_all_leases()
         await app.start()
         return {"reclaimed": reclaimed, "jobs": sorted(app.jobs), "worker_id": app.worker_id}
 
@@ -273,20 +267,16 @@ class BrowserHost:
             return {}
         if not isinstance(params_json, str):
             raise ValidationError("params must arrive as JSON text")
-        if len(params_json) > MAX_MESSAGE_BYTES:
-            raise ValidationError(
-                f"the request is {len(params_json)} bytes; the limit is {MAX_MESSAGE_BYTES}. "
-                "Keep job inputs small: store large data elsewhere and pass a reference"
-            )
-        try:
-            params = json.loads(params_json)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"params are not valid JSON: {exc}") from None
-        except RecursionError:
-            raise ValidationError(
-                f"params are nested too deep to read; values may nest at most {MAX_DEPTH} levels "
-                "(durably.limits.MAX_DEPTH)"
-            ) from None
+        # A character is at most 4 bytes of UTF-8: only a long request is encoded to count.
+        if len(params_json) * 4 > MAX_MESSAGE_BYTES:
+            size = len(params_json.encode("utf-8", "surrogatepass"))
+            if size > MAX_MESSAGE_BYTES:
+                raise ValidationError(
+                    f"the request is {size:,} bytes as UTF-8; the limit is {MAX_MESSAGE_BYTES:,} "
+                    "(durably.limits.MAX_MESSAGE_BYTES). Keep job inputs small: store large data "
+                    "elsewhere and pass a reference"
+                )
+        params = parse_json(params_json, "the params")
         if not isinstance(params, dict):
             raise ValidationError(f"params must be an object, got {type(params).__name__}")
         return params
@@ -401,8 +391,9 @@ class BrowserHost:
 
     def _wait_for_run_now(self, params: dict[str, Any]) -> Any:
         _only(params, "waitForRun", "id", "timeout")
-        run = self.app._run_outcome(_required(params, "id", "waitForRun"), timeout=params.get("timeout"))
-        return run.to_dict() if run.status == "completed" else _WAIT
+        check_timeout(params.get("timeout"))
+        run = self.app.poll_run(_required(params, "id", "waitForRun"))
+        return run.to_dict() if run is not None else _WAIT
 
     async def _wait_for_run(self, params: dict[str, Any]) -> dict[str, Any]:
         _only(params, "waitForRun", "id", "timeout")

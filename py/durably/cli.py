@@ -30,13 +30,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .app import Durably, check_timeout
+from .app import Durably
 from .driver import Sqlite3Driver
 from .errors import ConflictError, DurablyError, NotFoundError, NoWorkerWarning, StorageError, ValidationError
 from .events import Event
 from .jobs import Job
-from .limits import MAX_DEPTH, WORKER_STALE_AFTER
+from .jsondata import parse_json
+from .limits import WORKER_STALE_AFTER
 from .models import Run
+from .settings import OPTIONS
+from .validation import check_timeout
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError)
 #: Log lines ``durably show`` prints: the last ones (it says how many it left out).
@@ -65,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run the jobs of MODULE until SIGTERM or SIGINT")
     w.add_argument("module", metavar="MODULE", help="a module name (my_app.jobs) or a .py file")
     db_option(w)
-    w.add_argument("--concurrency", type=int, default=1, help="runs executed at once (default 1)")
-    w.add_argument("--polling-interval", type=float, default=1.0, help="seconds between polls (default 1)")
-    w.add_argument("--lease-duration", type=float, default=30.0, help="seconds (default 30)")
-    w.add_argument("--lease-renew-interval", type=float, default=5.0, help="seconds (default 5)")
-    w.add_argument("--retain-runs", default=None, help="purge finished runs older than e.g. 30d, 12h, 15m")
+    # The worker's options, their defaults and help from durably.settings (one table).
+    for name, (_, flag, text, default) in OPTIONS.items():
+        if flag is not None:
+            kind = type(default) if default is not None else str
+            shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+            metavar = {float: "SECONDS", int: "N"}.get(kind, "AGE")
+            w.add_argument(flag, dest=name, type=kind, default=None, metavar=metavar, help=f"{text} (default {shown})")
     w.add_argument("--stop-timeout", type=float, default=None,
                    help="seconds to let steps in flight finish after SIGTERM before cancelling them")
     w.add_argument("--quiet", action="store_true", help="do not print a line per event")
@@ -159,7 +164,7 @@ def _open_existing(path: str, command: str) -> Durably:
             raise missing from None
         raise
     try:
-        if app._store.schema_version() == 0:  # a read only: nothing is created in the file
+        if app.schema_version() == 0:  # a read only: nothing is created in the file
             raise NotFoundError(
                 f"{path!r} is not a durably database (it has no durably tables); "
                 f"`durably {command}` does not create one; check --db (or $DURABLY_DB)"
@@ -182,15 +187,7 @@ def _labels(pairs: list[str]) -> dict[str, str] | None:
 
 def _trigger(app: Durably, args: argparse.Namespace) -> int:
     check_timeout(args.wait, "--wait")  # before the trigger: a refused command leaves no run
-    try:
-        data = json.loads(args.input)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"INPUT_JSON is not valid JSON ({exc}); e.g. '{{\"org\": \"a\"}}'") from None
-    except RecursionError:
-        raise ValidationError(
-            f"INPUT_JSON is nested too deep to read; an input may nest at most {MAX_DEPTH} levels "
-            "(durably.limits.MAX_DEPTH)"
-        ) from None
+    data = parse_json(args.input, "INPUT_JSON", """; e.g. '{"org": "a"}'""")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoWorkerWarning)
         run = app.trigger(
@@ -233,7 +230,7 @@ def _show(app: Durably, args: argparse.Namespace) -> int:
     out["steps"] = [s.to_dict() for s in app.get_steps(run.id)]
     logs = app.get_logs(run.id, last=SHOW_LOGS)
     out["logs"] = [log.to_dict() for log in logs]
-    left_out = app._store.count_logs(run.id) - len(logs) if len(logs) == SHOW_LOGS else 0
+    left_out = app.count_logs(run.id) - len(logs) if len(logs) == SHOW_LOGS else 0
     if left_out > 0:
         out["logs_left_out"] = left_out
     print(json.dumps(out, indent=2))
@@ -335,17 +332,10 @@ def _event_line(event: Event) -> str:
 def _worker(args: argparse.Namespace) -> int:
     jobs = load_jobs(args.module)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = Durably(
-        args.db,
-        jobs=jobs,
-        max_concurrent_runs=args.concurrency,
-        polling_interval=args.polling_interval,
-        lease_duration=args.lease_duration,
-        lease_renew_interval=args.lease_renew_interval,
-        retain_runs=args.retain_runs,
-    )
+    options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
+    app = Durably(args.db, jobs=jobs, **options)
     check_timeout(args.stop_timeout, "--stop-timeout", zero=True)
-    app._store.migrate()  # fail fast (newer schema, unreadable file) before announcing readiness
+    app.migrate()  # fail fast (newer schema, unreadable file) before announcing readiness
     if not args.quiet:
         app.on("*", lambda event: print(_event_line(event), flush=True))
 
@@ -355,7 +345,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     print(
         f"durably: worker {app.worker_id} ready: jobs {', '.join(sorted(app.jobs))}; db {args.db}; "
-        f"concurrency {args.concurrency}",
+        f"concurrency {app.max_concurrent_runs}",
         file=sys.stderr, flush=True,
     )
     try:

@@ -8,6 +8,7 @@ Ids are ULIDs: 26 characters, sortable by creation time, unique across processes
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -43,22 +44,26 @@ def add_seconds(dt: datetime, seconds: float) -> datetime:
 
 
 class UlidFactory:
-    """Makes ULIDs that rise strictly within this process, even within one millisecond."""
+    """Makes ULIDs that rise strictly within this process, even within one millisecond and
+    from several threads at once (a CPython program may trigger from threads while its
+    worker loop runs): the step from one id to the next is taken under a lock."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._last_ms = -1
         self._last_rand = 0
 
     def new(self, now: datetime | None = None) -> str:
         ms = int((now.timestamp() if now is not None else time.time()) * 1000)
-        if ms <= self._last_ms:
-            # Same (or an earlier, if the clock stepped back) millisecond: keep the order
-            # by counting up from the previous id.
-            ms = self._last_ms
-            rand = self._last_rand + 1
-        else:
-            rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to count up
-        self._last_ms, self._last_rand = ms, rand
+        with self._lock:
+            if ms <= self._last_ms:
+                # Same (or an earlier, if the clock stepped back) millisecond: keep the order
+                # by counting up from the previous id.
+                ms = self._last_ms
+                rand = self._last_rand + 1
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to count up
+            self._last_ms, self._last_rand = ms, rand
         value = (ms << 80) | rand
         chars = []
         for _ in range(26):

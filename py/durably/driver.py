@@ -10,9 +10,10 @@ A driver is a small object with one entry point for SQL::
 ``ROLLBACK``) sent through the same entry point, so a driver needs no transaction API.
 
 A driver raises :class:`durably.errors.StorageError` for every database failure, with
-``code`` set to SQLite's error name (``"SQLITE_BUSY"``, ``"SQLITE_FULL"``,
-``"SQLITE_CONSTRAINT_UNIQUE"``, ...) when it is known. The store never asks which driver
-it has.
+``code`` set to the engine's error name (SQLite's ``"SQLITE_BUSY"``, ``"SQLITE_FULL"``,
+``"SQLITE_CONSTRAINT_UNIQUE"``, ...) when it is known, and ``transient`` set when the same
+statement may succeed if sent again (:func:`sqlite_error` decides it for SQLite's names).
+The store never asks which driver it has.
 
 ``Sqlite3Driver`` (CPython's ``sqlite3``) lives here; the browser's driver, which calls
 the JavaScript SQLite bridge, lives in ``durably.pyodide_driver``.
@@ -26,6 +27,18 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 from .errors import StorageError, ValidationError
 
+#: A row as a driver returns it: a tuple of plain values (None, int, float, str, bytes).
+Row = tuple[Any, ...]
+
+#: SQLite's error names for a failure that may pass if the statement is sent again as it is:
+#: another connection held the write lock past the busy timeout.
+SQLITE_TRANSIENT = frozenset({"SQLITE_BUSY"})
+
+
+def sqlite_error(message: str, code: str | None) -> StorageError:
+    """The ``StorageError`` for an SQLite failure named ``code`` (both SQLite drivers use it)."""
+    return StorageError(message, code=code, transient=code in SQLITE_TRANSIENT)
+
 
 @runtime_checkable
 class Driver(Protocol):
@@ -34,7 +47,7 @@ class Driver(Protocol):
     #: A short name for messages and benchmarks, e.g. ``"sqlite3"`` or ``"opfs-sahpool"``.
     name: str
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         """Run one statement; return ``(rows, changes)``. Raise ``StorageError`` on failure."""
         ...
 
@@ -92,7 +105,7 @@ class Sqlite3Driver:
         except sqlite3.Error as exc:
             raise _storage_error(exc, f"cannot open the database {path!r}") from exc
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         if self._wal_pending and not sql.lstrip().startswith("SELECT"):
             self._switch_to_wal()
         try:
@@ -125,4 +138,4 @@ def _storage_error(exc: Exception, context: str | None = None) -> StorageError:
         message += " (does its folder exist, and may this process write there?)"
     if context:
         message = f"{context}: {message}"
-    return StorageError(message, code=code)
+    return sqlite_error(message, code)

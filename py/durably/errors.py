@@ -6,15 +6,21 @@ contract: the browser host sends it to the page, which rebuilds a JS error of th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class DurablyError(Exception):
     """Base class of every error durably raises on purpose."""
 
+    #: The attributes sent along with the name and message (the browser protocol's fields).
+    fields: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
         """The error as plain data, for the browser protocol and the CLI."""
-        return {"name": type(self).__name__, "message": str(self)}
+        data: dict[str, Any] = {"name": type(self).__name__, "message": str(self)}
+        for name in self.fields:
+            data[name] = getattr(self, name)
+        return data
 
 
 class ValidationError(DurablyError, ValueError):
@@ -32,37 +38,25 @@ class ConflictError(DurablyError):
 class CancelledError(DurablyError):
     """The run was cancelled. Not a subclass of ``asyncio.CancelledError``."""
 
+    fields = ("run_id",)
+
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "run_id": self.run_id}
 
 
 class RunFailedError(DurablyError):
     """The awaited run failed; ``error`` and ``failed_step`` are the run's own."""
 
+    fields = ("run_id", "error", "failed_step")
+
     def __init__(
-        self,
-        message: str,
-        *,
-        run_id: str | None = None,
-        error: str | None = None,
-        failed_step: str | None = None,
+        self, message: str, *, run_id: str | None = None, error: str | None = None, failed_step: str | None = None
     ) -> None:
         super().__init__(message)
         self.run_id = run_id
         self.error = error
         self.failed_step = failed_step
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **super().to_dict(),
-            "run_id": self.run_id,
-            "error": self.error,
-            "failed_step": self.failed_step,
-        }
 
 
 class LeaseLostError(DurablyError):
@@ -73,15 +67,18 @@ class LeaseLostError(DurablyError):
 class StorageError(DurablyError):
     """The database refused or failed an operation (disk full, I/O error, locked, ...).
 
-    ``code`` is SQLite's error name when the driver knows it, e.g. ``"SQLITE_FULL"``.
+    ``code`` is the engine's error name when the driver knows it: SQLite's (``"SQLITE_FULL"``)
+    or PostgreSQL's SQLSTATE (``"23505"``). ``transient`` is set by the driver when the same
+    write may succeed if tried again unchanged (SQLite's ``SQLITE_BUSY``; a lost PostgreSQL
+    connection): the runtime never counts such a failure towards failing a run.
     """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    fields = ("code",)
+
+    def __init__(self, message: str, *, code: str | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "code": self.code}
+        self.transient = transient
 
 
 class SchemaError(StorageError):

@@ -1,82 +1,15 @@
-"""Job definitions: the ``@job`` decorator."""
+"""Jobs: the ``@job`` decorator, and the registry of the jobs a ``Durably`` runs."""
 
 from __future__ import annotations
 
 import inspect
-import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, overload
+from typing import Any, overload
 
-from .errors import ValidationError
-from .limits import MAX_NAME_LENGTH
+from .errors import NotFoundError, ValidationError
 from .schemas import Schema, make_schema
-
-__all__ = ["Job", "job", "check_name", "check_text", "cut_text", "safe_text", "MAX_NAME_LENGTH"]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_name(value: Any, what: str) -> str:
-    """Job names, step names and keys: non-empty text without control characters."""
-    if not isinstance(value, str):
-        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
-    if not value or not value.strip():
-        raise ValidationError(f"{what} must not be empty")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValidationError(
-            f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH} (durably.limits.MAX_NAME_LENGTH)"
-        )
-    if _CONTROL.search(value):
-        raise ValidationError(f"{what} {value!r} contains control characters")
-    check_text(value, what)
-    return value
-
-
-def check_text(value: str, what: str) -> str:
-    """Text that SQLite can store: no lone surrogates (e.g. "\\ud800"), which UTF-8 cannot encode."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(
-            f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate); "
-            "use text that can be written as UTF-8"
-        ) from None
-    return value
-
-
-def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) -> str:
-    """``value`` if its UTF-8 form fits in ``max_bytes``; else its head (whole characters)
-    with a note of what was cut (naming ``limit``, a name in durably.limits, if given).
-    Raises ValidationError for text UTF-8 cannot encode."""
-    if len(value) * 4 <= max_bytes:  # a character is at most 4 bytes: surely fits
-        return check_text(value, what)
-    try:
-        data = value.encode("utf-8")
-    except UnicodeEncodeError:
-        check_text(value, what)
-        raise
-    if len(data) <= max_bytes:
-        return value
-    where = f" (durably.limits.{limit})" if limit else ""
-    note = f" [cut: {what} was {len(data):,} bytes; the limit is {max_bytes:,}{where}]"
-    head = data[: max(0, max_bytes - len(note))].decode("utf-8", "ignore")
-    return head + note
-
-
-def safe_text(value: Any, max_bytes: int) -> str:
-    """Text to store whatever it came from (an exception's message): ``str(value)`` even if
-    that raises, lone surrogates and NUL escaped, cut to ``max_bytes`` of UTF-8."""
-    try:
-        text = value if isinstance(value, str) else str(value)
-    except Exception as exc:  # an exception whose __str__ itself fails
-        text = f"<{type(value).__name__} whose message cannot be shown: {type(exc).__name__}>"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if "\x00" in text:  # storable in SQLite, not in PostgreSQL: the same text on both
-        text = text.replace("\x00", "\\x00")
-    return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")
-
+from .validation import check_name
 
 @dataclass(frozen=True)
 class Job:
@@ -137,3 +70,59 @@ def _make(fn: Any, name: str | None, input: Any, output: Any) -> Job:
         input_schema=make_schema(input, f"the input schema of job {job_name!r}"),
         output_schema=make_schema(output, f"the output schema of job {job_name!r}"),
     )
+
+
+class JobRegistry:
+    """The jobs one ``Durably`` runs, by name. A process with none only triggers."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        #: The registered names, oldest first: what a claim asks for.
+        self.names: tuple[str, ...] = ()
+
+    def register(self, *jobs: Job) -> None:
+        """Register jobs (made with ``@job``). Registering the same job twice is harmless;
+        two different jobs with one name is an error."""
+        for item in jobs:
+            if not isinstance(item, Job):
+                raise ValidationError(
+                    f"register() takes jobs made with @job, got {item!r}; decorate the function with @job"
+                )
+            existing = self._jobs.get(item.name)
+            if existing is not None and existing is not item and existing.fn is not item.fn:
+                raise ValidationError(f"two different jobs are named {item.name!r}; give one of them another name")
+            self._jobs[item.name] = item
+        self.names = tuple(self._jobs)
+
+    def get(self, name: str) -> Job | None:
+        return self._jobs.get(name)
+
+    def __getitem__(self, name: str) -> Job:
+        return self._jobs[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def as_dict(self) -> dict[str, Job]:
+        """The registered jobs by name (a copy)."""
+        return dict(self._jobs)
+
+    def for_trigger(self, job: Job | str) -> tuple[str, Job | None]:
+        """The job a trigger names (a job, registered now if it is not, or a job's name),
+        and its definition: None in a process with no jobs, which only triggers (the
+        worker that runs the job checks the input when it starts the run)."""
+        if isinstance(job, Job):
+            if job.name not in self._jobs:
+                self.register(job)
+            return job.name, job
+        name = check_name(job, "a job name")
+        found = self._jobs.get(name)
+        if found is None and self._jobs:
+            raise NotFoundError(f"unknown job {name!r}; registered jobs: {', '.join(sorted(self._jobs))}")
+        return name, found

@@ -51,6 +51,9 @@ MAX_LOG_DATA_BYTES = 64 * KIB
 MAX_LOGS_PER_RUN = 10_000
 #: A ``step.progress`` message; a longer one is cut to this size.
 MAX_PROGRESS_MESSAGE_BYTES = 1 * KIB
+#: One request from the page to the browser's worker: its parameters as JSON text. A job's
+#: input belongs in the database, not in a message of many megabytes.
+MAX_MESSAGE_BYTES = 4 * MIB
 
 # -- the largest integers and list sizes a caller may pass ---------------------------------
 

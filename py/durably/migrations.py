@@ -7,6 +7,36 @@ All tables are prefixed ``durably_`` so the runtime can share a file with an app
 
 from __future__ import annotations
 
+# Statements that more than one migration sends, or that both engines take as they are
+# (migrations_postgres imports them): written once. The text must never change, since it is
+# what shipped databases were created with.
+
+RUNS_IDEMPOTENCY_INDEX = """
+            CREATE UNIQUE INDEX durably_runs_idempotency
+                ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL
+            """
+RUNS_STATUS_INDEX = "CREATE INDEX durably_runs_status ON durably_runs (status, id)"
+RUNS_JOB_INDEX = "CREATE INDEX durably_runs_job ON durably_runs (job_name, id)"
+RUNS_CONCURRENCY_INDEX = """
+            CREATE INDEX durably_runs_concurrency
+                ON durably_runs (concurrency_key, status) WHERE concurrency_key IS NOT NULL
+            """
+RUNS_FINISHED_INDEX = """
+            CREATE INDEX durably_runs_finished
+                ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
+            """
+# The columns of durably_steps in migrations 1 and 2 (2 rebuilt the table with a new key).
+_STEP_COLUMNS = """
+                run_id       TEXT NOT NULL,
+                idx          INTEGER NOT NULL,
+                name         TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
+                output       TEXT,
+                error        TEXT,
+                started_at   TEXT NOT NULL,
+                completed_at TEXT NOT NULL,"""
+
+#: (version, its statements), in order. Each version's statements run in one transaction.
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         1,
@@ -37,22 +67,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )
             """,
             # Same job + same key = same run, forever (until the run is deleted).
-            """
-            CREATE UNIQUE INDEX durably_runs_idempotency
-                ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL
-            """,
+            RUNS_IDEMPOTENCY_INDEX,
             # Claiming (oldest pending first) and listing by status, newest first.
-            "CREATE INDEX durably_runs_status ON durably_runs (status, id)",
-            "CREATE INDEX durably_runs_job ON durably_runs (job_name, id)",
-            """
-            CREATE INDEX durably_runs_concurrency
-                ON durably_runs (concurrency_key, status) WHERE concurrency_key IS NOT NULL
-            """,
+            RUNS_STATUS_INDEX,
+            RUNS_JOB_INDEX,
+            RUNS_CONCURRENCY_INDEX,
             # Retention and purge: finished runs by age.
-            """
-            CREATE INDEX durably_runs_finished
-                ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
-            """,
+            RUNS_FINISHED_INDEX,
             """
             CREATE TABLE durably_run_labels (
                 run_id TEXT NOT NULL,
@@ -62,16 +83,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) WITHOUT ROWID
             """,
             "CREATE INDEX durably_run_labels_kv ON durably_run_labels (key, value, run_id)",
-            """
-            CREATE TABLE durably_steps (
-                run_id       TEXT NOT NULL,
-                idx          INTEGER NOT NULL,
-                name         TEXT NOT NULL,
-                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
-                output       TEXT,
-                error        TEXT,
-                started_at   TEXT NOT NULL,
-                completed_at TEXT NOT NULL,
+            f"""
+            CREATE TABLE durably_steps ({_STEP_COLUMNS}
                 UNIQUE (run_id, idx),
                 UNIQUE (run_id, name)
             )
@@ -111,16 +124,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # name is unique within its run because the runtime checks it; the run's
             # completed_steps is counted from this table while the run is unfinished and
             # stored when it finishes (see models.RUN_COLUMNS and Store.finish_run).
-            """
-            CREATE TABLE durably_steps_v2 (
-                run_id       TEXT NOT NULL,
-                idx          INTEGER NOT NULL,
-                name         TEXT NOT NULL,
-                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
-                output       TEXT,
-                error        TEXT,
-                started_at   TEXT NOT NULL,
-                completed_at TEXT NOT NULL,
+            f"""
+            CREATE TABLE durably_steps_v2 ({_STEP_COLUMNS}
                 PRIMARY KEY (run_id, idx)
             ) WITHOUT ROWID
             """,

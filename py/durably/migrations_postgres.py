@@ -1,11 +1,12 @@
 """The database schema on PostgreSQL, as numbered migrations.
 
-A version number means the same tables and columns on both engines (``schema.py`` is
+A version number means the same tables and columns on both engines (``migrations.py`` is
 SQLite's): a PostgreSQL database at version 2 holds what an SQLite file at version 2 holds,
 so ``durably copy`` moves rows between them column for column. Indexes may differ: each
 engine gets the ones its own statements need. A PostgreSQL database never had SQLite's
 schema 1, so its first migration is number 2. Never edit a migration that has shipped;
-add the next number, here and in ``schema.py`` alike.
+add the next number, here and in ``migrations.py`` alike. Statements both engines take as
+they are (most indexes) are imported from ``migrations.py``.
 
 The choices that keep the two engines' data the same (docs/postgres.md says why):
 
@@ -23,7 +24,15 @@ The choices that keep the two engines' data the same (docs/postgres.md says why)
 
 from __future__ import annotations
 
-# Created by the store before it reads the version (as in schema.py's SQLite store).
+from .migrations import (
+    RUNS_CONCURRENCY_INDEX,
+    RUNS_FINISHED_INDEX,
+    RUNS_IDEMPOTENCY_INDEX,
+    RUNS_JOB_INDEX,
+    RUNS_STATUS_INDEX,
+)
+
+# Created by the store before it reads the version (as in migrations.py's SQLite store).
 MIGRATIONS_TABLE = (
     'CREATE TABLE IF NOT EXISTS durably_migrations ('
     'version BIGINT PRIMARY KEY, applied_at TEXT COLLATE "C" NOT NULL)'
@@ -70,17 +79,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
             # Same job + same key = same run, forever (until the run is deleted). Also the
             # arbiter of INSERT ... ON CONFLICT for concurrent triggers with one key.
-            """
-            CREATE UNIQUE INDEX durably_runs_idempotency
-                ON durably_runs (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL
-            """,
+            RUNS_IDEMPOTENCY_INDEX,
             # Claiming (oldest pending first) and listing by status, newest first.
-            "CREATE INDEX durably_runs_status ON durably_runs (status, id)",
-            "CREATE INDEX durably_runs_job ON durably_runs (job_name, id)",
-            """
-            CREATE INDEX durably_runs_concurrency
-                ON durably_runs (concurrency_key, status) WHERE concurrency_key IS NOT NULL
-            """,
+            RUNS_STATUS_INDEX,
+            RUNS_JOB_INDEX,
+            RUNS_CONCURRENCY_INDEX,
             # At most one run holds a concurrency key, whatever machine claims it: a run
             # that is leased (a live or expired lease), or cancelled while leased until its
             # worker acknowledges (record_cancelled clears the lease). Two claims racing for
@@ -94,10 +97,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                   AND (status = 'leased' OR (status = 'cancelled' AND lease_expires_at IS NOT NULL))
             """,
             # Retention and purge: finished runs by age.
-            """
-            CREATE INDEX durably_runs_finished
-                ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
-            """,
+            RUNS_FINISHED_INDEX,
             """
             CREATE TABLE durably_run_labels (
                 run_id TEXT COLLATE "C" NOT NULL,
@@ -139,7 +139,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         3,
         [
-            # The worker registry (schema.py's migration 3, the same columns in the same
+            # The worker registry (migrations.py's migration 3, the same columns in the same
             # order): a heartbeat is one upsert, INSERT ... ON CONFLICT (worker_id) DO UPDATE,
             # which both engines take.
             """

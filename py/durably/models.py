@@ -1,20 +1,28 @@
-"""Records returned by the API: runs, steps and logs, as frozen dataclasses."""
+"""The records the API returns (runs, steps, logs, workers, status) as frozen dataclasses,
+and the statuses a run and a step can have.
+
+The status literals are the one source of the statuses: the constants below are read from
+them, and tests check the schema's ``CHECK`` constraints against these constants.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from .clock import iso, parse_iso
-from .schemas import loads_stored
+from .clock import iso
 
 RunStatus = Literal["pending", "leased", "completed", "failed", "cancelled"]
 StepStatus = Literal["completed", "failed", "cancelled"]
 Disposition = Literal["created", "idempotent", "coalesced"]
 
-FINISHED: tuple[str, ...] = ("completed", "failed", "cancelled")
-ACTIVE: tuple[str, ...] = ("pending", "leased")
+#: Every status of a run, in the order a run goes through them.
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+#: The statuses of a run that is over; a step is stored with one of these too.
+FINISHED: tuple[RunStatus, ...] = get_args(StepStatus)
+#: The statuses of a run still to be executed: the others.
+ACTIVE: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in FINISHED)
 
 
 def _plain(value: Any) -> Any:
@@ -66,114 +74,6 @@ class Run(_Record):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
-
-
-# The number of completed steps: counted from the steps table while the run is unfinished
-# (a step's commit does not touch the run's row), stored in the row once it has finished.
-COMPLETED_STEPS_SQL = (
-    "CASE WHEN durably_runs.completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
-    "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
-    "ELSE durably_runs.completed_steps END"
-)
-
-# Column order shared by every query that builds a Run (see Store). Every such query reads
-# the table under its own name, durably_runs, which COMPLETED_STEPS_SQL refers to.
-RUN_COLUMNS = (
-    "id, job_name, status, input, output, error, failed_step, labels, progress, "
-    "created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key, "
-    f"{COMPLETED_STEPS_SQL}, retrigger_of, lease_generation, lease_owner"
-)
-
-
-def run_from_row(row: tuple, disposition: Disposition | None = None) -> Run:
-    """A Run from a row of ``RUN_COLUMNS``. Never raises for what a row may hold: fields
-    that cannot be read are replaced and named in ``decode_error``."""
-    try:
-        input = loads_stored(row[3])
-        labels = loads_stored(row[7])
-        if type(labels) is not dict:
-            raise ValueError("labels are not an object")
-        return Run(
-            id=row[0],
-            job_name=row[1],
-            status=row[2],
-            input=input,
-            output=loads_stored(row[4]) if row[4] is not None else None,
-            error=row[5],
-            failed_step=row[6],
-            labels=labels,
-            progress=loads_stored(row[8]) if row[8] is not None else None,
-            created_at=parse_iso(row[9]),  # type: ignore[arg-type]
-            started_at=parse_iso(row[10]),
-            completed_at=parse_iso(row[11]),
-            updated_at=parse_iso(row[12]),  # type: ignore[arg-type]
-            idempotency_key=row[13],
-            concurrency_key=row[14],
-            completed_steps=row[15],
-            retrigger_of=row[16],
-            disposition=disposition,
-        )
-    except Exception:  # the fast path assumes a well-formed row; read it field by field
-        return _run_from_bad_row(row, disposition)
-
-
-def _run_from_bad_row(row: tuple, disposition: Disposition | None) -> Run:
-    problems: list[str] = []
-
-    def value(index: int, name: str, read: Any, default: Any = None) -> Any:
-        if row[index] is None and default is None:
-            return None
-        try:
-            return read(row[index])
-        except Exception as exc:
-            problems.append(f"{name} ({type(exc).__name__}: {_short(exc)})")
-            return default
-
-    def labels(text: Any) -> dict[str, str]:
-        found = loads_stored(text)
-        if type(found) is not dict or not all(type(v) is str for v in found.values()):
-            raise ValueError("not an object of strings")
-        return found
-
-    fields_read = dict(
-        input=value(3, "input", loads_stored),
-        output=value(4, "output", loads_stored),
-        labels=value(7, "labels", labels, {}),
-        progress=value(8, "progress", loads_stored),
-        created_at=value(9, "created_at", parse_iso),
-        started_at=value(10, "started_at", parse_iso),
-        completed_at=value(11, "completed_at", parse_iso),
-        updated_at=value(12, "updated_at", parse_iso),
-    )
-    return Run(
-        id=row[0],
-        job_name=row[1],
-        status=row[2],
-        error=row[5],
-        failed_step=row[6],
-        idempotency_key=row[13],
-        concurrency_key=row[14],
-        completed_steps=row[15],
-        retrigger_of=row[16],
-        disposition=disposition,
-        decode_error="the stored " + ", ".join(problems) + " cannot be read" if problems else None,
-        **fields_read,
-    )
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-def read_stored(text: Any, what: str) -> tuple[Any, str | None]:
-    """``(value, None)``, or ``(None, why)`` when stored JSON ``text`` cannot be read."""
-    if text is None:
-        return None, None
-    try:
-        return loads_stored(text), None
-    except Exception as exc:
-        return None, f"the stored {what} cannot be read ({type(exc).__name__}: {_short(exc)})"
 
 
 @dataclass(frozen=True)
@@ -256,17 +156,3 @@ class Status:
             "healthy": self.healthy,
             "checked_at": iso(self.checked_at),
         }
-
-
-def worker_from_row(row: tuple) -> WorkerRecord:
-    jobs, _ = read_stored(row[3], "jobs")
-    return WorkerRecord(
-        worker_id=row[0],
-        host=row[1],
-        pid=row[2],
-        jobs=[j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else [],
-        version=row[4],
-        concurrency=row[5],
-        started_at=parse_iso(row[6]),  # type: ignore[arg-type]
-        heartbeat_at=parse_iso(row[7]),  # type: ignore[arg-type]
-    )

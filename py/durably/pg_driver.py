@@ -95,6 +95,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) and exc.code in _TRANSIENT
 
 
+def _error(message: str, code: str | None) -> StorageError:
+    """A ``StorageError`` with its SQLSTATE, marked ``transient`` as :func:`is_transient` says."""
+    return StorageError(message, code=code, transient=code in _TRANSIENT)
+
+
 # -- placeholders -----------------------------------------------------------------------------
 
 _TOKEN = re.compile(
@@ -149,8 +154,8 @@ def _connect_error(exc: Exception, where: str) -> StorageError:
     text = " ".join(str(exc).split())
     for pattern, code, hint in _CONNECT_PATTERNS:
         if pattern.search(text):
-            return StorageError(f"cannot connect to PostgreSQL at {where}: {text} ({hint})", code=code)
-    return StorageError(f"cannot connect to PostgreSQL at {where}: {text}", code=CANNOT_CONNECT)
+            return _error(f"cannot connect to PostgreSQL at {where}: {text} ({hint})", code)
+    return _error(f"cannot connect to PostgreSQL at {where}: {text}", CANNOT_CONNECT)
 
 
 def _describe(url: str) -> str:
@@ -282,21 +287,21 @@ class PostgresDriver:
 
     # -- the seam ---------------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
         """Run one statement; return ``(rows, changes)``. ``changes`` counts the rows an
         ``INSERT``/``UPDATE``/``DELETE`` wrote (0 for anything else, including a ``SELECT``
         over a data-modifying ``WITH``). Raise ``StorageError`` on failure."""
         with self._lock:
             if self._closed:
-                raise StorageError("the PostgreSQL connection is closed", code="08003")
+                raise _error("the PostgreSQL connection is closed", "08003")
             if self._lost_in_transaction:
                 if _is_rollback(sql):
                     self._lost_in_transaction = False
                     return [], 0
-                raise StorageError(
+                raise _error(
                     f"the connection to PostgreSQL at {self.where} was lost inside a transaction, "
                     "which the server rolled back; roll back and start again",
-                    code=CONNECTION_LOST,
+                    CONNECTION_LOST,
                 )
             if self._conn is None:
                 self._connect()
@@ -326,14 +331,13 @@ class PostgresDriver:
         if conn is None or conn.closed or conn.broken:
             self._drop_connection()
             self._lost_in_transaction = in_transaction
-            return StorageError(
-                f"the connection to PostgreSQL at {self.where} was lost ({text}); "
-                "the next call reconnects",
-                code=code or CONNECTION_LOST,
+            return _error(
+                f"the connection to PostgreSQL at {self.where} was lost ({text}); the next call reconnects",
+                code or CONNECTION_LOST,
             )
         if code is None and isinstance(exc, self._psycopg.DataError) and "NUL" in text:
             code = BAD_TEXT  # psycopg refuses NUL in text before sending anything
-        return StorageError(text, code=code)
+        return _error(text, code)
 
     def close(self) -> None:
         with self._lock:

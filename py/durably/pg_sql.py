@@ -20,7 +20,7 @@ Why they differ, in one line each:
 
 from __future__ import annotations
 
-from .models import RUN_COLUMNS
+from .rows import RUN_COLUMNS
 
 #: Channel of the wake-up notifications; the payload is the job name.
 WAKE_CHANNEL = "durably_wake"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .driver import Row, sqlite_error
 from .errors import StorageError
 
 __all__ = ["PyodideDriver"]
@@ -49,7 +50,7 @@ class PyodideDriver:
         self.name = str(getattr(bridge, "vfs", None) or PyodideDriver.name)
         self._to_js = _load_to_js()
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         if self._closed:
             raise StorageError("the database connection is closed", code="SQLITE_MISUSE")
         js_params = (
@@ -102,12 +103,12 @@ def _param(value: Any) -> Any:
     )
 
 
-def _unpack(result: Any) -> tuple[list[tuple], int]:
+def _unpack(result: Any) -> tuple[list[Row], int]:
     error = _get(result, "error")
     if error is not None:
         code = _get(error, "code")
         message = _get(error, "message") or "unknown SQLite error"
-        raise StorageError(str(message), code=str(code) if code else None)
+        raise sqlite_error(str(message), str(code) if code else None)
     rows = [tuple(_value(v) for v in row) for row in _get(result, "rows")]
     return rows, int(_get(result, "changes") or 0)
 

@@ -4,39 +4,74 @@ Every write a worker makes is fenced: its ``WHERE`` names the run's ``status`` a
 ``lease_generation`` the worker claimed, and the method reads the row count. A worker that
 lost its lease (expired and taken over, or cancelled) changes nothing, and learns so from
 the ``False`` it gets back. Nothing here reads a row and then writes it on the strength
-of what it read outside a ``BEGIN IMMEDIATE`` transaction.
+of what it read outside a write transaction (``dialect.begin``).
 
-The store is synchronous: both hosts' SQLite calls are synchronous in-process calls.
+The store is synchronous: SQLite's calls are synchronous in-process calls on both hosts.
 A lock makes each method atomic with respect to other threads of the same process
 (a CPython program may trigger from a thread while the worker loop runs).
+
+Methods take and return records (the dataclasses and named tuples below, and those of
+``durably.models``), never positional rows. Where engines need other SQL the store sends
+``self.dialect``'s text (``durably.dialect``) and never asks which engine it has.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, NamedTuple
 
-from .driver import Driver
+from .clock import parse_iso
+from .dialect import NO_LIMIT, SQLITE, Dialect
+from .driver import Driver, Row
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
-from .models import (
+from .jsondata import read_stored, to_json
+from .models import FINISHED, Disposition, LogRecord, Run, RunStatus, StepRecord, StepStatus, WorkerRecord
+from .rows import (
     COMPLETED_STEPS_SQL,
-    FINISHED,
+    LOG_COLUMNS,
     RUN_COLUMNS,
-    LogRecord,
-    Run,
-    StepRecord,
-    WorkerRecord,
-    read_stored,
+    STEP_COLUMNS,
+    WORKER_COLUMNS,
+    generation_of,
+    log_from_row,
     run_from_row,
+    step_from_row,
     worker_from_row,
 )
-from .clock import parse_iso
-from .migrations import LATEST_VERSION, MIGRATIONS
 
-_FINISHED_SQL = "('completed', 'failed', 'cancelled')"
+_FINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in FINISHED) + ")"
+
+# -- records the store takes and returns ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to insert (``Store.insert_run``), its values checked and encoded.
+
+    ``input_value`` is ``input_json`` decoded: the returned run is built from the values in
+    hand, so nothing can fail once the row is written. ``coalesce`` is None or ``"skip"``."""
+
+    run_id: str
+    job_name: str
+    input_json: str
+    input_value: Any
+    labels: dict[str, str]
+    idempotency_key: str | None
+    concurrency_key: str | None
+    coalesce: str | None
+    now: str
+    retrigger_of: str | None = None
+
+
+class StoredStep(NamedTuple):
+    """A completed step as a resumed run reads it back."""
+
+    index: int
+    output_json: str
 
 
 @dataclass(frozen=True)
@@ -45,8 +80,42 @@ class Claimed:
 
     run: Run
     generation: int
-    done: dict[str, tuple[int, str]]  # step name -> (index, output JSON)
+    done: dict[str, StoredStep]  # step name -> the stored step
     next_index: int
+
+
+class RunState(NamedTuple):
+    """A run's status and the lease generation it was last claimed at."""
+
+    status: RunStatus
+    generation: int
+
+
+class StepEnd(NamedTuple):
+    """The step that ended a run (failed, or cancelled while it ran), stored with the end."""
+
+    index: int
+    name: str
+    status: StepStatus
+    error: str | None
+    started_at: str
+
+
+class LogLine(NamedTuple):
+    """A ``step.log`` line waiting to be stored."""
+
+    step_name: str | None
+    level: str
+    message: str
+    data_json: str | None
+    created_at: str
+
+
+class RunCounts(NamedTuple):
+    """Runs by status, and pending runs by job name."""
+
+    by_status: dict[str, int]
+    pending_by_job: dict[str, int]
 
 
 @dataclass
@@ -57,7 +126,7 @@ class PendingWrites:
     commit succeeded, so a failed commit loses nothing."""
 
     progress: str | None = None
-    logs: list[tuple] | None = None  # (step_name, level, message, data_json, created_at)
+    logs: list[LogLine] | None = None
 
     def empty(self) -> bool:
         return self.progress is None and not self.logs
@@ -69,188 +138,59 @@ class PendingWrites:
 
 
 class Store:
-    def __init__(self, driver: Driver) -> None:
+    """The database: ``driver`` runs the SQL, ``dialect`` holds the text that differs."""
+
+    def __init__(self, driver: Driver, dialect: Dialect = SQLITE) -> None:
         self.driver = driver
+        self.dialect = dialect
         self._lock = threading.RLock()
         self._migrated = False
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple], int]:
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         return self.driver.execute(sql, params)
 
     @contextmanager
     def _write(self, several: bool = True) -> Iterator[None]:
-        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two
-        processes never both read a state and then both act on it.
+        """One write transaction (``dialect.begin``): the write lock is taken up front, so
+        two processes never both read a state and then both act on it.
 
-        With ``several=False`` the caller sends a single statement, which SQLite runs as
-        its own transaction: just as atomic, it takes the write lock at its start (and
+        With ``several=False`` the caller sends a single statement, which the database runs
+        as its own transaction: just as atomic, it takes the write lock at its start (and
         waits while another process holds it), and it costs one call instead of three,
         which matters most in the browser, where each call crosses the JS bridge."""
         with self._lock:
-            self._ensure_schema()
+            if not self._migrated:
+                self.migrate()
             if not several:
                 yield
                 return
-            self._x("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 yield
-                # A failed COMMIT can leave the transaction open (SQLITE_BUSY always does;
-                # SQLITE_IOERR and SQLITE_FULL may): roll it back like any other failure, or
-                # the connection keeps the write lock and every later BEGIN fails.
-                self._x("COMMIT")
-            except BaseException:
-                try:
-                    self._x("ROLLBACK")
-                except StorageError:
-                    pass  # the failed statement may already have rolled it back
-                raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._x(self.dialect.begin)
+        try:
+            yield
+            # A failed COMMIT can leave the transaction open (SQLITE_BUSY always does;
+            # SQLITE_IOERR and SQLITE_FULL may): roll it back like any other failure, or
+            # the connection keeps the write lock and every later BEGIN fails.
+            self._x("COMMIT")
+        except BaseException:
+            try:
+                self._x("ROLLBACK")
+            except StorageError:
+                pass  # the failed statement may already have rolled it back
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[None]:
         with self._lock:
-            self._ensure_schema()
+            if not self._migrated:
+                self.migrate()
             yield
-
-    def _ensure_schema(self) -> None:
-        if not self._migrated:
-            self.migrate()
-
-    def migrate(self) -> int:
-        """Create or upgrade the schema; return its version. A database written by a newer
-        durably is refused and left untouched."""
-        with self._lock:
-            if self._migrated:
-                return LATEST_VERSION
-            version = self._schema_version()
-            if version > LATEST_VERSION:
-                raise SchemaError(
-                    f"this database was written by a newer durably (schema version {version}; "
-                    f"this durably knows up to {LATEST_VERSION}). Upgrade durably to open it; "
-                    "the database was not modified."
-                )
-            if version < LATEST_VERSION:
-                self._x("BEGIN IMMEDIATE")
-                try:
-                    self._x(
-                        "CREATE TABLE IF NOT EXISTS durably_migrations ("
-                        "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                    )
-                    # Another process may have migrated while we waited for the lock.
-                    rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
-                    current = rows[0][0]
-                    for number, statements in MIGRATIONS:
-                        if number <= current:
-                            continue
-                        for sql in statements:
-                            self._x(sql)
-                        self._x(
-                            "INSERT INTO durably_migrations (version, applied_at) "
-                            "VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                            (number,),
-                        )
-                    self._x("COMMIT")
-                except BaseException:
-                    try:
-                        self._x("ROLLBACK")
-                    except StorageError:
-                        pass
-                    raise
-            self._migrated = True
-            return LATEST_VERSION
-
-    def _schema_version(self) -> int:
-        rows, _ = self._x(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'durably_migrations'"
-        )
-        if not rows:
-            return 0
-        rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
-        return int(rows[0][0])
-
-    def schema_version(self) -> int:
-        with self._lock:
-            return self._schema_version()
-
-    # -- triggering -----------------------------------------------------------------------
-
-    def insert_run(
-        self,
-        *,
-        run_id: str,
-        job_name: str,
-        input_json: str,
-        input_value: Any,
-        labels: dict[str, str],
-        idempotency_key: str | None,
-        concurrency_key: str | None,
-        coalesce: str | None,
-        now: str,
-        retrigger_of: str | None = None,
-    ) -> tuple[Run, str]:
-        """Insert a pending run, or return the run that the keys say it is.
-
-        Returns ``(run, disposition)``: ``"created"``, ``"idempotent"`` (same job and
-        idempotency key) or ``"coalesced"`` (a pending run of the same job and concurrency
-        key exists and ``coalesce == "skip"``). Raises ``ConflictError`` when such a
-        pending run exists and ``coalesce`` is None. Call inside ``transaction()``; without
-        keys and labels it sends one statement, so ``transaction(several=False)`` will do.
-        ``input_value`` is ``input_json`` decoded: the returned run is built from the values
-        in hand, so nothing can fail once the row is written.
-        """
-        if idempotency_key is not None:
-            rows, _ = self._x(
-                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? AND idempotency_key = ?",
-                (job_name, idempotency_key),
-            )
-            if rows:
-                return run_from_row(rows[0], "idempotent"), "idempotent"
-        if concurrency_key is not None:
-            rows, _ = self._x(
-                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? "
-                "AND concurrency_key = ? AND status = 'pending' ORDER BY id LIMIT 1",
-                (job_name, concurrency_key),
-            )
-            if rows:
-                if coalesce == "skip":
-                    return run_from_row(rows[0], "coalesced"), "coalesced"
-                raise ConflictError(
-                    f"job {job_name!r} already has a pending run ({rows[0][0]}) with "
-                    f"concurrency key {concurrency_key!r}; wait for it to start, or pass "
-                    "coalesce='skip' to get that run back instead of an error"
-                )
-        labels_json = json.dumps(labels, sort_keys=True)
-        self._x(
-            "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
-            "concurrency_key, retrigger_of, created_at, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                job_name,
-                input_json,
-                labels_json,
-                idempotency_key,
-                concurrency_key,
-                retrigger_of,
-                now,
-                now,
-            ),
-        )
-        for key, value in labels.items():
-            self._x(
-                "INSERT INTO durably_run_labels (run_id, key, value) VALUES (?, ?, ?)",
-                (run_id, key, value),
-            )
-        created_at = parse_iso(now)
-        run = Run(
-            id=run_id, job_name=job_name, status="pending", input=input_value, output=None,
-            error=None, failed_step=None, labels=labels, progress=None, created_at=created_at,  # type: ignore[arg-type]
-            started_at=None, completed_at=None, updated_at=created_at,  # type: ignore[arg-type]
-            idempotency_key=idempotency_key, concurrency_key=concurrency_key, completed_steps=0,
-            retrigger_of=retrigger_of, disposition="created",
-        )
-        return run, "created"
 
     @contextmanager
     def transaction(self, several: bool = True) -> Iterator[None]:
@@ -259,14 +199,135 @@ class Store:
         with self._write(several):
             yield
 
+    # -- the schema -------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return its version. A database written by a newer
+        durably is refused with ``SchemaError`` and left untouched."""
+        dialect = self.dialect
+        latest = dialect.latest_version
+        with self._lock:
+            if self._migrated:
+                return latest
+            version = self._schema_version()
+            if version > latest:
+                raise SchemaError(
+                    f"this database was written by a newer durably (schema version {version}; "
+                    f"this durably knows up to {latest}). Upgrade durably to open it; "
+                    "the database was not modified."
+                )
+            if version < latest:
+                with self._transaction():
+                    if dialect.migration_lock is not None:
+                        self._x(dialect.migration_lock)
+                    self._x(dialect.create_migrations_table)
+                    # Another process may have migrated while we waited for the lock.
+                    rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
+                    current = rows[0][0]
+                    for number, statements in dialect.migrations:
+                        if number <= current:
+                            continue
+                        for sql in statements:
+                            self._x(sql)
+                        self._x(dialect.record_migration, (number,))
+            self._migrated = True
+            return latest
+
+    def _schema_version(self) -> int:
+        rows, _ = self._x(self.dialect.has_migrations_table)
+        if not rows[0][0]:
+            return 0
+        rows, _ = self._x("SELECT COALESCE(MAX(version), 0) FROM durably_migrations")
+        return int(rows[0][0])
+
+    def schema_version(self) -> int:
+        """The database's schema version; 0 when it has no durably tables. Reads only."""
+        with self._lock:
+            return self._schema_version()
+
+    # -- triggering -----------------------------------------------------------------------
+
+    def insert_run(self, new: NewRun) -> tuple[Run, Disposition]:
+        """Insert a pending run, or return the run that the keys say it is.
+
+        Returns ``(run, disposition)``: ``"created"``, ``"idempotent"`` (same job and
+        idempotency key) or ``"coalesced"`` (a pending run of the same job and concurrency
+        key exists and ``coalesce == "skip"``). Raises ``ConflictError`` when such a
+        pending run exists and ``coalesce`` is None. Call inside ``transaction()``; without
+        keys and labels it sends one statement, so ``transaction(several=False)`` will do.
+        """
+        if new.idempotency_key is not None:
+            rows, _ = self._x(
+                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? AND idempotency_key = ?",
+                (new.job_name, new.idempotency_key),
+            )
+            if rows:
+                return run_from_row(rows[0], "idempotent"), "idempotent"
+        if new.concurrency_key is not None:
+            rows, _ = self._x(
+                f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? "
+                "AND concurrency_key = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                (new.job_name, new.concurrency_key),
+            )
+            if rows:
+                if new.coalesce == "skip":
+                    return run_from_row(rows[0], "coalesced"), "coalesced"
+                raise ConflictError(
+                    f"job {new.job_name!r} already has a pending run ({rows[0][0]}) with "
+                    f"concurrency key {new.concurrency_key!r}; wait for it to start, or pass "
+                    "coalesce='skip' to get that run back instead of an error"
+                )
+        self._x(
+            "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
+            "concurrency_key, retrigger_of, created_at, updated_at) "
+            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.run_id,
+                new.job_name,
+                new.input_json,
+                json.dumps(new.labels, sort_keys=True),
+                new.idempotency_key,
+                new.concurrency_key,
+                new.retrigger_of,
+                new.now,
+                new.now,
+            ),
+        )
+        for key, value in new.labels.items():
+            self._x("INSERT INTO durably_run_labels (run_id, key, value) VALUES (?, ?, ?)", (new.run_id, key, value))
+        created_at = parse_iso(new.now)
+        assert created_at is not None
+        run = Run(
+            id=new.run_id,
+            job_name=new.job_name,
+            status="pending",
+            input=new.input_value,
+            output=None,
+            error=None,
+            failed_step=None,
+            labels=new.labels,
+            progress=None,
+            created_at=created_at,
+            started_at=None,
+            completed_at=None,
+            updated_at=created_at,
+            idempotency_key=new.idempotency_key,
+            concurrency_key=new.concurrency_key,
+            completed_steps=0,
+            retrigger_of=new.retrigger_of,
+            disposition="created",
+        )
+        return run, "created"
+
     # -- reading --------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> Run | None:
+        """The run, or None."""
         with self._read():
-            rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?", (run_id,))
-        return run_from_row(rows[0]) if rows else None
+            row = self._run_row(run_id)
+        return run_from_row(row) if row is not None else None
 
-    def _run_row(self, run_id: str) -> tuple | None:
+    def _run_row(self, run_id: str) -> Row | None:
         rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?", (run_id,))
         return rows[0] if rows else None
 
@@ -279,6 +340,8 @@ class Store:
         limit: int | None,
         offset: int,
     ) -> list[Run]:
+        """Runs newest first: of these statuses and job names (None: any), carrying every
+        label pair given; at most ``limit`` (None: all) after skipping ``offset``."""
         where: list[str] = []
         params: list[Any] = []
         if statuses:
@@ -288,73 +351,41 @@ class Store:
             where.append(f"job_name IN ({', '.join('?' * len(job_names))})")
             params.extend(job_names)
         for key, value in (labels or {}).items():
-            where.append(
-                "id IN (SELECT run_id FROM durably_run_labels WHERE key = ? AND value = ?)"
-            )
+            where.append("id IN (SELECT run_id FROM durably_run_labels WHERE key = ? AND value = ?)")
             params.extend((key, value))
         sql = f"SELECT {RUN_COLUMNS} FROM durably_runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
-        params.extend((-1 if limit is None else limit, offset))
+        params.extend((NO_LIMIT if limit is None else limit, offset))
         with self._read():
             rows, _ = self._x(sql, params)
         return [run_from_row(r) for r in rows]
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's stored steps in execution order (none for an unknown run)."""
         with self._read():
-            rows, _ = self._x(
-                "SELECT run_id, name, idx, status, output, error, started_at, completed_at "
-                "FROM durably_steps WHERE run_id = ? ORDER BY idx",
-                (run_id,),
-            )
-        out = []
-        for r in rows:
-            output, problem = read_stored(r[4], "output")
-            out.append(StepRecord(
-                run_id=r[0],
-                name=r[1],
-                index=r[2],
-                status=r[3],
-                output=output,
-                error=r[5],
-                started_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                completed_at=parse_iso(r[7]),  # type: ignore[arg-type]
-                decode_error=problem,
-            ))
-        return out
+            rows, _ = self._x(f"SELECT {STEP_COLUMNS} FROM durably_steps WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [step_from_row(r) for r in rows]
 
     def get_logs(
         self, run_id: str, *, after_id: int | None = None, limit: int | None = None, last: int | None = None
     ) -> list[LogRecord]:
         """The run's log lines in id order: those with an id above ``after_id``, at most
         ``limit`` of them; or, with ``last``, the last ``last`` lines (still in id order)."""
-        columns = "id, run_id, step_name, level, message, data, created_at"
+        params: tuple[Any, ...]
         if last is not None:
             sql = (
-                f"SELECT * FROM (SELECT {columns} FROM durably_logs WHERE run_id = ? "
+                f"SELECT * FROM (SELECT {LOG_COLUMNS} FROM durably_logs WHERE run_id = ? "
                 "ORDER BY id DESC LIMIT ?) AS tail ORDER BY id"
             )
-            params: tuple = (run_id, last)
+            params = (run_id, last)
         else:
-            sql = f"SELECT {columns} FROM durably_logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?"
-            params = (run_id, -1 if after_id is None else after_id, -1 if limit is None else limit)
+            sql = f"SELECT {LOG_COLUMNS} FROM durably_logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?"
+            params = (run_id, -1 if after_id is None else after_id, NO_LIMIT if limit is None else limit)
         with self._read():
             rows, _ = self._x(sql, params)
-        out = []
-        for r in rows:
-            data, problem = read_stored(r[5], "data")
-            out.append(LogRecord(
-                id=r[0],
-                run_id=r[1],
-                step_name=r[2],
-                level=r[3],
-                message=r[4],
-                data=data,
-                created_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                decode_error=problem,
-            ))
-        return out
+        return [log_from_row(r) for r in rows]
 
     def count_logs(self, run_id: str) -> int:
         """How many log lines the run has stored."""
@@ -362,92 +393,53 @@ class Store:
             rows, _ = self._x("SELECT COUNT(*) FROM durably_logs WHERE run_id = ?", (run_id,))
         return int(rows[0][0])
 
-    def run_state(self, run_id: str) -> tuple[str, int] | None:
-        """``(status, lease_generation)`` of a run, or None if it is gone."""
+    def run_state(self, run_id: str) -> RunState | None:
+        """The run's status and lease generation, or None if it is gone."""
         with self._read():
-            rows, _ = self._x(
-                "SELECT status, lease_generation FROM durably_runs WHERE id = ?", (run_id,)
-            )
-        return (rows[0][0], rows[0][1]) if rows else None
+            rows, _ = self._x("SELECT status, lease_generation FROM durably_runs WHERE id = ?", (run_id,))
+        return RunState(rows[0][0], rows[0][1]) if rows else None
 
     # -- the worker's transitions ---------------------------------------------------------
 
-    def claim(
-        self, *, owner: str, job_names: Sequence[str], now: str, lease_until: str
-    ) -> Claimed | None:
-        """Lease the oldest claimable run of one of ``job_names``, in one statement.
+    def claim(self, *, owner: str, job_names: Sequence[str], now: str, lease_until: str) -> Claimed | None:
+        """Lease the oldest claimable run of one of ``job_names``, in one statement; None
+        when there is none.
 
         Claimable: pending, or leased with an expired lease (its worker died), and no other
-        run with the same concurrency key holds a live lease. The claim bumps
+        run with the same concurrency key holds it (see ``dialect``). The claim bumps
         ``lease_generation``, which fences every later write of the previous holder.
         """
         if not job_names:
             return None
-        marks = ", ".join("?" * len(job_names))
-        # Two candidates, each the first in id order of its own index range (status, id):
-        # the oldest pending run and the oldest run whose lease expired. Asking for both
-        # with one OR made SQLite walk every run of the registered jobs and sort them,
-        # which grew with the finished runs kept in the table. The unary + keeps SQLite
-        # off the (job_name, id) index, which would walk a job's finished runs too.
-        # A concurrency key is held by a run that is leased, or cancelled while leased until
-        # its worker has stopped it (cancel keeps the lease; the worker's acknowledgement,
-        # or the lease's expiry if that worker died, clears it). A pending run waits while
-        # any other run of its key is leased, even with an expired lease: that run's
-        # worker may only be slow, not dead, and may still be executing a step. The
-        # expired run itself is claimable (taken over, its old worker fenced out) unless
-        # another run of its key holds a live lease.
-        holds_key = (
-            "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
-        )
-        free_key_pending = (
-            f"(r.concurrency_key IS NULL OR NOT EXISTS ({holds_key} AND (o.status = 'leased'"
-            " OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))"
-        )
-        free_key_expired = (
-            f"(r.concurrency_key IS NULL OR NOT EXISTS ({holds_key}"
-            " AND o.status IN ('leased', 'cancelled') AND o.lease_expires_at >= ?))"
-        )
+        sql, params = self.dialect.claim(owner, job_names, now, lease_until)
         with self._write(several=False):
-            rows, _ = self._x(
-                f"""
-                UPDATE durably_runs
-                SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
-                    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
-                WHERE id = (
-                    SELECT id FROM (
-                        SELECT * FROM (
-                            SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key_pending}
-                            ORDER BY r.id LIMIT 1)
-                        UNION ALL
-                        SELECT * FROM (
-                            SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'leased' AND r.lease_expires_at < ?
-                              AND +r.job_name IN ({marks}) AND {free_key_expired}
-                            ORDER BY r.id LIMIT 1))
-                    ORDER BY id LIMIT 1)
-                RETURNING {RUN_COLUMNS}
-                """,
-                (owner, lease_until, now, now, *job_names, now, now, *job_names, now),
-            )
+            rows, _ = self._x(sql, params)
             if not rows:
                 return None
             row = rows[0]
+            run = run_from_row(row)
             # A claimable run's stored steps are all completed (a failed or cancelled step
             # ends its run), so a run that completed none has none to load. Read outside
             # the claim: only the holder of the lease, now us, writes this run's steps.
-            steps: list[tuple] = []
-            if row[15]:
+            steps: list[Row] = []
+            if run.completed_steps:
                 steps, _ = self._x(
-                    "SELECT name, idx, output FROM durably_steps WHERE run_id = ? ORDER BY idx",
-                    (row[0],),
+                    "SELECT name, idx, output FROM durably_steps WHERE run_id = ? ORDER BY idx", (run.id,)
                 )
-        done = {name: (idx, output) for name, idx, output in steps}
+        done = {name: StoredStep(idx, output) for name, idx, output in steps}
         next_index = steps[-1][1] + 1 if steps else 0
-        return Claimed(run=run_from_row(row), generation=row[17], done=done, next_index=next_index)
+        return Claimed(run=run, generation=generation_of(row), done=done, next_index=next_index)
 
-    def _fence(self, run_id: str, generation: int, now: str, pending: PendingWrites | None,
-               extra_set: str = "", extra_params: Sequence[Any] = (), status: str = "leased") -> bool:
+    def _fence(
+        self,
+        run_id: str,
+        generation: int,
+        now: str,
+        pending: PendingWrites | None,
+        extra_set: str = "",
+        extra_params: Sequence[Any] = (),
+        status: str = "leased",
+    ) -> bool:
         """The fenced UPDATE that every worker write starts with; writes pending logs too."""
         progress = pending.progress if pending else None
         _, changes = self._x(
@@ -458,75 +450,87 @@ class Store:
         if not changes:
             return False
         if pending is not None and pending.logs:
-            self._write_logs(run_id, pending.logs)
+            for line in pending.logs:
+                self._x(
+                    "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, *line),
+                )
         return True
 
-    def _write_logs(self, run_id: str, logs: list[tuple]) -> None:
-        for step_name, level, message, data, created_at in logs:
-            self._x(
-                "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, step_name, level, message, data, created_at),
-            )
-
     def complete_step(
-        self,
-        *,
-        run_id: str,
-        generation: int,
-        index: int,
-        name: str,
-        output_json: str,
-        started_at: str,
-        now: str,
+        self, *, run_id: str, generation: int, index: int, name: str, output_json: str, started_at: str, now: str
     ) -> bool:
         """Store a completed step, fenced, in one statement and one commit: the insert
         happens only while the run is leased at our generation. It writes the steps table
         only (about one page); the run's completed_steps is counted from it.
         False (and nothing written) if the lease is no longer ours."""
-        with self._write(several=False):
-            _, changes = self._x(
-                "INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
-                "SELECT ?, ?, ?, 'completed', ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
-                "WHERE id = ? AND status = 'leased' AND lease_generation = ?)",
-                (run_id, index, name, output_json, started_at, now, run_id, generation),
+        with self._lock:  # one statement: its own transaction (see _write)
+            if not self._migrated:
+                self.migrate()
+            _, changes = self.driver.execute(
+                self.dialect.complete_step, (run_id, index, name, output_json, started_at, now, run_id, generation)
             )
         return changes == 1
 
-    def renew(
-        self, *, run_id: str, generation: int, now: str, lease_until: str, pending: PendingWrites | None
-    ) -> bool:
+    def renew(self, *, run_id: str, generation: int, now: str, lease_until: str, pending: PendingWrites | None) -> bool:
+        """Extend the lease to ``lease_until`` (fenced), writing the pending progress and logs."""
         with self._write(_has_logs(pending)):
-            return self._fence(
-                run_id, generation, now, pending, ", lease_expires_at = ?", (lease_until,)
-            )
+            return self._fence(run_id, generation, now, pending, ", lease_expires_at = ?", (lease_until,))
 
     def flush(self, *, run_id: str, generation: int, now: str, pending: PendingWrites) -> bool:
         """Write buffered progress and logs (the runtime calls it at most every half second)."""
         with self._write(_has_logs(pending)):
             return self._fence(run_id, generation, now, pending)
 
-    def finish_run(
+    def complete_run(
         self,
         *,
         run_id: str,
         generation: int,
-        status: str,
         now: str,
-        output_json: str | None = None,
-        error: str | None = None,
-        failed_step: str | None = None,
-        step: tuple | None = None,
+        output_json: str,
         pending: PendingWrites | None = None,
         preserve_steps: bool = True,
     ) -> bool:
-        """Complete or fail a run (fenced), with its failed step record if any.
+        """Complete a run with its output (fenced)."""
+        return self._finish(run_id, generation, now, "completed", output_json, None, None, None, pending, preserve_steps)
 
-        ``step`` is ``(index, name, status, error, started_at)`` of the step that ended it.
-        """
+    def fail_run(
+        self,
+        *,
+        run_id: str,
+        generation: int,
+        now: str,
+        error: str,
+        failed_step: str | None = None,
+        step: StepEnd | None = None,
+        pending: PendingWrites | None = None,
+        preserve_steps: bool = True,
+    ) -> bool:
+        """Fail a run with its error (fenced); ``step`` is the failed step's record to store
+        with it, ``failed_step`` the name the run keeps."""
+        return self._finish(run_id, generation, now, "failed", None, error, failed_step, step, pending, preserve_steps)
+
+    def _finish(
+        self,
+        run_id: str,
+        generation: int,
+        now: str,
+        status: RunStatus,
+        output_json: str | None,
+        error: str | None,
+        failed_step: str | None,
+        step: StepEnd | None,
+        pending: PendingWrites | None,
+        preserve_steps: bool,
+    ) -> bool:
         with self._write(step is not None or _has_logs(pending) or not preserve_steps):
             if not self._fence(
-                run_id, generation, now, pending,
+                run_id,
+                generation,
+                now,
+                pending,
                 ", status = ?, output = ?, error = ?, failed_step = ?, completed_at = ?, "
                 f"lease_owner = NULL, lease_expires_at = NULL, completed_steps = {COMPLETED_STEPS_SQL}",
                 (status, output_json, error, failed_step, now),
@@ -538,23 +542,25 @@ class Store:
                 self._delete_details(run_id)
         return True
 
-    def _insert_step_record(self, run_id: str, step: tuple, now: str) -> None:
-        index, name, status, error, started_at = step
-        self._x(
-            "INSERT OR IGNORE INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, index, name, status, error, started_at, now),
-        )
+    def _insert_step_record(self, run_id: str, step: StepEnd, now: str) -> None:
+        self._x(self.dialect.insert_step_record, (run_id, step.index, step.name, step.status, step.error, step.started_at, now))
 
     def record_cancelled(
-        self, *, run_id: str, generation: int, step: tuple | None, now: str,
-        pending: PendingWrites | None, preserve_steps: bool,
+        self,
+        *,
+        run_id: str,
+        generation: int,
+        step: StepEnd | None,
+        now: str,
+        pending: PendingWrites | None,
+        preserve_steps: bool,
     ) -> bool:
         """After a cancel: store the interrupted step as cancelled, fenced by the generation
-        the worker held (the run's status is already ``cancelled``)."""
+        the worker held (the run's status is already ``cancelled``), and let go of the lease."""
         with self._write():
-            if not self._fence(run_id, generation, now, pending,
-                               ", lease_owner = NULL, lease_expires_at = NULL", status="cancelled"):
+            if not self._fence(
+                run_id, generation, now, pending, ", lease_owner = NULL, lease_expires_at = NULL", status="cancelled"
+            ):
                 return False
             if step is not None and preserve_steps:
                 self._insert_step_record(run_id, step, now)
@@ -567,8 +573,7 @@ class Store:
         takes it at once instead of waiting for the lease to expire."""
         with self._write(_has_logs(pending)):
             return self._fence(
-                run_id, generation, now, pending,
-                ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL",
+                run_id, generation, now, pending, ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
             )
 
     def reclaim_all_leases(self, now: str) -> int:
@@ -600,9 +605,10 @@ class Store:
             row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
-            if row[2] in FINISHED:
+            run = run_from_row(row)
+            if run.status in FINISHED:
                 raise ConflictError(
-                    f"run {run_id} is already {row[2]}; only pending or leased runs can be cancelled"
+                    f"run {run_id} is already {run.status}; only pending or leased runs can be cancelled"
                 )
             self._x(
                 # A leased run keeps its lease (owner, expiry) until its worker has stopped
@@ -611,18 +617,21 @@ class Store:
                 f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
                 (now, now, run_id),
             )
-        return run_from_row(row)
+        return run
 
-    def finished_row_for(self, run_id: str, action: str) -> tuple:
+    def finished_run(self, run_id: str, action: str) -> Run:
+        """The run, which must be finished for ``action`` (``NotFoundError``, or
+        ``ConflictError`` naming its status). Call inside ``transaction()``."""
         row = self._run_row(run_id)
         if row is None:
             raise NotFoundError(f"no run with id {run_id!r}")
-        if row[2] not in FINISHED:
+        run = run_from_row(row)
+        if run.status not in FINISHED:
             raise ConflictError(
-                f"run {run_id} is {row[2]}; {action} needs a finished run "
+                f"run {run_id} is {run.status}; {action} needs a finished run "
                 "(completed, failed or cancelled): cancel it first or wait for it"
             )
-        return row
+        return run
 
     def delete_run(self, run_id: str, now: str) -> Run:
         """Delete a finished run with its steps, logs and labels. A run cancelled while a
@@ -630,7 +639,7 @@ class Store:
         expired): until then its step may still be running, and deleting the run would free
         its concurrency key for another run at once."""
         with self._write():
-            row = self.finished_row_for(run_id, "delete")
+            run = self.finished_run(run_id, "delete")
             held, _ = self._x(
                 "SELECT lease_owner, lease_expires_at FROM durably_runs "
                 "WHERE id = ? AND status = 'cancelled' AND lease_expires_at >= ?",
@@ -646,15 +655,16 @@ class Store:
             self._delete_details(run_id)
             self._x("DELETE FROM durably_run_labels WHERE run_id = ?", (run_id,))
             self._x("DELETE FROM durably_runs WHERE id = ?", (run_id,))
-        return run_from_row(row)
+        return run
 
     def _delete_details(self, run_id: str) -> None:
         self._x("DELETE FROM durably_steps WHERE run_id = ?", (run_id,))
         self._x("DELETE FROM durably_logs WHERE run_id = ?", (run_id,))
 
     def purge(self, *, cutoff: str, limit: int, now: str) -> list[Run]:
-        """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first.
-        Skips a cancelled run whose worker has not stopped it yet (see ``delete_run``)."""
+        """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first;
+        returns them. Skips a cancelled run whose worker has not stopped it yet (see
+        ``delete_run``)."""
         with self._write():
             rows, _ = self._x(
                 f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE completed_at IS NOT NULL "
@@ -662,8 +672,9 @@ class Store:
                 "AND (lease_expires_at IS NULL OR lease_expires_at < ?) ORDER BY completed_at LIMIT ?",
                 (cutoff, now, limit),
             )
-            if rows:
-                ids = [row[0] for row in rows]
+            runs = [run_from_row(r) for r in rows]
+            if runs:
+                ids = [run.id for run in runs]
                 marks = ", ".join("?" * len(ids))
                 for table, column in (
                     ("durably_steps", "run_id"),
@@ -672,46 +683,53 @@ class Store:
                     ("durably_runs", "id"),
                 ):
                     self._x(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
-        return [run_from_row(r) for r in rows]
+        return runs
 
     # -- the worker registry ------------------------------------------------------------------
 
     def record_worker(
-        self, *, worker_id: str, host: str, pid: int | None, jobs_json: str, version: str,
-        concurrency: int, started_at: str, now: str,
+        self,
+        *,
+        worker_id: str,
+        host: str,
+        pid: int | None,
+        jobs: Sequence[str],
+        version: str,
+        concurrency: int,
+        started_at: str,
+        now: str,
     ) -> None:
-        """Record a started worker, or its heartbeat if it is recorded (one statement). A
-        worker whose row was forgotten (asleep for a day) records itself again."""
+        """Record a started worker, or its heartbeat ``now`` if it is recorded (one
+        statement). A worker whose row was forgotten (asleep for a day) records itself again."""
         with self._write(several=False):
             self._x(
-                "INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, "
-                "started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) "
-                "DO UPDATE SET heartbeat_at = excluded.heartbeat_at, jobs = excluded.jobs, "
+                f"INSERT INTO durably_workers ({WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, jobs = excluded.jobs, "
                 "concurrency = excluded.concurrency",
-                (worker_id, host, pid, jobs_json, version, concurrency, started_at, now),
+                (worker_id, host, pid, to_json(list(jobs)), version, concurrency, started_at, now),
             )
 
-    def forget_workers(self, *, before: str | None = None, except_id: str | None = None,
-                       only_id: str | None = None) -> int:
-        """Delete worker rows: those whose heartbeat is older than ``before``, every one but
-        ``except_id``, or only ``only_id``. Returns how many."""
-        if only_id is not None:
-            sql, params = "DELETE FROM durably_workers WHERE worker_id = ?", (only_id,)
-        elif except_id is not None:
-            sql, params = "DELETE FROM durably_workers WHERE worker_id <> ?", (except_id,)
-        else:
-            sql, params = "DELETE FROM durably_workers WHERE heartbeat_at < ?", (before,)
+    def forget_stale_workers(self, before: str) -> int:
+        """Delete the workers whose last heartbeat is older than ``before``; returns how many."""
+        return self._delete_workers("DELETE FROM durably_workers WHERE heartbeat_at < ?", before)
+
+    def forget_worker(self, worker_id: str) -> int:
+        """Delete one worker's row (a clean stop)."""
+        return self._delete_workers("DELETE FROM durably_workers WHERE worker_id = ?", worker_id)
+
+    def forget_other_workers(self, worker_id: str) -> int:
+        """Delete every worker's row but this one's (a host that knows it is the only worker)."""
+        return self._delete_workers("DELETE FROM durably_workers WHERE worker_id <> ?", worker_id)
+
+    def _delete_workers(self, sql: str, param: str) -> int:
         with self._write(several=False):
-            _, changes = self._x(sql, params)
+            _, changes = self._x(sql, (param,))
         return changes
 
     def workers(self) -> list[WorkerRecord]:
         """Every recorded worker, live or not, by worker id."""
         with self._read():
-            rows, _ = self._x(
-                "SELECT worker_id, host, pid, jobs, version, concurrency, started_at, heartbeat_at "
-                "FROM durably_workers ORDER BY worker_id"
-            )
+            rows, _ = self._x(f"SELECT {WORKER_COLUMNS} FROM durably_workers ORDER BY worker_id")
         return [worker_from_row(r) for r in rows]
 
     def jobs_seen_since(self, since: str) -> set[str]:
@@ -725,14 +743,14 @@ class Store:
                 seen.update(j for j in jobs if isinstance(j, str))
         return seen
 
-    def run_counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """``(runs by status, pending runs by job name)``."""
+    def run_counts(self) -> RunCounts:
+        """Runs by status, and pending runs by job name."""
         with self._read():
             by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
             pending, _ = self._x(
                 "SELECT job_name, COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY job_name"
             )
-        return dict(by_status), dict(pending)
+        return RunCounts(dict(by_status), dict(pending))
 
     def close(self) -> None:
         with self._lock:

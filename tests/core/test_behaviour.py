@@ -336,12 +336,12 @@ async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(m
     now = app._now()
     assert not store.complete_step(run_id=run.id, generation=1, index=0, name="s", output_json="1",
                                    started_at=now, now=now)
-    assert not store.finish_run(run_id=run.id, generation=1, status="completed", now=now, output_json="1")
+    assert not store.complete_run(run_id=run.id, generation=1, now=now, output_json="1")
     assert not store.renew(run_id=run.id, generation=1, now=now, lease_until=now, pending=None)
     assert not store.release(run_id=run.id, generation=1, now=now, pending=None)
     assert app.get_run(run.id).status == "leased"
     assert app.get_steps(run.id) == []
-    assert store.finish_run(run_id=run.id, generation=2, status="completed", now=now, output_json="1")
+    assert store.complete_run(run_id=run.id, generation=2, now=now, output_json="1")
 
 
 # -- idempotency and concurrency keys ------------------------------------------------------
@@ -675,8 +675,8 @@ async def test_delete_run_removes_it_with_its_steps_and_logs(make_app):
     assert app.get_run(run.id) is None
     assert app.get_runs(labels={"x": "y"}) == []
     assert [e.type for e in events] == ["run:delete"]
-    assert app._store.driver.execute("SELECT COUNT(*) FROM durably_steps")[0][0][0] == 0
-    assert app._store.driver.execute("SELECT COUNT(*) FROM durably_logs")[0][0][0] == 0
+    assert app.driver.execute("SELECT COUNT(*) FROM durably_steps")[0][0][0] == 0
+    assert app.driver.execute("SELECT COUNT(*) FROM durably_logs")[0][0][0] == 0
 
 
 # -- stopping -------------------------------------------------------------------------------
@@ -1216,9 +1216,9 @@ async def test_progress_and_logs_reject_bad_values_clearly(make_app):
 
 async def test_the_schema_is_created_by_the_first_call_of_a_trigger_only_process(make_app):
     app = make_app()
-    assert app._store.schema_version() == 0
+    assert app.schema_version() == 0
     run = app.trigger("somejob", {"a": 1})
-    assert app._store.schema_version() == durably.schema.LATEST_VERSION
+    assert app.schema_version() == durably.migrations.LATEST_VERSION
     assert app.get_run(run.id).input == {"a": 1}
 
 
@@ -1283,7 +1283,7 @@ def nested(depth: int, leaf: Any = 1) -> Any:
 
 
 def table_rows(app: Durably, table: str) -> int:
-    return app._store.driver.execute(f"SELECT COUNT(*) FROM {table}")[0][0][0]
+    return app.driver.execute(f"SELECT COUNT(*) FROM {table}")[0][0][0]
 
 
 async def test_data_nested_deeper_than_the_limit_is_refused_before_anything_is_written(make_app):
@@ -1370,7 +1370,7 @@ async def test_a_stored_run_that_cannot_be_read_fails_alone_and_is_listed_with_a
 
     app = make_app([j])
     deep, broken, good = app.trigger(j, 1), app.trigger(j, 2), app.trigger(j, 3)
-    driver = app._store.driver
+    driver = app.driver
     driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?",
                    ("[" * 200 + "]" * 200, deep.id))  # valid JSON, deeper than the limit
     driver.execute("UPDATE durably_runs SET input = '{not json', labels = 'x' WHERE id = ?", (broken.id,))
@@ -1410,7 +1410,7 @@ async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_na
     run = worker.trigger(j, None)
     stuck = asyncio.ensure_future(worker.process_one())
     await next_event(worker, "step:start", step_name="second")
-    worker._store.driver.execute("UPDATE durably_steps SET output = ? WHERE run_id = ? AND name = 'first'",
+    worker.driver.execute("UPDATE durably_steps SET output = ? WHERE run_id = ? AND name = 'first'",
                                  ("[" * 100 + "]" * 100, run.id))
     assert "MAX_DEPTH" in worker.get_steps(run.id)[0].decode_error
     clock.advance(31)
@@ -1584,7 +1584,7 @@ async def test_a_run_that_logs_without_end_stores_the_limit_and_one_line_that_sa
     stuck = asyncio.ensure_future(worker.process_one())
     await next_event(worker, "step:start", step_name="wait")
     for _ in range(500):  # the lines ride along with the next commit: here a flush
-        if worker._store.count_logs(run.id) == 6001:
+        if worker.count_logs(run.id) == 6001:
             break
         await asyncio.sleep(0.01)
     clock.advance(31)  # the first worker is frozen in its step; another takes the run over
@@ -1682,8 +1682,8 @@ async def test_a_running_worker_heartbeats(make_app, clock):
     async def j(step, input):
         return input
 
-    saved = durably.runtime.HEARTBEAT_INTERVAL
-    durably.runtime.HEARTBEAT_INTERVAL = 0.02
+    saved = durably.worker.HEARTBEAT_INTERVAL
+    durably.worker.HEARTBEAT_INTERVAL = 0.02
     try:
         worker = make_app([j], clock=clock)
         await worker.start()
@@ -1697,7 +1697,7 @@ async def test_a_running_worker_heartbeats(make_app, clock):
         assert live and live[0].heartbeat_at > first
         await worker.stop()
     finally:
-        durably.runtime.HEARTBEAT_INTERVAL = saved
+        durably.worker.HEARTBEAT_INTERVAL = saved
 
 
 async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):

@@ -118,7 +118,7 @@ async def test_a_reloaded_tab_reclaims_the_runs_its_previous_worker_left_leased(
     while (await call(first, "getRun", {"id": run["id"]}))["ok"]["status"] != "leased":
         await asyncio.sleep(0.01)
     # The tab closes: its worker dies without handing anything back.
-    first.app._runtime._loop_task.cancel()
+    first.app._worker._loop_task.cancel()
 
     second, _ = make_host(db_path)
     info = await second.start()
@@ -256,7 +256,7 @@ async def test_get_logs_pages_and_get_status_answer_the_page(db_path):
     assert status["healthy"] is True and status["runs"]["pending"] == 0
     run = (await call(host, "trigger", {"job": "double", "input": {"n": 2}}))["ok"]
     await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
-    host.app._store.driver.execute(
+    host.app.driver.execute(
         "INSERT INTO durably_logs (run_id, step_name, level, message, created_at) "
         "SELECT ?, NULL, 'info', 'line ' || value, '2026-01-01T00:00:00.000000Z' FROM json_each(?)",
         (run["id"], json.dumps(list(range(12)))),
@@ -275,9 +275,9 @@ async def test_get_logs_pages_and_get_status_answer_the_page(db_path):
 async def test_a_reloaded_tab_forgets_the_workers_of_closed_tabs(db_path):
     first, _ = make_host(db_path)
     await first.start()
-    first.app._runtime._loop_task.cancel()  # the tab closes: its worker never says goodbye
-    if first.app._runtime._heartbeat_handle is not None:
-        first.app._runtime._heartbeat_handle.cancel()
+    first.app._worker._loop_task.cancel()  # the tab closes: its worker never says goodbye
+    if first.app._worker._heartbeat_handle is not None:
+        first.app._worker._heartbeat_handle.cancel()
     second, _ = make_host(db_path)
     info = await second.start()
     status = (await call(second, "getStatus"))["ok"]

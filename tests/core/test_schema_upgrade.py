@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-import pytest
+import dataclasses
 
-import durably.store
 from durably import Durably, job
-from durably.schema import LATEST_VERSION, MIGRATIONS
+from durably.dialect import SQLITE
+from durably.migrations import LATEST_VERSION, MIGRATIONS
 
 CALLS: list[str] = []
 BLOCK = {"paused:b"}  # step bodies that wait until the worker is stopped (first phase only)
@@ -31,11 +31,10 @@ async def three(step, input):
 
 
 
-async def _write_schema_1(path, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr(durably.store, "MIGRATIONS", MIGRATIONS[:1])
-        m.setattr(durably.store, "LATEST_VERSION", 1)
+async def _write_schema_1(path):
+    if True:  # an app whose store knows migration 1 only, as the first release did
         app = Durably(path, jobs=[three], polling_interval=0.05)
+        app._store.dialect = dataclasses.replace(SQLITE, migrations=MIGRATIONS[:1])
         done = app.trigger(three, "done")
         await app.process_one()
         cancelled = app.trigger(three, "cancelled")
@@ -46,16 +45,16 @@ async def _write_schema_1(path, monkeypatch):
             await asyncio.sleep(0.01)
         await app.stop(timeout=0.2)
         waiting = app.trigger(three, "waiting")
-        assert app._store.schema_version() == 1
+        assert app.schema_version() == 1
         app.close()
     return {"done": done.id, "cancelled": cancelled.id, "paused": paused.id, "waiting": waiting.id}
 
 
-async def test_a_schema_1_database_upgrades_and_resumes(tmp_path, monkeypatch):
+async def test_a_schema_1_database_upgrades_and_resumes(tmp_path):
     path = str(tmp_path / "old.db")
     CALLS.clear()
     BLOCK.add("paused:b")
-    ids = await _write_schema_1(path, monkeypatch)
+    ids = await _write_schema_1(path)
     conn = sqlite3.connect(path)
     before_steps = conn.execute("SELECT * FROM durably_steps ORDER BY run_id, idx").fetchall()
     conn.close()
@@ -63,7 +62,7 @@ async def test_a_schema_1_database_upgrades_and_resumes(tmp_path, monkeypatch):
 
     app = Durably(path, jobs=[three], polling_interval=0.05)
     runs = {name: app.get_run(run_id) for name, run_id in ids.items()}
-    assert app._store.schema_version() == LATEST_VERSION
+    assert app.schema_version() == LATEST_VERSION
     assert {name: (r.status, r.completed_steps) for name, r in runs.items()} == {
         "done": ("completed", 3), "cancelled": ("cancelled", 0),
         "paused": ("pending", 1), "waiting": ("pending", 0),

@@ -1,0 +1,168 @@
+"""The columns the store reads, and how a row of them becomes a record.
+
+Each list of columns is written once, here, beside the function that builds the record from
+a row of exactly those columns, so the order is kept in one place. The builders never raise
+for what a row may hold: a field that cannot be read is replaced and named in the record's
+``decode_error`` (an older durably or a hand edit may have stored anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .clock import parse_iso
+from .jsondata import loads_stored, read_stored, short
+from .models import Disposition, LogRecord, Run, StepRecord, WorkerRecord
+
+# The number of completed steps: counted from the steps table while the run is unfinished
+# (a step's commit does not touch the run's row), stored in the row once it has finished.
+COMPLETED_STEPS_SQL = (
+    "CASE WHEN durably_runs.completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
+    "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
+    "ELSE durably_runs.completed_steps END"
+)
+
+# Every query that builds a Run selects these, from the table under its own name,
+# durably_runs, which COMPLETED_STEPS_SQL refers to.
+RUN_COLUMNS = (
+    "id, job_name, status, input, output, error, failed_step, labels, progress, "
+    "created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key, "
+    f"{COMPLETED_STEPS_SQL}, retrigger_of, lease_generation, lease_owner"
+)
+STEP_COLUMNS = "run_id, name, idx, status, output, error, started_at, completed_at"
+LOG_COLUMNS = "id, run_id, step_name, level, message, data, created_at"
+WORKER_COLUMNS = "worker_id, host, pid, jobs, version, concurrency, started_at, heartbeat_at"
+
+
+def run_from_row(row: Sequence[Any], disposition: Disposition | None = None) -> Run:
+    """A Run from a row of ``RUN_COLUMNS``."""
+    (
+        id, job_name, status, input, output, error, failed_step, labels, progress,
+        created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key,
+        completed_steps, retrigger_of, _generation, _owner,
+    ) = row  # fmt: skip
+    try:
+        labels_value = loads_stored(labels)
+        if type(labels_value) is not dict:
+            raise ValueError("labels are not an object")
+        return Run(
+            id=id,
+            job_name=job_name,
+            status=status,
+            input=loads_stored(input),
+            output=loads_stored(output) if output is not None else None,
+            error=error,
+            failed_step=failed_step,
+            labels=labels_value,
+            progress=loads_stored(progress) if progress is not None else None,
+            created_at=parse_iso(created_at),  # type: ignore[arg-type]  # NOT NULL in the schema
+            started_at=parse_iso(started_at),
+            completed_at=parse_iso(completed_at),
+            updated_at=parse_iso(updated_at),  # type: ignore[arg-type]  # NOT NULL in the schema
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            completed_steps=completed_steps,
+            retrigger_of=retrigger_of,
+            disposition=disposition,
+        )
+    except Exception:  # the fast path assumes a well-formed row; read it field by field
+        return _run_from_bad_row(row, disposition)
+
+
+def generation_of(row: Sequence[Any]) -> int:
+    """The lease generation in a row of ``RUN_COLUMNS`` (a Run does not carry it)."""
+    return int(row[-2])
+
+
+def _run_from_bad_row(row: Sequence[Any], disposition: Disposition | None) -> Run:
+    problems: list[str] = []
+
+    def value(index: int, name: str, read: Callable[[Any], Any], default: Any = None) -> Any:
+        if row[index] is None and default is None:
+            return None
+        try:
+            return read(row[index])
+        except Exception as exc:
+            problems.append(f"{name} ({type(exc).__name__}: {short(exc)})")
+            return default
+
+    def labels(text: Any) -> dict[str, str]:
+        found = loads_stored(text)
+        if type(found) is not dict or not all(type(v) is str for v in found.values()):
+            raise ValueError("not an object of strings")
+        return found
+
+    fields_read = dict(
+        input=value(3, "input", loads_stored),
+        output=value(4, "output", loads_stored),
+        labels=value(7, "labels", labels, {}),
+        progress=value(8, "progress", loads_stored),
+        created_at=value(9, "created_at", parse_iso),
+        started_at=value(10, "started_at", parse_iso),
+        completed_at=value(11, "completed_at", parse_iso),
+        updated_at=value(12, "updated_at", parse_iso),
+    )
+    return Run(
+        id=row[0],
+        job_name=row[1],
+        status=row[2],
+        error=row[5],
+        failed_step=row[6],
+        idempotency_key=row[13],
+        concurrency_key=row[14],
+        completed_steps=row[15],
+        retrigger_of=row[16],
+        disposition=disposition,
+        decode_error="the stored " + ", ".join(problems) + " cannot be read" if problems else None,
+        **fields_read,
+    )
+
+
+def step_from_row(row: Sequence[Any]) -> StepRecord:
+    """A StepRecord from a row of ``STEP_COLUMNS``."""
+    run_id, name, index, status, output, error, started_at, completed_at = row
+    value, problem = read_stored(output, "output")
+    return StepRecord(
+        run_id=run_id,
+        name=name,
+        index=index,
+        status=status,
+        output=value,
+        error=error,
+        started_at=parse_iso(started_at),  # type: ignore[arg-type]  # NOT NULL in the schema
+        completed_at=parse_iso(completed_at),  # type: ignore[arg-type]
+        decode_error=problem,
+    )
+
+
+def log_from_row(row: Sequence[Any]) -> LogRecord:
+    """A LogRecord from a row of ``LOG_COLUMNS``."""
+    id, run_id, step_name, level, message, data, created_at = row
+    value, problem = read_stored(data, "data")
+    return LogRecord(
+        id=id,
+        run_id=run_id,
+        step_name=step_name,
+        level=level,
+        message=message,
+        data=value,
+        created_at=parse_iso(created_at),  # type: ignore[arg-type]  # NOT NULL in the schema
+        decode_error=problem,
+    )
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
+    """A WorkerRecord from a row of ``WORKER_COLUMNS``."""
+    worker_id, host, pid, jobs_text, version, concurrency, started_at, heartbeat_at = row
+    jobs, _ = read_stored(jobs_text, "jobs")
+    return WorkerRecord(
+        worker_id=worker_id,
+        host=host,
+        pid=pid,
+        jobs=[j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else [],
+        version=version,
+        concurrency=concurrency,
+        started_at=parse_iso(started_at),  # type: ignore[arg-type]  # NOT NULL in the schema
+        heartbeat_at=parse_iso(heartbeat_at),  # type: ignore[arg-type]
+    )

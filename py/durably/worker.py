@@ -1,0 +1,230 @@
+"""The worker loop: keeps up to ``max_concurrent_runs`` runs executing, sleeps until woken
+(a trigger in this process) or until the next poll (runs other processes inserted), purges
+old runs when idle (``retain_runs``), and records this worker in the registry that
+``Durably.status()`` reads, with a heartbeat.
+
+It drives a :class:`durably.runtime.Runtime`, which claims and executes each run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Any
+
+from .clock import add_seconds, iso
+from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
+from .runtime import Runtime
+from .store import Claimed
+
+#: How often idle maintenance (``retain_runs``) runs at most, in seconds.
+MAINTENANCE_INTERVAL = 60.0
+#: Runs ``retain_runs`` purges in one transaction.
+RETENTION_BATCH = 500
+
+
+class Worker:
+    """The loop of a started worker around ``runtime``.
+
+    ``host`` is the ``(host, pid)`` this worker records in the registry; None records this
+    machine's name and this process's id (the browser host passes ``("browser", None)``)."""
+
+    def __init__(self, runtime: Runtime, *, host: tuple[str, int | None] | None = None) -> None:
+        self.runtime = runtime
+        self._host = host
+        self._max_runs = runtime.settings.max_concurrent_runs
+        self._polling_interval = runtime.settings.polling_interval
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._last_maintenance = float("-inf")
+        self._started_at: str | None = None  # set while started: this worker is in the registry
+        self._heartbeat_handle: asyncio.TimerHandle | None = None
+        self._last_prune = float("-inf")
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    async def start(self) -> None:
+        """Record this worker and start the loop in the running event loop."""
+        runtime = self.runtime
+        runtime.bind_loop()
+        runtime.stopping = False
+        self._started_at = runtime.now()
+        self._last_prune = float("-inf")
+        self._heartbeat()  # records this worker; then every HEARTBEAT_INTERVAL
+        self._loop_task = asyncio.ensure_future(self._run_loop())
+
+    async def stop(self, timeout: float | None) -> None:
+        """Start no new run; let each run in flight reach its next step boundary and hand
+        its lease back; past ``timeout`` seconds interrupt the steps still running."""
+        runtime = self.runtime
+        runtime.stopping = True
+        self.wake()
+        if self._loop_task is not None:
+            try:
+                await self._loop_task
+            finally:
+                self._loop_task = None
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            if late:
+                for ctx in list(runtime.active.values()):
+                    if ctx.task in late:
+                        runtime.interrupt(ctx, "stop")
+                await asyncio.gather(*late, return_exceptions=True)
+        self._forget_self()
+        runtime.stopping = False
+
+    # -- waking ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for runs to claim now instead of at the next poll (in the loop's thread)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wake_from_anywhere(self) -> None:
+        """``wake``, from any thread."""
+        self.runtime.call_in_loop(self.wake)
+
+    async def _sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        handle = loop.call_later(seconds, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run_loop(self) -> None:
+        runtime = self.runtime
+        while not runtime.stopping:
+            claimed_any = False
+            # Count tasks, not active runs: a task just created has not registered its run yet.
+            while len(self._tasks) < self._max_runs and not runtime.stopping:
+                try:
+                    claimed = runtime.claim()
+                except Exception as exc:  # a storage fault, or a bug: the loop goes on
+                    runtime.report(exc, "claiming a run (will try again)")
+                    break
+                if claimed is None:
+                    break
+                claimed_any = True
+                task = asyncio.ensure_future(self._execute_runs(claimed))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            if not claimed_any and not self._tasks:
+                self._maybe_maintain()
+            if runtime.stopping:
+                break
+            if claimed_any and len(self._tasks) < self._max_runs:
+                await asyncio.sleep(0)  # let new runs start, then look for more
+                continue
+            await self._sleep(self._polling_interval)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        # Wake the loop only once the task no longer counts against max_concurrent_runs,
+        # or a full worker would sleep a whole polling interval before claiming again.
+        self._tasks.discard(task)
+        self.wake()
+
+    async def _execute_runs(self, claimed: Claimed | None) -> None:
+        # Runs back to back in one task while there are runs to claim: going through the
+        # worker loop between two runs costs several turns of the event loop (each ~0.15 ms
+        # in Pyodide, as much as a short run's SQL).
+        runtime = self.runtime
+        while claimed is not None:
+            try:
+                await runtime.execute(claimed)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a bug in durably itself: report it, keep the worker
+                runtime.report(exc, f"executing run {claimed.run.id}")
+                if isinstance(exc, Exception):
+                    runtime.fail_claimed(claimed, exc)
+            claimed = None
+            await runtime.maybe_yield()
+            if runtime.stopping:
+                break
+            try:
+                claimed = runtime.claim()
+            except Exception as exc:
+                runtime.report(exc, "claiming a run (will try again)")
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def purge(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished runs completed before ``cutoff`` (see
+        ``Durably.purge_runs``), emitting ``run:delete`` for each; returns how many."""
+        runtime = self.runtime
+        runs = runtime.store.purge(cutoff=iso(cutoff), limit=limit, now=runtime.now())
+        for run in runs:
+            runtime.events.emit("run:delete", run.id, run.job_name, run.labels)
+        return len(runs)
+
+    def _maybe_maintain(self) -> None:
+        retain = self.runtime.settings.retain_runs
+        if retain is None:
+            return
+        now = time.monotonic()
+        if now - self._last_maintenance < MAINTENANCE_INTERVAL:
+            return
+        self._last_maintenance = now
+        try:
+            self.purge(self.runtime.clock() - retain, RETENTION_BATCH)
+        except Exception as exc:  # the worker loop goes on
+            self.runtime.report(exc, "purging old runs (retain_runs)")
+
+    # -- the worker registry ------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Record this worker (its jobs, host, pid, version) with the time, in the registry
+        that ``Durably.status()`` reads; every HEARTBEAT_INTERVAL while it runs. A failure
+        is a worker:error, never a stop: running jobs does not depend on the registry."""
+        self._heartbeat_handle = None
+        if self._started_at is None:
+            return
+        from . import __version__
+
+        runtime = self.runtime
+        host, pid = self._host or (socket.gethostname(), os.getpid())
+        now = runtime.clock()
+        try:
+            runtime.store.record_worker(
+                worker_id=runtime.worker_id,
+                host=host,
+                pid=pid,
+                jobs=sorted(runtime.jobs),
+                version=__version__,
+                concurrency=self._max_runs,
+                started_at=self._started_at,
+                now=iso(now),
+            )
+            if time.monotonic() - self._last_prune >= WORKER_FORGET_AFTER / 24:
+                self._last_prune = time.monotonic()
+                runtime.store.forget_stale_workers(iso(add_seconds(now, -WORKER_FORGET_AFTER)))
+        except Exception as exc:
+            runtime.report(exc, "recording this worker's heartbeat (will try again)")
+        self._heartbeat_handle = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _forget_self(self) -> None:
+        """A clean stop: take this worker out of the registry."""
+        if self._heartbeat_handle is not None:
+            self._heartbeat_handle.cancel()
+            self._heartbeat_handle = None
+        if self._started_at is None:
+            return
+        self._started_at = None
+        try:
+            self.runtime.store.forget_worker(self.runtime.worker_id)
+        except Exception as exc:
+            self.runtime.report(exc, "removing this worker from the registry (it will count as dead)")
