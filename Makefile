@@ -1,13 +1,14 @@
 # One command to try it, one to test it:
 #   make demo   install what is missing, build site/, serve it on http://127.0.0.1:8000
 #   make test   install what is missing, build site/, run every test (CPython and browser)
+#   make lint   ruff (lint; format on py/durably), mypy --strict, Biome and tsc on the JS
 
 PYTHON ?= python3
 PORT ?= 8000
 # apt-get needs root; elsewhere go through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test build serve deps python-deps chromium postgresql clean
+.PHONY: demo test lint build serve deps python-deps lint-deps chromium postgresql clean
 
 demo: build
 	$(PYTHON) scripts/serve.py --port $(PORT)
@@ -15,6 +16,20 @@ demo: build
 # The PostgreSQL tests fail rather than skip when deps could not install the server.
 test: deps build
 	DURABLY_REQUIRE_POSTGRES=1 $(PYTHON) -m pytest
+
+# The same checks as .pre-commit-config.yaml. Python: ruff everywhere (the package's rules
+# in full, real errors only in tests, bench, scripts and web), ruff format and mypy --strict
+# on py/durably. JS: Biome's linter (its formatter is off: the JS keeps its own layout),
+# and tsc on the files that start with // @ts-check.
+lint: lint-deps node_modules/.package-lock.json
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check py/durably
+	$(PYTHON) -m mypy
+	npx --no-install biome lint
+	npx --no-install tsc -p tsconfig.json
+
+lint-deps:
+	@$(PYTHON) -c "import ruff, mypy" 2>/dev/null || $(PYTHON) -m pip install -e '.[lint]'
 
 build: node_modules/.package-lock.json
 	PYTHON=$(PYTHON) node scripts/build.mjs

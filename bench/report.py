@@ -142,7 +142,7 @@ def svg_chart(case: dict, width: int = 760, height: int = 360) -> str:
     parts.append(f'<text transform="translate(14 {top + h / 2}) rotate(-90)" text-anchor="middle">µs per step (log)</text>')
     for i, (name, (xs, ys)) in enumerate(series.items()):
         color = COLORS.get(name, OTHER[i % len(OTHER)])
-        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys) if y > 0)
+        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys, strict=True) if y > 0)
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
         parts.append(f'<text x="{left + w + 8}" y="{top + 14 + 16 * i}" fill="{color}">{html.escape(name)} {_fmt(statistics.median(ys))} µs</text>')
     parts.append("</svg>")

@@ -219,7 +219,7 @@ def summarise(case: Case, per_round: dict[str, list[dict]]) -> dict:
                 continue
             vals = [
                 _ratio(fa[m], fb[m], higher)
-                for fa, fb in zip(figures[a], figures[b])
+                for fa, fb in zip(figures[a], figures[b], strict=False)
                 if m in fa and m in fb and fa[m] and fb[m]
             ]
             pair[m] = spread(vals)

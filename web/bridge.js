@@ -1,3 +1,4 @@
+// @ts-check
 // The SQLite bridge: the only JS the Python driver (durably.pyodide_driver) calls.
 //
 // One synchronous entry point, exec(sql, params) -> changes | {rows, changes} | {error}, because the
@@ -13,9 +14,10 @@
 // costs no exception unwinding through two runtimes.
 
 /**
- * @param {object} sqlite3 the initialised sqlite3 module (for capi and error names)
- * @param {object} db an oo1 database (here an OpfsSAHPoolDb)
- * @param {object} [pool] where more databases come from: {open(name) -> db, remove(name)}.
+ * @param {any} sqlite3 the initialised sqlite3 module (for capi and error names)
+ * @param {any} db an oo1 database (here an OpfsSAHPoolDb)
+ * @param {{open(name: string): any, remove(name: string): void} | null} [pool] where more
+ *   databases come from.
  *   The worker passes one so Python can open a second database file in the same OPFS pool
  *   (the browser tests run the core's suite on its own file, away from the page's runs).
  */

@@ -194,7 +194,8 @@ export function connect({
       if (typeof cb !== "function") throw new TypeError("on(type, callback): the callback must be a function");
       let set = listeners.get(type);
       if (!set) {
-        listeners.set(type, (set = new Set()));
+        set = new Set();
+        listeners.set(type, set);
         // Posted now, so it reaches the worker before any later call (e.g. a trigger).
         call("subscribe", { types: [type] }).catch((err) => {
           listeners.delete(type);

@@ -242,7 +242,7 @@ function progressCell(run) {
   const p = progressOf(run);
   const bar = el("progress", { dataset: { testid: "progress" } });
   const label = el("span");
-  if (p && p.total) {
+  if (p?.total) {
     bar.setAttribute("max", String(p.total));
     bar.setAttribute("value", String(Math.min(p.current, p.total)));
     label.textContent = `${p.current}/${p.total}`;
@@ -300,7 +300,10 @@ async function onRunsClick(event) {
     const run = await act(() => durably.retrigger(id));
     if (run) selectedRun = run.id;
   } else if (action === "delete") {
-    const done = await act(async () => (await durably.deleteRun(id), true));
+    const done = await act(async () => {
+      await durably.deleteRun(id);
+      return true;
+    });
     if (done && selectedRun === id) selectedRun = null;
   } else selectedRun = id;
   await refreshRuns.now();

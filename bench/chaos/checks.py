@@ -163,7 +163,7 @@ def _overlaps(groups: dict[str, list[Execution]], tl: Timeline, horizon: float,
             for a, b, stale in _segments(ex, tl, horizon):
                 segs.append((a, b, stale, ex))
         segs.sort(key=lambda s: s[0])
-        for i, (a1, b1, s1, e1) in enumerate(segs):
+        for i, (_a1, b1, s1, e1) in enumerate(segs):
             for a2, b2, s2, e2 in segs[i + 1:]:
                 if a2 >= b1:
                     break
@@ -259,7 +259,7 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
                     fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} was executed again")
 
     # 6. SIGSTOP: the frozen worker's late step write is refused once another worker took over.
-    for pid, t_stop, t_cont in tl.stops:
+    for pid, t_stop, _t_cont in tl.stops:
         for e in ledger:
             if e.pid != pid or e.start >= t_stop or (e.end is not None and e.end <= t_stop):
                 continue
@@ -297,7 +297,7 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
     # 9. The runtime's own reports: one step:complete per step, one run:complete per run.
     if events is not None:
         seen: dict[tuple[str, str], int] = {}
-        for pid, kind, run_id, payload in events:
+        for _pid, kind, run_id, payload in events:
             if kind == "step:complete":
                 k = (run_id, payload.get("step_name", "?"))
             elif kind == "run:complete":

@@ -8,7 +8,6 @@ cancels), the workers' stdout (one line per event) and the ledger the job bodies
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal

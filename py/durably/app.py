@@ -22,8 +22,15 @@ from typing import Any
 
 from .clock import Clock, UlidFactory, add_seconds, iso, system_clock
 from .driver import Driver, Sqlite3Driver
-from .errors import CancelledError, ConflictError, NotFoundError, NoWorkerWarning, RunFailedError, StorageError
-from .errors import ValidationError
+from .errors import (
+    CancelledError,
+    ConflictError,
+    NotFoundError,
+    NoWorkerWarning,
+    RunFailedError,
+    StorageError,
+    ValidationError,
+)
 from .events import Event, EventBus
 from .jobs import Job, JobRegistry
 from .jsondata import check_json

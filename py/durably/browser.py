@@ -26,8 +26,9 @@ import logging
 import os
 import re
 import traceback
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import __version__, limits
 from .app import Durably
@@ -53,7 +54,6 @@ _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 # Returned by an immediate variant of a waiting method (BrowserHost._now_methods): "this
 # one has to wait", so the request goes on to the async path.
 _WAIT = object()
-
 
 
 def jobs_in_modules(names: Iterable[str]) -> list[Job]:
@@ -115,7 +115,7 @@ def import_job_modules(names: Iterable[str]) -> str:
     return json.dumps(failures)
 
 
-def make_host(post_event: Callable[[str], Any], init_json: str) -> "BrowserHost":
+def make_host(post_event: Callable[[str], Any], init_json: str) -> BrowserHost:
     """The worker's ``BrowserHost``, for an init message (JSON text) that
     :func:`parse_init` accepted."""
     init = json.loads(init_json)
@@ -242,9 +242,7 @@ class BrowserHost:
         if not isinstance(method, str):
             raise ValidationError(f"a call needs a method name (text), got {_describe(method)}")
         if method not in self._methods:
-            raise NotFoundError(
-                f"unknown method {method!r}; the methods are: {', '.join(sorted(self._methods))}"
-            )
+            raise NotFoundError(f"unknown method {method!r}; the methods are: {', '.join(sorted(self._methods))}")
         params = self._parse(params_json)
         return self._methods[method](params)
 
@@ -256,10 +254,15 @@ class BrowserHost:
             return _dumps({"error": {"name": "TimeoutError", "message": str(exc)}})
         # A bug: say so, with the traceback, and keep serving.
         logger.error("durably: request %r failed", method, exc_info=exc)
-        return _dumps({"error": {
-            "name": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }})
+        return _dumps(
+            {
+                "error": {
+                    "name": type(exc).__name__,
+                    "message": str(exc),
+                    "traceback": "".join(traceback.format_exception(exc)),
+                }
+            }
+        )
 
     @staticmethod
     def _parse(params_json: Any) -> dict[str, Any]:
@@ -319,7 +322,8 @@ class BrowserHost:
     def _trigger_many(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         _only(params, "triggerMany", "job", "inputs", "labels")
         runs = self.app.trigger_many(
-            _required(params, "job", "triggerMany"), _required(params, "inputs", "triggerMany"),
+            _required(params, "job", "triggerMany"),
+            _required(params, "inputs", "triggerMany"),
             labels=params.get("labels"),
         )
         return [run.to_dict() for run in runs]
@@ -348,7 +352,9 @@ class BrowserHost:
         _only(params, "getLogs", "id", "afterId", "limit", "last")
         logs = self.app.get_logs(
             _required(params, "id", "getLogs"),
-            after_id=params.get("afterId"), limit=params.get("limit"), last=params.get("last"),
+            after_id=params.get("afterId"),
+            limit=params.get("limit"),
+            last=params.get("last"),
         )
         return [log.to_dict() for log in logs]
 

@@ -27,10 +27,12 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import NoReturn
 
 from .app import Durably
+from .clock import iso
 from .driver import Sqlite3Driver
 from .errors import ConflictError, DurablyError, NotFoundError, NoWorkerWarning, StorageError, ValidationError
 from .events import Event
@@ -53,7 +55,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 as well; keep it one line
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 as well; keep it one line
         raise UsageError(message)
 
 
@@ -62,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def db_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=os.environ.get("DURABLY_DB"),
-                       help="the SQLite database file (default: $DURABLY_DB)")
+        p.add_argument(
+            "--db", default=os.environ.get("DURABLY_DB"), help="the SQLite database file (default: $DURABLY_DB)"
+        )
 
     w = sub.add_parser("worker", help="run the jobs of MODULE until SIGTERM or SIGINT")
     w.add_argument("module", metavar="MODULE", help="a module name (my_app.jobs) or a .py file")
@@ -75,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
             shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
             metavar = {float: "SECONDS", int: "N"}.get(kind, "AGE")
             w.add_argument(flag, dest=name, type=kind, default=None, metavar=metavar, help=f"{text} (default {shown})")
-    w.add_argument("--stop-timeout", type=float, default=None,
-                   help="seconds to let steps in flight finish after SIGTERM before cancelling them")
+    w.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=None,
+        help="seconds to let steps in flight finish after SIGTERM before cancelling them",
+    )
     w.add_argument("--quiet", action="store_true", help="do not print a line per event")
 
     t = sub.add_parser("trigger", help="insert a run of JOB (by name; no job code is imported)")
@@ -100,12 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="live workers, runs by status, and pending runs no live worker will run")
     db_option(st)
     st.add_argument("--json", action="store_true", help="print the status as one JSON object")
-    st.add_argument("--check", action="store_true",
-                    help=f"exit {EXIT_UNHANDLED} when a job with pending runs has no live worker (a health check)")
+    st.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit {EXIT_UNHANDLED} when a job with pending runs has no live worker (a health check)",
+    )
 
-    for name, text in (("show", "one run with its steps and logs"), ("cancel", "cancel a pending or leased run"),
-                       ("retrigger", "run a finished run's job again with the same input"),
-                       ("delete", "delete a finished run")):
+    for name, text in (
+        ("show", "one run with its steps and logs"),
+        ("cancel", "cancel a pending or leased run"),
+        ("retrigger", "run a finished run's job again with the same input"),
+        ("delete", "delete a finished run"),
+    ):
         p = sub.add_parser(name, help=text)
         db_option(p)
         p.add_argument("run_id", metavar="RUN_ID")
@@ -191,8 +204,12 @@ def _trigger(app: Durably, args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoWorkerWarning)
         run = app.trigger(
-            args.job, data, idempotency_key=args.idempotency_key, concurrency_key=args.concurrency_key,
-            coalesce=args.coalesce, labels=_labels(args.label),
+            args.job,
+            data,
+            idempotency_key=args.idempotency_key,
+            concurrency_key=args.concurrency_key,
+            coalesce=args.coalesce,
+            labels=_labels(args.label),
         )
     for warning in caught:  # one line each on stderr, no source line
         print(f"durably: warning: {warning.message}", file=sys.stderr)
@@ -211,7 +228,9 @@ def _runs(app: Durably, args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':26}  {'JOB':20}  {'STATUS':9}  {'PROGRESS':10}  CREATED")
     for run in runs:
-        print(f"{run.id:26}  {run.job_name[:20]:20}  {run.status:9}  {_progress(run):10}  {run.to_dict()['created_at']}")
+        print(
+            f"{run.id:26}  {run.job_name[:20]:20}  {run.status:9}  {_progress(run):10}  {run.to_dict()['created_at']}"
+        )
     return 0
 
 
@@ -249,14 +268,18 @@ def _status(app: Durably, args: argparse.Namespace) -> int:
         print(json.dumps(status.to_dict()))
     else:
         now = status.checked_at
-        print(f"workers: {len(status.workers)} live, {len(status.stale_workers)} stale "
-              f"(no heartbeat for {WORKER_STALE_AFTER:g} s)")
+        print(
+            f"workers: {len(status.workers)} live, {len(status.stale_workers)} stale "
+            f"(no heartbeat for {WORKER_STALE_AFTER:g} s)"
+        )
         for w in status.workers + status.stale_workers:
             state = "live " if w in status.workers else "stale"
             ago = (now - w.heartbeat_at).total_seconds()
             where = w.host if w.pid is None else f"{w.host} pid {w.pid}"
-            print(f"  {state} {w.worker_id}  {where}  durably {w.version}  concurrency {w.concurrency}  "
-                  f"heartbeat {ago:.0f} s ago  jobs: {', '.join(w.jobs) or '-'}")
+            print(
+                f"  {state} {w.worker_id}  {where}  durably {w.version}  concurrency {w.concurrency}  "
+                f"heartbeat {ago:.0f} s ago  jobs: {', '.join(w.jobs) or '-'}"
+            )
         print("runs: " + ", ".join(f"{name} {count}" for name, count in status.runs.items()))
         if status.unhandled:
             for name, count in status.unhandled.items():
@@ -288,8 +311,15 @@ def _delete(app: Durably, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"trigger": _trigger, "runs": _runs, "show": _show, "status": _status, "cancel": _cancel,
-             "retrigger": _retrigger, "delete": _delete}
+_COMMANDS = {
+    "trigger": _trigger,
+    "runs": _runs,
+    "show": _show,
+    "status": _status,
+    "cancel": _cancel,
+    "retrigger": _retrigger,
+    "delete": _delete,
+}
 
 
 def load_jobs(module: str) -> list[Job]:
@@ -309,7 +339,9 @@ def load_jobs(module: str) -> list[Job]:
     except (ImportError, ValueError) as exc:
         raise UsageError(f"cannot import {module!r}: {exc}") from None
     if spec is None:
-        raise UsageError(f"cannot import {module!r}: no module named {name!r} (run from the folder that holds it, or set PYTHONPATH)")
+        raise UsageError(
+            f"cannot import {module!r}: no module named {name!r} (run from the folder that holds it, or set PYTHONPATH)"
+        )
     try:
         mod = importlib.import_module(name)
     except Exception:
@@ -326,7 +358,8 @@ def _event_line(event: Event) -> str:
     for key in ("type", "timestamp", "sequence", "run_id", "job_name", "labels"):
         data.pop(key, None)
     payload = json.dumps(data, default=str, separators=(",", ":")) if data else ""
-    return f"{event.to_dict()['timestamp']} {event.type:18} {event.run_id or '-':26} {event.job_name or '-'} {payload}".rstrip()
+    when = iso(event.timestamp)
+    return f"{when} {event.type:18} {event.run_id or '-':26} {event.job_name or '-'} {payload}".rstrip()
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -340,13 +373,17 @@ def _worker(args: argparse.Namespace) -> int:
         app.on("*", lambda event: print(_event_line(event), flush=True))
 
     def on_signal(name: str) -> None:
-        print(f"durably: {name} received; finishing the steps in flight (send it again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"durably: {name} received; finishing the steps in flight (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     print(
         f"durably: worker {app.worker_id} ready: jobs {', '.join(sorted(app.jobs))}; db {args.db}; "
         f"concurrency {app.max_concurrent_runs}",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     try:
         asyncio.run(app.serve(on_signal=on_signal, stop_timeout=args.stop_timeout))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -19,15 +19,15 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def system_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:
     """Format an aware datetime as the fixed-width UTC text the database stores."""
-    if dt.tzinfo is not timezone.utc:
+    if dt.tzinfo is not UTC:
         if dt.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware")
-        dt = dt.astimezone(timezone.utc)
+        dt = dt.astimezone(UTC)
     # isoformat is C code and, with timespec, always fixed width: "...:08.123456+00:00".
     return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 

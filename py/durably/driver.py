@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import StorageError, ValidationError
 
@@ -78,9 +79,7 @@ class Sqlite3Driver:
         self, path: str, *, busy_timeout: float = 10.0, synchronous: str = "NORMAL", create: bool = True
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValidationError(
-                f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
-            )
+            raise ValidationError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         import sqlite3  # here, not at the top: Pyodide's build may not ship _sqlite3
 
         self._sqlite3 = sqlite3

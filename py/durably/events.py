@@ -37,9 +37,10 @@ import asyncio
 import inspect
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from .clock import Clock, iso
 from .errors import ValidationError
@@ -117,7 +118,7 @@ class EventBus:
         self._listeners: dict[str, list[Listener]] = {}
         self._queue: deque[Event] = deque()
         self._dispatching = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on(self, event_type: str, handler: Listener) -> Callable[[], None]:
         if event_type != "*" and event_type not in EVENT_TYPES:
@@ -149,9 +150,7 @@ class EventBus:
         if not self.wants(event_type):
             return  # nobody listens: build nothing, the hot path stays cheap
         self._sequence += 1
-        self._queue.append(
-            Event(event_type, self._clock(), self._sequence, run_id, job_name, labels or {}, data)
-        )
+        self._queue.append(Event(event_type, self._clock(), self._sequence, run_id, job_name, labels or {}, data))
         if self._dispatching:
             return  # the outer emit delivers it, in order
         self._dispatching = True

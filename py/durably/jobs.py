@@ -11,6 +11,7 @@ from .errors import NotFoundError, ValidationError
 from .schemas import Schema, make_schema
 from .validation import check_name
 
+
 @dataclass(frozen=True)
 class Job:
     """A registered job: its name, its ``async`` function and its input/output schemas."""
@@ -27,7 +28,9 @@ class Job:
 @overload
 def job(name: Callable[..., Awaitable[Any]]) -> Job: ...
 @overload
-def job(name: str | None = None, *, input: Any = None, output: Any = None) -> Callable[[Callable[..., Awaitable[Any]]], Job]: ...
+def job(
+    name: str | None = None, *, input: Any = None, output: Any = None
+) -> Callable[[Callable[..., Awaitable[Any]]], Job]: ...
 
 
 def job(name: Any = None, *, input: Any = None, output: Any = None) -> Any:

@@ -14,14 +14,15 @@ from . import limits
 from .errors import ValidationError
 from .limits import MAX_DEPTH
 
-
 # One encoder, made once: json.dumps with any option builds a new encoder on every call.
 JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 to_json = JSON_ENCODER.encode
 
 #: The types whose values need no key or depth check on their way to JSON.
 SCALARS: frozenset[type] = frozenset((str, int, float, bool, type(None)))
-_SIZE_LIMITS = {name: getattr(limits, name) for name in ("MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "MAX_STEP_RESULT_BYTES")}
+_SIZE_LIMITS = {
+    name: getattr(limits, name) for name in ("MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "MAX_STEP_RESULT_BYTES")
+}
 
 
 def check_json(value: Any, what: str, limit: str | None) -> str:
@@ -61,8 +62,7 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
-                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} "
-                    f"({type(key).__name__})"
+                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} ({type(key).__name__})"
                 )
             if isinstance(item, (dict, list, tuple)):
                 _check_keys(item, what, depth + 1)
@@ -102,8 +102,10 @@ def loads_stored(text: Any) -> Any:
     value costs one ``len()``, a long one two ``str.count`` calls."""
     value = json.loads(text)
     if (
-        len(text) >= _DEEP_TEXT and isinstance(value, (dict, list))
-        and text.count("[") + text.count("{") > MAX_DEPTH and nested_too_deep(value)
+        len(text) >= _DEEP_TEXT
+        and isinstance(value, (dict, list))
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and nested_too_deep(value)
     ):
         raise ValueError(f"it is nested more than {MAX_DEPTH} levels deep (durably.limits.MAX_DEPTH)")
     return value

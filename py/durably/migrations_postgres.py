@@ -34,8 +34,7 @@ from .migrations import (
 
 # Created by the store before it reads the version (as in migrations.py's SQLite store).
 MIGRATIONS_TABLE = (
-    'CREATE TABLE IF NOT EXISTS durably_migrations ('
-    'version BIGINT PRIMARY KEY, applied_at TEXT COLLATE "C" NOT NULL)'
+    'CREATE TABLE IF NOT EXISTS durably_migrations (version BIGINT PRIMARY KEY, applied_at TEXT COLLATE "C" NOT NULL)'
 )
 
 # Taken first in the migrating transaction: two processes starting on an empty database

@@ -38,7 +38,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import StorageError, ValidationError
@@ -75,11 +76,22 @@ BAD_TEXT = "22021"  # character_not_in_repertoire: NUL or a lone surrogate in te
 # Worth trying again later: the connection went away (admin_shutdown, crash_shutdown,
 # cannot_connect_now, idle-in-transaction timeout, the 08 class) or the server chose this
 # transaction as the loser of a conflict (serialization failure, deadlock, lock timeout).
-_TRANSIENT = frozenset({
-    SERIALIZATION_FAILURE, DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE,
-    "57P01", "57P02", "57P03", "25P03",
-    "08000", "08003", "08006", "08001", "08004",
-})
+_TRANSIENT = frozenset(
+    {
+        SERIALIZATION_FAILURE,
+        DEADLOCK_DETECTED,
+        LOCK_NOT_AVAILABLE,
+        "57P01",
+        "57P02",
+        "57P03",
+        "25P03",
+        "08000",
+        "08003",
+        "08006",
+        "08001",
+        "08004",
+    }
+)
 
 _SCHEMES = ("postgresql://", "postgres://")
 
@@ -135,18 +147,36 @@ def translate_placeholders(sql: str) -> str:
 # PostgreSQL sends no SQLSTATE that libpq keeps for a failed connection, so the code is read
 # from the message (the server's part is in the server's language: English by default).
 _CONNECT_PATTERNS = [
-    (re.compile(r"password authentication failed|authentication failed|no password supplied", re.I),
-     AUTH_FAILED, "the user name or password is wrong"),
-    (re.compile(r'database "[^"]*" does not exist', re.I), MISSING_DATABASE,
-     "create the database first (createdb, or CREATE DATABASE as an admin)"),
-    (re.compile(r'role "[^"]*" does not exist|no pg_hba\.conf entry', re.I), AUTH_REJECTED,
-     "the server does not accept this user from here (its role or pg_hba.conf)"),
-    (re.compile(r"the database system is (starting up|shutting down|in recovery mode)", re.I), "57P03",
-     "the server is restarting; try again in a moment"),
-    (re.compile(r"connection refused|could not translate host name|failed to resolve host|"
-                r"timeout expired|could not connect|no route to host|network is unreachable|"
-                r"server closed the connection", re.I),
-     CANNOT_CONNECT, "is the server running, and are the host and port right?"),
+    (
+        re.compile(r"password authentication failed|authentication failed|no password supplied", re.I),
+        AUTH_FAILED,
+        "the user name or password is wrong",
+    ),
+    (
+        re.compile(r'database "[^"]*" does not exist', re.I),
+        MISSING_DATABASE,
+        "create the database first (createdb, or CREATE DATABASE as an admin)",
+    ),
+    (
+        re.compile(r'role "[^"]*" does not exist|no pg_hba\.conf entry', re.I),
+        AUTH_REJECTED,
+        "the server does not accept this user from here (its role or pg_hba.conf)",
+    ),
+    (
+        re.compile(r"the database system is (starting up|shutting down|in recovery mode)", re.I),
+        "57P03",
+        "the server is restarting; try again in a moment",
+    ),
+    (
+        re.compile(
+            r"connection refused|could not translate host name|failed to resolve host|"
+            r"timeout expired|could not connect|no route to host|network is unreachable|"
+            r"server closed the connection",
+            re.I,
+        ),
+        CANNOT_CONNECT,
+        "is the server running, and are the host and port right?",
+    ),
 ]
 
 
@@ -227,8 +257,10 @@ class PostgresDriver:
             ) from exc
         self._psycopg = psycopg
         params = _check_url(url)
-        for label, value in (("connect_timeout", connect_timeout),
-                             ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
+        for label, value in (
+            ("connect_timeout", connect_timeout),
+            ("idle_in_transaction_timeout", idle_in_transaction_timeout),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400:
                 raise ValidationError(f"{label} must be a number of seconds from 0 to 86400, got {value!r}")
         self.url = url
@@ -346,7 +378,7 @@ class PostgresDriver:
 
     # -- waking ---------------------------------------------------------------------------------
 
-    def listen(self, channel: str, callback: Callable[[str | None], Any]) -> "Listener":
+    def listen(self, channel: str, callback: Callable[[str | None], Any]) -> Listener:
         """Call ``callback(payload)`` from a thread of its own for every ``NOTIFY`` on
         ``channel``, and ``callback(None)`` each time the listener has (re)connected, when
         notifications may have been missed. Returns the :class:`Listener`; ``close()`` it."""
@@ -365,8 +397,15 @@ class Listener:
     that raises is logged and the listener goes on.
     """
 
-    def __init__(self, driver: PostgresDriver, channel: str, callback: Callable[[str | None], Any],
-                 *, max_delay: float = 2.0, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        driver: PostgresDriver,
+        channel: str,
+        callback: Callable[[str | None], Any],
+        *,
+        max_delay: float = 2.0,
+        poll: float = 0.2,
+    ) -> None:
         if not isinstance(channel, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", channel):
             raise ValidationError(f"a channel name is lower-case letters, digits and _, got {channel!r}")
         self._psycopg = driver._psycopg
@@ -405,8 +444,13 @@ class Listener:
                         self._notify(note.payload)
             except psycopg.Error as exc:
                 if not self._stop.is_set():
-                    logger.warning("durably: LISTEN %s at %s: %s; reconnecting in %.1f s",
-                                   self.channel, self._where, " ".join(str(exc).split()), delay)
+                    logger.warning(
+                        "durably: LISTEN %s at %s: %s; reconnecting in %.1f s",
+                        self.channel,
+                        self._where,
+                        " ".join(str(exc).split()),
+                        delay,
+                    )
                     self._stop.wait(delay)
                     delay = min(delay * 2, self._max_delay)
             finally:

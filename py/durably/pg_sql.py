@@ -94,8 +94,7 @@ INSERT_STEP_RECORD = (
 #: (a new snapshot under READ COMMITTED) sees the run the previous one inserted.
 #: Parameters: job_name, concurrency_key.
 TRIGGER_KEY_LOCK = (
-    "SELECT pg_advisory_xact_lock(hashtextextended("
-    "'durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
+    "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
 )
 
 #: Insert a pending run unless a run of this job with this idempotency key exists (a

@@ -12,7 +12,8 @@ Pyodide-only modules ``js`` and ``pyodide`` are imported when a driver is create
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .driver import Row, sqlite_error
 from .errors import StorageError
@@ -37,7 +38,7 @@ class PyodideDriver:
     def __init__(self, bridge: Any = None) -> None:
         if bridge is None:
             try:
-                import durably_bridge  # type: ignore[import-not-found]  # registered by web/boot.js
+                import durably_bridge  # registered by web/boot.js
             except ImportError as exc:
                 raise StorageError(
                     "the JS SQLite bridge is not available: PyodideDriver only works inside the "
@@ -53,10 +54,7 @@ class PyodideDriver:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         if self._closed:
             raise StorageError("the database connection is closed", code="SQLITE_MISUSE")
-        js_params = (
-            self._to_js([p if type(p) in _PLAIN_PARAMS else _param(p) for p in params])
-            if params else None
-        )
+        js_params = self._to_js([p if type(p) in _PLAIN_PARAMS else _param(p) for p in params]) if params else None
         try:
             result = self._bridge.exec(sql, js_params)
         except Exception as exc:  # a JsException: a bug in the bridge or a closed database
@@ -80,7 +78,7 @@ class PyodideDriver:
 def _load_to_js() -> Any:
     """``pyodide.ffi.to_js`` inside Pyodide; identity elsewhere (bridges written in Python)."""
     try:
-        from pyodide.ffi import to_js  # type: ignore[import-not-found]
+        from pyodide.ffi import to_js
     except ImportError:
         return lambda value: value
     return to_js
@@ -98,9 +96,7 @@ def _param(value: Any) -> Any:
         return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
-    raise StorageError(
-        f"cannot store a {type(value).__name__} in SQLite: use None, int, float, str or bytes"
-    )
+    raise StorageError(f"cannot store a {type(value).__name__} in SQLite: use None, int, float, str or bytes")
 
 
 def _unpack(result: Any) -> tuple[list[Row], int]:

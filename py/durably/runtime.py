@@ -252,16 +252,16 @@ class Runtime:
             if len(output_json) > MAX_STEP_RESULT_BYTES:
                 raise too_large("the result", len(output_json), "MAX_STEP_RESULT_BYTES")
         except ValidationError as err:
-            exc = ValidationError(f"step {name!r} returned a value durably cannot store: {err}")
-            ctx.failure = StepFailure(index, name, started_at, exc)
-            raise exc from None
+            refused = ValidationError(f"step {name!r} returned a value durably cannot store: {err}")
+            ctx.failure = StepFailure(index, name, started_at, refused)
+            raise refused from None
         except (TypeError, ValueError) as err:
-            exc = ValidationError(
+            refused = ValidationError(
                 f"step {name!r} returned a value that is not JSON data ({type(value).__name__}: {err}); "
                 "return dicts, lists, strings, numbers, booleans or None"
             )
-            ctx.failure = StepFailure(index, name, started_at, exc)
-            raise exc from None
+            ctx.failure = StepFailure(index, name, started_at, refused)
+            raise refused from None
         if not isinstance(value, _PLAIN):
             # Hand back what a resumed run would get: the value as JSON gives it back.
             value = json.loads(output_json)
@@ -381,7 +381,9 @@ class Runtime:
         )
 
     def _lease_lost(self, ctx: RunContext, why: str) -> None:
-        ctx.emit("worker:error", error=f"LeaseLostError: {why}", context="lease lost; nothing more is written for this run")
+        ctx.emit(
+            "worker:error", error=f"LeaseLostError: {why}", context="lease lost; nothing more is written for this run"
+        )
 
     def _confirm_lease(self, ctx: RunContext) -> None:
         """Renew the lease now, before a step starts, or raise if it is gone."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any, Union, cast
 
 from .errors import ValidationError
 
@@ -37,7 +38,7 @@ class DataclassSchema(Schema):
 
     def dump(self, value: Any, what: str) -> Any:
         if isinstance(value, self.cls):
-            data = dataclasses.asdict(value)
+            data = dataclasses.asdict(cast(Any, value))
             _build_dataclass(self.cls, data, what)  # re-check: fields may have been mutated
             return data
         _build_dataclass(self.cls, value, what)
@@ -87,9 +88,7 @@ def make_schema(spec: Any, what: str) -> Schema:
         return PydanticSchema(spec)
     if callable(spec):
         return CallableSchema(spec)
-    raise ValidationError(
-        f"{what} must be a dataclass, a pydantic model or a callable validator, got {spec!r}"
-    )
+    raise ValidationError(f"{what} must be a dataclass, a pydantic model or a callable validator, got {spec!r}")
 
 
 def _build_dataclass(cls: type, data: Any, path: str) -> Any:
@@ -143,17 +142,17 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         raise ValidationError(f"{path} must be null, got {_kind(value)}")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, path)
-    if origin in (list, typing.List, tuple, set, frozenset) or tp in (list, tuple, set, frozenset):
+    if origin in (list, list, tuple, set, frozenset) or tp in (list, tuple, set, frozenset):
         if not isinstance(value, list):
             raise ValidationError(f"{path} must be a list, got {_kind(value)}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise ValidationError(f"{path} must have {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         items = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         container = origin or tp
-        return items if container in (list, typing.List) else container(items)
+        return items if container in (list, list) else container(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ValidationError(f"{path} must be an object, got {_kind(value)}")

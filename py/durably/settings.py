@@ -26,7 +26,9 @@ class Settings:
 
     polling_interval: float = field(
         default=1.0,
-        metadata=_option("pollingInterval", "--polling-interval", "seconds between looks for runs other processes inserted"),
+        metadata=_option(
+            "pollingInterval", "--polling-interval", "seconds between looks for runs other processes inserted"
+        ),
     )
     lease_duration: float = field(
         default=30.0, metadata=_option("leaseDuration", "--lease-duration", "seconds a run's lease lasts unrenewed")
@@ -56,9 +58,13 @@ class Settings:
         its limit), fill in the defaults of the others, and build the settings."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise ValidationError(f"unknown option(s) {', '.join(map(repr, unknown))}; the options are: {', '.join(OPTIONS)}")
+            raise ValidationError(
+                f"unknown option(s) {', '.join(map(repr, unknown))}; the options are: {', '.join(OPTIONS)}"
+            )
         given = {name: options.get(name, default) for name, (_, _, _, default) in OPTIONS.items()}
-        polling = seconds_option("polling_interval", given["polling_interval"], MAX_POLLING_INTERVAL, "MAX_POLLING_INTERVAL")
+        polling = seconds_option(
+            "polling_interval", given["polling_interval"], MAX_POLLING_INTERVAL, "MAX_POLLING_INTERVAL"
+        )
         lease = seconds_option("lease_duration", given["lease_duration"], MAX_LEASE_DURATION, "MAX_LEASE_DURATION")
         renew = seconds_option(
             "lease_renew_interval", given["lease_renew_interval"], MAX_LEASE_DURATION, "MAX_LEASE_DURATION"

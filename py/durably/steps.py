@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
 from .jobs import Job
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 
-class StepInFlight(NamedTuple):
+@dataclass(slots=True)
+class StepInFlight:
     """The step a run is executing now."""
 
     index: int
@@ -196,7 +197,9 @@ class Step:
         if message is not None:
             if not isinstance(message, str):
                 raise ValidationError(f"progress message must be a string, got {type(message).__name__}")
-            message = cut_text(message, MAX_PROGRESS_MESSAGE_BYTES, "the progress message", "MAX_PROGRESS_MESSAGE_BYTES")
+            message = cut_text(
+                message, MAX_PROGRESS_MESSAGE_BYTES, "the progress message", "MAX_PROGRESS_MESSAGE_BYTES"
+            )
         ctx = self._ctx
         progress = {"current": current, "total": total, "message": message}
         ctx.pending.progress = check_json(progress, "progress", None)

@@ -67,7 +67,8 @@ class NewRun:
     retrigger_of: str | None = None
 
 
-class StoredStep(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class StoredStep:
     """A completed step as a resumed run reads it back."""
 
     index: int
@@ -91,7 +92,8 @@ class RunState(NamedTuple):
     generation: int
 
 
-class StepEnd(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class StepEnd:
     """The step that ended a run (failed, or cancelled while it ran), stored with the end."""
 
     index: int
@@ -494,7 +496,9 @@ class Store:
         preserve_steps: bool = True,
     ) -> bool:
         """Complete a run with its output (fenced)."""
-        return self._finish(run_id, generation, now, "completed", output_json, None, None, None, pending, preserve_steps)
+        return self._finish(
+            run_id, generation, now, "completed", output_json, None, None, None, pending, preserve_steps
+        )
 
     def fail_run(
         self,
@@ -543,7 +547,10 @@ class Store:
         return True
 
     def _insert_step_record(self, run_id: str, step: StepEnd, now: str) -> None:
-        self._x(self.dialect.insert_step_record, (run_id, step.index, step.name, step.status, step.error, step.started_at, now))
+        self._x(
+            self.dialect.insert_step_record,
+            (run_id, step.index, step.name, step.status, step.error, step.started_at, now),
+        )
 
     def record_cancelled(
         self,

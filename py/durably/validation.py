@@ -191,9 +191,7 @@ def parse_retention(value: Any) -> timedelta:
     """``"30d"``, ``"12h"``, ``"15m"`` (m = minutes) -> timedelta; anything else is rejected."""
     match = _RETAIN.match(value) if isinstance(value, str) and len(value) <= 20 else None
     if match is None:
-        raise ValidationError(
-            f"retain_runs must look like '30d', '12h' or '15m' (days, hours, minutes), got {value!r}"
-        )
+        raise ValidationError(f"retain_runs must look like '30d', '12h' or '15m' (days, hours, minutes), got {value!r}")
     seconds = int(match.group(1)) * _RETAIN_UNITS[match.group(2)]
     if seconds > MAX_RETENTION:
         raise ValidationError(

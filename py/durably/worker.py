@@ -96,7 +96,7 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        handle = loop.call_later(seconds, lambda: waiter.done() or waiter.set_result(None))
+        handle = loop.call_later(seconds, _resolve, waiter)
         try:
             await waiter
         finally:
@@ -228,3 +228,8 @@ class Worker:
             self.runtime.store.forget_worker(self.runtime.worker_id)
         except Exception as exc:
             self.runtime.report(exc, "removing this worker from the registry (it will count as dead)")
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

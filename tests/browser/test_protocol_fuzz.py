@@ -21,7 +21,7 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.chaos.messages import DEBUG_METHODS, METHODS, bad_call, json_data  # noqa: E402
+from bench.chaos.messages import DEBUG_METHODS, METHODS, bad_call  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

@@ -205,7 +205,7 @@ def test_two_workers_on_one_file_never_run_steps_of_the_same_run_or_key_at_once(
         by_run.setdefault(run_id, []).append((marks[0][2], marks[1][2], marks[0][1]))
     for run_id, intervals in by_run.items():
         intervals.sort()
-        for (s1, e1, _), (s2, e2, _) in zip(intervals, intervals[1:]):
+        for (_, e1, _), (s2, _, _) in zip(intervals, intervals[1:], strict=False):
             assert e1 <= s2, f"steps of run {run_id} overlapped"
     keyed_intervals = sorted(i for r in keyed for i in by_run[r])
     first_run = sorted(by_run[keyed[0]])
