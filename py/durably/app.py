@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .clock import Clock, UlidFactory, add_seconds, iso, system_clock
 from .driver import Driver, Sqlite3Driver
@@ -50,6 +50,19 @@ from .validation import (
     purge_cutoff,
 )
 from .worker import Worker
+
+T = TypeVar("T")
+
+
+class _Setting(Generic[T]):
+    """A ``Durably`` attribute that reads the setting of the same name (``app.settings``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, app: Durably, owner: type | None = None) -> T:
+        value: T = getattr(app.settings, self.name)
+        return value
 
 
 class Durably:
@@ -119,31 +132,14 @@ class Durably:
         self._closed = False
         self._jobs.register(*jobs)
 
-    # -- the settings, as attributes ----------------------------------------------------------
+    # -- the settings, as attributes (read-only) ----------------------------------------------
 
-    @property
-    def polling_interval(self) -> float:
-        return self.settings.polling_interval
-
-    @property
-    def lease_duration(self) -> float:
-        return self.settings.lease_duration
-
-    @property
-    def lease_renew_interval(self) -> float:
-        return self.settings.lease_renew_interval
-
-    @property
-    def max_concurrent_runs(self) -> int:
-        return self.settings.max_concurrent_runs
-
-    @property
-    def preserve_steps(self) -> bool:
-        return self.settings.preserve_steps
-
-    @property
-    def retain_runs(self) -> timedelta | None:
-        return self.settings.retain_runs
+    polling_interval = _Setting[float]()
+    lease_duration = _Setting[float]()
+    lease_renew_interval = _Setting[float]()
+    max_concurrent_runs = _Setting[int]()
+    preserve_steps = _Setting[bool]()
+    retain_runs = _Setting["timedelta | None"]()
 
     @property
     def driver(self) -> Driver:

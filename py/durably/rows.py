@@ -123,33 +123,17 @@ def step_from_row(row: Sequence[Any]) -> StepRecord:
     """A StepRecord from a row of ``STEP_COLUMNS``."""
     run_id, name, index, status, output, error, started_at, completed_at = row
     value, problem = read_stored(output, "output")
-    return StepRecord(
-        run_id=run_id,
-        name=name,
-        index=index,
-        status=status,
-        output=value,
-        error=error,
-        started_at=parse_iso(started_at),  # type: ignore[arg-type]  # NOT NULL in the schema
-        completed_at=parse_iso(completed_at),  # type: ignore[arg-type]
-        decode_error=problem,
-    )
+    # The timestamps are NOT NULL in the schema.
+    started, completed = parse_iso(started_at), parse_iso(completed_at)
+    return StepRecord(run_id, name, index, status, value, error, started, completed, problem)  # type: ignore[arg-type]
 
 
 def log_from_row(row: Sequence[Any]) -> LogRecord:
     """A LogRecord from a row of ``LOG_COLUMNS``."""
     id, run_id, step_name, level, message, data, created_at = row
     value, problem = read_stored(data, "data")
-    return LogRecord(
-        id=id,
-        run_id=run_id,
-        step_name=step_name,
-        level=level,
-        message=message,
-        data=value,
-        created_at=parse_iso(created_at),  # type: ignore[arg-type]  # NOT NULL in the schema
-        decode_error=problem,
-    )
+    created = parse_iso(created_at)  # NOT NULL in the schema
+    return LogRecord(id, run_id, step_name, level, message, value, created, problem)  # type: ignore[arg-type]
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerRecord:

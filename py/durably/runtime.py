@@ -199,23 +199,8 @@ class Runtime:
         except Exception as exc:
             self._fail(ctx, exc)
             return
-        try:
-            ok = self.store.complete_run(
-                run_id=ctx.run_id,
-                generation=ctx.generation,
-                now=self.now(),
-                output_json=output_json,
-                pending=ctx.pending,
-                preserve_steps=self._preserve_steps,
-            )
-        except StorageError as exc:
-            self._storage_failed(ctx, exc)
-            return
-        if not ok:
-            self._lost(ctx)
-            return
-        ctx.pending.clear()
-        ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
+        if self._write_end(ctx, self.store.complete_run, output_json=output_json):
+            ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
 
     async def execute_step(self, ctx: RunContext, name: str, fn: Callable[[], Any]) -> Any:
         """Execute a step that has no stored result, store its result (fenced) and return it."""
@@ -266,8 +251,7 @@ class Runtime:
             # Hand back what a resumed run would get: the value as JSON gives it back.
             value = json.loads(output_json)
         if not self.store.complete_step(
-            run_id=ctx.run_id,
-            generation=ctx.generation,
+            ctx.lease,
             index=index,
             name=name,
             output_json=output_json,
@@ -289,27 +273,27 @@ class Runtime:
         step = None
         if failure is not None:
             step = StepEnd(failure.index, failure.name, "failed", describe(failure.exc), failure.started_at)
+        failed_step = step.name if step else None
+        if self._write_end(ctx, self.store.fail_run, error=error, failed_step=failed_step, step=step):
+            if step is not None:
+                ctx.emit("step:fail", step_name=step.name, step_index=step.index, error=step.error)
+            ctx.emit("run:fail", error=error, failed_step=failed_step)
+
+    def _write_end(self, ctx: RunContext, write: Callable[..., bool], **values: Any) -> bool:
+        """Write how the run ended with ``write`` (``Store.complete_run`` or ``fail_run``),
+        fenced by the run's lease, with its buffered progress and logs; True once it is
+        written. A failed write is a storage failure (the run is handed back, or failed
+        after repeated failures); a refused one means the run was cancelled or taken."""
         try:
-            ok = self.store.fail_run(
-                run_id=ctx.run_id,
-                generation=ctx.generation,
-                now=self.now(),
-                error=error,
-                failed_step=step.name if step else None,
-                step=step,
-                pending=ctx.pending,
-                preserve_steps=self._preserve_steps,
-            )
-        except StorageError as err:
-            self._storage_failed(ctx, err)
-            return
+            ok = write(ctx.lease, now=self.now(), pending=ctx.pending, preserve_steps=self._preserve_steps, **values)
+        except StorageError as exc:
+            self._storage_failed(ctx, exc)
+            return False
         if not ok:
             self._lost(ctx)
-            return
+            return False
         ctx.pending.clear()
-        if step is not None:
-            ctx.emit("step:fail", step_name=step.name, step_index=step.index, error=step.error)
-        ctx.emit("run:fail", error=error, failed_step=step.name if step else None)
+        return True
 
     def _on_cancelled(self, ctx: RunContext) -> bool:
         """Handle an asyncio cancellation of the run's task. Returns False if it did not
@@ -336,8 +320,7 @@ class Runtime:
         step = StepEnd(current.index, current.name, "cancelled", None, current.started_at) if current else None
         try:
             self.store.record_cancelled(
-                run_id=ctx.run_id,
-                generation=ctx.generation,
+                ctx.lease,
                 step=step,
                 now=self.now(),
                 pending=ctx.pending,
@@ -352,7 +335,7 @@ class Runtime:
 
     def _release(self, ctx: RunContext) -> None:
         try:
-            self.store.release(run_id=ctx.run_id, generation=ctx.generation, now=self.now(), pending=ctx.pending)
+            self.store.release(ctx.lease, now=self.now(), pending=ctx.pending)
         except StorageError as exc:
             self.report(exc, "handing the lease back (the run resumes when the lease expires)", ctx)
 
@@ -389,8 +372,7 @@ class Runtime:
         """Renew the lease now, before a step starts, or raise if it is gone."""
         now = self.clock()
         if self.store.renew(
-            run_id=ctx.run_id,
-            generation=ctx.generation,
+            ctx.lease,
             now=iso(now),
             lease_until=iso(add_seconds(now, self.lease_duration)),
             pending=None,
@@ -414,9 +396,7 @@ class Runtime:
             )
             failed_step = ctx.current.name if ctx.current else None
             try:
-                if self.store.fail_run(
-                    run_id=ctx.run_id, generation=ctx.generation, now=self.now(), error=error, failed_step=failed_step
-                ):
+                if self.store.fail_run(ctx.lease, now=self.now(), error=error, failed_step=failed_step):
                     ctx.emit("run:fail", error=error, failed_step=failed_step)
                     return
             except StorageError:
@@ -436,7 +416,7 @@ class Runtime:
             "worker goes on. Retrigger it once the cause is fixed"
         )
         try:
-            if self.store.fail_run(run_id=run.id, generation=claimed.generation, now=self.now(), error=error):
+            if self.store.fail_run(claimed.lease, now=self.now(), error=error):
                 self.events.emit("run:fail", run.id, run.job_name, run.labels, error=error, failed_step=None)
         except Exception as err:
             logger.error("durably: failing run %s after an internal error: %r", run.id, err)
@@ -470,9 +450,7 @@ class Runtime:
         now = self.clock()
         lease_until = iso(add_seconds(now, self.lease_duration))
         try:
-            ok = self.store.renew(
-                run_id=ctx.run_id, generation=ctx.generation, now=iso(now), lease_until=lease_until, pending=ctx.pending
-            )
+            ok = self.store.renew(ctx.lease, now=iso(now), lease_until=lease_until, pending=ctx.pending)
             cancelled = not ok and self._cancelled_elsewhere(ctx)
         except StorageError as exc:
             self.report(exc, "renewing a lease (will try again)", ctx)
@@ -531,7 +509,7 @@ class Runtime:
         if ctx.pending.empty() or self.active.get(ctx.run_id) is not ctx:
             return
         try:
-            if self.store.flush(run_id=ctx.run_id, generation=ctx.generation, now=self.now(), pending=ctx.pending):
+            if self.store.flush(ctx.lease, now=self.now(), pending=ctx.pending):
                 ctx.pending.clear()
         except StorageError as exc:
             self.report(exc, "storing progress and logs (will try again with the next commit)", ctx)

@@ -55,6 +55,7 @@ class RunContext:
         self.run_id = run.id
         self.job = job
         self.generation = claimed.generation
+        self.lease = claimed.lease
         self.done = claimed.done
         self.next_index = claimed.next_index
         self.seen: set[str] = set()

@@ -68,6 +68,16 @@ class NewRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """What fences a worker's writes to a run: the run and the generation it was claimed at.
+    Every write a worker makes names it; one for a generation that is no longer the run's
+    changes nothing."""
+
+    run_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredStep:
     """A completed step as a resumed run reads it back."""
 
@@ -83,6 +93,10 @@ class Claimed:
     generation: int
     done: dict[str, StoredStep]  # step name -> the stored step
     next_index: int
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.run.id, self.generation)
 
 
 class RunState(NamedTuple):
@@ -434,8 +448,7 @@ class Store:
 
     def _fence(
         self,
-        run_id: str,
-        generation: int,
+        lease: Lease,
         now: str,
         pending: PendingWrites | None,
         extra_set: str = "",
@@ -444,10 +457,11 @@ class Store:
     ) -> bool:
         """The fenced UPDATE that every worker write starts with; writes pending logs too."""
         progress = pending.progress if pending else None
+        run_id = lease.run_id
         _, changes = self._x(
             f"UPDATE durably_runs SET updated_at = ?, progress = COALESCE(?, progress){extra_set} "
             "WHERE id = ? AND status = ? AND lease_generation = ?",
-            (now, progress, *extra_params, run_id, status, generation),
+            (now, progress, *extra_params, run_id, status, lease.generation),
         )
         if not changes:
             return False
@@ -461,7 +475,7 @@ class Store:
         return True
 
     def complete_step(
-        self, *, run_id: str, generation: int, index: int, name: str, output_json: str, started_at: str, now: str
+        self, lease: Lease, *, index: int, name: str, output_json: str, started_at: str, now: str
     ) -> bool:
         """Store a completed step, fenced, in one statement and one commit: the insert
         happens only while the run is leased at our generation. It writes the steps table
@@ -470,41 +484,39 @@ class Store:
         with self._lock:  # one statement: its own transaction (see _write)
             if not self._migrated:
                 self.migrate()
+            run_id = lease.run_id
             _, changes = self.driver.execute(
-                self.dialect.complete_step, (run_id, index, name, output_json, started_at, now, run_id, generation)
+                self.dialect.complete_step,
+                (run_id, index, name, output_json, started_at, now, run_id, lease.generation),
             )
         return changes == 1
 
-    def renew(self, *, run_id: str, generation: int, now: str, lease_until: str, pending: PendingWrites | None) -> bool:
+    def renew(self, lease: Lease, *, now: str, lease_until: str, pending: PendingWrites | None) -> bool:
         """Extend the lease to ``lease_until`` (fenced), writing the pending progress and logs."""
         with self._write(_has_logs(pending)):
-            return self._fence(run_id, generation, now, pending, ", lease_expires_at = ?", (lease_until,))
+            return self._fence(lease, now, pending, ", lease_expires_at = ?", (lease_until,))
 
-    def flush(self, *, run_id: str, generation: int, now: str, pending: PendingWrites) -> bool:
+    def flush(self, lease: Lease, *, now: str, pending: PendingWrites) -> bool:
         """Write buffered progress and logs (the runtime calls it at most every half second)."""
         with self._write(_has_logs(pending)):
-            return self._fence(run_id, generation, now, pending)
+            return self._fence(lease, now, pending)
 
     def complete_run(
         self,
+        lease: Lease,
         *,
-        run_id: str,
-        generation: int,
         now: str,
         output_json: str,
         pending: PendingWrites | None = None,
         preserve_steps: bool = True,
     ) -> bool:
         """Complete a run with its output (fenced)."""
-        return self._finish(
-            run_id, generation, now, "completed", output_json, None, None, None, pending, preserve_steps
-        )
+        return self._finish(lease, now, pending, preserve_steps, None, "completed", output_json, None, None)
 
     def fail_run(
         self,
+        lease: Lease,
         *,
-        run_id: str,
-        generation: int,
         now: str,
         error: str,
         failed_step: str | None = None,
@@ -514,36 +526,32 @@ class Store:
     ) -> bool:
         """Fail a run with its error (fenced); ``step`` is the failed step's record to store
         with it, ``failed_step`` the name the run keeps."""
-        return self._finish(run_id, generation, now, "failed", None, error, failed_step, step, pending, preserve_steps)
+        return self._finish(lease, now, pending, preserve_steps, step, "failed", None, error, failed_step)
 
     def _finish(
         self,
-        run_id: str,
-        generation: int,
+        lease: Lease,
         now: str,
-        status: RunStatus,
-        output_json: str | None,
-        error: str | None,
-        failed_step: str | None,
-        step: StepEnd | None,
         pending: PendingWrites | None,
         preserve_steps: bool,
+        step: StepEnd | None,
+        *values: str | None,
     ) -> bool:
+        """The fenced end of a run: ``values`` are its status, output, error, failed step."""
         with self._write(step is not None or _has_logs(pending) or not preserve_steps):
             if not self._fence(
-                run_id,
-                generation,
+                lease,
                 now,
                 pending,
                 ", status = ?, output = ?, error = ?, failed_step = ?, completed_at = ?, "
                 f"lease_owner = NULL, lease_expires_at = NULL, completed_steps = {COMPLETED_STEPS_SQL}",
-                (status, output_json, error, failed_step, now),
+                (*values, now),
             ):
                 return False
             if step is not None:
-                self._insert_step_record(run_id, step, now)
+                self._insert_step_record(lease.run_id, step, now)
             if not preserve_steps:
-                self._delete_details(run_id)
+                self._delete_details(lease.run_id)
         return True
 
     def _insert_step_record(self, run_id: str, step: StepEnd, now: str) -> None:
@@ -553,35 +561,26 @@ class Store:
         )
 
     def record_cancelled(
-        self,
-        *,
-        run_id: str,
-        generation: int,
-        step: StepEnd | None,
-        now: str,
-        pending: PendingWrites | None,
-        preserve_steps: bool,
+        self, lease: Lease, *, step: StepEnd | None, now: str, pending: PendingWrites | None, preserve_steps: bool
     ) -> bool:
         """After a cancel: store the interrupted step as cancelled, fenced by the generation
         the worker held (the run's status is already ``cancelled``), and let go of the lease."""
         with self._write():
             if not self._fence(
-                run_id, generation, now, pending, ", lease_owner = NULL, lease_expires_at = NULL", status="cancelled"
+                lease, now, pending, ", lease_owner = NULL, lease_expires_at = NULL", status="cancelled"
             ):
                 return False
             if step is not None and preserve_steps:
-                self._insert_step_record(run_id, step, now)
+                self._insert_step_record(lease.run_id, step, now)
             if not preserve_steps:
-                self._delete_details(run_id)
+                self._delete_details(lease.run_id)
         return True
 
-    def release(self, *, run_id: str, generation: int, now: str, pending: PendingWrites | None) -> bool:
+    def release(self, lease: Lease, *, now: str, pending: PendingWrites | None) -> bool:
         """Hand a lease back: the run is pending again, its steps kept, and the next worker
         takes it at once instead of waiting for the lease to expire."""
         with self._write(_has_logs(pending)):
-            return self._fence(
-                run_id, generation, now, pending, ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
-            )
+            return self._fence(lease, now, pending, ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL")
 
     def reclaim_all_leases(self, now: str) -> int:
         """Hand back every lease in the database at once; returns how many.

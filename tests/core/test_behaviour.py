@@ -334,14 +334,13 @@ async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(m
     second = app._runtime.claim()
     assert second.generation == 2
     now = app._now()
-    assert not store.complete_step(run_id=run.id, generation=1, index=0, name="s", output_json="1",
-                                   started_at=now, now=now)
-    assert not store.complete_run(run_id=run.id, generation=1, now=now, output_json="1")
-    assert not store.renew(run_id=run.id, generation=1, now=now, lease_until=now, pending=None)
-    assert not store.release(run_id=run.id, generation=1, now=now, pending=None)
+    assert not store.complete_step(first.lease, index=0, name="s", output_json="1", started_at=now, now=now)
+    assert not store.complete_run(first.lease, now=now, output_json="1")
+    assert not store.renew(first.lease, now=now, lease_until=now, pending=None)
+    assert not store.release(first.lease, now=now, pending=None)
     assert app.get_run(run.id).status == "leased"
     assert app.get_steps(run.id) == []
-    assert store.complete_run(run_id=run.id, generation=2, now=now, output_json="1")
+    assert store.complete_run(second.lease, now=now, output_json="1")
 
 
 # -- idempotency and concurrency keys ------------------------------------------------------
