@@ -13,9 +13,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: build
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
-# The PostgreSQL tests fail rather than skip when deps could not install the server.
+# The PostgreSQL and browser-bench tests fail rather than skip when deps could not install
+# what they need.
 test: deps build
-	DURABLY_REQUIRE_POSTGRES=1 $(PYTHON) -m pytest
+	DURABLY_REQUIRE_POSTGRES=1 DURABLY_REQUIRE_BROWSER=1 $(PYTHON) -m pytest
 
 # The same checks as .pre-commit-config.yaml. Python: ruff everywhere (the package's rules
 # in full, real errors only in tests, bench, scripts and web), ruff format and mypy --strict

@@ -1,5 +1,5 @@
-"""The core's behavioural suite (tests/core/test_behaviour.py), run inside Pyodide in the
-browser on SQLite WASM (opfs-sahpool), one pytest test per core test.
+"""The core's behavioural suite (every file of tests/core/behaviour/), run inside Pyodide in
+the browser on SQLite WASM (opfs-sahpool), one pytest test per core test.
 
 The suite needs only ``make_app``, ``clock`` and ``pytest.raises``/``pytest.importorskip``:
 the worker gets a small ``pytest`` shim and a ``make_app`` that builds ``Durably`` apps on
@@ -8,8 +8,10 @@ bridge's ``open``), recreated for every test, so the page's own database is neve
 Apps made in one test share that connection, as processes share a file on CPython: each
 store call is synchronous and no transaction spans an ``await``.
 
-One page boots once for the whole module (a boot costs seconds); each test then runs one
-coroutine of the suite in the worker through ``evalPython`` and reports its traceback.
+One page boots once for the whole module (a boot costs seconds) and loads every file of the
+suite as a module of a package (``behaviour``, as on CPython, so their relative imports of
+``helpers`` work); each test then runs one coroutine of the suite in the worker through
+``evalPython`` and reports its traceback.
 """
 
 from __future__ import annotations
@@ -21,18 +23,25 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-SUITE = Path(__file__).resolve().parents[1] / "core" / "test_behaviour.py"
+SUITE = Path(__file__).resolve().parents[1] / "core" / "behaviour"
 # A core test that cannot apply in a browser is listed here with the reason (none so far).
 NOT_IN_BROWSER: dict[str, str] = {}
 
 
+def _suite_files() -> dict[str, str]:
+    """Module name (in the package ``behaviour``) -> source, helpers first: every file."""
+    files = sorted(SUITE.glob("*.py"), key=lambda p: (p.stem != "helpers", p.stem))
+    return {p.stem: p.read_text() for p in files if p.stem != "__init__"}
+
+
 def _suite_tests() -> list[str]:
-    tree = ast.parse(SUITE.read_text())
-    return [
-        node.name
-        for node in tree.body
-        if isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef)) and node.name.startswith("test_")
-    ]
+    """``module::test`` for every test of every file of the suite."""
+    found = []
+    for module, source in _suite_files().items():
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef)) and node.name.startswith("test_"):
+                found.append(f"{module}::{node.name}")
+    return found
 
 
 HARNESS = r'''
@@ -83,13 +92,27 @@ class FakeClock:
     def advance(self, seconds):
         self.now += timedelta(seconds=seconds)
 
-suite = types.ModuleType("core_behaviour")
-suite.__file__ = "tests/core/test_behaviour.py"
-sys.modules["core_behaviour"] = suite
-exec(compile(SOURCE, "tests/core/test_behaviour.py", "exec"), suite.__dict__)
+package = types.ModuleType("behaviour")
+package.__path__ = []
+sys.modules["behaviour"] = package
+for module_name, source in SOURCES.items():  # helpers first: the tests import it
+    module = types.ModuleType(f"behaviour.{module_name}")
+    module.__file__ = f"tests/core/behaviour/{module_name}.py"
+    module.__package__ = "behaviour"
+    sys.modules[module.__name__] = module
+    setattr(package, module_name, module)
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
 
-async def run_core_test(name, timeout=120):
-    fn = getattr(suite, name)
+def count_tests():
+    return sum(
+        name.startswith("test_")
+        for module_name in SOURCES
+        for name in vars(getattr(package, module_name))
+    )
+
+async def run_core_test(test_id, timeout=120):
+    module_name, name = test_id.split("::")
+    fn = getattr(getattr(package, module_name), name)
     with contextlib.suppress(Exception):
         durably_bridge.remove(DB)
     bridge = durably_bridge.open(DB)
@@ -135,14 +158,19 @@ def pyodide_page(browser, site_url, durably):
             "import sys, types\n"
             "h = types.ModuleType('core_harness')\n"
             "sys.modules['core_harness'] = h\n"
-            f"h.__dict__['SOURCE'] = {SUITE.read_text()!r}\n"
+            f"h.__dict__['SOURCES'] = {_suite_files()!r}\n"
             f"exec(compile({HARNESS!r}, 'core_harness', 'exec'), h.__dict__)\n"
-            "len([n for n in vars(h.suite) if n.startswith('test_')])"
+            "h.count_tests()"
         )
         assert Durably.eval(page, code) == len(_suite_tests())
         yield page
     finally:
         context.close()
+
+
+def test_the_harness_runs_every_file_of_the_suite():
+    on_disk = {p.stem for p in SUITE.glob("test_*.py")}
+    assert on_disk and {test.split("::")[0] for test in _suite_tests()} == on_disk
 
 
 @pytest.mark.parametrize("name", _suite_tests())

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durably import Durably, DurablyError, NotFoundError, ValidationError, job
+from durably.models import RUN_STATUSES
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -78,6 +79,7 @@ def seeded() -> Durably:
     app.trigger("seed", None, concurrency_key="k1")
     done = app.trigger("seed", 3)
     app.cancel(done.id)
+    app.trigger("other", 4)
     return app
 
 
@@ -108,7 +110,11 @@ def test_a_good_trigger_round_trips_exactly_through_get_run(name, data, labels, 
         run = app.trigger(name, data, labels=labels, idempotency_key=idem, concurrency_key=key)
         assert run.disposition in ("created", "idempotent")
         got = app.get_run(run.id)
-        assert got is not None and got.status == "pending" or run.disposition == "idempotent"
+        # Created or found by its idempotency key, the run is there and pending (the seeded
+        # run with an idempotency key is pending too), and it is what trigger returned.
+        assert got is not None, "trigger returned a run that get_run does not find"
+        assert got.status == "pending"
+        assert (got.id, got.job_name, got.input, got.labels) == (run.id, run.job_name, run.input, run.labels)
         if run.disposition == "created":
             assert (got.job_name, got.input, got.labels) == (name, data, labels or {})
             assert (got.idempotency_key, got.concurrency_key) == (idem, key)
@@ -208,6 +214,35 @@ def test_get_runs_with_any_filters_returns_runs_or_raises_a_durably_error(status
             assert str(err)
         else:
             assert isinstance(runs, list)
+    finally:
+        app.close()
+
+
+statuses = st.sampled_from(RUN_STATUSES)
+job_names = st.sampled_from(["seed", "other", "none"])
+
+
+@SETTINGS
+@given(status=st.one_of(st.none(), statuses, st.lists(statuses, max_size=3)),
+       job_name=st.one_of(st.none(), job_names, st.lists(job_names, max_size=2)),
+       labels=st.sampled_from([None, {"team": "a"}, {"team": "b"}]),
+       limit=st.one_of(st.none(), st.integers(0, 5)), offset=st.integers(0, 5))
+def test_get_runs_returns_exactly_the_runs_its_filters_select_newest_first(status, job_name, labels, limit, offset):
+    app = seeded()
+    try:
+        runs = app.get_runs(status=status, job_name=job_name, labels=labels, limit=limit, offset=offset)
+        everything = app.get_runs()
+        assert [run.id for run in everything] == sorted((run.id for run in everything), reverse=True)
+        wanted_status = [status] if isinstance(status, str) else status
+        wanted_job = [job_name] if isinstance(job_name, str) else job_name
+        matching = [
+            run for run in everything
+            if (not wanted_status or run.status in wanted_status)
+            and (not wanted_job or run.job_name in wanted_job)
+            and all(run.labels.get(k) == v for k, v in (labels or {}).items())
+        ]
+        end = None if limit is None else offset + limit
+        assert [run.id for run in runs] == [run.id for run in matching[offset:end]]
     finally:
         app.close()
 
