@@ -86,6 +86,9 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(db_path):
         (("subscribe", json.dumps({"types": ["run:done"]})), "ValidationError", "unknown event type"),
         (("purgeRuns", json.dumps({"olderThan": "yesterday"})), "ValidationError", "olderThan"),
         (("trigger", "x" * (4 * 1024 * 1024 + 1)), "ValidationError", "the limit is"),
+        # The page's JSON keeps "é" as is: fewer characters than the limit, more UTF-8 bytes.
+        (("trigger", json.dumps({"job": "double", "input": "\u00e9" * (2 * 1024 * 1024 + 1)}, ensure_ascii=False)),
+         "ValidationError", "MAX_MESSAGE_BYTES"),
         ((None, "{}"), "ValidationError", "a call needs a method name (text), got nothing"),
         ((7, "{}"), "ValidationError", "a call needs a method name (text), got 7"),
         (("evalPython", json.dumps({"code": "1"})), "NotFoundError", "unknown method"),
