@@ -23,7 +23,8 @@ export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
  * @param {object} [options]
  * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json)
  * @param {object} [options.options] Durably options: pollingInterval, leaseDuration,
- *   leaseRenewInterval, maxConcurrentRuns, preserveSteps, retainRuns (seconds)
+ *   leaseRenewInterval (seconds), maxConcurrentRuns, preserveSteps, retainRuns (an age as
+ *   text: "30d", "12h", "15m")
  * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
  * @param {(msg: object) => void} [options.onStatus] every boot message, ready, and crashes
  * @param {(err: Error) => void} [options.onCrash] the worker crashed after it was ready
@@ -100,7 +101,7 @@ export function connect({
       case "ready":
         ready = true;
         client.timings = msg.timings;
-        client.reclaimed = msg.reclaimed ?? [];
+        client.reclaimed = msg.reclaimed ?? 0;
         status(msg);
         resolveConnect(client);
         break;
@@ -162,8 +163,8 @@ export function connect({
     protocol: PROTOCOL_VERSION,
     /** Per-phase boot times in ms, once ready. */
     timings: null,
-    /** Ids of the runs whose leases a closed tab left behind and this worker took back. */
-    reclaimed: [],
+    /** How many runs' leases a closed tab left behind and this worker took back. */
+    reclaimed: 0,
     worker,
     call,
     ping: () => call("ping"),
