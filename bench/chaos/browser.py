@@ -86,7 +86,6 @@ async def chaos_steps(step, input):
     return {"total": total}
 
 app.register(chaos_steps)
-app._wake()
 WORKER
 '''
 

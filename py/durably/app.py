@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from .clock import Clock, UlidFactory, add_seconds, iso, system_clock
 from .driver import Driver, Sqlite3Driver
@@ -60,7 +60,13 @@ class _Setting(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, app: Durably, owner: type | None = None) -> T:
+    @overload
+    def __get__(self, app: None, owner: type) -> _Setting[T]: ...
+    @overload
+    def __get__(self, app: Durably, owner: type | None = None) -> T: ...
+    def __get__(self, app: Durably | None, owner: type | None = None) -> T | _Setting[T]:
+        if app is None:  # looked up on the class (help(), documentation tools)
+            return self
         value: T = getattr(app.settings, self.name)
         return value
 
@@ -189,8 +195,10 @@ class Durably:
 
     def register(self, *jobs: Job) -> None:
         """Register jobs (made with ``@job``). Registering the same job twice is harmless;
-        two different jobs with one name is an error."""
+        two different jobs with one name is an error. A started worker looks for their
+        pending runs at once, not at its next poll."""
         self._jobs.register(*jobs)
+        self._worker.wake_from_anywhere()
 
     # -- triggering -------------------------------------------------------------------------
 

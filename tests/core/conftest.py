@@ -1,8 +1,8 @@
 """Fixtures for the core's behavioural suite.
 
-The suite in ``test_behaviour.py`` only uses ``make_app`` and ``clock`` from here (and
-``pytest.raises``), so the browser tests can run the same file inside Pyodide with a
-``make_app`` that builds apps on the SQLite WASM bridge instead of ``sqlite3``.
+The behavioural suite (``behaviour/test_*.py``) only uses ``make_app`` and ``clock`` from
+here (and ``pytest.raises``), so the browser tests can run the same files inside Pyodide with
+a ``make_app`` that builds apps on the SQLite WASM bridge instead of ``sqlite3``.
 """
 
 from __future__ import annotations

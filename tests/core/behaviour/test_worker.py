@@ -222,3 +222,18 @@ async def test_the_worker_loop_survives_any_exception_from_claiming_or_executing
     assert (await app.wait_for_run(second.id, timeout=10)).output == 2
     await app.stop()
     assert [e["error"] for e in errors] == ["RuntimeError: a bug while claiming", "RuntimeError: a bug while executing"]
+
+
+async def test_a_job_registered_while_the_worker_runs_has_its_pending_runs_claimed_at_once(make_app):
+    @job("late")
+    async def late(step, input):
+        return await step.run("s", lambda: input)
+
+    app = make_app(polling_interval=60)  # no jobs yet: the worker claims nothing
+    await app.start()
+    run = app.trigger("late", 7)
+    await asyncio.sleep(0.05)  # the loop is asleep for 60 s now
+    app.register(late)
+    done = await app.wait_for_run(run.id, timeout=5)
+    await app.stop()
+    assert done.output == 7
