@@ -188,8 +188,10 @@ class BrowserSession:
 
         profile = self.profile_dir + "-load"
         shutil.rmtree(profile, ignore_errors=True)
+        # The service worker blocked: warm means the HTTP cache, as before the site had one
+        # (python -m bench.offline measures reloads served by it, and offline).
         ctx = self._pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, service_workers="block",
         )
         ctx.add_init_script(HOOK_READY)
         try:
