@@ -1,23 +1,29 @@
 # One command to try it, one to test it:
 #   make demo   install what is missing, build site/, serve it on http://127.0.0.1:8000
-#   make test   install what is missing, build site/, run every test (CPython and browser)
+#   make test   install what is missing, build site/ and the test build, run every test
+#               (CPython and browser)
 
 PYTHON ?= python3
 PORT ?= 8000
 # apt-get needs root; elsewhere go through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test build serve deps python-deps chromium postgresql clean
+.PHONY: demo test build test-site serve deps python-deps chromium postgresql clean
 
 demo: build
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
 # The PostgreSQL tests fail rather than skip when deps could not install the server.
-test: deps build
+test: deps build test-site
 	DURABLY_REQUIRE_POSTGRES=1 $(PYTHON) -m pytest
 
+# The production site (what is deployed): no test page.
 build: node_modules/.package-lock.json
 	PYTHON=$(PYTHON) node scripts/build.mjs
+
+# The tests' and benchmarks' build: the same site plus test.html, in .cache/test-site.
+test-site: node_modules/.package-lock.json
+	PYTHON=$(PYTHON) node scripts/build.mjs --test-page --out .cache/test-site
 
 serve:
 	$(PYTHON) scripts/serve.py --port $(PORT)
