@@ -37,8 +37,8 @@ class Run(_Record):
     ``coalesce="skip"`` returned the pending run of the same concurrency key.
 
     ``decode_error`` is None, or says which stored fields could not be read (an older
-    durably or a hand edit stored JSON that is invalid or nested deeper than
-    ``limits.MAX_DEPTH``, or a timestamp that is not one): those fields read as None
+    durably or a hand edit stored JSON that is invalid, nested deeper than
+    ``limits.MAX_DEPTH`` or holding a number that is not finite, or a timestamp that is not one): those fields read as None
     (``labels`` as ``{}``) and the rest of the run as stored. A worker that claims such a
     run fails it with this error instead of executing it.
     """

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from typing import Any, Callable, Union
@@ -98,13 +100,36 @@ def nested_too_deep(value: Any) -> bool:
 _DEEP_TEXT = 2 * (MAX_DEPTH + 1)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"it holds the number {text[:40]}, too large for a float")
+    return value
+
+
+# Strict decoders: NaN and Infinity are not JSON, and a literal such as 1e999 decodes to
+# an infinite float; strict JSON (the browser host's replies) cannot encode either again.
+# A custom parse_float costs a Python call per float, so it is used only for texts that
+# hold an exponent of three digits or a run of 300 digits, the only ways to overflow.
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)
+_STRICT_FLOATS = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_MAYBE_HUGE = re.compile(r"[eE][+]?[0-9]{3}|[0-9]{300}")
+
+
 def loads_stored(text: Any) -> Any:
-    """Decode JSON text read from the database. Raises ValueError if it is not JSON or nests
-    deeper than ``MAX_DEPTH`` (an older durably, or a hand edit, may have stored it), so
-    every value durably hands out can be encoded again anywhere. Nesting is walked only
-    when the text is long enough and holds enough brackets to exceed the limit: a short
-    value costs one ``len()``, a long one two ``str.count`` calls."""
-    value = json.loads(text)
+    """Decode JSON text read from the database. Raises ValueError if it is not JSON, holds
+    a number that is not finite (NaN, Infinity, 1e999) or nests deeper than ``MAX_DEPTH``
+    (an older durably, or a hand edit, may have stored it), so every value durably hands
+    out can be encoded again anywhere. Nesting is walked only when the text is long enough
+    and holds enough brackets to exceed the limit: a short value costs one ``len()``, a
+    long one two ``str.count`` calls."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    value = (_STRICT_FLOATS if _MAYBE_HUGE.search(text) else _STRICT).decode(text)
     if (
         len(text) >= _DEEP_TEXT and isinstance(value, (dict, list))
         and text.count("[") + text.count("{") > MAX_DEPTH and nested_too_deep(value)

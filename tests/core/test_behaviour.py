@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -1395,6 +1396,50 @@ async def test_a_stored_run_that_cannot_be_read_fails_alone_and_is_listed_with_a
     await app.stop()
     assert errors == []
     assert app.get_run(deep.id).status == "failed" and app.get_steps(deep.id) == []
+
+
+async def test_stored_numbers_that_strict_json_cannot_give_back_are_read_as_unreadable(make_app):
+    """A hand edit or another writer can store NaN, Infinity or 1e999, which Python's json
+    reads as floats that strict JSON cannot encode again: one such run broke the browser's
+    getRuns (and getRun, getSteps, getLogs) for every caller, and `durably runs --json`
+    printed invalid JSON. They are read like any value that cannot be read."""
+    @job("j")
+    async def j(step, input):
+        step.log.info("line", {"n": 1})
+        step.progress(1)
+        return await step.run("s", lambda: 1.5)
+
+    app = make_app([j])
+    done = app.trigger(j, 0)
+    await app.process_one()
+    texts = ("NaN", "[Infinity]", '{"x": -Infinity}', "1e999", "-1" + "0" * 400 + ".5")
+    bad = {text: app.trigger(j, 1) for text in texts}
+    driver = app._store.driver
+    for text, run in bad.items():
+        driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?", (text, run.id))
+    driver.execute("UPDATE durably_runs SET output = '1e400', progress = '{\"current\": NaN}' WHERE id = ?",
+                   (done.id,))
+    driver.execute("UPDATE durably_steps SET output = 'Infinity' WHERE run_id = ?", (done.id,))
+    driver.execute("UPDATE durably_logs SET data = '[1E+999]' WHERE run_id = ?", (done.id,))
+
+    listed = {r.id: r for r in app.get_runs()}
+    for run in listed.values():
+        json.dumps(run.to_dict(), allow_nan=False)  # what the browser host sends: strict JSON
+    for text, run in bad.items():
+        assert listed[run.id].input is None and "input" in (listed[run.id].decode_error or ""), text
+    finished = listed[done.id]
+    assert finished.output is None and finished.progress is None
+    assert "output" in finished.decode_error and "progress" in finished.decode_error
+    (step,) = app.get_steps(done.id)
+    assert step.output is None and "output" in step.decode_error
+    (log,) = app.get_logs(done.id)
+    assert log.data is None and "data" in log.decode_error and log.message == "line"
+    json.dumps([step.to_dict(), log.to_dict()], allow_nan=False)
+
+    assert await app.process_until_idle() == len(texts)
+    for run in bad.values():
+        failed = app.get_run(run.id)
+        assert failed.status == "failed" and "cannot be executed" in failed.error
 
 
 async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_naming_the_step(make_app, clock):
