@@ -220,7 +220,7 @@ def _runs(app: Durably, args: argparse.Namespace) -> int:
 
 def _progress(run: Run) -> str:
     p = run.progress
-    if not p:
+    if not isinstance(p, dict) or p.get("current") is None:  # none yet, or a hand edit
         return "-"
     return f"{p['current']}/{p['total']}" if p.get("total") is not None else str(p["current"])
 
@@ -256,10 +256,11 @@ def _status(app: Durably, args: argparse.Namespace) -> int:
               f"(no heartbeat for {WORKER_STALE_AFTER:g} s)")
         for w in status.workers + status.stale_workers:
             state = "live " if w in status.workers else "stale"
-            ago = (now - w.heartbeat_at).total_seconds()
+            beat = ("unreadable" if w.heartbeat_at is None
+                    else f"{(now - w.heartbeat_at).total_seconds():.0f} s ago")
             where = w.host if w.pid is None else f"{w.host} pid {w.pid}"
             print(f"  {state} {w.worker_id}  {where}  durably {w.version}  concurrency {w.concurrency}  "
-                  f"heartbeat {ago:.0f} s ago  jobs: {', '.join(w.jobs) or '-'}")
+                  f"heartbeat {beat}  jobs: {', '.join(w.jobs) or '-'}")
         print("runs: " + ", ".join(f"{name} {count}" for name, count in status.runs.items()))
         if status.unhandled:
             for name, count in status.unhandled.items():

@@ -30,6 +30,7 @@ from .models import (
     StepRecord,
     WorkerRecord,
     read_stored,
+    read_time,
     run_from_row,
     worker_from_row,
 )
@@ -311,6 +312,8 @@ class Store:
         out = []
         for r in rows:
             output, problem = read_stored(r[4], "output")
+            started_at, late = read_time(r[6], "started_at")
+            completed_at, later = read_time(r[7], "completed_at")
             out.append(StepRecord(
                 run_id=r[0],
                 name=r[1],
@@ -318,9 +321,9 @@ class Store:
                 status=r[3],
                 output=output,
                 error=r[5],
-                started_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                completed_at=parse_iso(r[7]),  # type: ignore[arg-type]
-                decode_error=problem,
+                started_at=started_at,  # type: ignore[arg-type]
+                completed_at=completed_at,  # type: ignore[arg-type]
+                decode_error=_problems(problem, late, later),
             ))
         return out
 
@@ -344,6 +347,7 @@ class Store:
         out = []
         for r in rows:
             data, problem = read_stored(r[5], "data")
+            created_at, late = read_time(r[6], "created_at")
             out.append(LogRecord(
                 id=r[0],
                 run_id=r[1],
@@ -351,8 +355,8 @@ class Store:
                 level=r[3],
                 message=r[4],
                 data=data,
-                created_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                decode_error=problem,
+                created_at=created_at,  # type: ignore[arg-type]
+                decode_error=_problems(problem, late),
             ))
         return out
 
@@ -737,6 +741,12 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.driver.close()
+
+
+def _problems(*problems: str | None) -> str | None:
+    """The decode problems of one record, joined; None if there are none."""
+    found = [p for p in problems if p]
+    return "; ".join(found) if found else None
 
 
 def _has_logs(pending: PendingWrites | None) -> bool:

@@ -1442,6 +1442,44 @@ async def test_stored_numbers_that_strict_json_cannot_give_back_are_read_as_unre
         assert failed.status == "failed" and "cannot be executed" in failed.error
 
 
+async def test_stored_timestamps_without_a_zone_or_unreadable_break_no_reader(make_app, clock):
+    """SQLite's own datetime('now') writes UTC without a zone ('2026-01-01 12:00:00'): such a
+    hand-edited timestamp made Run.to_dict raise, so get_runs in the browser (and `durably
+    runs`) failed for every caller. An unreadable timestamp in a step, a log line or a
+    worker row broke get_steps, get_logs and status (the health check) the same way."""
+    @job("j")
+    async def j(step, input):
+        step.log.info("line")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j], clock=clock)
+    run = app.trigger(j, None)
+    await app.process_one()
+    driver = app._store.driver
+    driver.execute("UPDATE durably_runs SET created_at = '2026-01-01 12:00:00', "
+                   "started_at = '2026-01-01T12:00:01+02:00' WHERE id = ?", (run.id,))
+    driver.execute("UPDATE durably_steps SET started_at = 'soon' WHERE run_id = ?", (run.id,))
+    driver.execute("UPDATE durably_logs SET created_at = 'yesterday' WHERE run_id = ?", (run.id,))
+    for worker_id, heartbeat in (("naive", "2026-01-01 12:00:00"), ("garbage", "a while ago")):
+        driver.execute(
+            "INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
+            "heartbeat_at) VALUES (?, 'h', 1, '[\"j\"]', '0', 1, ?, ?)", (worker_id, heartbeat, heartbeat))
+
+    (listed,) = app.get_runs()
+    assert listed.created_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert listed.to_dict()["created_at"] == "2026-01-01T12:00:00.000000Z"
+    assert listed.to_dict()["started_at"] == "2026-01-01T10:00:01.000000Z"
+    (step,) = app.get_steps(run.id)
+    assert step.started_at is None and step.output == 1 and "started_at" in step.decode_error
+    (log,) = app.get_logs(run.id)
+    assert log.created_at is None and log.message == "line" and "created_at" in log.decode_error
+    status = app.status()
+    assert status.workers == [] and sorted(w.worker_id for w in status.stale_workers) == ["garbage", "naive"]
+    assert {w.worker_id: w.to_dict()["heartbeat_at"] for w in status.stale_workers} == {
+        "naive": "2026-01-01T12:00:00.000000Z", "garbage": None}
+    json.dumps([listed.to_dict(), step.to_dict(), log.to_dict(), status.to_dict()], allow_nan=False)
+
+
 async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_naming_the_step(make_app, clock):
     """Guards defect 1: a resumed run decoded its stored step results unguarded."""
     gate = asyncio.Event()

@@ -410,3 +410,31 @@ def test_show_prints_the_last_thousand_log_lines_and_says_how_many_it_left_out(w
     assert [log["message"] for log in shown["logs"]] == [f"line {i}" for i in range(500, 1500)]
     assert shown["logs_left_out"] == 500
     assert "showing the last 1,000 log lines; 500 earlier lines were left out" in proc.stderr
+
+
+def test_read_commands_print_a_hand_edited_database_without_a_traceback(workdir):
+    """`durably runs`, `show` and `status` (the health check) raised on rows a hand edit
+    left: a progress that is not an object, timestamps without a zone or not timestamps at
+    all, a worker row whose heartbeat cannot be read."""
+    db = str(workdir / "jobs.db")
+    run_ids = [json.loads(cli("trigger", "--db", db, "multi", str(i), cwd=workdir).stdout)["id"] for i in range(3)]
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE durably_runs SET progress = '[1, 2]', created_at = '2026-01-01 12:00:00' WHERE id = ?",
+                 (run_ids[0],))
+    conn.execute("UPDATE durably_runs SET progress = '{\"total\": 3}', input = 'NaN' WHERE id = ?", (run_ids[1],))
+    conn.execute("INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
+                 "VALUES (?, 0, 's0', 'completed', '1', 'soon', '2026-01-01 12:00:01')", (run_ids[2],))
+    conn.execute("INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
+                 "heartbeat_at) VALUES ('w', 'h', 1, '[\"multi\"]', '0', 1, 'then', 'a while ago')")
+    conn.commit()
+    conn.close()
+    table = cli("runs", "--db", db, cwd=workdir)
+    assert len(table.stdout.splitlines()) == 4 and table.stderr == ""
+    listed = [json.loads(line) for line in cli("runs", "--db", db, "--json", cwd=workdir).stdout.splitlines()]
+    assert [r["created_at"] for r in listed][-1] == "2026-01-01T12:00:00.000000Z"
+    assert listed[1]["input"] is None and "input" in listed[1]["decode_error"]
+    shown = json.loads(cli("show", "--db", db, run_ids[2], cwd=workdir).stdout)
+    assert shown["steps"][0]["started_at"] is None and "started_at" in shown["steps"][0]["decode_error"]
+    status = cli("status", "--db", db, "--check", cwd=workdir, check=False)
+    assert status.returncode == 3 and "Traceback" not in status.stderr
+    assert "stale w  h pid 1  durably 0  concurrency 1  heartbeat unreadable" in status.stdout
