@@ -36,6 +36,7 @@ from .events import EVENT_TYPES, Event
 from .jobs import Job
 from . import limits
 from .limits import MAX_DEPTH, MAX_RETENTION
+from .schemas import too_many_digits
 
 logger = logging.getLogger("durably")
 
@@ -88,7 +89,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
     try:
         init = json.loads(init_json)
-    except (TypeError, json.JSONDecodeError, RecursionError):
+    except (TypeError, ValueError, RecursionError):  # ValueError: also an integer too long to read
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
@@ -282,6 +283,8 @@ class BrowserHost:
             params = json.loads(params_json)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"params are not valid JSON: {exc}") from None
+        except ValueError:
+            raise too_many_digits("params") from None
         except RecursionError:
             raise ValidationError(
                 f"params are nested too deep to read; values may nest at most {MAX_DEPTH} levels "

@@ -37,6 +37,7 @@ from .events import Event
 from .jobs import Job
 from .limits import MAX_DEPTH, WORKER_STALE_AFTER
 from .models import Run
+from .schemas import too_many_digits
 
 BAD_INPUT = (ValidationError, NotFoundError, ConflictError)
 #: Log lines ``durably show`` prints: the last ones (it says how many it left out).
@@ -186,6 +187,8 @@ def _trigger(app: Durably, args: argparse.Namespace) -> int:
         data = json.loads(args.input)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"INPUT_JSON is not valid JSON ({exc}); e.g. '{{\"org\": \"a\"}}'") from None
+    except ValueError:
+        raise too_many_digits("INPUT_JSON") from None
     except RecursionError:
         raise ValidationError(
             f"INPUT_JSON is nested too deep to read; an input may nest at most {MAX_DEPTH} levels "

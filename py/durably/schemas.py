@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 import types
 import typing
 from typing import Any, Callable, Union
@@ -98,6 +99,15 @@ def nested_too_deep(value: Any) -> bool:
 
 # The shortest JSON text that nests deeper than MAX_DEPTH: one more pair of brackets.
 _DEEP_TEXT = 2 * (MAX_DEPTH + 1)
+
+
+def too_many_digits(what: str) -> ValidationError:
+    """The error for JSON text with an integer longer than Python reads (``json`` raises a
+    plain ValueError for it, not a JSONDecodeError)."""
+    return ValidationError(
+        f"{what} holds an integer of more than {sys.get_int_max_str_digits()} digits, more than "
+        "Python reads; send such a number as a string"
+    )
 
 
 def _no_constant(name: str) -> Any:

@@ -380,6 +380,7 @@ def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_ru
     for args, needle in [
         (("trigger", "--db", db, "multi", "[" * 50_000 + "]" * 50_000), "nested too deep"),
         (("trigger", "--db", db, "multi", "[" * 65 + "]" * 65), "nested more than 64 levels"),
+        (("trigger", "--db", db, "multi", "1" * 5000), "4300 digits"),
         (("trigger", "--db", db, "multi", "{}", "--wait", "inf"), "MAX_TIMEOUT"),
         (("runs", "--db", db, "--limit", str(2**70)), "MAX_PAGE"),
         (("show", "--db", db, "a\udcff"), "not valid Unicode"),
