@@ -68,7 +68,7 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
-                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} "
+                    f"{what} must be JSON data: object keys must be strings, got the key {_shown(key)} "
                     f"({type(key).__name__})"
                 )
             if isinstance(item, (dict, list, tuple)):
@@ -77,6 +77,16 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for item in value:
             if isinstance(item, (dict, list, tuple)):
                 _check_keys(item, what, depth + 1)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` (``str`` for an exception) for a message, whatever its ``__repr__`` or
+    ``__str__`` does, cut to ``limit`` characters."""
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def nested_too_deep(value: Any) -> bool:
@@ -187,7 +197,7 @@ class PydanticSchema(Schema):
         try:
             return self.cls.model_validate(data)  # type: ignore[attr-defined]
         except Exception as exc:  # pydantic.ValidationError; pydantic is optional
-            raise ValidationError(f"{what} does not match {self.cls.__name__}: {exc}") from None
+            raise ValidationError(f"{what} does not match {self.cls.__name__}: {_shown(exc, 4000)}") from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what).model_dump(mode="json")
@@ -205,7 +215,9 @@ class CallableSchema(Schema):
         except ValidationError:
             raise
         except Exception as exc:
-            raise ValidationError(f"{what} was rejected by its validator: {type(exc).__name__}: {exc}") from None
+            raise ValidationError(
+                f"{what} was rejected by its validator: {type(exc).__name__}: {_shown(exc, 4000)}"
+            ) from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what)

@@ -1812,3 +1812,124 @@ async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
     assert len(app.get_steps(big.id)[0].error.encode()) <= limits.MAX_ERROR_BYTES
     assert odd.error == "ValueError: bad \\ud800 text\\x00"  # NUL too: PostgreSQL cannot store it
     assert blank.error.startswith("Unprintable: <Unprintable whose message cannot be shown")
+
+
+async def test_a_job_raising_system_exit_or_a_base_exception_fails_its_run_once(make_app):
+    """A job that raised SystemExit (sys.exit() in a library it calls) or an exception not
+    derived from Exception left its run leased: executed again after each lease, for ever,
+    with only a worker:error each time (none at all when the exception's text raised)."""
+    class Abort(BaseException):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    calls = []
+
+    @job("exits")
+    async def exits(step, input):
+        await step.run("parse", lambda: calls.append("exits") or sys_exit(2))
+
+    @job("aborts")
+    async def aborts(step, input):
+        calls.append("aborts")
+        raise Abort()
+
+    @job("fine")
+    async def fine(step, input):
+        return input
+
+    app = make_app([exits, aborts, fine], lease_duration=1, lease_renew_interval=0.5)
+    errors = record(app, "worker:error")
+    runs = [app.trigger(exits), app.trigger(aborts), app.trigger(fine, 3)]
+    await app.start()
+    for run in runs[:2]:
+        with pytest.raises(RunFailedError):
+            await app.wait_for_run(run.id, timeout=10)
+    assert (await app.wait_for_run(runs[2].id, timeout=10)).output == 3
+    await app.stop()
+    exited, aborted = (app.get_run(r.id) for r in runs[:2])
+    assert exited.error == "SystemExit: 2" and exited.failed_step == "parse"
+    assert aborted.error.startswith("Abort: <Abort whose message cannot be shown")
+    assert sorted(calls) == ["aborts", "exits"] and errors == []
+
+
+def sys_exit(code: int) -> None:
+    raise SystemExit(code)
+
+
+async def test_ctrl_c_inside_a_step_hands_the_run_back_and_goes_on_up(make_app):
+    """KeyboardInterrupt (a second Ctrl-C under asyncio.run) is the process stopping, not
+    the job failing: it left the run leased, to resume only after its lease expired."""
+    @job("j")
+    async def j(step, input):
+        await step.run("first", lambda: 1)
+        await step.run("second", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    with pytest.raises(KeyboardInterrupt):
+        await app.process_one()
+    handed_back = app.get_run(run.id)
+    assert handed_back.status == "pending" and handed_back.error is None
+    assert [s.name for s in app.get_steps(run.id)] == ["first"]
+
+
+async def test_a_listener_whose_error_cannot_be_printed_breaks_neither_trigger_nor_run(make_app):
+    """A listener that raised an exception whose __str__ raises made trigger() raise after
+    the run was committed, and failed a run whose steps had all succeeded."""
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    def listener(event):
+        raise Unprintable()
+
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    app.on("run:trigger", listener)
+    app.on("step:complete", listener)
+    errors = record(app, "worker:error")
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).status == "completed" and app.get_run(run.id).output == 1
+    assert [e["context"] for e in errors] == ["listener for run:trigger", "listener for step:complete"]
+    assert all(e["error"].startswith("Unprintable: <Unprintable whose message cannot be shown") for e in errors)
+
+
+async def test_a_key_or_validator_error_that_cannot_be_printed_is_still_a_validation_error(make_app):
+    """A dict key whose __repr__ raises, or a validator raising an exception whose __str__
+    raises, escaped the checks as a RuntimeError instead of a ValidationError."""
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    def validator(value):
+        raise Unprintable()
+
+    @job("checked", input=validator)
+    async def checked(step, input):
+        return input
+
+    @job("odd-result")
+    async def odd_result(step, input):
+        await step.run("keys", lambda: {Opaque(): 1})
+
+    app = make_app([checked, odd_result])
+    with pytest.raises(ValidationError, match="object keys must be strings.*Opaque"):
+        app.trigger(odd_result, {Opaque(): 1})
+    with pytest.raises(ValidationError, match="rejected by its validator: Unprintable"):
+        app.trigger(checked, 1)
+    run = app.trigger(odd_result)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.failed_step == "keys" and "object keys must be strings" in failed.error
+    assert [r.id for r in app.get_runs()] == [run.id]
