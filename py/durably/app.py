@@ -451,7 +451,7 @@ class Durably:
         interrupted at its next ``await`` and its result is never stored; a worker in
         another process notices at its next step boundary or lease renewal."""
         self._check_open()
-        before = self._store.cancel(_check_id(run_id), self._now())
+        before = self._store.cancel(_check_id(run_id), self._now)
         ctx = self._runtime.active.get(before.id)
         if ctx is not None:
             loop = self._loop

@@ -17,7 +17,7 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .driver import Driver
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
@@ -598,9 +598,14 @@ class Store:
 
     # -- operations on runs -----------------------------------------------------------------
 
-    def cancel(self, run_id: str, now: str) -> Run:
-        """Cancel a pending or leased run at once. Returns the run as it was before."""
+    def cancel(self, run_id: str, now: Callable[[], str]) -> Run:
+        """Cancel a pending or leased run at once. Returns the run as it was before.
+
+        ``now`` is called once the write lock is held: a timestamp taken before waiting
+        for it would be earlier than the steps other workers commit meanwhile, and the
+        run would read as cancelled before its last steps completed."""
         with self._write():
+            stamp = now()
             row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
@@ -613,7 +618,7 @@ class Store:
                 # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
                 f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
-                (now, now, run_id),
+                (stamp, stamp, run_id),
             )
         return run_from_row(row)
 
