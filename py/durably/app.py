@@ -42,6 +42,7 @@ from .limits import (
     MAX_PURGE_LIMIT,
     MAX_RETENTION,
     MAX_TIMEOUT,
+    MAX_TRIGGER_MANY,
     WORKER_STALE_AFTER,
 )
 from .models import ACTIVE, FINISHED, LogRecord, Run, Status, StepRecord
@@ -274,10 +275,16 @@ class Durably:
     def trigger_many(
         self, job: Job | str, inputs: Sequence[Any], *, labels: dict[str, str] | None = None
     ) -> list[Run]:
-        """Create one pending run per input, all in one transaction: all or nothing."""
+        """Create one pending run per input, all in one transaction: all or nothing. At most
+        ``limits.MAX_TRIGGER_MANY`` inputs per call."""
         self._check_open()
         if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
             raise ValidationError("trigger_many() takes a list of inputs")
+        if len(inputs) > MAX_TRIGGER_MANY:
+            raise ValidationError(
+                f"trigger_many() takes at most {MAX_TRIGGER_MANY:,} inputs (durably.limits.MAX_TRIGGER_MANY), "
+                f"got {len(inputs):,}; call it once per batch"
+            )
         self._job_for_trigger(job)  # a bad job is an error even with no inputs
         prepared = [self._prepare(job, item, None, None, None, labels) for item in inputs]
         results = []

@@ -1330,6 +1330,22 @@ async def test_data_nested_deeper_than_the_limit_is_refused_before_anything_is_w
     assert [r.id for r in app.get_runs()] == [failing[1].id, failing[0].id, ok.id]
 
 
+async def test_trigger_many_takes_a_bounded_number_of_inputs(make_app):
+    """One triggerMany of 1.3 million inputs (a 2.6 MB request, under the message limit)
+    held the worker for over a minute, then built a reply of 580 MB: in the browser, more
+    memory than the worker has."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    with pytest.raises(ValidationError, match="MAX_TRIGGER_MANY") as caught:
+        app.trigger_many(j, [1] * (limits.MAX_TRIGGER_MANY + 1))
+    assert f"at most {limits.MAX_TRIGGER_MANY:,} inputs" in str(caught.value)
+    assert app.get_runs() == []
+    assert [r.input for r in app.trigger_many(j, [1, 2])] == [1, 2]
+
+
 async def test_sizes_are_counted_in_bytes_of_the_stored_json_and_checked_before_the_write(make_app):
     """Guards defect 1: inputs, outputs and step results had no size limit at all."""
     @job("big-result")
