@@ -149,8 +149,16 @@ class Durably:
         self.retain_runs: timedelta | None = None if retain_runs is None else parse_retention(retain_runs)
         #: How often idle maintenance (retain_runs) runs at most, in seconds.
         self.maintenance_interval = 60.0
-        if clock is not None and not callable(clock):
-            raise ValidationError("clock must be a callable returning an aware datetime")
+        if clock is not None:
+            # Asked once here: a clock that gives a naive datetime (datetime.now()) would
+            # otherwise fail every trigger and claim with an error that does not name it.
+            sample = clock() if callable(clock) else None
+            if not isinstance(sample, datetime) or sample.utcoffset() is None:
+                got = f"it returned {sample!r}" if callable(clock) else f"got {clock!r}"
+                raise ValidationError(
+                    "clock must be a callable returning an aware datetime, e.g. "
+                    f"lambda: datetime.now(timezone.utc); {got}"
+                )
         self._clock: Clock = clock or system_clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         check_name(self.worker_id, "worker_id")
@@ -527,7 +535,12 @@ class Durably:
                     f"older_than is an age of at most {int(MAX_RETENTION // 86400)} days "
                     f"(durably.limits.MAX_RETENTION), got {older_than}"
                 )
-            cutoff = self._clock() - older_than
+            try:
+                cutoff = self._clock() - older_than
+            except OverflowError:  # an age reaching back before year 1 (a clock set oddly)
+                raise ValidationError(
+                    f"older_than reaches back before the year 1: {older_than} before {self._clock()}"
+                ) from None
         elif isinstance(older_than, datetime):
             if older_than.tzinfo is None:
                 raise ValidationError("older_than must be timezone-aware (e.g. datetime.now(timezone.utc))")

@@ -1589,6 +1589,23 @@ async def test_every_duration_and_count_option_is_finite_and_bounded(make_app):
     assert app.get_runs() == []  # trigger_and_wait checked its timeout before triggering
 
 
+async def test_a_clock_that_gives_no_aware_datetime_is_refused_when_the_app_is_made(make_app, clock):
+    """A clock returning a naive datetime (datetime.now()) or not a datetime at all was
+    accepted, and every trigger, claim and cancel then failed with a ValueError or an
+    AttributeError that did not say the clock was at fault. An age that reached back before
+    the year 1 from such a clock's time gave purge_runs an OverflowError."""
+    for bad in (lambda: datetime.now(), lambda: "now", lambda: None, lambda: 1.5):
+        with pytest.raises(ValidationError, match="clock must be a callable returning an aware datetime"):
+            make_app(clock=bad)
+    with pytest.raises(ValidationError, match="got 5"):
+        make_app(clock=5)
+    later = clock.now + timedelta(hours=1)
+    assert make_app(clock=lambda: later.astimezone(timezone(timedelta(hours=5)))).trigger("j", None).created_at == later
+    early = make_app(clock=lambda: datetime(1, 2, 1, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError, match="before the year 1"):
+        early.purge_runs(timedelta(days=60))
+
+
 async def test_bad_arguments_get_validation_errors_not_storage_or_overflow_errors(make_app, clock):
     """Guards defect 9: limit=2**70 and a lone-surrogate run id gave StorageError, an age
     out of datetime's range OverflowError."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from durably import Durably, StorageError, job
 from durably.driver import Sqlite3Driver
 
@@ -48,7 +46,6 @@ async def test_a_frozen_worker_whose_lease_was_not_taken_renews_it_and_goes_on(m
     assert app.get_run(run.id).output == "done"
 
 
-@pytest.mark.filterwarnings("ignore::durably.NoWorkerWarning")
 async def test_a_cancel_is_stamped_once_it_holds_the_write_lock(make_app, clock, db_path):
     """A cancel took its timestamp before it waited for the write lock, so a step that
     another worker committed meanwhile (before the cancel) was stamped after the run's
