@@ -1726,6 +1726,28 @@ async def test_a_run_that_logs_without_end_stores_the_limit_and_one_line_that_sa
         f"the limit is {limits.MAX_PROGRESS_MESSAGE_BYTES:,} (durably.limits.MAX_PROGRESS_MESSAGE_BYTES)]")
 
 
+async def test_log_and_progress_text_that_utf8_cannot_encode_is_escaped_not_an_error(make_app):
+    """A file name from os.listdir that is not UTF-8 holds a lone surrogate ("\\udcff"):
+    logging it, or showing it in the progress message, failed the run with a
+    ValidationError, although log and progress text is never an error (it is cut)."""
+    name = "report-\udcff.csv"
+
+    @job("j")
+    async def j(step, input):
+        step.log.info(f"reading {name}")
+        step.progress(1, 2, f"at {name}")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    events = record(app, "log:write")
+    run = app.trigger(j, None)
+    await app.process_one()
+    done = app.get_run(run.id)
+    assert done.status == "completed" and done.progress["message"] == "at report-\\udcff.csv"
+    assert [log.message for log in app.get_logs(run.id)] == ["reading report-\\udcff.csv"]
+    assert [e["message"] for e in events] == ["reading report-\\udcff.csv"]
+
+
 async def test_get_logs_pages_forward_and_gives_the_last_lines_in_order(make_app):
     """Guards defect 8: get_logs could only return every line of a run at once."""
     @job("j")
