@@ -73,6 +73,12 @@ class Sqlite3Driver:
         self._sqlite3 = sqlite3
         self.path = path
         memory = path == ":memory:"
+        if not memory and os.path.isdir(path):
+            raise StorageError(
+                f"cannot open the database {path!r}: {path!r} is a folder; give the path of a database file "
+                f"in it, e.g. {os.path.join(path, 'jobs.db')!r}",
+                code="SQLITE_CANTOPEN",
+            )
         self._wal_pending = not memory
         try:
             if create or memory:

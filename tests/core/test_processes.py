@@ -328,6 +328,19 @@ def test_a_newer_schema_file_in_rollback_journal_mode_is_not_switched_to_wal(wor
     assert Path(db).read_bytes() == before
 
 
+def test_a_folder_or_a_missing_folder_as_db_gets_a_message_that_says_so(workdir):
+    """`--db` naming a folder got "unable to open database file (does its folder exist, and
+    may this process write there?)", which does not say what is wrong."""
+    for args in (("trigger", "--db", str(workdir), "multi"), ("worker", "ledger_jobs", "--db", str(workdir))):
+        proc = cli(*args, cwd=workdir, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{str(workdir)!r} is a folder; give the path of a database file" in proc.stderr, proc.stderr
+    missing = workdir / "no-such-folder" / "jobs.db"
+    proc = cli("trigger", "--db", str(missing), "multi", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "does its folder exist" in proc.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == ["ledger_jobs.py"]
+
+
 def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     """Guards defect 7: `durably runs --db typo.db` created a new database file."""
     typo = workdir / "typo.db"
