@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from . import __version__
 from .app import Durably
+from .clock import parse_iso
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
@@ -393,8 +394,8 @@ class BrowserHost:
             cutoff: Any = timedelta(seconds=older)
         elif isinstance(older, str):
             try:
-                cutoff = datetime.fromisoformat(older.replace("Z", "+00:00"))
-            except ValueError:
+                cutoff = parse_iso(older)  # without a zone it is UTC, like a stored timestamp
+            except (ValueError, OverflowError):
                 raise ValidationError(
                     f"olderThan must be an age in seconds or an ISO-8601 date, got {older!r}"
                 ) from None

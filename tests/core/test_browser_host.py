@@ -287,3 +287,15 @@ async def test_a_reloaded_tab_forgets_the_workers_of_closed_tabs(db_path):
     status = (await call(second, "getStatus"))["ok"]
     assert [w["worker_id"] for w in status["workers"] + status["stale_workers"]] == [info["worker_id"]]
     await second.stop()
+
+
+async def test_purge_runs_reads_a_date_without_a_zone_as_utc(db_path):
+    """purgeRuns({olderThan: "2030-01-01"}) answered "older_than must be timezone-aware
+    (e.g. datetime.now(timezone.utc))": Python's advice, to a page that passed a plain
+    ISO-8601 date as the protocol allows. Stored timestamps without a zone are UTC too."""
+    host, _ = make_host(db_path)
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    await call(host, "cancel", {"id": run["id"]})
+    assert await call(host, "purgeRuns", {"olderThan": "2000-01-01"}) == {"ok": 0}
+    assert await call(host, "purgeRuns", {"olderThan": "9999-01-01T00:00:00"}) == {"ok": 1}
+    assert (await call(host, "getRuns"))["ok"] == []
