@@ -213,12 +213,20 @@ def _runs(app: Durably, args: argparse.Namespace) -> int:
     runs = app.get_runs(status=args.status, job_name=args.job, labels=_labels(args.label), limit=args.limit)
     if args.json:
         for run in runs:
-            print(json.dumps(run.to_dict()))
+            print(_json(run.to_dict()))
         return 0
     print(f"{'ID':26}  {'JOB':20}  {'STATUS':9}  {'PROGRESS':10}  CREATED")
     for run in runs:
-        print(f"{run.id:26}  {run.job_name[:20]:20}  {run.status:9}  {_progress(run):10}  {run.to_dict()['created_at']}")
+        # str(): a hand-edited row may hold NULL or a BLOB where text belongs.
+        print(f"{str(run.id):26}  {str(run.job_name)[:20]:20}  {str(run.status):9}  {_progress(run):10}  "
+              f"{run.to_dict()['created_at']}")
     return 0
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON for the terminal; a BLOB a hand edit left in a text column shows as the
+    browser protocol shows it, ``{"$bytes": "<hex>"}``."""
+    return json.dumps(value, indent=indent, default=lambda v: {"$bytes": v.hex()} if isinstance(v, bytes) else str(v))
 
 
 def _progress(run: Run) -> str:
@@ -239,7 +247,7 @@ def _show(app: Durably, args: argparse.Namespace) -> int:
     left_out = app._store.count_logs(run.id) - len(logs) if len(logs) == SHOW_LOGS else 0
     if left_out > 0:
         out["logs_left_out"] = left_out
-    print(json.dumps(out, indent=2))
+    print(_json(out, indent=2))
     if left_out > 0:
         print(
             f"durably: showing the last {SHOW_LOGS:,} log lines; {left_out:,} earlier lines were left out "

@@ -399,7 +399,9 @@ class Store:
         # any other run of its key is leased, even with an expired lease: that run's
         # worker may only be slow, not dead, and may still be executing a step. The
         # expired run itself is claimable (taken over, its old worker fenced out) unless
-        # another run of its key holds a live lease.
+        # another run of its key holds a live lease. A row without an id (SQLite allows a
+        # NULL TEXT primary key; only a hand edit makes one) would sort first and match no
+        # `id = ?`, so the claim would find nothing for ever: such rows are skipped.
         holds_key = (
             "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
         )
@@ -421,12 +423,13 @@ class Store:
                     SELECT id FROM (
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key_pending}
+                            WHERE r.status = 'pending' AND r.id IS NOT NULL
+                              AND +r.job_name IN ({marks}) AND {free_key_pending}
                             ORDER BY r.id LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'leased' AND r.lease_expires_at < ?
+                            WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.id IS NOT NULL
                               AND +r.job_name IN ({marks}) AND {free_key_expired}
                             ORDER BY r.id LIMIT 1))
                     ORDER BY id LIMIT 1)
@@ -738,8 +741,10 @@ class Store:
         """``(runs by status, pending runs by job name)``."""
         with self._read():
             by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
+            # CAST: a hand edit may leave a BLOB where a job name belongs; names stay text.
             pending, _ = self._x(
-                "SELECT job_name, COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY job_name"
+                "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' "
+                "GROUP BY 1"
             )
         return dict(by_status), dict(pending)
 

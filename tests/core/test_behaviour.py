@@ -1496,6 +1496,22 @@ async def test_stored_timestamps_without_a_zone_or_unreadable_break_no_reader(ma
     json.dumps([listed.to_dict(), step.to_dict(), log.to_dict(), status.to_dict()], allow_nan=False)
 
 
+async def test_a_run_row_without_an_id_does_not_block_the_claims_of_its_job(make_app):
+    """SQLite lets a TEXT primary key be NULL. A hand edit that cleared a run's id made
+    that row the first claim candidate of its job (NULL sorts first), and a claim of
+    `id = NULL` matches nothing: no run of the job was ever claimed again."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    orphan, good = app.trigger(j, 1), app.trigger(j, 2)
+    app._store.driver.execute("UPDATE durably_runs SET id = NULL WHERE id = ?", (orphan.id,))
+    assert await app.process_until_idle() == 1
+    assert app.get_run(good.id).output == 2
+    assert sorted((r.id or "", r.status) for r in app.get_runs()) == [("", "pending"), (good.id, "completed")]
+
+
 async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_naming_the_step(make_app, clock):
     """Guards defect 1: a resumed run decoded its stored step results unguarded."""
     gate = asyncio.Event()

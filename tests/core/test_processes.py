@@ -440,11 +440,13 @@ def test_read_commands_print_a_hand_edited_database_without_a_traceback(workdir)
                  "VALUES (?, 0, 's0', 'completed', '1', 'soon', '2026-01-01 12:00:01')", (run_ids[2],))
     conn.execute("INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
                  "heartbeat_at) VALUES ('w', 'h', 1, '[\"multi\"]', '0', 1, 'then', 'a while ago')")
+    conn.execute("INSERT INTO durably_runs (id, job_name, status, input, created_at, updated_at) "
+                 "VALUES (NULL, X'6A6F62', 'pending', '1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')")
     conn.commit()
     conn.close()
     table = cli("runs", "--db", db, cwd=workdir)
-    assert len(table.stdout.splitlines()) == 4 and table.stderr == ""
-    listed = [json.loads(line) for line in cli("runs", "--db", db, "--json", cwd=workdir).stdout.splitlines()]
+    assert len(table.stdout.splitlines()) == 5 and table.stderr == ""
+    listed = [json.loads(line) for line in cli("runs", "--db", db, "--json", cwd=workdir).stdout.splitlines()][:3]
     assert [r["created_at"] for r in listed][-1] == "2026-01-01T12:00:00.000000Z"
     assert listed[1]["input"] is None and "input" in listed[1]["decode_error"]
     shown = json.loads(cli("show", "--db", db, run_ids[2], cwd=workdir).stdout)
