@@ -615,7 +615,9 @@ class Durably:
 
     async def serve(self, *, on_signal: Callable[[str], Any] | None = None, stop_timeout: float | None = None) -> None:
         """Start, run until SIGINT or SIGTERM, then stop gracefully. A second signal stops
-        at once (the steps in flight are cancelled and their leases handed back)."""
+        at once (the steps in flight are cancelled and their leases handed back). Also
+        returns once the worker is stopped otherwise (``stop()`` from the program: the
+        only way where there are no signals, in a thread or in Pyodide)."""
         check_timeout(stop_timeout, "stop_timeout", zero=True)
         await self.start()
         loop = asyncio.get_running_loop()
@@ -639,10 +641,15 @@ class Durably:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # no signals here (e.g. Pyodide)
                 pass
+        signalled = asyncio.ensure_future(stop_requested.wait())
+        stopped = asyncio.ensure_future(self._runtime.wait_stopped())
         try:
-            await stop_requested.wait()
-            await self.stop(stop_timeout)
+            await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop_requested.is_set():
+                await self.stop(stop_timeout)
         finally:
+            signalled.cancel()
+            stopped.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
 

@@ -826,6 +826,12 @@ class Runtime:
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
 
+    async def wait_stopped(self) -> None:
+        """Return once the worker loop has ended (``stop()``), at once if it is not running."""
+        task = self._loop_task
+        if task is not None:
+            await asyncio.wait({task})
+
     async def stop(self, timeout: float | None) -> None:
         self.stopping = True
         self.wake()

@@ -2004,3 +2004,20 @@ async def test_a_key_or_validator_error_that_cannot_be_printed_is_still_a_valida
     failed = app.get_run(run.id)
     assert failed.failed_step == "keys" and "object keys must be strings" in failed.error
     assert [r.id for r in app.get_runs()] == [run.id]
+
+
+async def test_serve_returns_once_the_worker_is_stopped_by_stop(make_app):
+    """serve() returned only after SIGINT or SIGTERM. Where there are no signals (a
+    thread, Pyodide) or when the program stops the worker itself with stop(), it waited
+    for ever after the worker had stopped."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    served = asyncio.ensure_future(app.serve())
+    run = app.trigger(j, 1)
+    assert (await app.wait_for_run(run.id, timeout=10)).output == 1  # serve started the worker
+    await app.stop()
+    await asyncio.wait_for(served, 10)
+    assert not app.running and app.status().workers == []
