@@ -129,6 +129,9 @@ def _storage_error(exc: Exception, context: str | None = None) -> StorageError:
     message = str(exc)
     if code == "SQLITE_CANTOPEN":
         message += " (does its folder exist, and may this process write there?)"
+    elif message.startswith("no such table: durably_"):  # the schema's version says it exists
+        message += (" (this database records a durably schema but lacks one of its tables, e.g. dropped "
+                    "by hand; restore the file from a backup)")
     if context:
         message = f"{context}: {message}"
     return StorageError(message, code=code)

@@ -341,6 +341,18 @@ def test_a_folder_or_a_missing_folder_as_db_gets_a_message_that_says_so(workdir)
     assert sorted(p.name for p in workdir.iterdir()) == ["ledger_jobs.py"]
 
 
+def test_a_database_missing_a_durably_table_says_what_to_do(workdir):
+    """A durably table dropped by hand gave only SQLite's "no such table: durably_steps"."""
+    db = str(workdir / "jobs.db")
+    cli("trigger", "--db", db, "multi", "1", cwd=workdir)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE durably_steps")
+    conn.close()
+    proc = cli("runs", "--db", db, cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no such table: durably_steps" in proc.stderr and "restore the file from a backup" in proc.stderr
+
+
 def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     """Guards defect 7: `durably runs --db typo.db` created a new database file."""
     typo = workdir / "typo.db"
