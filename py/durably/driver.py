@@ -73,6 +73,14 @@ class Sqlite3Driver:
         self._sqlite3 = sqlite3
         self.path = path
         memory = path == ":memory:"
+        try:
+            if "\x00" in path:
+                raise ValueError("NUL")
+            os.fsencode(path)
+        except (UnicodeError, ValueError):
+            raise ValidationError(
+                f"the database path {path!r} cannot be a file name (it holds a NUL or an unpaired surrogate)"
+            ) from None
         if not memory and os.path.isdir(path):
             raise StorageError(
                 f"cannot open the database {path!r}: {path!r} is a folder; give the path of a database file "
@@ -84,7 +92,8 @@ class Sqlite3Driver:
             if create or memory:
                 target, uri = path, False
             else:
-                target, uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw", True
+                # Quoted as bytes: a file name that is not UTF-8 ("\udcff" in Python) is fine.
+                target, uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=rw", True
             self._conn = sqlite3.connect(
                 target,
                 isolation_level=None,

@@ -341,6 +341,21 @@ def test_a_folder_or_a_missing_folder_as_db_gets_a_message_that_says_so(workdir)
     assert sorted(p.name for p in workdir.iterdir()) == ["ledger_jobs.py"]
 
 
+def test_a_database_file_name_that_is_not_utf8_opens_for_every_command(workdir):
+    """Linux file names are bytes. `durably trigger` and `worker` opened one that is not
+    UTF-8 (Python reads it as "\\udcff"), but the read commands, which open existing
+    files only, built a URI from it and died with a UnicodeEncodeError traceback."""
+    db = str(workdir / os.fsdecode(b"jobs-\xff.db"))
+    run_id = json.loads(cli("trigger", "--db", db, "multi", "1", cwd=workdir).stdout)["id"]
+    assert [line.split()[0] for line in cli("runs", "--db", db, cwd=workdir).stdout.splitlines()[1:]] == [run_id]
+    assert json.loads(cli("show", "--db", db, run_id, cwd=workdir).stdout)["id"] == run_id
+    assert cli("cancel", "--db", db, run_id, cwd=workdir).returncode == 0
+    assert os.fsencode(db) in [os.fsencode(str(p)) for p in workdir.iterdir()]
+    for bad in ("jobs\x00.db", "jobs-\ud800.db"):  # no file can have these names
+        with pytest.raises(durably.ValidationError, match="cannot be a file name"):
+            Durably(str(workdir / bad))
+
+
 def test_a_database_missing_a_durably_table_says_what_to_do(workdir):
     """A durably table dropped by hand gave only SQLite's "no such table: durably_steps"."""
     db = str(workdir / "jobs.db")
