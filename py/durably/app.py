@@ -188,6 +188,11 @@ class Durably:
         self._waiters: dict[str, set[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        if jobs is None:
+            jobs = ()
+        if isinstance(jobs, (Job, str)) or not isinstance(jobs, Iterable):
+            example = getattr(jobs.fn, "__name__", "my_job") if isinstance(jobs, Job) else "my_job"
+            raise ValidationError(f"jobs must be a list of jobs made with @job, e.g. jobs=[{example}]; got {jobs!r}")
         self.register(*jobs)
 
     # -- small helpers --------------------------------------------------------------------

@@ -122,7 +122,7 @@ class EventBus:
         self._tasks: set[asyncio.Task] = set()
 
     def on(self, event_type: str, handler: Listener) -> Callable[[], None]:
-        if event_type != "*" and event_type not in EVENT_TYPES:
+        if not isinstance(event_type, str) or (event_type != "*" and event_type not in EVENT_TYPES):
             raise ValidationError(
                 f"unknown event type {event_type!r}; use '*' or one of: {', '.join(sorted(EVENT_TYPES))}"
             )

@@ -905,6 +905,23 @@ async def test_unsubscribe_and_unknown_event_types(make_app):
     assert len(seen) == 1
     with pytest.raises(ValidationError, match="unknown event type"):
         app.on("run:finished", print)
+    for not_a_type in (["run:trigger"], {"run:trigger": 1}, None):  # a TypeError (unhashable) before
+        with pytest.raises(ValidationError, match="unknown event type"):
+            app.on(not_a_type, print)
+
+
+async def test_jobs_that_are_not_a_list_of_jobs_get_a_clear_error(make_app):
+    """Durably(db, jobs=my_job) or jobs=5 raised "register() argument after * must be an
+    iterable", which does not say what to pass; jobs=None means no jobs."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    with pytest.raises(ValidationError, match=r"jobs must be a list of jobs made with @job, e.g. jobs=\[j\]"):
+        make_app(j)
+    with pytest.raises(ValidationError, match="jobs must be a list of jobs made with @job"):
+        make_app(5)
+    assert make_app(None).jobs == {} and list(make_app((j,)).jobs) == ["j"]
 
 
 # -- input and output schemas ---------------------------------------------------------------
