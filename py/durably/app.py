@@ -42,6 +42,7 @@ from .limits import (
     MAX_PURGE_LIMIT,
     MAX_RETENTION,
     MAX_TIMEOUT,
+    MAX_TRIGGER_MANY,
     WORKER_STALE_AFTER,
 )
 from .models import ACTIVE, FINISHED, LogRecord, Run, Status, StepRecord
@@ -148,8 +149,16 @@ class Durably:
         self.retain_runs: timedelta | None = None if retain_runs is None else parse_retention(retain_runs)
         #: How often idle maintenance (retain_runs) runs at most, in seconds.
         self.maintenance_interval = 60.0
-        if clock is not None and not callable(clock):
-            raise ValidationError("clock must be a callable returning an aware datetime")
+        if clock is not None:
+            # Asked once here: a clock that gives a naive datetime (datetime.now()) would
+            # otherwise fail every trigger and claim with an error that does not name it.
+            sample = clock() if callable(clock) else None
+            if not isinstance(sample, datetime) or sample.utcoffset() is None:
+                got = f"it returned {sample!r}" if callable(clock) else f"got {clock!r}"
+                raise ValidationError(
+                    "clock must be a callable returning an aware datetime, e.g. "
+                    f"lambda: datetime.now(timezone.utc); {got}"
+                )
         self._clock: Clock = clock or system_clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         check_name(self.worker_id, "worker_id")
@@ -179,6 +188,11 @@ class Durably:
         self._waiters: dict[str, set[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        if jobs is None:
+            jobs = ()
+        if isinstance(jobs, (Job, str)) or not isinstance(jobs, Iterable):
+            example = getattr(jobs.fn, "__name__", "my_job") if isinstance(jobs, Job) else "my_job"
+            raise ValidationError(f"jobs must be a list of jobs made with @job, e.g. jobs=[{example}]; got {jobs!r}")
         self.register(*jobs)
 
     # -- small helpers --------------------------------------------------------------------
@@ -274,10 +288,16 @@ class Durably:
     def trigger_many(
         self, job: Job | str, inputs: Sequence[Any], *, labels: dict[str, str] | None = None
     ) -> list[Run]:
-        """Create one pending run per input, all in one transaction: all or nothing."""
+        """Create one pending run per input, all in one transaction: all or nothing. At most
+        ``limits.MAX_TRIGGER_MANY`` inputs per call."""
         self._check_open()
         if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
             raise ValidationError("trigger_many() takes a list of inputs")
+        if len(inputs) > MAX_TRIGGER_MANY:
+            raise ValidationError(
+                f"trigger_many() takes at most {MAX_TRIGGER_MANY:,} inputs (durably.limits.MAX_TRIGGER_MANY), "
+                f"got {len(inputs):,}; call it once per batch"
+            )
         self._job_for_trigger(job)  # a bad job is an error even with no inputs
         prepared = [self._prepare(job, item, None, None, None, labels) for item in inputs]
         results = []
@@ -451,7 +471,7 @@ class Durably:
         interrupted at its next ``await`` and its result is never stored; a worker in
         another process notices at its next step boundary or lease renewal."""
         self._check_open()
-        before = self._store.cancel(_check_id(run_id), self._now())
+        before = self._store.cancel(_check_id(run_id), self._now)
         ctx = self._runtime.active.get(before.id)
         if ctx is not None:
             loop = self._loop
@@ -520,7 +540,12 @@ class Durably:
                     f"older_than is an age of at most {int(MAX_RETENTION // 86400)} days "
                     f"(durably.limits.MAX_RETENTION), got {older_than}"
                 )
-            cutoff = self._clock() - older_than
+            try:
+                cutoff = self._clock() - older_than
+            except OverflowError:  # an age reaching back before year 1 (a clock set oddly)
+                raise ValidationError(
+                    f"older_than reaches back before the year 1: {older_than} before {self._clock()}"
+                ) from None
         elif isinstance(older_than, datetime):
             if older_than.tzinfo is None:
                 raise ValidationError("older_than must be timezone-aware (e.g. datetime.now(timezone.utc))")
@@ -595,7 +620,9 @@ class Durably:
 
     async def serve(self, *, on_signal: Callable[[str], Any] | None = None, stop_timeout: float | None = None) -> None:
         """Start, run until SIGINT or SIGTERM, then stop gracefully. A second signal stops
-        at once (the steps in flight are cancelled and their leases handed back)."""
+        at once (the steps in flight are cancelled and their leases handed back). Also
+        returns once the worker is stopped otherwise (``stop()`` from the program: the
+        only way where there are no signals, in a thread or in Pyodide)."""
         check_timeout(stop_timeout, "stop_timeout", zero=True)
         await self.start()
         loop = asyncio.get_running_loop()
@@ -619,10 +646,15 @@ class Durably:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # no signals here (e.g. Pyodide)
                 pass
+        signalled = asyncio.ensure_future(stop_requested.wait())
+        stopped = asyncio.ensure_future(self._runtime.wait_stopped())
         try:
-            await stop_requested.wait()
-            await self.stop(stop_timeout)
+            await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop_requested.is_set():
+                await self.stop(stop_timeout)
         finally:
+            signalled.cancel()
+            stopped.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
 

@@ -31,11 +31,13 @@ from typing import Any, Callable, Iterable
 
 from . import __version__
 from .app import Durably
+from .clock import parse_iso
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
 from . import limits
 from .limits import MAX_DEPTH, MAX_RETENTION
+from .schemas import too_many_digits
 
 logger = logging.getLogger("durably")
 
@@ -88,7 +90,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
     try:
         init = json.loads(init_json)
-    except (TypeError, json.JSONDecodeError, RecursionError):
+    except (TypeError, ValueError, RecursionError):  # ValueError: also an integer too long to read
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
@@ -282,6 +284,8 @@ class BrowserHost:
             params = json.loads(params_json)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"params are not valid JSON: {exc}") from None
+        except ValueError:
+            raise too_many_digits("params") from None
         except RecursionError:
             raise ValidationError(
                 f"params are nested too deep to read; values may nest at most {MAX_DEPTH} levels "
@@ -390,8 +394,8 @@ class BrowserHost:
             cutoff: Any = timedelta(seconds=older)
         elif isinstance(older, str):
             try:
-                cutoff = datetime.fromisoformat(older.replace("Z", "+00:00"))
-            except ValueError:
+                cutoff = parse_iso(older)  # without a zone it is UTC, like a stored timestamp
+            except (ValueError, OverflowError):
                 raise ValidationError(
                     f"olderThan must be an age in seconds or an ISO-8601 date, got {older!r}"
                 ) from None

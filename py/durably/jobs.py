@@ -46,14 +46,13 @@ def check_text(value: str, what: str) -> str:
 def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) -> str:
     """``value`` if its UTF-8 form fits in ``max_bytes``; else its head (whole characters)
     with a note of what was cut (naming ``limit``, a name in durably.limits, if given).
-    Raises ValidationError for text UTF-8 cannot encode."""
-    if len(value) * 4 <= max_bytes:  # a character is at most 4 bytes: surely fits
-        return check_text(value, what)
+    Lone surrogates, which UTF-8 cannot encode (a file name that is not UTF-8, read with
+    ``os.listdir``), are written as escapes (``\\udcff``): text that is cut is never an error."""
     try:
         data = value.encode("utf-8")
     except UnicodeEncodeError:
-        check_text(value, what)
-        raise
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = value.encode("utf-8")
     if len(data) <= max_bytes:
         return value
     where = f" (durably.limits.{limit})" if limit else ""
@@ -69,10 +68,6 @@ def safe_text(value: Any, max_bytes: int) -> str:
         text = value if isinstance(value, str) else str(value)
     except Exception as exc:  # an exception whose __str__ itself fails
         text = f"<{type(value).__name__} whose message cannot be shown: {type(exc).__name__}>"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if "\x00" in text:  # storable in SQLite, not in PostgreSQL: the same text on both
         text = text.replace("\x00", "\\x00")
     return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")

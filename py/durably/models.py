@@ -37,8 +37,8 @@ class Run(_Record):
     ``coalesce="skip"`` returned the pending run of the same concurrency key.
 
     ``decode_error`` is None, or says which stored fields could not be read (an older
-    durably or a hand edit stored JSON that is invalid or nested deeper than
-    ``limits.MAX_DEPTH``, or a timestamp that is not one): those fields read as None
+    durably or a hand edit stored JSON that is invalid, nested deeper than
+    ``limits.MAX_DEPTH`` or holding a number that is not finite, or a timestamp that is not one): those fields read as None
     (``labels`` as ``{}``) and the rest of the run as stored. A worker that claims such a
     run fails it with this error instead of executing it.
     """
@@ -166,6 +166,14 @@ def _short(exc: Exception) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def read_time(text: Any, what: str) -> tuple[datetime | None, str | None]:
+    """``(timestamp, None)``, or ``(None, why)`` when stored ``text`` is not a timestamp."""
+    try:
+        return parse_iso(text), None
+    except Exception as exc:
+        return None, f"the stored {what} cannot be read ({type(exc).__name__}: {_short(exc)})"
+
+
 def read_stored(text: Any, what: str) -> tuple[Any, str | None]:
     """``(value, None)``, or ``(None, why)`` when stored JSON ``text`` cannot be read."""
     if text is None:
@@ -188,7 +196,8 @@ class StepRecord(_Record):
     error: str | None
     started_at: datetime
     completed_at: datetime
-    #: None, or why ``output`` (then None) could not be read: see ``Run.decode_error``.
+    #: None, or why ``output`` or a timestamp (then None) could not be read: see
+    #: ``Run.decode_error``.
     decode_error: str | None = None
 
 
@@ -203,7 +212,8 @@ class LogRecord(_Record):
     message: str
     data: Any
     created_at: datetime
-    #: None, or why ``data`` (then None) could not be read: see ``Run.decode_error``.
+    #: None, or why ``data`` or ``created_at`` (then None) could not be read: see
+    #: ``Run.decode_error``.
     decode_error: str | None = None
 
 
@@ -213,7 +223,8 @@ class WorkerRecord(_Record):
 
     ``host`` is the machine's name (``"browser"`` for the browser's worker), ``pid`` its
     process id (None in the browser), ``jobs`` the job names it registers, ``version``
-    its durably version, ``concurrency`` its ``max_concurrent_runs``."""
+    its durably version, ``concurrency`` its ``max_concurrent_runs``. A timestamp that
+    cannot be read (a hand edit) is None; such a worker counts as dead."""
 
     worker_id: str
     host: str
@@ -267,6 +278,7 @@ def worker_from_row(row: tuple) -> WorkerRecord:
         jobs=[j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else [],
         version=row[4],
         concurrency=row[5],
-        started_at=parse_iso(row[6]),  # type: ignore[arg-type]
-        heartbeat_at=parse_iso(row[7]),  # type: ignore[arg-type]
+        # An unreadable heartbeat (a hand edit) reads as None: that worker counts as dead.
+        started_at=read_time(row[6], "started_at")[0],  # type: ignore[arg-type]
+        heartbeat_at=read_time(row[7], "heartbeat_at")[0],  # type: ignore[arg-type]
     )

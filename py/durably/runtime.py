@@ -63,6 +63,11 @@ class _StopRequested(BaseException):
     job's ``except Exception`` does not swallow it."""
 
 
+# What a step body may raise that is not the step failing: the run is stopped, cancelled
+# or interrupted, and ends some other way (see Runtime._run_job).
+_NOT_FAILURES = (_StopRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+
+
 @dataclass
 class _StepFailure:
     index: int
@@ -334,7 +339,14 @@ class Runtime:
         except StorageError as exc:
             self._storage_failed(ctx, exc)
             return
-        except Exception as exc:
+        except KeyboardInterrupt:
+            # Ctrl-C: the process is stopping, the job did not fail. Hand the run back (it
+            # resumes at its first unfinished step) and let the interrupt go on.
+            self._release(ctx)
+            raise
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # whatever the job raised, SystemExit included: it fails
             self._fail(ctx, exc)
             return
         try:
@@ -375,8 +387,9 @@ class Runtime:
             value = fn()
             if inspect.isawaitable(value):
                 value = await value
-        except Exception as exc:
-            ctx.failure = _StepFailure(index, name, started_at, exc)
+        except BaseException as exc:
+            if not isinstance(exc, _NOT_FAILURES):
+                ctx.failure = _StepFailure(index, name, started_at, exc)
             raise
         if ctx.cancel_reason is not None:
             # Cancelled while a synchronous step ran: its result is never stored.
@@ -425,7 +438,7 @@ class Runtime:
 
     # -- how runs end -----------------------------------------------------------------------
 
-    def _fail(self, ctx: RunContext, exc: Exception) -> None:
+    def _fail(self, ctx: RunContext, exc: BaseException) -> None:
         app = self.app
         failure = ctx.failure if ctx.failure is not None and _caused_by(exc, ctx.failure.exc) else None
         error = describe(exc)
@@ -568,14 +581,15 @@ class Runtime:
         self._release(ctx)
 
     def _worker_error(self, ctx: RunContext | None, exc: BaseException, context: str) -> None:
-        logger.error("durably: %s: %r", context, exc)
+        error = describe(exc)  # never raises, whatever the exception's __str__ does
+        logger.error("durably: %s: %s", context, error)
         run = ctx.run if ctx else None
         self.app._events.emit(
             "worker:error",
             run.id if run else None,
             run.job_name if run else None,
             run.labels if run else None,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
             context=context,
         )
 
@@ -706,7 +720,7 @@ class Runtime:
         while claimed is not None:
             try:
                 await self.execute(claimed)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # a bug in durably itself: report it, keep the worker
                 self._worker_error(None, exc, f"executing run {claimed.run.id}")
@@ -811,6 +825,12 @@ class Runtime:
     @property
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
+
+    async def wait_stopped(self) -> None:
+        """Return once the worker loop has ended (``stop()``), at once if it is not running."""
+        task = self._loop_task
+        if task is not None:
+            await asyncio.wait({task})
 
     async def stop(self, timeout: float | None) -> None:
         self.stopping = True

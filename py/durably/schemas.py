@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import sys
 import types
 import typing
 from typing import Any, Callable, Union
@@ -65,7 +68,7 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
-                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} "
+                    f"{what} must be JSON data: object keys must be strings, got the key {_shown(key)} "
                     f"({type(key).__name__})"
                 )
             if isinstance(item, (dict, list, tuple)):
@@ -74,6 +77,16 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for item in value:
             if isinstance(item, (dict, list, tuple)):
                 _check_keys(item, what, depth + 1)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` (``str`` for an exception) for a message, whatever its ``__repr__`` or
+    ``__str__`` does, cut to ``limit`` characters."""
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def nested_too_deep(value: Any) -> bool:
@@ -98,13 +111,45 @@ def nested_too_deep(value: Any) -> bool:
 _DEEP_TEXT = 2 * (MAX_DEPTH + 1)
 
 
+def too_many_digits(what: str) -> ValidationError:
+    """The error for JSON text with an integer longer than Python reads (``json`` raises a
+    plain ValueError for it, not a JSONDecodeError)."""
+    return ValidationError(
+        f"{what} holds an integer of more than {sys.get_int_max_str_digits()} digits, more than "
+        "Python reads; send such a number as a string"
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"it holds the number {text[:40]}, too large for a float")
+    return value
+
+
+# Strict decoders: NaN and Infinity are not JSON, and a literal such as 1e999 decodes to
+# an infinite float; strict JSON (the browser host's replies) cannot encode either again.
+# A custom parse_float costs a Python call per float, so it is used only for texts that
+# hold an exponent of three digits or a run of 300 digits, the only ways to overflow.
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)
+_STRICT_FLOATS = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_MAYBE_HUGE = re.compile(r"[eE][+]?[0-9]{3}|[0-9]{300}")
+
+
 def loads_stored(text: Any) -> Any:
-    """Decode JSON text read from the database. Raises ValueError if it is not JSON or nests
-    deeper than ``MAX_DEPTH`` (an older durably, or a hand edit, may have stored it), so
-    every value durably hands out can be encoded again anywhere. Nesting is walked only
-    when the text is long enough and holds enough brackets to exceed the limit: a short
-    value costs one ``len()``, a long one two ``str.count`` calls."""
-    value = json.loads(text)
+    """Decode JSON text read from the database. Raises ValueError if it is not JSON, holds
+    a number that is not finite (NaN, Infinity, 1e999) or nests deeper than ``MAX_DEPTH``
+    (an older durably, or a hand edit, may have stored it), so every value durably hands
+    out can be encoded again anywhere. Nesting is walked only when the text is long enough
+    and holds enough brackets to exceed the limit: a short value costs one ``len()``, a
+    long one two ``str.count`` calls."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    value = (_STRICT_FLOATS if _MAYBE_HUGE.search(text) else _STRICT).decode(text)
     if (
         len(text) >= _DEEP_TEXT and isinstance(value, (dict, list))
         and text.count("[") + text.count("{") > MAX_DEPTH and nested_too_deep(value)
@@ -152,7 +197,7 @@ class PydanticSchema(Schema):
         try:
             return self.cls.model_validate(data)  # type: ignore[attr-defined]
         except Exception as exc:  # pydantic.ValidationError; pydantic is optional
-            raise ValidationError(f"{what} does not match {self.cls.__name__}: {exc}") from None
+            raise ValidationError(f"{what} does not match {self.cls.__name__}: {_shown(exc, 4000)}") from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what).model_dump(mode="json")
@@ -170,7 +215,9 @@ class CallableSchema(Schema):
         except ValidationError:
             raise
         except Exception as exc:
-            raise ValidationError(f"{what} was rejected by its validator: {type(exc).__name__}: {exc}") from None
+            raise ValidationError(
+                f"{what} was rejected by its validator: {type(exc).__name__}: {_shown(exc, 4000)}"
+            ) from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what)

@@ -17,7 +17,7 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .driver import Driver
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
@@ -30,6 +30,7 @@ from .models import (
     StepRecord,
     WorkerRecord,
     read_stored,
+    read_time,
     run_from_row,
     worker_from_row,
 )
@@ -311,6 +312,8 @@ class Store:
         out = []
         for r in rows:
             output, problem = read_stored(r[4], "output")
+            started_at, late = read_time(r[6], "started_at")
+            completed_at, later = read_time(r[7], "completed_at")
             out.append(StepRecord(
                 run_id=r[0],
                 name=r[1],
@@ -318,9 +321,9 @@ class Store:
                 status=r[3],
                 output=output,
                 error=r[5],
-                started_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                completed_at=parse_iso(r[7]),  # type: ignore[arg-type]
-                decode_error=problem,
+                started_at=started_at,  # type: ignore[arg-type]
+                completed_at=completed_at,  # type: ignore[arg-type]
+                decode_error=_problems(problem, late, later),
             ))
         return out
 
@@ -344,6 +347,7 @@ class Store:
         out = []
         for r in rows:
             data, problem = read_stored(r[5], "data")
+            created_at, late = read_time(r[6], "created_at")
             out.append(LogRecord(
                 id=r[0],
                 run_id=r[1],
@@ -351,8 +355,8 @@ class Store:
                 level=r[3],
                 message=r[4],
                 data=data,
-                created_at=parse_iso(r[6]),  # type: ignore[arg-type]
-                decode_error=problem,
+                created_at=created_at,  # type: ignore[arg-type]
+                decode_error=_problems(problem, late),
             ))
         return out
 
@@ -395,7 +399,9 @@ class Store:
         # any other run of its key is leased, even with an expired lease: that run's
         # worker may only be slow, not dead, and may still be executing a step. The
         # expired run itself is claimable (taken over, its old worker fenced out) unless
-        # another run of its key holds a live lease.
+        # another run of its key holds a live lease. A row without an id (SQLite allows a
+        # NULL TEXT primary key; only a hand edit makes one) would sort first and match no
+        # `id = ?`, so the claim would find nothing for ever: such rows are skipped.
         holds_key = (
             "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
         )
@@ -417,12 +423,13 @@ class Store:
                     SELECT id FROM (
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {free_key_pending}
+                            WHERE r.status = 'pending' AND r.id IS NOT NULL
+                              AND +r.job_name IN ({marks}) AND {free_key_pending}
                             ORDER BY r.id LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'leased' AND r.lease_expires_at < ?
+                            WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.id IS NOT NULL
                               AND +r.job_name IN ({marks}) AND {free_key_expired}
                             ORDER BY r.id LIMIT 1))
                     ORDER BY id LIMIT 1)
@@ -594,9 +601,14 @@ class Store:
 
     # -- operations on runs -----------------------------------------------------------------
 
-    def cancel(self, run_id: str, now: str) -> Run:
-        """Cancel a pending or leased run at once. Returns the run as it was before."""
+    def cancel(self, run_id: str, now: Callable[[], str]) -> Run:
+        """Cancel a pending or leased run at once. Returns the run as it was before.
+
+        ``now`` is called once the write lock is held: a timestamp taken before waiting
+        for it would be earlier than the steps other workers commit meanwhile, and the
+        run would read as cancelled before its last steps completed."""
         with self._write():
+            stamp = now()
             row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
@@ -609,7 +621,7 @@ class Store:
                 # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
                 f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
-                (now, now, run_id),
+                (stamp, stamp, run_id),
             )
         return run_from_row(row)
 
@@ -729,14 +741,22 @@ class Store:
         """``(runs by status, pending runs by job name)``."""
         with self._read():
             by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
+            # CAST: a hand edit may leave a BLOB where a job name belongs; names stay text.
             pending, _ = self._x(
-                "SELECT job_name, COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY job_name"
+                "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' "
+                "GROUP BY 1"
             )
         return dict(by_status), dict(pending)
 
     def close(self) -> None:
         with self._lock:
             self.driver.close()
+
+
+def _problems(*problems: str | None) -> str | None:
+    """The decode problems of one record, joined; None if there are none."""
+    found = [p for p in problems if p]
+    return "; ".join(found) if found else None
 
 
 def _has_logs(pending: PendingWrites | None) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -904,6 +905,23 @@ async def test_unsubscribe_and_unknown_event_types(make_app):
     assert len(seen) == 1
     with pytest.raises(ValidationError, match="unknown event type"):
         app.on("run:finished", print)
+    for not_a_type in (["run:trigger"], {"run:trigger": 1}, None):  # a TypeError (unhashable) before
+        with pytest.raises(ValidationError, match="unknown event type"):
+            app.on(not_a_type, print)
+
+
+async def test_jobs_that_are_not_a_list_of_jobs_get_a_clear_error(make_app):
+    """Durably(db, jobs=my_job) or jobs=5 raised "register() argument after * must be an
+    iterable", which does not say what to pass; jobs=None means no jobs."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    with pytest.raises(ValidationError, match=r"jobs must be a list of jobs made with @job, e.g. jobs=\[j\]"):
+        make_app(j)
+    with pytest.raises(ValidationError, match="jobs must be a list of jobs made with @job"):
+        make_app(5)
+    assert make_app(None).jobs == {} and list(make_app((j,)).jobs) == ["j"]
 
 
 # -- input and output schemas ---------------------------------------------------------------
@@ -1329,6 +1347,22 @@ async def test_data_nested_deeper_than_the_limit_is_refused_before_anything_is_w
     assert [r.id for r in app.get_runs()] == [failing[1].id, failing[0].id, ok.id]
 
 
+async def test_trigger_many_takes_a_bounded_number_of_inputs(make_app):
+    """One triggerMany of 1.3 million inputs (a 2.6 MB request, under the message limit)
+    held the worker for over a minute, then built a reply of 580 MB: in the browser, more
+    memory than the worker has."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    with pytest.raises(ValidationError, match="MAX_TRIGGER_MANY") as caught:
+        app.trigger_many(j, [1] * (limits.MAX_TRIGGER_MANY + 1))
+    assert f"at most {limits.MAX_TRIGGER_MANY:,} inputs" in str(caught.value)
+    assert app.get_runs() == []
+    assert [r.input for r in app.trigger_many(j, [1, 2])] == [1, 2]
+
+
 async def test_sizes_are_counted_in_bytes_of_the_stored_json_and_checked_before_the_write(make_app):
     """Guards defect 1: inputs, outputs and step results had no size limit at all."""
     @job("big-result")
@@ -1395,6 +1429,104 @@ async def test_a_stored_run_that_cannot_be_read_fails_alone_and_is_listed_with_a
     await app.stop()
     assert errors == []
     assert app.get_run(deep.id).status == "failed" and app.get_steps(deep.id) == []
+
+
+async def test_stored_numbers_that_strict_json_cannot_give_back_are_read_as_unreadable(make_app):
+    """A hand edit or another writer can store NaN, Infinity or 1e999, which Python's json
+    reads as floats that strict JSON cannot encode again: one such run broke the browser's
+    getRuns (and getRun, getSteps, getLogs) for every caller, and `durably runs --json`
+    printed invalid JSON. They are read like any value that cannot be read."""
+    @job("j")
+    async def j(step, input):
+        step.log.info("line", {"n": 1})
+        step.progress(1)
+        return await step.run("s", lambda: 1.5)
+
+    app = make_app([j])
+    done = app.trigger(j, 0)
+    await app.process_one()
+    texts = ("NaN", "[Infinity]", '{"x": -Infinity}', "1e999", "-1" + "0" * 400 + ".5")
+    bad = {text: app.trigger(j, 1) for text in texts}
+    driver = app._store.driver
+    for text, run in bad.items():
+        driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?", (text, run.id))
+    driver.execute("UPDATE durably_runs SET output = '1e400', progress = '{\"current\": NaN}' WHERE id = ?",
+                   (done.id,))
+    driver.execute("UPDATE durably_steps SET output = 'Infinity' WHERE run_id = ?", (done.id,))
+    driver.execute("UPDATE durably_logs SET data = '[1E+999]' WHERE run_id = ?", (done.id,))
+
+    listed = {r.id: r for r in app.get_runs()}
+    for run in listed.values():
+        json.dumps(run.to_dict(), allow_nan=False)  # what the browser host sends: strict JSON
+    for text, run in bad.items():
+        assert listed[run.id].input is None and "input" in (listed[run.id].decode_error or ""), text
+    finished = listed[done.id]
+    assert finished.output is None and finished.progress is None
+    assert "output" in finished.decode_error and "progress" in finished.decode_error
+    (step,) = app.get_steps(done.id)
+    assert step.output is None and "output" in step.decode_error
+    (log,) = app.get_logs(done.id)
+    assert log.data is None and "data" in log.decode_error and log.message == "line"
+    json.dumps([step.to_dict(), log.to_dict()], allow_nan=False)
+
+    assert await app.process_until_idle() == len(texts)
+    for run in bad.values():
+        failed = app.get_run(run.id)
+        assert failed.status == "failed" and "cannot be executed" in failed.error
+
+
+async def test_stored_timestamps_without_a_zone_or_unreadable_break_no_reader(make_app, clock):
+    """SQLite's own datetime('now') writes UTC without a zone ('2026-01-01 12:00:00'): such a
+    hand-edited timestamp made Run.to_dict raise, so get_runs in the browser (and `durably
+    runs`) failed for every caller. An unreadable timestamp in a step, a log line or a
+    worker row broke get_steps, get_logs and status (the health check) the same way."""
+    @job("j")
+    async def j(step, input):
+        step.log.info("line")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j], clock=clock)
+    run = app.trigger(j, None)
+    await app.process_one()
+    driver = app._store.driver
+    driver.execute("UPDATE durably_runs SET created_at = '2026-01-01 12:00:00', "
+                   "started_at = '2026-01-01T12:00:01+02:00' WHERE id = ?", (run.id,))
+    driver.execute("UPDATE durably_steps SET started_at = 'soon' WHERE run_id = ?", (run.id,))
+    driver.execute("UPDATE durably_logs SET created_at = 'yesterday' WHERE run_id = ?", (run.id,))
+    for worker_id, heartbeat in (("naive", "2026-01-01 12:00:00"), ("garbage", "a while ago")):
+        driver.execute(
+            "INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
+            "heartbeat_at) VALUES (?, 'h', 1, '[\"j\"]', '0', 1, ?, ?)", (worker_id, heartbeat, heartbeat))
+
+    (listed,) = app.get_runs()
+    assert listed.created_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert listed.to_dict()["created_at"] == "2026-01-01T12:00:00.000000Z"
+    assert listed.to_dict()["started_at"] == "2026-01-01T10:00:01.000000Z"
+    (step,) = app.get_steps(run.id)
+    assert step.started_at is None and step.output == 1 and "started_at" in step.decode_error
+    (log,) = app.get_logs(run.id)
+    assert log.created_at is None and log.message == "line" and "created_at" in log.decode_error
+    status = app.status()
+    assert status.workers == [] and sorted(w.worker_id for w in status.stale_workers) == ["garbage", "naive"]
+    assert {w.worker_id: w.to_dict()["heartbeat_at"] for w in status.stale_workers} == {
+        "naive": "2026-01-01T12:00:00.000000Z", "garbage": None}
+    json.dumps([listed.to_dict(), step.to_dict(), log.to_dict(), status.to_dict()], allow_nan=False)
+
+
+async def test_a_run_row_without_an_id_does_not_block_the_claims_of_its_job(make_app):
+    """SQLite lets a TEXT primary key be NULL. A hand edit that cleared a run's id made
+    that row the first claim candidate of its job (NULL sorts first), and a claim of
+    `id = NULL` matches nothing: no run of the job was ever claimed again."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    orphan, good = app.trigger(j, 1), app.trigger(j, 2)
+    app._store.driver.execute("UPDATE durably_runs SET id = NULL WHERE id = ?", (orphan.id,))
+    assert await app.process_until_idle() == 1
+    assert app.get_run(good.id).output == 2
+    assert sorted((r.id or "", r.status) for r in app.get_runs()) == [("", "pending"), (good.id, "completed")]
 
 
 async def test_a_stored_step_result_that_cannot_be_read_fails_the_resumed_run_naming_the_step(make_app, clock):
@@ -1488,6 +1620,23 @@ async def test_every_duration_and_count_option_is_finite_and_bounded(make_app):
     with pytest.raises(ValidationError, match="MAX_TIMEOUT"):
         await app.stop(math.inf)
     assert app.get_runs() == []  # trigger_and_wait checked its timeout before triggering
+
+
+async def test_a_clock_that_gives_no_aware_datetime_is_refused_when_the_app_is_made(make_app, clock):
+    """A clock returning a naive datetime (datetime.now()) or not a datetime at all was
+    accepted, and every trigger, claim and cancel then failed with a ValueError or an
+    AttributeError that did not say the clock was at fault. An age that reached back before
+    the year 1 from such a clock's time gave purge_runs an OverflowError."""
+    for bad in (lambda: datetime.now(), lambda: "now", lambda: None, lambda: 1.5):
+        with pytest.raises(ValidationError, match="clock must be a callable returning an aware datetime"):
+            make_app(clock=bad)
+    with pytest.raises(ValidationError, match="got 5"):
+        make_app(clock=5)
+    later = clock.now + timedelta(hours=1)
+    assert make_app(clock=lambda: later.astimezone(timezone(timedelta(hours=5)))).trigger("j", None).created_at == later
+    early = make_app(clock=lambda: datetime(1, 2, 1, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError, match="before the year 1"):
+        early.purge_runs(timedelta(days=60))
 
 
 async def test_bad_arguments_get_validation_errors_not_storage_or_overflow_errors(make_app, clock):
@@ -1610,6 +1759,28 @@ async def test_a_run_that_logs_without_end_stores_the_limit_and_one_line_that_sa
         f"the limit is {limits.MAX_PROGRESS_MESSAGE_BYTES:,} (durably.limits.MAX_PROGRESS_MESSAGE_BYTES)]")
 
 
+async def test_log_and_progress_text_that_utf8_cannot_encode_is_escaped_not_an_error(make_app):
+    """A file name from os.listdir that is not UTF-8 holds a lone surrogate ("\\udcff"):
+    logging it, or showing it in the progress message, failed the run with a
+    ValidationError, although log and progress text is never an error (it is cut)."""
+    name = "report-\udcff.csv"
+
+    @job("j")
+    async def j(step, input):
+        step.log.info(f"reading {name}")
+        step.progress(1, 2, f"at {name}")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    events = record(app, "log:write")
+    run = app.trigger(j, None)
+    await app.process_one()
+    done = app.get_run(run.id)
+    assert done.status == "completed" and done.progress["message"] == "at report-\\udcff.csv"
+    assert [log.message for log in app.get_logs(run.id)] == ["reading report-\\udcff.csv"]
+    assert [e["message"] for e in events] == ["reading report-\\udcff.csv"]
+
+
 async def test_get_logs_pages_forward_and_gives_the_last_lines_in_order(make_app):
     """Guards defect 8: get_logs could only return every line of a run at once."""
     @job("j")
@@ -1729,3 +1900,141 @@ async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
     assert len(app.get_steps(big.id)[0].error.encode()) <= limits.MAX_ERROR_BYTES
     assert odd.error == "ValueError: bad \\ud800 text\\x00"  # NUL too: PostgreSQL cannot store it
     assert blank.error.startswith("Unprintable: <Unprintable whose message cannot be shown")
+
+
+async def test_a_job_raising_system_exit_or_a_base_exception_fails_its_run_once(make_app):
+    """A job that raised SystemExit (sys.exit() in a library it calls) or an exception not
+    derived from Exception left its run leased: executed again after each lease, for ever,
+    with only a worker:error each time (none at all when the exception's text raised)."""
+    class Abort(BaseException):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    calls = []
+
+    @job("exits")
+    async def exits(step, input):
+        await step.run("parse", lambda: calls.append("exits") or sys_exit(2))
+
+    @job("aborts")
+    async def aborts(step, input):
+        calls.append("aborts")
+        raise Abort()
+
+    @job("fine")
+    async def fine(step, input):
+        return input
+
+    app = make_app([exits, aborts, fine], lease_duration=1, lease_renew_interval=0.5)
+    errors = record(app, "worker:error")
+    runs = [app.trigger(exits), app.trigger(aborts), app.trigger(fine, 3)]
+    await app.start()
+    for run in runs[:2]:
+        with pytest.raises(RunFailedError):
+            await app.wait_for_run(run.id, timeout=10)
+    assert (await app.wait_for_run(runs[2].id, timeout=10)).output == 3
+    await app.stop()
+    exited, aborted = (app.get_run(r.id) for r in runs[:2])
+    assert exited.error == "SystemExit: 2" and exited.failed_step == "parse"
+    assert aborted.error.startswith("Abort: <Abort whose message cannot be shown")
+    assert sorted(calls) == ["aborts", "exits"] and errors == []
+
+
+def sys_exit(code: int) -> None:
+    raise SystemExit(code)
+
+
+async def test_ctrl_c_inside_a_step_hands_the_run_back_and_goes_on_up(make_app):
+    """KeyboardInterrupt (a second Ctrl-C under asyncio.run) is the process stopping, not
+    the job failing: it left the run leased, to resume only after its lease expired."""
+    @job("j")
+    async def j(step, input):
+        await step.run("first", lambda: 1)
+        await step.run("second", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    with pytest.raises(KeyboardInterrupt):
+        await app.process_one()
+    handed_back = app.get_run(run.id)
+    assert handed_back.status == "pending" and handed_back.error is None
+    assert [s.name for s in app.get_steps(run.id)] == ["first"]
+
+
+async def test_a_listener_whose_error_cannot_be_printed_breaks_neither_trigger_nor_run(make_app):
+    """A listener that raised an exception whose __str__ raises made trigger() raise after
+    the run was committed, and failed a run whose steps had all succeeded."""
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    def listener(event):
+        raise Unprintable()
+
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    app.on("run:trigger", listener)
+    app.on("step:complete", listener)
+    errors = record(app, "worker:error")
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).status == "completed" and app.get_run(run.id).output == 1
+    assert [e["context"] for e in errors] == ["listener for run:trigger", "listener for step:complete"]
+    assert all(e["error"].startswith("Unprintable: <Unprintable whose message cannot be shown") for e in errors)
+
+
+async def test_a_key_or_validator_error_that_cannot_be_printed_is_still_a_validation_error(make_app):
+    """A dict key whose __repr__ raises, or a validator raising an exception whose __str__
+    raises, escaped the checks as a RuntimeError instead of a ValidationError."""
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    def validator(value):
+        raise Unprintable()
+
+    @job("checked", input=validator)
+    async def checked(step, input):
+        return input
+
+    @job("odd-result")
+    async def odd_result(step, input):
+        await step.run("keys", lambda: {Opaque(): 1})
+
+    app = make_app([checked, odd_result])
+    with pytest.raises(ValidationError, match="object keys must be strings.*Opaque"):
+        app.trigger(odd_result, {Opaque(): 1})
+    with pytest.raises(ValidationError, match="rejected by its validator: Unprintable"):
+        app.trigger(checked, 1)
+    run = app.trigger(odd_result)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.failed_step == "keys" and "object keys must be strings" in failed.error
+    assert [r.id for r in app.get_runs()] == [run.id]
+
+
+async def test_serve_returns_once_the_worker_is_stopped_by_stop(make_app):
+    """serve() returned only after SIGINT or SIGTERM. Where there are no signals (a
+    thread, Pyodide) or when the program stops the worker itself with stop(), it waited
+    for ever after the worker had stopped."""
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    served = asyncio.ensure_future(app.serve())
+    run = app.trigger(j, 1)
+    assert (await app.wait_for_run(run.id, timeout=10)).output == 1  # serve started the worker
+    await app.stop()
+    await asyncio.wait_for(served, 10)
+    assert not app.running and app.status().workers == []
