@@ -1,6 +1,7 @@
 # One command to try it, one to test it:
 #   make demo   install what is missing, build site/, serve it on http://127.0.0.1:8000
-#   make test   install what is missing, build site/, run every test (CPython and browser)
+#   make test   install what is missing, build site/ and the test build, run every test
+#               (CPython and browser)
 #   make lint   ruff (lint; format on py/durably), mypy --strict, Biome and tsc on the JS
 
 PYTHON ?= python3
@@ -8,14 +9,14 @@ PORT ?= 8000
 # apt-get needs root; elsewhere go through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint build serve deps python-deps lint-deps chromium postgresql clean
+.PHONY: demo test lint build test-site serve deps python-deps lint-deps chromium postgresql clean
 
 demo: build
 	$(PYTHON) scripts/serve.py --port $(PORT)
 
 # The PostgreSQL and browser-bench tests fail rather than skip when deps could not install
 # what they need.
-test: deps build
+test: deps build test-site
 	DURABLY_REQUIRE_POSTGRES=1 DURABLY_REQUIRE_BROWSER=1 $(PYTHON) -m pytest
 
 # The same checks as .pre-commit-config.yaml. Python: ruff everywhere (the package's rules
@@ -32,8 +33,13 @@ lint: lint-deps node_modules/.package-lock.json
 lint-deps:
 	@$(PYTHON) -c "import ruff, mypy" 2>/dev/null || $(PYTHON) -m pip install -e '.[lint]'
 
+# The production site (what is deployed): no test page.
 build: node_modules/.package-lock.json
 	PYTHON=$(PYTHON) node scripts/build.mjs
+
+# The tests' and benchmarks' build: the same site plus test.html, in .cache/test-site.
+test-site: node_modules/.package-lock.json
+	PYTHON=$(PYTHON) node scripts/build.mjs --test-page --out .cache/test-site
 
 serve:
 	$(PYTHON) scripts/serve.py --port $(PORT)

@@ -25,8 +25,9 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEB = os.path.join(HERE, "web")
-# durably's built static site (npm run build at the root), served under /site/ for workload 4
-SITE = os.path.join(os.path.dirname(HERE), "site")
+# durably's test build of the site (npm run build:test at the root: the production site plus
+# its test page), served under /site/ for workload 4
+SITE = os.path.join(os.path.dirname(HERE), ".cache", "test-site")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -41,9 +42,9 @@ ISOLATED = {"/coji.html", "/dist/coji/coji.js", "/dist/coji/worker", "/dist/coji
 def available(page: str | None = None) -> str | None:
     """None when the browser bench can run (``page``: a load-only page it needs)."""
     if page and page.startswith("site/") and not os.path.exists(os.path.join(SITE, "index.html")):
-        return "durably's site is not built: npm ci && npm run build (at the repository root)"
+        return "durably's test site is not built: npm ci && npm run build:test (at the repository root)"
     if page == "pyodide.html" and not os.path.exists(os.path.join(SITE, "vendor", "pyodide", "pyodide.mjs")):
-        return "site/vendor/pyodide is missing: npm ci && npm run build (at the repository root)"
+        return ".cache/test-site/vendor/pyodide is missing: npm ci && npm run build:test (at the repository root)"
     if not os.path.exists(CHROMIUM):
         return f"{CHROMIUM} is missing: apt-get install -y chromium"
     try:
@@ -187,8 +188,10 @@ class BrowserSession:
 
         profile = self.profile_dir + "-load"
         shutil.rmtree(profile, ignore_errors=True)
+        # The service worker blocked: warm means the HTTP cache, as before the site had one
+        # (python -m bench.offline measures reloads served by it, and offline).
         ctx = self._pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, service_workers="block",
         )
         ctx.add_init_script(HOOK_READY)
         try:

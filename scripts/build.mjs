@@ -1,12 +1,20 @@
 // Builds site/: one self-contained static folder (no CDN, no server code, no special
 // headers) that can be uploaded as is to GitHub Pages, Netlify or any static host.
 //
-//   node scripts/build.mjs            (npm run build)
+//   node scripts/build.mjs                       (npm run build): the production site in site/
+//   node scripts/build.mjs --test-page --out DIR (npm run build:test): adds the tests' page
+//   options: --out DIR          write the site there instead of site/
+//            --test-page        add test.html, the browser tests' page; it takes job
+//                               modules, options and debug from its URL, so it is never part
+//                               of a production build (a crafted link could purge runs)
+//            --job-module FILE  ship this job module instead of the demo's (repeatable)
 //
 // Layout of the output, all relative so the site works under any base path:
 //   index.html, page.js, worker.js     our code (esbuild, ESM)
-//   test.html, test_page.js            the browser tests' page (web/test_page.*)
-//   manifest.json                      what the worker installs, and the versions
+//   sw.js                              the service worker (web/sw.js) with the precache list:
+//                                      every file below with its revision and SRI hash
+//   test.html, test_page.js            only with --test-page (web/test_page.*)
+//   manifest.json                      what the worker installs, with SHA-256s, and the versions
 //   vendor/pyodide/...                 Pyodide's runtime, copied from node_modules
 //   vendor/sqlite-wasm/...             sqlite-wasm's dist files, copied from node_modules
 //   wheels/<hash>/<name>.whl           micropip and durably; the hash in the folder name
@@ -20,17 +28,35 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import * as esbuild from "esbuild";
+import { injectManifest } from "workbox-build";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const site = path.join(root, "site");
 const cache = path.join(root, ".cache", "wheels");
 const python = process.env.PYTHON || "python3";
 
 const MICROPIP = "micropip-0.11.1-py3-none-any.whl";
+// The SHA-256 of that wheel on PyPI: pip refuses any other download, and a cached copy that
+// does not match is downloaded again. Change both together.
+const MICROPIP_SHA256 = "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3";
 // Python job modules shipped with the site; the worker imports each one after installing
 // durably. Plain modules rather than a wheel: a user adds a job file without packaging it.
 const JOB_MODULES = ["web/demo_jobs.py"];
+// The largest file the service worker may cache. Workbox's default (2 MiB) would leave
+// Pyodide's runtime (pyodide.asm.wasm, ~10 MB) and stdlib (~2.5 MB) out, and the site would
+// not boot offline; the build fails instead if a file is over this.
+const MAX_PRECACHE_FILE_BYTES = 32 * 1024 * 1024;
+
+const args = parseArgs({
+  options: {
+    out: { type: "string", default: path.join(root, "site") },
+    "test-page": { type: "boolean", default: false },
+    "job-module": { type: "string", multiple: true },
+  },
+}).values;
+const site = path.resolve(args.out);
+const jobModules = (args["job-module"] ?? JOB_MODULES.map((rel) => path.join(root, rel))).map((f) => path.resolve(f));
 
 function fail(message) {
   console.error(`build failed: ${message}`);
@@ -66,15 +92,24 @@ function placeWheel(file) {
 
 function micropipWheel() {
   const file = path.join(cache, MICROPIP);
+  if (fs.existsSync(file) && sha256(file) !== MICROPIP_SHA256) {
+    console.log(`${path.relative(root, file)} is not the pinned ${MICROPIP} (SHA-256 ${MICROPIP_SHA256}): downloading it again`);
+    fs.rmSync(file);
+  }
   if (!fs.existsSync(file)) {
     fs.mkdirSync(cache, { recursive: true });
     console.log(`downloading ${MICROPIP} (once; cached in .cache/wheels)`);
+    // pip checks the pinned hash itself (--require-hashes): it refuses any other file.
+    const requirements = path.join(cache, "micropip-requirements.txt");
+    fs.writeFileSync(requirements, `micropip==0.11.1 --hash=sha256:${MICROPIP_SHA256}\n`);
     run(python, [
       "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.14",
-      "micropip==0.11.1", "-d", cache,
+      "--require-hashes", "-r", requirements, "-d", cache,
     ]);
   }
   if (!fs.existsSync(file)) fail(`pip did not produce ${MICROPIP} in ${cache}`);
+  const digest = sha256(file);
+  if (digest !== MICROPIP_SHA256) fail(`${MICROPIP} has SHA-256 ${digest}, not the pinned ${MICROPIP_SHA256}`);
   return file;
 }
 
@@ -124,8 +159,48 @@ async function bundle(facts) {
   };
   await esbuild.build({ ...common, entryPoints: [path.join(root, "worker.js")], outfile: path.join(site, "worker.js") });
   await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "page.js")], outfile: path.join(site, "page.js") });
-  // The browser tests' page (test.html): small, unlinked, harmless to deploy.
-  await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "test_page.js")], outfile: path.join(site, "test_page.js") });
+  if (args["test-page"]) {
+    await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "test_page.js")], outfile: path.join(site, "test_page.js") });
+  }
+  // A classic script (module service workers are not in every browser yet); the precache
+  // list is injected after every other file is written (serviceWorker()).
+  await esbuild.build({
+    ...common,
+    format: "iife",
+    sourcemap: false,
+    minifySyntax: true, // drops Workbox's development-only logging
+    define: { "process.env.NODE_ENV": '"production"' },
+    entryPoints: [path.join(root, "web", "sw.js")],
+    outfile: path.join(site, "sw.js"),
+  });
+}
+
+// Fill sw.js's precache list: every file of the site (but sw.js itself and the source maps,
+// which only developer tools fetch) with a revision (a hash of its content; none for the
+// wheels, whose URL has their hash in it already) and an SRI hash the browser checks.
+async function serviceWorker() {
+  const sw = path.join(site, "sw.js");
+  const { count, size, warnings } = await injectManifest({
+    swSrc: sw,
+    swDest: sw,
+    globDirectory: site,
+    globPatterns: ["**/*"],
+    globIgnores: ["sw.js", "**/*.map"],
+    dontCacheBustURLsMatching: /^wheels\/[0-9a-f]{12}\//,
+    maximumFileSizeToCacheInBytes: MAX_PRECACHE_FILE_BYTES,
+    manifestTransforms: [
+      (entries) => ({
+        manifest: entries.map((entry) => ({
+          ...entry,
+          integrity: `sha384-${createHash("sha384").update(fs.readFileSync(path.join(site, entry.url))).digest("base64")}`,
+        })),
+      }),
+    ],
+  });
+  // Workbox leaves out a file it will not cache and only warns: a site that cannot boot
+  // offline. Refuse to build one.
+  if (warnings.length) fail(`the service worker's precache list is incomplete:\n${warnings.join("\n")}`);
+  return { count, size };
 }
 
 function vendor() {
@@ -154,14 +229,15 @@ async function main() {
   await bundle(facts);
   vendor();
   copy(path.join(root, "index.html"), path.join(site, "index.html"));
-  copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
+  if (args["test-page"]) copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
 
   const micropip = placeWheel(micropipWheel());
   const durably = placeWheel(durablyWheel());
-  const modules = JOB_MODULES.map((rel) => {
-    const name = path.basename(rel);
-    copy(path.join(root, rel), path.join(site, "jobs", name));
-    return { module: name.replace(/\.py$/, ""), url: `jobs/${name}`, sha256: sha256(path.join(root, rel)) };
+  const modules = jobModules.map((file) => {
+    const name = path.basename(file);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*\.py$/.test(name)) fail(`job module ${file}: the file name must be a Python module name ending in .py`);
+    copy(file, path.join(site, "jobs", name));
+    return { module: name.replace(/\.py$/, ""), url: `jobs/${name}`, sha256: sha256(file) };
   });
 
   const manifest = {
@@ -175,7 +251,12 @@ async function main() {
     jobModules: modules,
   };
   fs.writeFileSync(path.join(site, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
-  console.log(`built site/ in ${((Date.now() - started) / 1000).toFixed(1)} s: ${manifest.wheels.map((w) => w.file).join(", ")}`);
+  const precache = await serviceWorker();
+  console.log(
+    `built ${path.relative(process.cwd(), site) || "."}/ in ${((Date.now() - started) / 1000).toFixed(1)} s: ` +
+      `${manifest.wheels.map((w) => w.file).join(", ")}; precache ${precache.count} files, ` +
+      `${(precache.size / 1e6).toFixed(1)} MB${args["test-page"] ? "; with the test page" : ""}`,
+  );
 }
 
 main().catch((err) => fail(err.stack || String(err)));

@@ -75,10 +75,9 @@ export async function bootLeader({ post, initReceived, res }) {
   const sqlite3 = await boot.phase("sqlite", loadSqlite);
   const bridge = await openDatabase(boot, sqlite3, res);
 
-  // Download and check the wheels and job modules while Pyodide loads; the install phase
-  // only unpacks them. (A failure is reported by the install phase, in its turn.)
+  // Download and check micropip, the wheels and the job modules while Pyodide loads; the
+  // micropip and install phases only unpack them (and report a failure, each in its turn).
   const downloads = downloadCode(manifest);
-  downloads.catch(() => {});
   res.pyodide = await loadPython(boot, manifest, downloads);
   res.pyodide.registerJsModule("durably_bridge", bridge);
 
@@ -243,26 +242,52 @@ async function installPool(sqlite3) {
   );
 }
 
-// The wheels (status and SHA-256 checked against the manifest, so a half-deployed site says
-// so plainly) and the job modules' source, all fetched at once.
-async function downloadCode(manifest) {
-  const wheels = Promise.all(
-    manifest.wheels.map(async (w) => {
-      const res = await fetch(siteURL(w.url));
-      if (!res.ok) throw new BootError({ phase: "install", message: `cannot download ${w.url}: HTTP ${res.status}. Is the site fully deployed?` });
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      const digest = await sha256Hex(bytes);
-      if (digest !== w.sha256) {
-        throw new BootError({
-          phase: "install",
-          message: `${w.url} is not the wheel this site was built with (SHA-256 ${digest.slice(0, 12)}...): rebuild and redeploy the whole site/ folder`,
-        });
-      }
-      return { file: w.file, bytes };
-    }),
-  );
-  const modules = Promise.all(manifest.jobModules.map(async (m) => ({ module: m.module, text: await fetchOk(m.url, "text") })));
-  return { wheels: await wheels, modules: await modules };
+// Every file the worker installs (micropip, the wheels, the job modules), downloaded at once
+// and each checked against its SHA-256 in manifest.json, so a half-deployed or altered site
+// says which file is wrong instead of running code it was not built with. Each phase awaits
+// (and reports the failure of) its own part.
+function downloadCode(manifest) {
+  const micropip = fetchChecked(manifest.micropip, "micropip");
+  const wheels = Promise.all(manifest.wheels.map((w) => fetchChecked(w, "install")));
+  const modules = Promise.all(manifest.jobModules.map((m) => fetchChecked(m, "install")));
+  for (const p of [micropip, wheels, modules]) p.catch(() => {});
+  return { micropip, wheels, modules };
+}
+
+// One manifest entry ({url, sha256, file?, module?}): its bytes, once they match the hash.
+async function fetchChecked(entry, phase) {
+  let res;
+  try {
+    // no-cache: a host that lets browsers keep files for a while (GitHub Pages: 10 min) must
+    // not hand back a job module older than the manifest just read.
+    res = await fetch(siteURL(entry.url), { cache: "no-cache" });
+  } catch (err) {
+    throw new BootError({ phase, message: `cannot download ${entry.url}: ${err?.message ?? err}. Check the network and reload.` });
+  }
+  if (!res.ok) throw new BootError({ phase, message: `cannot download ${entry.url}: HTTP ${res.status}. Is the site fully deployed?` });
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const digest = await sha256Hex(bytes);
+  if (digest !== entry.sha256) {
+    throw new BootError({
+      phase,
+      message:
+        `${entry.url} is not the file this site was built with (SHA-256 ${digest.slice(0, 12)}..., ` +
+        `expected ${String(entry.sha256).slice(0, 12)}...): rebuild and redeploy the whole site/ folder`,
+    });
+  }
+  return { ...entry, bytes };
+}
+
+// Unpack a checked wheel into site-packages: our wheels and micropip are pure Python without
+// dependencies, so there is nothing for an installer to resolve.
+function unpackWheel(pyodide, wheel, phase) {
+  const purelib = pyodide.runPython("import sysconfig\nsysconfig.get_path('purelib')");
+  try {
+    pyodide.unpackArchive(wheel.bytes, "wheel", { extractDir: purelib });
+  } catch (err) {
+    const text = String(err?.message ?? err);
+    throw new BootError({ phase, message: `installing ${wheel.file} failed: ${lastLine(text)}`, detail: text });
+  }
 }
 
 /**
@@ -273,7 +298,8 @@ async function downloadCode(manifest) {
  *
  * @param {Boot} boot runs and reports the phases
  * @param {object} manifest the site's manifest.json
- * @param {Promise<{wheels, modules}>} downloads the checked wheels and the job modules' source
+ * @param {{micropip, wheels, modules}} downloads promises of the checked micropip wheel, wheels
+ *   and job modules ({...manifest entry, bytes})
  */
 export async function loadPython(boot, manifest, downloads) {
   const pyodide = await boot.phase("pyodide", async () => {
@@ -286,34 +312,20 @@ export async function loadPython(boot, manifest, downloads) {
   });
 
   await boot.phase("micropip", async () => {
-    const errors = [];
-    await pyodide.loadPackage(siteURL(manifest.micropip.url), {
-      messageCallback: () => {},
-      errorCallback: (msg) => errors.push(msg),
-    });
-    // loadPackage resolves even when a download failed: check that micropip is installed.
-    // find_spec finds it without importing it: the import costs ~0.5 s, which only the jobs
-    // that use micropip (to install packages from the site at run time) should pay.
-    const found = pyodide.runPython('import importlib.util\nimportlib.util.find_spec("micropip") is not None');
-    if (!found) throw new Error(`micropip did not load from ${manifest.micropip.url}: ${errors.join("; ") || "not installed"}`);
+    // Unpacked from its checked wheel, like ours; not imported: that costs ~0.5 s, which only
+    // the jobs that use micropip (to install packages from the site at run time) should pay.
+    unpackWheel(pyodide, await downloads.micropip, "micropip");
+    const found = pyodide.runPython('import importlib, importlib.util\nimportlib.invalidate_caches()\nimportlib.util.find_spec("micropip") is not None');
+    if (!found) throw new Error(`micropip is not importable after unpacking ${manifest.micropip.url}`);
   });
 
   await boot.phase("install", async () => {
-    // Unpack the wheels downloadCode() fetched and checked into site-packages. Our wheels are
-    // pure Python without dependencies: there is nothing for an installer to resolve, and
-    // unpacking the checked bytes is ~0.6 s faster than importing micropip to do it.
-    const purelib = pyodide.runPython("import sysconfig\nsysconfig.get_path('purelib')");
-    const { wheels, modules } = await downloads;
-    for (const w of wheels) {
-      try {
-        pyodide.unpackArchive(w.bytes, "wheel", { extractDir: purelib });
-      } catch (err) {
-        const text = String(err?.message ?? err);
-        throw new BootError({ phase: "install", message: `installing ${w.file} failed: ${lastLine(text)}`, detail: text });
-      }
-    }
+    // Unpack the wheels downloadCode() fetched and checked into site-packages: unpacking the
+    // checked bytes is ~0.6 s faster than importing micropip to install them.
+    for (const w of await downloads.wheels) unpackWheel(pyodide, w, "install");
+    const modules = await downloads.modules;
     pyodide.FS.mkdirTree(JOBS_DIR);
-    for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.text);
+    for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
     pyodide.runPython(
       `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\nimportlib.invalidate_caches()`,
     );

@@ -11,8 +11,13 @@
 // name is the Python class name (ValidationError, NotFoundError, ...), with its fields.
 // Durations (timeout, olderThan, the options) are in seconds, as in Python.
 // docs/protocol.md describes the messages underneath.
+//
+// connect() also registers the site's service worker (sw.js, next to this module), so the
+// site works offline after the first visit, and reports new versions to onStatus; the
+// client's applyUpdate() switches to one (web/offline.js).
 
 import { BootError, DurablyError, WorkerCrashedError } from "./errors.js";
+import { watchServiceWorker } from "./offline.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
 export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
@@ -26,12 +31,44 @@ export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
  *   leaseRenewInterval (seconds), maxConcurrentRuns, preserveSteps, retainRuns (an age as
  *   text: "30d", "12h", "15m")
  * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
- * @param {(msg: object) => void} [options.onStatus] every boot message, ready, and crashes
+ * @param {(msg: object) => void} [options.onStatus] every boot message, ready, crashes, and
+ *   the service worker's offline and update messages
  * @param {(err: Error) => void} [options.onCrash] the worker crashed after it was ready
  * @param {URL|string} [options.workerURL] where worker.js is (default: next to this module)
+ * @param {boolean} [options.offline] register the site's service worker (default true):
+ *   offline after the first visit, updates reported and applied safely
+ * @param {URL|string} [options.serviceWorkerURL] where sw.js is (default: next to this module)
  * @returns {Promise<object>} the client; rejects with a BootError
  */
-export function connect({
+export async function connect(settings = {}) {
+  const { offline = true, serviceWorkerURL = new URL("./sw.js", import.meta.url), onStatus = () => {} } = settings;
+  if (!offline) return startWorker(settings).connected;
+  let client = null;
+  const sw = watchServiceWorker({
+    url: serviceWorkerURL,
+    status: (msg) => reportStatus(onStatus, msg),
+    close: () => client?.close() ?? Promise.resolve(),
+  });
+  // A new version waits and this is the only tab: switch before starting anything.
+  if (await sw.atLoad()) return new Promise(() => {}); // the page reloads
+  const started = startWorker(settings);
+  client = started.client;
+  client.applyUpdate = sw.applyUpdate;
+  client.checkForUpdate = sw.checkForUpdate;
+  sw.register(started.connected);
+  return started.connected;
+}
+
+function reportStatus(onStatus, msg) {
+  try {
+    onStatus(msg);
+  } catch (err) {
+    console.error("[durably] onStatus threw:", err);
+  }
+}
+
+// The worker and its client; `connected` resolves with the client once the worker is ready.
+function startWorker({
   jobs = [],
   options = {},
   debug = false,
@@ -52,13 +89,7 @@ export function connect({
     rejectConnect = reject;
   });
 
-  const status = (msg) => {
-    try {
-      onStatus(msg);
-    } catch (err) {
-      console.error("[durably] onStatus threw:", err);
-    }
-  };
+  const status = (msg) => reportStatus(onStatus, msg);
 
   function fail(err) {
     if (failure) return;
@@ -175,6 +206,7 @@ export function connect({
     getRun: (id) => call("getRun", { id }),
     getRuns: (filter = {}) => call("getRuns", defined(filter)),
     getSteps: (id) => call("getSteps", { id }),
+    /** The run's log lines in order; `last: n` gives the last n, `afterId`/`limit` page forwards. */
     getLogs: (id, { afterId, limit, last } = {}) => call("getLogs", defined({ id, afterId, limit, last })),
     getStatus: () => call("getStatus"),
     cancel: (id) => call("cancel", { id }),
@@ -184,6 +216,14 @@ export function connect({
     waitForRun: (id, { timeout } = {}) => call("waitForRun", defined({ id, timeout })),
     /** The database file (WAL folded in) as a Uint8Array: it opens with CPython's durably. */
     exportDatabase: () => call("exportDatabase"),
+    /**
+     * Switch to a new version of the site that is ready ({type: "update", state: "ready"}):
+     * closes this worker (its run hands its lease back), lets the new version take over, and
+     * reloads every tab of the site. Resolves false when no new version waits.
+     */
+    applyUpdate: async () => false,
+    /** Ask the server for a new version now; true when one is downloading or ready. */
+    checkForUpdate: async () => false,
     /** Debug only (connect({debug: true})): run Python in the worker; the last expression's value. */
     evalPython: (code) => call("evalPython", { code }),
     /**
@@ -248,5 +288,5 @@ export function connect({
     options,
     debug: debug === true,
   });
-  return connected;
+  return { client, connected };
 }

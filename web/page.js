@@ -7,6 +7,9 @@ import { connect } from "./client.js";
 const PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import"];
 const MAX_EVENTS = 200;
 const MAX_RUNS = 50;
+// The run panel shows a run's last MAX_LOGS log lines: a run may log thousands, and the
+// panel is redrawn on each of its events.
+const MAX_LOGS = 200;
 // Example inputs for the demo jobs (web/demo_jobs.py); any other job starts from {}.
 const EXAMPLES = {
   crunch: { n: 5_000_000, chunks: 25 },
@@ -130,7 +133,49 @@ function onStatus(msg) {
   } else if (msg.type === "crashed") {
     statusLine.dataset.state = "error";
     statusLine.textContent = `The worker stopped: ${msg.message}`;
+  } else if (msg.type === "offline" || msg.type === "update") {
+    showOfflineStatus(msg);
   }
+}
+
+// -- offline and updates (the service worker; web/offline.js) ------------------------------
+
+let applyUpdate = null; // from the "update ready" message: works before the client is ready
+
+function showOfflineStatus(msg) {
+  const note = $("offline");
+  const banner = $("update");
+  if (msg.type === "offline") {
+    note.dataset.state = msg.state;
+    note.textContent =
+      msg.state === "ready"
+        ? "Works offline: this site's files are saved in your browser."
+        : msg.state === "installing"
+          ? "Saving this site's files for offline use..."
+          : `Online only: ${msg.message}`;
+  } else if (msg.state === "ready") {
+    applyUpdate = msg.applyUpdate;
+    banner.dataset.state = "ready";
+    $("update-text").textContent =
+      "A new version of this site is ready. It starts at the next load when this is the only tab of the site open, or now:";
+    $("update-btn").hidden = false;
+    banner.hidden = false;
+  } else if (msg.state === "failed") {
+    banner.dataset.state = "failed";
+    $("update-text").textContent = `A new version could not be saved (${msg.message}); this one keeps running.`;
+    $("update-btn").hidden = true;
+    banner.hidden = false;
+  } else if (msg.state === "activating") {
+    banner.hidden = true;
+    statusLine.dataset.state = "booting";
+    statusLine.textContent = "Switching to the new version of this site...";
+  }
+}
+
+async function onApplyUpdate() {
+  $("update-btn").disabled = true;
+  const switching = await act(() => applyUpdate());
+  if (!switching) $("update-btn").disabled = false;
 }
 
 function showBootError(err) {
@@ -323,7 +368,7 @@ const refreshDetail = throttled(async () => {
     $("detail-empty").hidden = false;
     return;
   }
-  const [run, steps, logs] = await Promise.all([durably.getRun(id), durably.getSteps(id), durably.getLogs(id)]);
+  const [run, steps, { logs, more }] = await Promise.all([durably.getRun(id), durably.getSteps(id), lastLogs(id)]);
   if (id !== selectedRun) return; // another run was selected meanwhile
   if (!run) {
     selectedRun = null;
@@ -378,6 +423,8 @@ const refreshDetail = throttled(async () => {
   }
   $("steps").tBodies[0].replaceChildren(...rows);
 
+  $("logs-note").hidden = !more;
+  $("logs-note").textContent = more ? `Only the last ${MAX_LOGS} lines are shown; earlier lines are left out.` : "";
   $("logs").tBodies[0].replaceChildren(
     ...logs.map((log) =>
       el(
@@ -392,6 +439,13 @@ const refreshDetail = throttled(async () => {
     ),
   );
 });
+
+// The run's last MAX_LOGS log lines, and whether it has more.
+async function lastLogs(id) {
+  const logs = await durably.getLogs(id, { last: MAX_LOGS + 1 });
+  const more = logs.length > MAX_LOGS;
+  return { logs: more ? logs.slice(-MAX_LOGS) : logs, more };
+}
 
 // -- events ---------------------------------------------------------------------------------
 
@@ -441,6 +495,7 @@ function onEvent(ev) {
 
 async function main() {
   $("api-error-close").addEventListener("click", clearError);
+  $("update-btn").addEventListener("click", onApplyUpdate);
   try {
     durably = await connect({ jobs: ["demo_jobs"], options: {}, debug: false, onStatus });
   } catch (err) {

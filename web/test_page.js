@@ -1,5 +1,8 @@
-// The browser tests' page: site/test.html?jobs=demo_jobs&debug=1&options={...}
+// The browser tests' page: test.html?jobs=demo_jobs&debug=1&options={...}[&offline=1]
 // Shows the boot as text (never HTML) and exposes the client as window.durably.
+// It takes its options and debug flag from the URL, so a crafted link could purge runs:
+// only test builds have it (node scripts/build.mjs --test-page), never a production site.
+// Its service worker is off unless offline=1, so most tests see the network as it is.
 
 import { connect } from "./client.js";
 
@@ -38,7 +41,7 @@ function onStatus(msg) {
 
 const jobs = (query.get("jobs") || "").split(",").filter(Boolean);
 const options = JSON.parse(query.get("options") || "{}");
-connect({ jobs, options, debug: query.get("debug") === "1", onStatus }).then(
+connect({ jobs, options, debug: query.get("debug") === "1", offline: query.get("offline") === "1", onStatus }).then(
   (durably) => {
     window.durably = durably;
     addEventListener("pagehide", () => durably.close());

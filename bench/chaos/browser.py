@@ -43,7 +43,8 @@ from . import checks
 from .ledger import Execution
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "site"
+# The test build (npm run build:test): the production site plus the test page it opens.
+SITE = ROOT / ".cache" / "test-site"
 CHROMIUM = os.environ.get("DURABLY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -319,7 +320,7 @@ def db_state(runs: list[dict], steps: dict[str, list[dict]], integrity: str) -> 
 
 def site_is_built() -> str | None:
     if not (SITE / "manifest.json").exists() or not (SITE / "test.html").exists():
-        return "site/ is not built: npm ci && npm run build"
+        return ".cache/test-site is not built: npm ci && npm run build:test"
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing: apt-get install -y chromium (never `playwright install`)"
     return None

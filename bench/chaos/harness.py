@@ -292,9 +292,13 @@ class Chaos:
             while actions or specs:
                 self.read_ledger()
                 self._check_alive()
-                # Trigger in step with the interruptions, so there is work all along.
+                # Trigger in step with the interruptions, so there is work all along. Each
+                # stop and term left needs a step in flight: keep one run untriggered for
+                # each, or the runs can all finish before it (a slow machine makes the
+                # interruptions slower than the workers) and it has nothing to interrupt.
                 done_frac = 1 - len(actions) / n_actions if n_actions else 1
-                want = min(o.runs, int(o.runs * done_frac) + backlog + extra)
+                reserve = sum(1 for kind in actions if kind != "kill")
+                want = min(o.runs - reserve, int(o.runs * done_frac) + backlog) + extra
                 triggered = len(self.tl.expected)
                 if want > triggered or not actions:
                     self.trigger_some(specs, max(want - triggered, 1) if actions else len(specs))

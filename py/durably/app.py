@@ -34,7 +34,7 @@ from .errors import (
 from .events import Event, EventBus
 from .jobs import Job, JobRegistry
 from .jsondata import check_json
-from .limits import JOB_SEEN_WINDOW, MAX_OFFSET, MAX_PAGE, MAX_PURGE_LIMIT, WORKER_STALE_AFTER
+from .limits import JOB_SEEN_WINDOW, MAX_OFFSET, MAX_PAGE, MAX_PURGE_LIMIT, MAX_TRIGGER_MANY, WORKER_STALE_AFTER
 from .models import RUN_STATUSES, LogRecord, Run, Status, StepRecord
 from .runtime import Runtime, call_in
 from .settings import Settings
@@ -112,8 +112,16 @@ class Durably:
             preserve_steps=preserve_steps,
             retain_runs=retain_runs,
         )
-        if clock is not None and not callable(clock):
-            raise ValidationError("clock must be a callable returning an aware datetime")
+        if clock is not None:
+            # Asked once here: a clock that gives a naive datetime (datetime.now()) would
+            # otherwise fail every trigger and claim with an error that does not name it.
+            sample = clock() if callable(clock) else None
+            if not isinstance(sample, datetime) or sample.utcoffset() is None:
+                got = f"it returned {sample!r}" if callable(clock) else f"got {clock!r}"
+                raise ValidationError(
+                    "clock must be a callable returning an aware datetime, e.g. "
+                    f"lambda: datetime.now(timezone.utc); {got}"
+                )
         self._clock: Clock = clock or system_clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         check_name(self.worker_id, "worker_id")
@@ -136,6 +144,11 @@ class Durably:
         )
         self._worker = Worker(self._runtime, host=worker_host)
         self._closed = False
+        if jobs is None:
+            jobs = ()
+        if isinstance(jobs, (Job, str)) or not isinstance(jobs, Iterable):
+            example = getattr(jobs.fn, "__name__", "my_job") if isinstance(jobs, Job) else "my_job"
+            raise ValidationError(f"jobs must be a list of jobs made with @job, e.g. jobs=[{example}]; got {jobs!r}")
         self._jobs.register(*jobs)
 
     # -- the settings, as attributes (read-only) ----------------------------------------------
@@ -232,10 +245,16 @@ class Durably:
         return run
 
     def trigger_many(self, job: Job | str, inputs: Sequence[Any], *, labels: dict[str, str] | None = None) -> list[Run]:
-        """Create one pending run per input, all in one transaction: all or nothing."""
+        """Create one pending run per input, all in one transaction: all or nothing. At most
+        ``limits.MAX_TRIGGER_MANY`` inputs per call."""
         self._check_open()
         if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
             raise ValidationError("trigger_many() takes a list of inputs")
+        if len(inputs) > MAX_TRIGGER_MANY:
+            raise ValidationError(
+                f"trigger_many() takes at most {MAX_TRIGGER_MANY:,} inputs (durably.limits.MAX_TRIGGER_MANY), "
+                f"got {len(inputs):,}; call it once per batch"
+            )
         self._jobs.for_trigger(job)  # a bad job is an error even with no inputs
         news = [self._new_run(job, item, None, None, None, labels) for item in inputs]
         with self._store.transaction():
@@ -403,7 +422,7 @@ class Durably:
         interrupted at its next ``await`` and its result is never stored; a worker in
         another process notices at its next step boundary or lease renewal."""
         self._check_open()
-        before = self._store.cancel(check_id(run_id), self._now())
+        before = self._store.cancel(check_id(run_id), self._now)
         self._runtime.interrupt_run(before.id, "user")
         self._events.emit("run:cancel", before.id, before.job_name, before.labels)
         self._waiters.notify(before.id)
@@ -519,8 +538,9 @@ class Durably:
 
     async def serve(self, *, on_signal: Callable[[str], Any] | None = None, stop_timeout: float | None = None) -> None:
         """Start, run until SIGINT or SIGTERM, then stop gracefully. A second signal stops
-        at once (the steps in flight are cancelled and their leases handed back). Where the
-        event loop takes no signal handlers (Pyodide), it runs until cancelled."""
+        at once (the steps in flight are cancelled and their leases handed back). Also
+        returns once the worker is stopped otherwise (``stop()`` from the program: the
+        only way where there are no signals, in a thread or in Pyodide)."""
         check_timeout(stop_timeout, "stop_timeout", zero=True)
         await self.start()
         loop = asyncio.get_running_loop()
@@ -543,10 +563,15 @@ class Durably:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # no signals here (e.g. Pyodide)
                 pass
+        signalled = asyncio.ensure_future(stop_requested.wait())
+        stopped = asyncio.ensure_future(self._worker.wait_stopped())
         try:
-            await stop_requested.wait()
-            await self.stop(stop_timeout)
+            await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop_requested.is_set():
+                await self.stop(stop_timeout)
         finally:
+            signalled.cancel()
+            stopped.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
 

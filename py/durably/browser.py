@@ -32,6 +32,7 @@ from typing import Any
 
 from . import __version__, limits
 from .app import Durably
+from .clock import parse_iso
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
@@ -78,7 +79,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
     try:
         init = json.loads(init_json)
-    except (TypeError, json.JSONDecodeError, RecursionError):
+    except (TypeError, ValueError, RecursionError):  # ValueError: also an integer too long to read
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
@@ -386,8 +387,8 @@ class BrowserHost:
             cutoff: Any = timedelta(seconds=older)
         elif isinstance(older, str):
             try:
-                cutoff = datetime.fromisoformat(older.replace("Z", "+00:00"))
-            except ValueError:
+                cutoff = parse_iso(older)  # without a zone it is UTC, like a stored timestamp
+            except (ValueError, OverflowError):
                 raise ValidationError(
                     f"olderThan must be an age in seconds or an ISO-8601 date, got {older!r}"
                 ) from None

@@ -29,7 +29,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .app import Durably
 from .clock import iso
@@ -224,19 +224,27 @@ def _runs(app: Durably, args: argparse.Namespace) -> int:
     runs = app.get_runs(status=args.status, job_name=args.job, labels=_labels(args.label), limit=args.limit)
     if args.json:
         for run in runs:
-            print(json.dumps(run.to_dict()))
+            print(_json(run.to_dict()))
         return 0
     print(f"{'ID':26}  {'JOB':20}  {'STATUS':9}  {'PROGRESS':10}  CREATED")
     for run in runs:
+        # str(): a hand-edited row may hold NULL or a BLOB where text belongs.
         print(
-            f"{run.id:26}  {run.job_name[:20]:20}  {run.status:9}  {_progress(run):10}  {run.to_dict()['created_at']}"
+            f"{str(run.id):26}  {str(run.job_name)[:20]:20}  {str(run.status):9}  {_progress(run):10}  "
+            f"{run.to_dict()['created_at']}"
         )
     return 0
 
 
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON for the terminal; a BLOB a hand edit left in a text column shows as the
+    browser protocol shows it, ``{"$bytes": "<hex>"}``."""
+    return json.dumps(value, indent=indent, default=lambda v: {"$bytes": v.hex()} if isinstance(v, bytes) else str(v))
+
+
 def _progress(run: Run) -> str:
     p = run.progress
-    if not p:
+    if not isinstance(p, dict) or p.get("current") is None:  # none yet, or a hand edit
         return "-"
     return f"{p['current']}/{p['total']}" if p.get("total") is not None else str(p["current"])
 
@@ -252,7 +260,7 @@ def _show(app: Durably, args: argparse.Namespace) -> int:
     left_out = app.count_logs(run.id) - len(logs) if len(logs) == SHOW_LOGS else 0
     if left_out > 0:
         out["logs_left_out"] = left_out
-    print(json.dumps(out, indent=2))
+    print(_json(out, indent=2))
     if left_out > 0:
         print(
             f"durably: showing the last {SHOW_LOGS:,} log lines; {left_out:,} earlier lines were left out "
@@ -274,11 +282,11 @@ def _status(app: Durably, args: argparse.Namespace) -> int:
         )
         for w in status.workers + status.stale_workers:
             state = "live " if w in status.workers else "stale"
-            ago = (now - w.heartbeat_at).total_seconds()
+            beat = "unreadable" if w.heartbeat_at is None else f"{(now - w.heartbeat_at).total_seconds():.0f} s ago"
             where = w.host if w.pid is None else f"{w.host} pid {w.pid}"
             print(
                 f"  {state} {w.worker_id}  {where}  durably {w.version}  concurrency {w.concurrency}  "
-                f"heartbeat {ago:.0f} s ago  jobs: {', '.join(w.jobs) or '-'}"
+                f"heartbeat {beat}  jobs: {', '.join(w.jobs) or '-'}"
             )
         print("runs: " + ", ".join(f"{name} {count}" for name, count in status.runs.items()))
         if status.unhandled:

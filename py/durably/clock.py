@@ -33,10 +33,16 @@ def iso(dt: datetime) -> str:
 
 
 def parse_iso(text: str | None) -> datetime | None:
+    """Read a stored timestamp as an aware UTC datetime. Text without a zone is UTC (as
+    SQLite's own ``datetime('now')`` writes it); another offset is converted to UTC.
+    Raises ValueError (or TypeError, OverflowError) for anything else."""
     if text is None:
         return None
     # fromisoformat is C code and reads the trailing "Z" (Python 3.11+); strptime is slow.
-    return datetime.fromisoformat(text)
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is not UTC:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt
 
 
 def add_seconds(dt: datetime, seconds: float) -> datetime:

@@ -68,7 +68,9 @@ class Dialect:
 # expiry if that worker died, clears it). A pending run waits while any other run of its key
 # is leased, even with an expired lease: that run's worker may only be slow, not dead, and
 # may still be executing a step. The expired run itself is claimable (taken over, its old
-# worker fenced out) unless another run of its key holds a live lease.
+# worker fenced out) unless another run of its key holds a live lease. A row without an id
+# (SQLite allows a NULL TEXT primary key; only a hand edit makes one) would sort first and
+# match no `id = ?`, so the claim would find nothing for ever: such rows are skipped.
 _HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
 _FREE_KEY_PENDING = (
     f"(r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY} AND (o.status = 'leased'"
@@ -96,12 +98,13 @@ def _sqlite_claim_sql(jobs: int) -> str:
                     SELECT id FROM (
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'pending' AND +r.job_name IN ({marks}) AND {_FREE_KEY_PENDING}
+                            WHERE r.status = 'pending' AND r.id IS NOT NULL
+                              AND +r.job_name IN ({marks}) AND {_FREE_KEY_PENDING}
                             ORDER BY r.id LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
                             SELECT r.id FROM durably_runs r
-                            WHERE r.status = 'leased' AND r.lease_expires_at < ?
+                            WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.id IS NOT NULL
                               AND +r.job_name IN ({marks}) AND {_FREE_KEY_EXPIRED}
                             ORDER BY r.id LIMIT 1))
                     ORDER BY id LIMIT 1)

@@ -85,12 +85,27 @@ class Sqlite3Driver:
         self._sqlite3 = sqlite3
         self.path = path
         memory = path == ":memory:"
+        try:
+            if "\x00" in path:
+                raise ValueError("NUL")
+            os.fsencode(path)
+        except (UnicodeError, ValueError):
+            raise ValidationError(
+                f"the database path {path!r} cannot be a file name (it holds a NUL or an unpaired surrogate)"
+            ) from None
+        if not memory and os.path.isdir(path):
+            raise StorageError(
+                f"cannot open the database {path!r}: {path!r} is a folder; give the path of a database file "
+                f"in it, e.g. {os.path.join(path, 'jobs.db')!r}",
+                code="SQLITE_CANTOPEN",
+            )
         self._wal_pending = not memory
         try:
             if create or memory:
                 target, uri = path, False
             else:
-                target, uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw", True
+                # Quoted as bytes: a file name that is not UTF-8 ("\udcff" in Python) is fine.
+                target, uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=rw", True
             self._conn = sqlite3.connect(
                 target,
                 isolation_level=None,
@@ -135,6 +150,11 @@ def _storage_error(exc: Exception, context: str | None = None) -> StorageError:
     message = str(exc)
     if code == "SQLITE_CANTOPEN":
         message += " (does its folder exist, and may this process write there?)"
+    elif message.startswith("no such table: durably_"):  # the schema's version says it exists
+        message += (
+            " (this database records a durably schema but lacks one of its tables, e.g. dropped "
+            "by hand; restore the file from a backup)"
+        )
     if context:
         message = f"{context}: {message}"
     return sqlite_error(message, code)

@@ -44,6 +44,7 @@ from typing import Any
 
 from .clock import Clock, iso
 from .errors import ValidationError
+from .validation import describe
 
 logger = logging.getLogger("durably")
 
@@ -121,7 +122,7 @@ class EventBus:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on(self, event_type: str, handler: Listener) -> Callable[[], None]:
-        if event_type != "*" and event_type not in EVENT_TYPES:
+        if not isinstance(event_type, str) or (event_type != "*" and event_type not in EVENT_TYPES):
             raise ValidationError(
                 f"unknown event type {event_type!r}; use '*' or one of: {', '.join(sorted(EVENT_TYPES))}"
             )
@@ -181,7 +182,9 @@ class EventBus:
         task.add_done_callback(self._tasks.discard)
 
     def _listener_failed(self, event: Event, exc: Exception) -> None:
-        logger.error("durably: a listener for %s failed: %r", event.type, exc, exc_info=exc)
+        # describe: the listener's exception may be one whose __str__ raises as well.
+        error = describe(exc)
+        logger.error("durably: a listener for %s failed: %s", event.type, error, exc_info=exc)
         if event.type == "worker:error":
             return  # do not loop: a failing worker:error listener is only logged
         self.emit(
@@ -189,6 +192,6 @@ class EventBus:
             event.run_id,
             event.job_name,
             event.labels,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
             context=f"listener for {event.type}",
         )

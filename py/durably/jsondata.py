@@ -8,11 +8,15 @@ characters is its size in UTF-8 bytes, and a size limit costs one ``len()``.
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from typing import Any
 
 from . import limits
 from .errors import ValidationError
 from .limits import MAX_DEPTH
+from .validation import shown
 
 # One encoder, made once: json.dumps with any option builds a new encoder on every call.
 JSON_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
@@ -62,7 +66,8 @@ def _check_keys(value: Any, what: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(
-                    f"{what} must be JSON data: object keys must be strings, got the key {key!r} ({type(key).__name__})"
+                    f"{what} must be JSON data: object keys must be strings, got the key {shown(key)} "
+                    f"({type(key).__name__})"
                 )
             if isinstance(item, (dict, list, tuple)):
                 _check_keys(item, what, depth + 1)
@@ -94,13 +99,45 @@ def nested_too_deep(value: Any) -> bool:
 _DEEP_TEXT = 2 * (MAX_DEPTH + 1)
 
 
+def too_many_digits(what: str) -> ValidationError:
+    """The error for JSON text with an integer longer than Python reads (``json`` raises a
+    plain ValueError for it, not a JSONDecodeError)."""
+    return ValidationError(
+        f"{what} holds an integer of more than {sys.get_int_max_str_digits()} digits, more than "
+        "Python reads; send such a number as a string"
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"it holds the number {text[:40]}, too large for a float")
+    return value
+
+
+# Strict decoders: NaN and Infinity are not JSON, and a literal such as 1e999 decodes to
+# an infinite float; strict JSON (the browser host's replies) cannot encode either again.
+# A custom parse_float costs a Python call per float, so it is used only for texts that
+# hold an exponent of three digits or a run of 300 digits, the only ways to overflow.
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)
+_STRICT_FLOATS = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_MAYBE_HUGE = re.compile(r"[eE][+]?[0-9]{3}|[0-9]{300}")
+
+
 def loads_stored(text: Any) -> Any:
-    """Decode JSON text read from the database. Raises ValueError if it is not JSON or nests
-    deeper than ``MAX_DEPTH`` (an older durably, or a hand edit, may have stored it), so
-    every value durably hands out can be encoded again anywhere. Nesting is walked only
-    when the text is long enough and holds enough brackets to exceed the limit: a short
-    value costs one ``len()``, a long one two ``str.count`` calls."""
-    value = json.loads(text)
+    """Decode JSON text read from the database. Raises ValueError if it is not JSON, holds
+    a number that is not finite (NaN, Infinity, 1e999) or nests deeper than ``MAX_DEPTH``
+    (an older durably, or a hand edit, may have stored it), so every value durably hands
+    out can be encoded again anywhere. Nesting is walked only when the text is long enough
+    and holds enough brackets to exceed the limit: a short value costs one ``len()``, a
+    long one two ``str.count`` calls."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    value = (_STRICT_FLOATS if _MAYBE_HUGE.search(text) else _STRICT).decode(text)
     if (
         len(text) >= _DEEP_TEXT
         and isinstance(value, (dict, list))
@@ -134,6 +171,8 @@ def parse_json(text: str, what: str, hint: str = "") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{what} is not valid JSON ({exc}){hint}") from None
+    except ValueError:  # an integer too long to read
+        raise too_many_digits(what) from None
     except RecursionError:
         raise ValidationError(
             f"{what} is nested too deep to read; JSON values may nest at most {MAX_DEPTH} levels "

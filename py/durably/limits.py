@@ -64,6 +64,9 @@ MAX_PAGE = 1_000_000
 MAX_OFFSET = 2**53 - 1
 #: Values in one ``status`` or ``job_name`` filter of ``get_runs``.
 MAX_FILTER_VALUES = 100
+#: Inputs in one ``trigger_many`` (the page's ``triggerMany``): runs created in one
+#: transaction, returned in one reply. Call it again for more.
+MAX_TRIGGER_MANY = 10_000
 
 # -- options: every duration and count is finite, with these maxima -----------------------
 

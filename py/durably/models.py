@@ -45,8 +45,9 @@ class Run(_Record):
     ``coalesce="skip"`` returned the pending run of the same concurrency key.
 
     ``decode_error`` is None, or says which stored fields could not be read (an older
-    durably or a hand edit stored JSON that is invalid or nested deeper than
-    ``limits.MAX_DEPTH``, or a timestamp that is not one): those fields read as None
+    durably or a hand edit stored JSON that is invalid, nested deeper than
+    ``limits.MAX_DEPTH`` or holding a number that is not finite, or a timestamp that is
+    not one): those fields read as None
     (``labels`` as ``{}``) and the rest of the run as stored. A worker that claims such a
     run fails it with this error instead of executing it.
     """
@@ -88,7 +89,8 @@ class StepRecord(_Record):
     error: str | None
     started_at: datetime
     completed_at: datetime
-    #: None, or why ``output`` (then None) could not be read: see ``Run.decode_error``.
+    #: None, or why ``output`` or a timestamp (then None) could not be read: see
+    #: ``Run.decode_error``.
     decode_error: str | None = None
 
 
@@ -103,7 +105,8 @@ class LogRecord(_Record):
     message: str
     data: Any
     created_at: datetime
-    #: None, or why ``data`` (then None) could not be read: see ``Run.decode_error``.
+    #: None, or why ``data`` or ``created_at`` (then None) could not be read: see
+    #: ``Run.decode_error``.
     decode_error: str | None = None
 
 
@@ -113,7 +116,8 @@ class WorkerRecord(_Record):
 
     ``host`` is the machine's name (``"browser"`` for the browser's worker), ``pid`` its
     process id (None in the browser), ``jobs`` the job names it registers, ``version``
-    its durably version, ``concurrency`` its ``max_concurrent_runs``."""
+    its durably version, ``concurrency`` its ``max_concurrent_runs``. A timestamp that
+    cannot be read (a hand edit) is None; such a worker counts as dead."""
 
     worker_id: str
     host: str

@@ -9,6 +9,7 @@ for what a row may hold: a field that cannot be read is replaced and named in th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from .clock import parse_iso
@@ -123,17 +124,18 @@ def step_from_row(row: Sequence[Any]) -> StepRecord:
     """A StepRecord from a row of ``STEP_COLUMNS``."""
     run_id, name, index, status, output, error, started_at, completed_at = row
     value, problem = read_stored(output, "output")
-    # The timestamps are NOT NULL in the schema.
-    started, completed = parse_iso(started_at), parse_iso(completed_at)
-    return StepRecord(run_id, name, index, status, value, error, started, completed, problem)  # type: ignore[arg-type]
+    started, late = read_time(started_at, "started_at")
+    completed, later = read_time(completed_at, "completed_at")
+    problems = _problems(problem, late, later)
+    return StepRecord(run_id, name, index, status, value, error, started, completed, problems)  # type: ignore[arg-type]
 
 
 def log_from_row(row: Sequence[Any]) -> LogRecord:
     """A LogRecord from a row of ``LOG_COLUMNS``."""
     id, run_id, step_name, level, message, data, created_at = row
     value, problem = read_stored(data, "data")
-    created = parse_iso(created_at)  # NOT NULL in the schema
-    return LogRecord(id, run_id, step_name, level, message, value, created, problem)  # type: ignore[arg-type]
+    created, late = read_time(created_at, "created_at")
+    return LogRecord(id, run_id, step_name, level, message, value, created, _problems(problem, late))  # type: ignore[arg-type]
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
@@ -147,6 +149,21 @@ def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
         jobs=[j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else [],
         version=version,
         concurrency=concurrency,
-        started_at=parse_iso(started_at),  # type: ignore[arg-type]  # NOT NULL in the schema
-        heartbeat_at=parse_iso(heartbeat_at),  # type: ignore[arg-type]
+        # An unreadable heartbeat (a hand edit) reads as None: that worker counts as dead.
+        started_at=read_time(started_at, "started_at")[0],  # type: ignore[arg-type]
+        heartbeat_at=read_time(heartbeat_at, "heartbeat_at")[0],  # type: ignore[arg-type]
     )
+
+
+def read_time(text: Any, what: str) -> tuple[datetime | None, str | None]:
+    """``(timestamp, None)``, or ``(None, why)`` when stored ``text`` is not a timestamp."""
+    try:
+        return parse_iso(text), None
+    except Exception as exc:
+        return None, f"the stored {what} cannot be read ({type(exc).__name__}: {short(exc)})"
+
+
+def _problems(*problems: str | None) -> str | None:
+    """The decode problems of one record, joined; None if there are none."""
+    found = [p for p in problems if p]
+    return "; ".join(found) if found else None

@@ -58,6 +58,11 @@ class StopRequested(BaseException):
     job's ``except Exception`` does not swallow it."""
 
 
+# What a step body may raise that is not the step failing: the run is stopped, cancelled
+# or interrupted, and ends some other way (see Runtime._run_job).
+_NOT_FAILURES = (StopRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+
+
 def _nothing(run_id: str) -> None:
     pass
 
@@ -196,7 +201,14 @@ class Runtime:
         except StorageError as exc:
             self._storage_failed(ctx, exc)
             return
-        except Exception as exc:
+        except KeyboardInterrupt:
+            # Ctrl-C: the process is stopping, the job did not fail. Hand the run back (it
+            # resumes at its first unfinished step) and let the interrupt go on.
+            self._release(ctx)
+            raise
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # whatever the job raised, SystemExit included: it fails
             self._fail(ctx, exc)
             return
         if self._write_end(ctx, self.store.complete_run, output_json=output_json):
@@ -221,8 +233,9 @@ class Runtime:
             value = fn()
             if inspect.isawaitable(value):
                 value = await value
-        except Exception as exc:
-            ctx.failure = StepFailure(index, name, started_at, exc)
+        except BaseException as exc:
+            if not isinstance(exc, _NOT_FAILURES):
+                ctx.failure = StepFailure(index, name, started_at, exc)
             raise
         if ctx.cancel_reason is not None:
             # Cancelled while a synchronous step ran: its result is never stored.
@@ -267,7 +280,7 @@ class Runtime:
 
     # -- how runs end -----------------------------------------------------------------------
 
-    def _fail(self, ctx: RunContext, exc: Exception) -> None:
+    def _fail(self, ctx: RunContext, exc: BaseException) -> None:
         failure = ctx.failure if ctx.failure is not None and _caused_by(exc, ctx.failure.exc) else None
         error = describe(exc)
         step = None
@@ -423,14 +436,15 @@ class Runtime:
 
     def report(self, exc: BaseException, context: str, ctx: RunContext | None = None) -> None:
         """A failure the worker goes on after: logged, and emitted as ``worker:error``."""
-        logger.error("durably: %s: %r", context, exc)
+        error = describe(exc)  # never raises, whatever the exception's __str__ does
+        logger.error("durably: %s: %s", context, error)
         run = ctx.run if ctx else None
         self.events.emit(
             "worker:error",
             run.id if run else None,
             run.job_name if run else None,
             run.labels if run else None,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
             context=context,
         )
 

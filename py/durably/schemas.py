@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Union, cast
 
 from .errors import ValidationError
+from .validation import shown
 
 
 class Schema:
@@ -55,7 +56,7 @@ class PydanticSchema(Schema):
         try:
             return self.cls.model_validate(data)  # type: ignore[attr-defined]
         except Exception as exc:  # pydantic.ValidationError; pydantic is optional
-            raise ValidationError(f"{what} does not match {self.cls.__name__}: {exc}") from None
+            raise ValidationError(f"{what} does not match {self.cls.__name__}: {shown(exc, 4000)}") from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what).model_dump(mode="json")
@@ -73,7 +74,9 @@ class CallableSchema(Schema):
         except ValidationError:
             raise
         except Exception as exc:
-            raise ValidationError(f"{what} was rejected by its validator: {type(exc).__name__}: {exc}") from None
+            raise ValidationError(
+                f"{what} was rejected by its validator: {type(exc).__name__}: {shown(exc, 4000)}"
+            ) from None
 
     def dump(self, value: Any, what: str) -> Any:
         return self.load(value, what)

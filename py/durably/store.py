@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -605,9 +605,14 @@ class Store:
 
     # -- operations on runs -----------------------------------------------------------------
 
-    def cancel(self, run_id: str, now: str) -> Run:
-        """Cancel a pending or leased run at once. Returns the run as it was before."""
+    def cancel(self, run_id: str, now: Callable[[], str]) -> Run:
+        """Cancel a pending or leased run at once. Returns the run as it was before.
+
+        ``now`` is called once the write lock is held: a timestamp taken before waiting
+        for it would be earlier than the steps other workers commit meanwhile, and the
+        run would read as cancelled before its last steps completed."""
         with self._write():
+            stamp = now()
             row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
@@ -621,7 +626,7 @@ class Store:
                 # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
                 f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
-                (now, now, run_id),
+                (stamp, stamp, run_id),
             )
         return run
 
@@ -753,8 +758,9 @@ class Store:
         """Runs by status, and pending runs by job name."""
         with self._read():
             by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
+            # CAST: a hand edit may leave a BLOB where a job name belongs; names stay text.
             pending, _ = self._x(
-                "SELECT job_name, COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY job_name"
+                "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY 1"
             )
         return RunCounts(dict(by_status), dict(pending))
 

@@ -60,14 +60,13 @@ def check_text(value: str, what: str) -> str:
 def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) -> str:
     """``value`` if its UTF-8 form fits in ``max_bytes``; else its head (whole characters)
     with a note of what was cut (naming ``limit``, a name in durably.limits, if given).
-    Raises ValidationError for text UTF-8 cannot encode."""
-    if len(value) * 4 <= max_bytes:  # a character is at most 4 bytes: surely fits
-        return check_text(value, what)
+    Lone surrogates, which UTF-8 cannot encode (a file name that is not UTF-8, read with
+    ``os.listdir``), are written as escapes (``\\udcff``): text that is cut is never an error."""
     try:
         data = value.encode("utf-8")
     except UnicodeEncodeError:
-        check_text(value, what)
-        raise
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = value.encode("utf-8")
     if len(data) <= max_bytes:
         return value
     where = f" (durably.limits.{limit})" if limit else ""
@@ -83,13 +82,19 @@ def safe_text(value: Any, max_bytes: int) -> str:
         text = value if isinstance(value, str) else str(value)
     except Exception as exc:  # an exception whose __str__ itself fails
         text = f"<{type(value).__name__} whose message cannot be shown: {type(exc).__name__}>"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if "\x00" in text:  # storable in SQLite, not in PostgreSQL: the same text on both
         text = text.replace("\x00", "\\x00")
     return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")
+
+
+def shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` (``str`` for an exception) for a message, whatever its ``__repr__`` or
+    ``__str__`` does, cut to ``limit`` characters."""
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def describe(exc: BaseException) -> str:
@@ -211,7 +216,10 @@ def purge_cutoff(older_than: Any, now: datetime) -> datetime:
                 f"older_than is an age of at most {int(MAX_RETENTION // 86400)} days "
                 f"(durably.limits.MAX_RETENTION), got {older_than}"
             )
-        return now - older_than
+        try:
+            return now - older_than
+        except OverflowError:  # an age reaching back before year 1 (a clock set oddly)
+            raise ValidationError(f"older_than reaches back before the year 1: {older_than} before {now}") from None
     if isinstance(older_than, datetime):
         if older_than.tzinfo is None:
             raise ValidationError("older_than must be timezone-aware (e.g. datetime.now(timezone.utc))")

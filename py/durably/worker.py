@@ -59,6 +59,12 @@ class Worker:
         self._heartbeat()  # records this worker; then every HEARTBEAT_INTERVAL
         self._loop_task = asyncio.ensure_future(self._run_loop())
 
+    async def wait_stopped(self) -> None:
+        """Return once the loop has ended (``stop()``), at once if it is not running."""
+        task = self._loop_task
+        if task is not None:
+            await asyncio.wait({task})
+
     async def stop(self, timeout: float | None) -> None:
         """Start no new run; let each run in flight reach its next step boundary and hand
         its lease back; past ``timeout`` seconds interrupt the steps still running."""
@@ -145,7 +151,7 @@ class Worker:
         while claimed is not None:
             try:
                 await runtime.execute(claimed)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # a bug in durably itself: report it, keep the worker
                 runtime.report(exc, f"executing run {claimed.run.id}")

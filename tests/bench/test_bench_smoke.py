@@ -79,3 +79,21 @@ def test_quick_browser_bench_measures_the_opfs_floor_in_chromium(tmp_path):
     for case in measured:
         raw = case["raw"]["browser-floor"]
         assert len(raw) == 1 and "error" not in raw[0], raw
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_offline_bench_reports_offline_and_online_reloads_side_by_side(tmp_path):
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is missing: apt-get install -y chromium")
+    out = tmp_path / "offline.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.offline", "--reloads", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("precache:", "first visit:", "online, no service worker", "online, service worker", "offline (server stopped)"):
+        assert line in proc.stdout, proc.stdout
+    res = json.loads(out.read_text())
+    assert res["precache"]["bytes"] > 10_000_000  # Pyodide's runtime is in it
+    assert len(res["offline_ms"]) == len(res["online_no_sw_ms"]) == 1

@@ -1,8 +1,15 @@
 """Fixtures for the browser tests: the built site, a static server on 127.0.0.1, and
 Debian's Chromium driven by pytest-playwright.
 
-The site is (re)built here when site/ is missing or older than any of its sources, so plain
-``python -m pytest`` works after ``npm ci``; ``make test`` builds it before pytest anyway.
+The tests use a test build of the site in .cache/test-site (``node scripts/build.mjs
+--test-page --out .cache/test-site``, ``npm run build:test``): the production site plus
+test.html, the page that takes job modules, options and debug from its URL, which a
+production build never ships. It is (re)built here when it is missing or older than any of
+its sources, so plain ``python -m pytest`` works after ``npm ci``. ``production_site`` is a
+production build (no test page) in a temporary folder, for the tests of what is deployed.
+
+The site's service worker is blocked in every browser context (``browser_context_args``), so
+the tests see the network as it is; tests/browser/test_offline.py opens contexts that allow it.
 Playwright's own browser download does not work on these machines and is never used: the
 tests drive /usr/bin/chromium (Debian's ``chromium`` package).
 """
@@ -22,7 +29,7 @@ from urllib.parse import urlencode
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "site"
+SITE = ROOT / ".cache" / "test-site"
 CHROMIUM = os.environ.get("DURABLY_CHROMIUM", "/usr/bin/chromium")
 # Cold boots here take ~3-7 s (Pyodide dominates); leave room for a loaded machine.
 BOOT_TIMEOUT_MS = 120_000
@@ -57,19 +64,41 @@ def _site_is_stale() -> bool:
     return any(p.stat().st_mtime > built for p in _site_sources())
 
 
+def build_site(out: Path, *, test_page: bool = False, job_modules: tuple[Path, ...] = ()) -> Path:
+    """Build the site into ``out`` with scripts/build.mjs; fails the test if the build fails."""
+    if not (ROOT / "node_modules" / "esbuild").exists():
+        pytest.fail("node_modules is missing: run `npm ci` (or `make test`) before the browser tests")
+    if shutil.which("node") is None:
+        pytest.fail("Node.js is needed to build the site (scripts/build.mjs)")
+    command = ["node", "scripts/build.mjs", "--out", str(out)]
+    if test_page:
+        command.append("--test-page")
+    for module in job_modules:
+        command += ["--job-module", str(module)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+    if result.returncode != 0:
+        pytest.fail(f"building the site failed:\n{result.stdout}\n{result.stderr}")
+    return out
+
+
 @pytest.fixture(scope="session")
 def built_site() -> Path:
+    """The test build (production site + test.html), rebuilt when a source changed."""
     if _site_is_stale():
-        if not (ROOT / "node_modules" / "esbuild").exists():
-            pytest.fail("node_modules is missing: run `npm ci` (or `make test`) before the browser tests")
-        if shutil.which("node") is None:
-            pytest.fail("Node.js is needed to build the site (scripts/build.mjs)")
-        result = subprocess.run(
-            ["node", "scripts/build.mjs"], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-        )
-        if result.returncode != 0:
-            pytest.fail(f"building the site failed:\n{result.stdout}\n{result.stderr}")
+        build_site(SITE, test_page=True)
     return SITE
+
+
+@pytest.fixture(scope="session")
+def site_builder():
+    """``build_site`` for tests that build a site of their own (a second version, ...)."""
+    return build_site
+
+
+@pytest.fixture(scope="session")
+def production_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A production build (``npm run build``), as deployed: no test page."""
+    return build_site(tmp_path_factory.mktemp("production") / "site")
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +111,13 @@ def site_url(built_site: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    # The site's service worker would serve later loads of a test from its cache; only the
+    # tests of offline use and updates (test_offline.py) want it, in contexts of their own.
+    return {**browser_context_args, "service_workers": "block"}
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +147,7 @@ class Durably:
     """What a test does to a page of the site: open the test page, wait for the boot, call
     the client, run SQL in the worker.
 
-    ``site/test.html`` (web/test_page.*) boots the worker through ``web/client.js`` with the
+    ``test.html`` of the test build (web/test_page.*) boots the worker through ``web/client.js`` with the
     job modules, options and debug flag of its query string and sets ``window.durably`` to
     the connected client. The demo page (index.html) sets ``window.durably`` the same way, so
     ``call``/``sql``/``wait_until_ready`` work on both (``sql`` and ``eval`` need debug).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import urlparse
 
@@ -101,10 +102,18 @@ def test_a_second_tab_waits_for_the_first_and_takes_over_when_it_closes(context,
 
 
 def test_a_job_module_that_fails_to_import_is_shown_with_its_traceback(context, site_url, durably):
-    context.route(
-        "**/jobs/demo_jobs.py",
-        lambda route: route.fulfill(status=200, content_type="text/x-python", body="import durably\nraise RuntimeError('job file is broken')\n"),
-    )
+    broken = b"import durably\nraise RuntimeError('job file is broken')\n"
+    context.route("**/jobs/demo_jobs.py", lambda route: route.fulfill(status=200, content_type="text/x-python", body=broken))
+
+    def manifest(route):
+        # The worker checks each file against manifest.json: a site built with this module.
+        data = route.fetch().json()
+        for entry in data["jobModules"]:
+            if entry["module"] == "demo_jobs":
+                entry["sha256"] = hashlib.sha256(broken).hexdigest()
+        route.fulfill(json=data)
+
+    context.route("**/manifest.json", manifest)
     page = context.new_page()
     page.goto(durably.test_page(site_url, ["demo_jobs"]))
     page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
@@ -136,4 +145,8 @@ def test_a_wheel_that_is_not_the_built_one_is_refused(context, site_url, durably
     page = context.new_page()
     page.goto(durably.test_page(site_url))
     page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
-    assert "is not the wheel this site was built with" in page.inner_text("#status")
+    assert re.fullmatch(
+        r"Could not start \(install\): wheels/\w+/durably-[^/]+\.whl is not the file this site was built with "
+        r"\(SHA-256 \w{12}\.\.\., expected \w{12}\.\.\.\): rebuild and redeploy the whole site/ folder",
+        page.inner_text("#status"),
+    ), page.inner_text("#status")

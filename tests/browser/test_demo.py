@@ -272,3 +272,28 @@ def test_html_in_inputs_outputs_logs_and_errors_is_shown_as_text(page, site_url,
     assert page.evaluate("document.querySelectorAll('#app img, #app b, #app script').length") == 0
     assert page.evaluate("window.__pwned") is None
     assert api(page, "(id) => durably.getRun(id)", imported)["output"]["names"] == [payload]
+
+
+def test_a_run_with_many_log_lines_shows_its_last_200_and_says_earlier_ones_are_left_out(page, site_url, durably):
+    open_demo(page, site_url, durably)
+    # 250 rows with a bad email: one warning log line each, all in one step.
+    rows = "".join(f"Person {n},not-an-email-{n},30\n" for n in range(1, 251))
+    run_id = trigger(page, "import-csv", {"csv": "name,email,age\n" + rows, "batch_size": 1000})
+    wait_for_status(page, run_id, "completed")
+    select(page, run_id)
+    page.wait_for_selector('#run-status[data-status="completed"]')
+    page.wait_for_selector("#logs-note:not([hidden])")
+    assert page.inner_text("#logs-note") == "Only the last 200 lines are shown; earlier lines are left out."
+    shown = page.eval_on_selector_all("#logs tbody tr td:nth-child(4)", "cells => cells.map(c => c.textContent)")
+    # The last 200, in order: lines 52 to 251 of the CSV (line 1 is its header).
+    assert shown == [f"line {n} skipped: 'not-an-email-{n - 1}' is not an email address" for n in range(52, 252)]
+    assert len(api(page, "(id) => durably.getLogs(id)", run_id)) == 250
+
+    # A run with few lines shows them all, with no note.
+    few = trigger(page, "import-csv", {"csv": "name,email,age\nAda,bad,30\n"})
+    wait_for_status(page, few, "completed")
+    select(page, few)
+    page.wait_for_selector(f'#run-detail[data-run-id="{few}"] #run-status[data-status="completed"]')
+    page.wait_for_selector("#logs tbody tr")
+    assert page.is_hidden("#logs-note")
+    assert page.eval_on_selector_all("#logs tbody tr", "rows => rows.length") == 1

@@ -190,6 +190,8 @@ def test_the_init_message_is_checked_against_the_sites_job_modules():
         parse_init('{"options": [1]}', known)
     with pytest.raises(ValidationError, match="not JSON"):
         parse_init("{", known)
+    with pytest.raises(ValidationError, match="not JSON"):
+        parse_init('{"options": {"maxConcurrentRuns": ' + "1" * 5000 + "}}", known)
 
 
 def test_job_modules_that_fail_to_import_are_reported_with_their_tracebacks():
@@ -243,6 +245,8 @@ async def test_bad_numbers_in_requests_get_validation_errors(db_path):
         ("purgeRuns", '{"olderThan": 1, "limit": 1e300}'), ("getRuns", '{"limit": 1180591620717411303424}'),
         ("getRun", '{"id": "a\\ud800"}'), ("getLogs", json.dumps({"id": run["id"], "last": 5, "afterId": 1})),
         ("getLogs", json.dumps({"id": run["id"], "limit": 2**70})), ("waitForRun", json.dumps({"id": run["id"], "timeout": 1e300})),
+        # More digits than Python reads into an int (4300): a ValueError, reported as a bug.
+        ("getRuns", '{"limit": ' + "9" * 5000 + "}"), ("trigger", '{"job": "double", "input": -' + "1" * 5000 + "}"),
     ]:
         reply = json.loads(host.handle_now(method, params) or await host.handle(method, params))
         assert reply["error"]["name"] == "ValidationError", (method, params, reply)
@@ -286,3 +290,15 @@ async def test_a_reloaded_tab_forgets_the_workers_of_closed_tabs(db_path):
     status = (await call(second, "getStatus"))["ok"]
     assert [w["worker_id"] for w in status["workers"] + status["stale_workers"]] == [info["worker_id"]]
     await second.stop()
+
+
+async def test_purge_runs_reads_a_date_without_a_zone_as_utc(db_path):
+    """purgeRuns({olderThan: "2030-01-01"}) answered "older_than must be timezone-aware
+    (e.g. datetime.now(timezone.utc))": Python's advice, to a page that passed a plain
+    ISO-8601 date as the protocol allows. Stored timestamps without a zone are UTC too."""
+    host, _ = make_host(db_path)
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    await call(host, "cancel", {"id": run["id"]})
+    assert await call(host, "purgeRuns", {"olderThan": "2000-01-01"}) == {"ok": 0}
+    assert await call(host, "purgeRuns", {"olderThan": "9999-01-01T00:00:00"}) == {"ok": 1}
+    assert (await call(host, "getRuns"))["ok"] == []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from durably import job
+from durably import Durably, StorageError, job
+from durably.driver import Sqlite3Driver
 
 
 async def test_a_worker_frozen_past_its_lease_checks_it_before_starting_the_next_step(make_app):
@@ -43,3 +44,33 @@ async def test_a_frozen_worker_whose_lease_was_not_taken_renews_it_and_goes_on(m
     run = app.trigger(j, None)
     await app.process_one()
     assert app.get_run(run.id).output == "done"
+
+
+async def test_a_cancel_is_stamped_once_it_holds_the_write_lock(make_app, clock, db_path):
+    """A cancel took its timestamp before it waited for the write lock, so a step that
+    another worker committed meanwhile (before the cancel) was stamped after the run's
+    completed_at: the chaos suite saw 'step committed after the run was cancelled' when
+    the machine was loaded. Here the other process's write is a trigger, made between
+    the moment the cancel reads the clock and its write if it can be."""
+    other = Durably(Sqlite3Driver(db_path, busy_timeout=0), clock=clock)
+    armed: list[bool] = []
+
+    def stamping_clock():
+        now = clock()
+        if armed:
+            armed.clear()
+            clock.advance(1)
+            try:
+                other.trigger("late", None)  # another process's write, a second later
+            except StorageError:
+                pass  # the cancel holds the write lock: nothing commits in between
+        return now
+
+    canceller = make_app(clock=stamping_clock)
+    run = canceller.trigger("j", None)
+    assert other.get_runs() != []  # schema checked: the trigger below is one INSERT
+    armed.append(True)
+    cancelled = canceller.cancel(run.id)
+    assert armed == []
+    assert all(r.created_at <= cancelled.completed_at for r in canceller.get_runs())
+    other.close()

@@ -328,6 +328,46 @@ def test_a_newer_schema_file_in_rollback_journal_mode_is_not_switched_to_wal(wor
     assert Path(db).read_bytes() == before
 
 
+def test_a_folder_or_a_missing_folder_as_db_gets_a_message_that_says_so(workdir):
+    """`--db` naming a folder got "unable to open database file (does its folder exist, and
+    may this process write there?)", which does not say what is wrong."""
+    for args in (("trigger", "--db", str(workdir), "multi"), ("worker", "ledger_jobs", "--db", str(workdir))):
+        proc = cli(*args, cwd=workdir, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{str(workdir)!r} is a folder; give the path of a database file" in proc.stderr, proc.stderr
+    missing = workdir / "no-such-folder" / "jobs.db"
+    proc = cli("trigger", "--db", str(missing), "multi", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "does its folder exist" in proc.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == ["ledger_jobs.py"]
+
+
+def test_a_database_file_name_that_is_not_utf8_opens_for_every_command(workdir):
+    """Linux file names are bytes. `durably trigger` and `worker` opened one that is not
+    UTF-8 (Python reads it as "\\udcff"), but the read commands, which open existing
+    files only, built a URI from it and died with a UnicodeEncodeError traceback."""
+    db = str(workdir / os.fsdecode(b"jobs-\xff.db"))
+    run_id = json.loads(cli("trigger", "--db", db, "multi", "1", cwd=workdir).stdout)["id"]
+    assert [line.split()[0] for line in cli("runs", "--db", db, cwd=workdir).stdout.splitlines()[1:]] == [run_id]
+    assert json.loads(cli("show", "--db", db, run_id, cwd=workdir).stdout)["id"] == run_id
+    assert cli("cancel", "--db", db, run_id, cwd=workdir).returncode == 0
+    assert os.fsencode(db) in [os.fsencode(str(p)) for p in workdir.iterdir()]
+    for bad in ("jobs\x00.db", "jobs-\ud800.db"):  # no file can have these names
+        with pytest.raises(durably.ValidationError, match="cannot be a file name"):
+            Durably(str(workdir / bad))
+
+
+def test_a_database_missing_a_durably_table_says_what_to_do(workdir):
+    """A durably table dropped by hand gave only SQLite's "no such table: durably_steps"."""
+    db = str(workdir / "jobs.db")
+    cli("trigger", "--db", db, "multi", "1", cwd=workdir)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE durably_steps")
+    conn.close()
+    proc = cli("runs", "--db", db, cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no such table: durably_steps" in proc.stderr and "restore the file from a backup" in proc.stderr
+
+
 def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     """Guards defect 7: `durably runs --db typo.db` created a new database file."""
     typo = workdir / "typo.db"
@@ -380,6 +420,7 @@ def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_ru
     for args, needle in [
         (("trigger", "--db", db, "multi", "[" * 50_000 + "]" * 50_000), "nested too deep"),
         (("trigger", "--db", db, "multi", "[" * 65 + "]" * 65), "nested more than 64 levels"),
+        (("trigger", "--db", db, "multi", "1" * 5000), "4300 digits"),
         (("trigger", "--db", db, "multi", "{}", "--wait", "inf"), "MAX_TIMEOUT"),
         (("runs", "--db", db, "--limit", str(2**70)), "MAX_PAGE"),
         (("show", "--db", db, "a\udcff"), "not valid Unicode"),
@@ -410,3 +451,33 @@ def test_show_prints_the_last_thousand_log_lines_and_says_how_many_it_left_out(w
     assert [log["message"] for log in shown["logs"]] == [f"line {i}" for i in range(500, 1500)]
     assert shown["logs_left_out"] == 500
     assert "showing the last 1,000 log lines; 500 earlier lines were left out" in proc.stderr
+
+
+def test_read_commands_print_a_hand_edited_database_without_a_traceback(workdir):
+    """`durably runs`, `show` and `status` (the health check) raised on rows a hand edit
+    left: a progress that is not an object, timestamps without a zone or not timestamps at
+    all, a worker row whose heartbeat cannot be read."""
+    db = str(workdir / "jobs.db")
+    run_ids = [json.loads(cli("trigger", "--db", db, "multi", str(i), cwd=workdir).stdout)["id"] for i in range(3)]
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE durably_runs SET progress = '[1, 2]', created_at = '2026-01-01 12:00:00' WHERE id = ?",
+                 (run_ids[0],))
+    conn.execute("UPDATE durably_runs SET progress = '{\"total\": 3}', input = 'NaN' WHERE id = ?", (run_ids[1],))
+    conn.execute("INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
+                 "VALUES (?, 0, 's0', 'completed', '1', 'soon', '2026-01-01 12:00:01')", (run_ids[2],))
+    conn.execute("INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
+                 "heartbeat_at) VALUES ('w', 'h', 1, '[\"multi\"]', '0', 1, 'then', 'a while ago')")
+    conn.execute("INSERT INTO durably_runs (id, job_name, status, input, created_at, updated_at) "
+                 "VALUES (NULL, X'6A6F62', 'pending', '1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    table = cli("runs", "--db", db, cwd=workdir)
+    assert len(table.stdout.splitlines()) == 5 and table.stderr == ""
+    listed = [json.loads(line) for line in cli("runs", "--db", db, "--json", cwd=workdir).stdout.splitlines()][:3]
+    assert [r["created_at"] for r in listed][-1] == "2026-01-01T12:00:00.000000Z"
+    assert listed[1]["input"] is None and "input" in listed[1]["decode_error"]
+    shown = json.loads(cli("show", "--db", db, run_ids[2], cwd=workdir).stdout)
+    assert shown["steps"][0]["started_at"] is None and "started_at" in shown["steps"][0]["decode_error"]
+    status = cli("status", "--db", db, "--check", cwd=workdir, check=False)
+    assert status.returncode == 3 and "Traceback" not in status.stderr
+    assert "stale w  h pid 1  durably 0  concurrency 1  heartbeat unreadable" in status.stdout

@@ -111,6 +111,9 @@ async def test_unsubscribe_and_unknown_event_types(make_app):
     assert len(seen) == 1
     with pytest.raises(ValidationError, match="unknown event type"):
         app.on("run:finished", print)
+    for not_a_type in (["run:trigger"], {"run:trigger": 1}, None):  # a TypeError (unhashable) before
+        with pytest.raises(ValidationError, match="unknown event type"):
+            app.on(not_a_type, print)
 
 
 async def test_events_read_their_common_fields_by_name_too(make_app):
@@ -122,3 +125,32 @@ async def test_events_read_their_common_fields_by_name_too(make_app):
     assert event.get("nope") is None
     with pytest.raises(KeyError, match="run:trigger has no field 'nope'"):
         event["nope"]
+
+
+async def test_a_listener_whose_error_cannot_be_printed_breaks_neither_trigger_nor_run(make_app):
+    """A listener that raised an exception whose __str__ raises made trigger() raise after
+    the run was committed, and failed a run whose steps had all succeeded."""
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    def listener(event):
+        raise Unprintable()
+
+    @job("j")
+    async def j(step, input):
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    app.on("run:trigger", listener)
+    app.on("step:complete", listener)
+    errors = record(app, "worker:error")
+    run = app.trigger(j, None)
+    await app.process_one()
+    assert app.get_run(run.id).status == "completed" and app.get_run(run.id).output == 1
+    assert [e["context"] for e in errors] == ["listener for run:trigger", "listener for step:complete"]
+    assert all(e["error"].startswith("Unprintable: <Unprintable whose message cannot be shown") for e in errors)

@@ -164,3 +164,38 @@ async def test_trigger_many_checks_the_job_even_with_no_inputs(make_app):
     with pytest.raises(ValidationError, match="job name"):
         app.trigger_many(False, [])
     assert app.trigger_many("anything", []) == []
+
+
+async def test_a_key_or_validator_error_that_cannot_be_printed_is_still_a_validation_error(make_app):
+    """A dict key whose __repr__ raises, or a validator raising an exception whose __str__
+    raises, escaped the checks as a RuntimeError instead of a ValidationError."""
+
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    def validator(value):
+        raise Unprintable()
+
+    @job("checked", input=validator)
+    async def checked(step, input):
+        return input
+
+    @job("odd-result")
+    async def odd_result(step, input):
+        await step.run("keys", lambda: {Opaque(): 1})
+
+    app = make_app([checked, odd_result])
+    with pytest.raises(ValidationError, match="object keys must be strings.*Opaque"):
+        app.trigger(odd_result, {Opaque(): 1})
+    with pytest.raises(ValidationError, match="rejected by its validator: Unprintable"):
+        app.trigger(checked, 1)
+    run = app.trigger(odd_result)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.failed_step == "keys" and "object keys must be strings" in failed.error
+    assert [r.id for r in app.get_runs()] == [run.id]

@@ -7,6 +7,8 @@ CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -237,3 +239,149 @@ async def test_any_exception_fails_its_run_with_a_bounded_error_text(make_app):
     assert len(app.get_steps(big.id)[0].error.encode()) <= limits.MAX_ERROR_BYTES
     assert odd.error == "ValueError: bad \\ud800 text\\x00"  # NUL too: PostgreSQL cannot store it
     assert blank.error.startswith("Unprintable: <Unprintable whose message cannot be shown")
+
+
+async def test_trigger_many_takes_a_bounded_number_of_inputs(make_app):
+    """One triggerMany of 1.3 million inputs (a 2.6 MB request, under the message limit)
+    held the worker for over a minute, then built a reply of 580 MB: in the browser, more
+    memory than the worker has."""
+
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    with pytest.raises(ValidationError, match="MAX_TRIGGER_MANY") as caught:
+        app.trigger_many(j, [1] * (limits.MAX_TRIGGER_MANY + 1))
+    assert f"at most {limits.MAX_TRIGGER_MANY:,} inputs" in str(caught.value)
+    assert app.get_runs() == []
+    assert [r.input for r in app.trigger_many(j, [1, 2])] == [1, 2]
+
+
+async def test_stored_numbers_that_strict_json_cannot_give_back_are_read_as_unreadable(make_app):
+    """A hand edit or another writer can store NaN, Infinity or 1e999, which Python's json
+    reads as floats that strict JSON cannot encode again: one such run broke the browser's
+    getRuns (and getRun, getSteps, getLogs) for every caller, and `durably runs --json`
+    printed invalid JSON. They are read like any value that cannot be read."""
+
+    @job("j")
+    async def j(step, input):
+        step.log.info("line", {"n": 1})
+        step.progress(1)
+        return await step.run("s", lambda: 1.5)
+
+    app = make_app([j])
+    done = app.trigger(j, 0)
+    await app.process_one()
+    texts = ("NaN", "[Infinity]", '{"x": -Infinity}', "1e999", "-1" + "0" * 400 + ".5")
+    bad = {text: app.trigger(j, 1) for text in texts}
+    driver = app.driver
+    for text, run in bad.items():
+        driver.execute("UPDATE durably_runs SET input = ? WHERE id = ?", (text, run.id))
+    driver.execute("UPDATE durably_runs SET output = '1e400', progress = '{\"current\": NaN}' WHERE id = ?", (done.id,))
+    driver.execute("UPDATE durably_steps SET output = 'Infinity' WHERE run_id = ?", (done.id,))
+    driver.execute("UPDATE durably_logs SET data = '[1E+999]' WHERE run_id = ?", (done.id,))
+
+    listed = {r.id: r for r in app.get_runs()}
+    for run in listed.values():
+        json.dumps(run.to_dict(), allow_nan=False)  # what the browser host sends: strict JSON
+    for text, run in bad.items():
+        assert listed[run.id].input is None and "input" in (listed[run.id].decode_error or ""), text
+    finished = listed[done.id]
+    assert finished.output is None and finished.progress is None
+    assert "output" in finished.decode_error and "progress" in finished.decode_error
+    (step,) = app.get_steps(done.id)
+    assert step.output is None and "output" in step.decode_error
+    (log,) = app.get_logs(done.id)
+    assert log.data is None and "data" in log.decode_error and log.message == "line"
+    json.dumps([step.to_dict(), log.to_dict()], allow_nan=False)
+
+    assert await app.process_until_idle() == len(texts)
+    for run in bad.values():
+        failed = app.get_run(run.id)
+        assert failed.status == "failed" and "cannot be executed" in failed.error
+
+
+async def test_stored_timestamps_without_a_zone_or_unreadable_break_no_reader(make_app, clock):
+    """SQLite's own datetime('now') writes UTC without a zone ('2026-01-01 12:00:00'): such a
+    hand-edited timestamp made Run.to_dict raise, so get_runs in the browser (and `durably
+    runs`) failed for every caller. An unreadable timestamp in a step, a log line or a
+    worker row broke get_steps, get_logs and status (the health check) the same way."""
+
+    @job("j")
+    async def j(step, input):
+        step.log.info("line")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j], clock=clock)
+    run = app.trigger(j, None)
+    await app.process_one()
+    driver = app.driver
+    driver.execute(
+        "UPDATE durably_runs SET created_at = '2026-01-01 12:00:00', "
+        "started_at = '2026-01-01T12:00:01+02:00' WHERE id = ?",
+        (run.id,),
+    )
+    driver.execute("UPDATE durably_steps SET started_at = 'soon' WHERE run_id = ?", (run.id,))
+    driver.execute("UPDATE durably_logs SET created_at = 'yesterday' WHERE run_id = ?", (run.id,))
+    for worker_id, heartbeat in (("naive", "2026-01-01 12:00:00"), ("garbage", "a while ago")):
+        driver.execute(
+            "INSERT INTO durably_workers (worker_id, host, pid, jobs, version, concurrency, started_at, "
+            "heartbeat_at) VALUES (?, 'h', 1, '[\"j\"]', '0', 1, ?, ?)",
+            (worker_id, heartbeat, heartbeat),
+        )
+
+    (listed,) = app.get_runs()
+    assert listed.created_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert listed.to_dict()["created_at"] == "2026-01-01T12:00:00.000000Z"
+    assert listed.to_dict()["started_at"] == "2026-01-01T10:00:01.000000Z"
+    (step,) = app.get_steps(run.id)
+    assert step.started_at is None and step.output == 1 and "started_at" in step.decode_error
+    (log,) = app.get_logs(run.id)
+    assert log.created_at is None and log.message == "line" and "created_at" in log.decode_error
+    status = app.status()
+    assert status.workers == [] and sorted(w.worker_id for w in status.stale_workers) == ["garbage", "naive"]
+    assert {w.worker_id: w.to_dict()["heartbeat_at"] for w in status.stale_workers} == {
+        "naive": "2026-01-01T12:00:00.000000Z",
+        "garbage": None,
+    }
+    json.dumps([listed.to_dict(), step.to_dict(), log.to_dict(), status.to_dict()], allow_nan=False)
+
+
+async def test_a_run_row_without_an_id_does_not_block_the_claims_of_its_job(make_app):
+    """SQLite lets a TEXT primary key be NULL. A hand edit that cleared a run's id made
+    that row the first claim candidate of its job (NULL sorts first), and a claim of
+    `id = NULL` matches nothing: no run of the job was ever claimed again."""
+
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    orphan, good = app.trigger(j, 1), app.trigger(j, 2)
+    app.driver.execute("UPDATE durably_runs SET id = NULL WHERE id = ?", (orphan.id,))
+    assert await app.process_until_idle() == 1
+    assert app.get_run(good.id).output == 2
+    assert sorted((r.id or "", r.status) for r in app.get_runs()) == [("", "pending"), (good.id, "completed")]
+
+
+async def test_log_and_progress_text_that_utf8_cannot_encode_is_escaped_not_an_error(make_app):
+    """A file name from os.listdir that is not UTF-8 holds a lone surrogate ("\\udcff"):
+    logging it, or showing it in the progress message, failed the run with a
+    ValidationError, although log and progress text is never an error (it is cut)."""
+    name = "report-\udcff.csv"
+
+    @job("j")
+    async def j(step, input):
+        step.log.info(f"reading {name}")
+        step.progress(1, 2, f"at {name}")
+        return await step.run("s", lambda: 1)
+
+    app = make_app([j])
+    events = record(app, "log:write")
+    run = app.trigger(j, None)
+    await app.process_one()
+    done = app.get_run(run.id)
+    assert done.status == "completed" and done.progress["message"] == "at report-\\udcff.csv"
+    assert [log.message for log in app.get_logs(run.id)] == ["reading report-\\udcff.csv"]
+    assert [e["message"] for e in events] == ["reading report-\\udcff.csv"]

@@ -115,3 +115,35 @@ async def test_bad_arguments_get_validation_errors_not_storage_or_overflow_error
         with pytest.raises(ValidationError):
             call()
     assert [r.id for r in app.get_runs()] == [run.id]
+
+
+async def test_jobs_that_are_not_a_list_of_jobs_get_a_clear_error(make_app):
+    """Durably(db, jobs=my_job) or jobs=5 raised "register() argument after * must be an
+    iterable", which does not say what to pass; jobs=None means no jobs."""
+
+    @job("j")
+    async def j(step, input):
+        return input
+
+    with pytest.raises(ValidationError, match=r"jobs must be a list of jobs made with @job, e.g. jobs=\[j\]"):
+        make_app(j)
+    with pytest.raises(ValidationError, match="jobs must be a list of jobs made with @job"):
+        make_app(5)
+    assert make_app(None).jobs == {} and list(make_app((j,)).jobs) == ["j"]
+
+
+async def test_a_clock_that_gives_no_aware_datetime_is_refused_when_the_app_is_made(make_app, clock):
+    """A clock returning a naive datetime (datetime.now()) or not a datetime at all was
+    accepted, and every trigger, claim and cancel then failed with a ValueError or an
+    AttributeError that did not say the clock was at fault. An age that reached back before
+    the year 1 from such a clock's time gave purge_runs an OverflowError."""
+    for bad in (lambda: datetime.now(), lambda: "now", lambda: None, lambda: 1.5):
+        with pytest.raises(ValidationError, match="clock must be a callable returning an aware datetime"):
+            make_app(clock=bad)
+    with pytest.raises(ValidationError, match="got 5"):
+        make_app(clock=5)
+    later = clock.now + timedelta(hours=1)
+    assert make_app(clock=lambda: later.astimezone(timezone(timedelta(hours=5)))).trigger("j", None).created_at == later
+    early = make_app(clock=lambda: datetime(1, 2, 1, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError, match="before the year 1"):
+        early.purge_runs(timedelta(days=60))

@@ -201,3 +201,64 @@ async def test_progress_and_logs_reject_bad_values_clearly(make_app):
     run = app.trigger(j, None)
     await app.process_one()
     assert app.get_run(run.id).output == 4
+
+
+async def test_a_job_raising_system_exit_or_a_base_exception_fails_its_run_once(make_app):
+    """A job that raised SystemExit (sys.exit() in a library it calls) or an exception not
+    derived from Exception left its run leased: executed again after each lease, for ever,
+    with only a worker:error each time (none at all when the exception's text raised)."""
+
+    class Abort(BaseException):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    calls = []
+
+    @job("exits")
+    async def exits(step, input):
+        await step.run("parse", lambda: calls.append("exits") or sys_exit(2))
+
+    @job("aborts")
+    async def aborts(step, input):
+        calls.append("aborts")
+        raise Abort()
+
+    @job("fine")
+    async def fine(step, input):
+        return input
+
+    app = make_app([exits, aborts, fine], lease_duration=1, lease_renew_interval=0.5)
+    errors = record(app, "worker:error")
+    runs = [app.trigger(exits), app.trigger(aborts), app.trigger(fine, 3)]
+    await app.start()
+    for run in runs[:2]:
+        with pytest.raises(RunFailedError):
+            await app.wait_for_run(run.id, timeout=10)
+    assert (await app.wait_for_run(runs[2].id, timeout=10)).output == 3
+    await app.stop()
+    exited, aborted = (app.get_run(r.id) for r in runs[:2])
+    assert exited.error == "SystemExit: 2" and exited.failed_step == "parse"
+    assert aborted.error.startswith("Abort: <Abort whose message cannot be shown")
+    assert sorted(calls) == ["aborts", "exits"] and errors == []
+
+
+def sys_exit(code: int) -> None:
+    raise SystemExit(code)
+
+
+async def test_ctrl_c_inside_a_step_hands_the_run_back_and_goes_on_up(make_app):
+    """KeyboardInterrupt (a second Ctrl-C under asyncio.run) is the process stopping, not
+    the job failing: it left the run leased, to resume only after its lease expired."""
+
+    @job("j")
+    async def j(step, input):
+        await step.run("first", lambda: 1)
+        await step.run("second", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    app = make_app([j])
+    run = app.trigger(j, None)
+    with pytest.raises(KeyboardInterrupt):
+        await app.process_one()
+    handed_back = app.get_run(run.id)
+    assert handed_back.status == "pending" and handed_back.error is None
+    assert [s.name for s in app.get_steps(run.id)] == ["first"]

@@ -237,3 +237,21 @@ async def test_a_job_registered_while_the_worker_runs_has_its_pending_runs_claim
     done = await app.wait_for_run(run.id, timeout=5)
     await app.stop()
     assert done.output == 7
+
+
+async def test_serve_returns_once_the_worker_is_stopped_by_stop(make_app):
+    """serve() returned only after SIGINT or SIGTERM. Where there are no signals (a
+    thread, Pyodide) or when the program stops the worker itself with stop(), it waited
+    for ever after the worker had stopped."""
+
+    @job("j")
+    async def j(step, input):
+        return input
+
+    app = make_app([j])
+    served = asyncio.ensure_future(app.serve())
+    run = app.trigger(j, 1)
+    assert (await app.wait_for_run(run.id, timeout=10)).output == 1  # serve started the worker
+    await app.stop()
+    await asyncio.wait_for(served, 10)
+    assert not app.running and app.status().workers == []
