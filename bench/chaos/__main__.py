@@ -1,5 +1,5 @@
 """``python -m bench.chaos --host cpython --kills 300 [--workers 3 --runs 400 --seed N]``
-``python -m bench.chaos --host browser --interruptions 30 [--runs N --seed N]``
+``python -m bench.chaos --host browser --interruptions 30 [--followers 2 --runs N --seed N]``
 
 Prints one summary line; exits 1 when a check fails (the failures go to stderr).
 """
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="cpython: worker processes killed; browser: reloads, closed tabs, terminated workers")
     p.add_argument("--interruptions", type=int, default=30,
                    help="browser: reloads, closed tabs and terminated workers, in equal shares")
+    p.add_argument("--followers", type=int, default=0,
+                   help="browser: follower tabs kept open; each interruption of the leader is then a hand-over")
     p.add_argument("--kills", type=int, default=300, help="SIGKILLs of workers (each restarted)")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--runs", type=int, help="cpython: runs (default 400); browser: at least this many "
@@ -65,7 +67,8 @@ def _browser(a: argparse.Namespace, seed: int) -> int:
     if missing:
         print(f"chaos browser: cannot run: {missing}", file=sys.stderr)
         return 2
-    opts = browser.Options(interruptions=a.interruptions, runs=a.runs or 0, seed=seed, verbose=a.verbose)
+    opts = browser.Options(interruptions=a.interruptions, runs=a.runs or 0, seed=seed, followers=a.followers,
+                           verbose=a.verbose)
     result = browser.main(opts)
     rep = result.report
     for f in rep.failures[:50]:

@@ -161,6 +161,7 @@ class Store:
         self.dialect = dialect
         self._lock = threading.RLock()
         self._migrated = False
+        self._in_write = False  # inside a _write(): a nested one joins it
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -175,15 +176,22 @@ class Store:
         With ``several=False`` the caller sends a single statement, which the database runs
         as its own transaction: just as atomic, it takes the write lock at its start (and
         waits while another process holds it), and it costs one call instead of three,
-        which matters most in the browser, where each call crosses the JS bridge."""
+        which matters most in the browser, where each call crosses the JS bridge.
+
+        Inside another ``_write`` (of this store, on this thread: the lock is held) it joins
+        that transaction: its statements commit or roll back with the outer ones."""
         with self._lock:
             if not self._migrated:
                 self.migrate()
-            if not several:
+            if not several or self._in_write:
                 yield
                 return
-            with self._transaction():
-                yield
+            self._in_write = True
+            try:
+                with self._transaction():
+                    yield
+            finally:
+                self._in_write = False
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -211,7 +219,8 @@ class Store:
     @contextmanager
     def transaction(self, several: bool = True) -> Iterator[None]:
         """A write transaction for callers that group several store calls (trigger_many).
-        ``several=False``: the caller's calls send one statement only (see ``_write``)."""
+        ``several=False``: the caller's calls send one statement only (see ``_write``).
+        Nested in another transaction of this store, it joins that one."""
         with self._write(several):
             yield
 
@@ -334,6 +343,27 @@ class Store:
             disposition="created",
         )
         return run, "created"
+
+    # -- requests (the browser's forwarded calls) -------------------------------------------
+
+    def request_reply(self, request_id: str) -> str | None:
+        """The reply recorded for this request id, or None. Call inside ``transaction()``
+        with the call it guards, so a request is answered from here or run, never both."""
+        rows, _ = self._x("SELECT reply FROM durably_requests WHERE id = ?", (request_id,))
+        return str(rows[0][0]) if rows else None
+
+    def record_request(self, request_id: str, method: str, reply: str, now: str) -> None:
+        """Record a request's reply; call inside the ``transaction()`` of its change."""
+        self._x(
+            "INSERT INTO durably_requests (id, method, reply, created_at) VALUES (?, ?, ?, ?)",
+            (request_id, method, reply, now),
+        )
+
+    def prune_requests(self, before: str) -> int:
+        """Delete the requests recorded before ``before``; returns how many."""
+        with self._write(several=False):
+            _, changes = self._x("DELETE FROM durably_requests WHERE created_at < ?", (before,))
+        return changes
 
     # -- reading --------------------------------------------------------------------------
 
