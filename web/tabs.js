@@ -110,7 +110,8 @@ export class Tab {
       .catch((err) => this.bootFailed(new BootError({ phase: "lock", message: `cannot take the database's Web Lock: ${err?.message ?? err}` })));
   }
 
-  // Hold a Web Lock until close(); resolves once it is held.
+  // Wait for a Web Lock, call onHeld() once it is this tab's, and keep it until close() (or
+  // this.releases[name]() gives it up earlier).
   hold(name, onHeld = () => {}) {
     return navigator.locks
       .request(name, { signal: this.aborter.signal }, () => {

@@ -125,6 +125,7 @@ class _Load:
         self.started = started
         self.ready = 0.0
         self.worker = ""
+        self.earlier_runs: set[str] = set()  # runs triggered before this load started
 
 
 READY = ("['ready', 'error'].includes(document.getElementById('status')?.dataset.state)"
@@ -238,7 +239,9 @@ class BrowserChaos:
             self.tl.kills.append((pid, t_int))
             self.kinds[kind] += 1
             self.log(f"interruption {n}/{len(kinds)}: {kind} of leader {pid}")
+            before = set(self.triggered)
             load = self._interrupt(context, url, load, kind, t_int)
+            load.earlier_runs = before
             # The old worker cannot have executed anything once the new one holds the lock;
             # _collect() moves this back to the new leader's first step if that came sooner.
             self.tl.exits[pid] = load.ready
@@ -324,12 +327,16 @@ class BrowserChaos:
             rep.failures.append("the exported database and the page's API disagree on runs or steps")
         result = Result(rep, dict(self.kinds), handovers=self.handovers, followers=self.opts.followers)
         # Interruption to next step: from each interruption (alone: the start of the page
-        # load after it) to the first step body the next leader's worker started (the
-        # ledger's own clock: the same system clock). With followers it is the hand-over.
+        # load after it) to the first step body the next leader's worker started of a run
+        # that was waiting then (the ledger's own clock: the same system clock; a run
+        # triggered later measures the harness, not the hand-over). With followers it is
+        # the hand-over.
         for load in self.loads[1:]:
-            if load.worker in first:
-                result.to_next_step.append(first[load.worker] - load.started)
-                result.ready_to_step.append(first[load.worker] - load.ready)
+            resumed = [t for kind, run_id, _step, worker, t in got["ledger"]
+                       if kind == "start" and worker == load.worker and run_id in load.earlier_runs]
+            if resumed:
+                result.to_next_step.append(resumed[0] - load.started)
+                result.ready_to_step.append(resumed[0] - load.ready)
         return result
 
 
