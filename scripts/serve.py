@@ -77,22 +77,24 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if not path.startswith(base):
             self.send_error(HTTPStatus.NOT_FOUND, f"not found: this server serves the site under {base}")
             return None
-        local = Path(self.translate_path(self.path))
         root = Path(self.server.directory).resolve()
         try:
-            real = local.resolve()
-        except (OSError, RuntimeError):  # a symlink loop
+            real = Path(self.translate_path(self.path)).resolve()
+            st = real.stat() if real.is_file() else None
+        except (OSError, RuntimeError, ValueError):
+            # No such file can exist: a symlink loop, a NUL byte or bytes that are not UTF-8
+            # in the path, a name or path too long for the file system. Answer, rather than
+            # drop the connection with the exception.
             self.send_error(HTTPStatus.NOT_FOUND, "file not found")
             return None
         if real != root and root not in real.parents:
             # A symlink out of the site: the file may exist, but it is not part of the site.
             self.send_error(HTTPStatus.NOT_FOUND, "file not found")
             return None
-        if real.is_file():
+        if st is not None:
             # Revalidation by ETag, not by date: a file of another build (a rollback, or two
             # builds in the same second) can carry an older or equal modification time, and
             # If-Modified-Since would answer 304 for it. The ETag changes with any new file.
-            st = real.stat()
             self.etag = f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
             del self.headers["If-Modified-Since"]
             if self.etag in (t.strip() for t in self.headers.get("If-None-Match", "").split(",")):

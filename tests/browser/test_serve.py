@@ -124,3 +124,16 @@ def test_a_file_of_another_build_is_never_answered_not_modified(tree, tmp_path):
         assert (status, body) == (200, b"console.log('another build');")
 
 
+
+
+def test_a_path_the_file_system_cannot_take_is_404_not_a_dropped_connection(served):
+    # A NUL byte, bytes that are not UTF-8, a name or a path too long for the file system:
+    # each used to raise inside the handler, and the browser saw the connection close with
+    # no answer at all.
+    odd = ["/%00", "/app.js%00.html", "/%ff", "/%c0%ae%c0%ae/", "/" + "a" * 300, "/" + "a/" * 3000, "/vendor/%00/"]
+    for path in odd:
+        status, headers, body = served.get(path)
+        assert status == 404, path
+        assert headers.get("x-content-type-options") == "nosniff", path
+    # The server goes on serving.
+    assert served.get("/app.js")[0] == 200
