@@ -80,6 +80,9 @@ export class Tab {
     this.releases = {}; // name -> release(), for the locks this tab holds
     this.aborter = new AbortController(); // the lock requests still queued
     this.started = performance.now();
+    // Settled once the lock has decided this tab's role (or the tab closed): calls that
+    // arrive before that wait for it, in order.
+    this.decided = new Promise((resolve) => (this.decide = resolve));
     this.start();
   }
 
@@ -125,6 +128,7 @@ export class Tab {
   lead(releaseLock) {
     const ms = Math.round(performance.now() - this.started);
     this.role = "leader";
+    this.decide();
     this.leaderId = this.id;
     this.post({ type: "boot", phase: "lock", state: "done", ms });
     this.announce("booting");
@@ -148,6 +152,7 @@ export class Tab {
 
   follow() {
     this.role = "follower";
+    this.decide();
     this.post({ type: "boot", phase: "lock", state: "done", ms: Math.round(performance.now() - this.started) });
     this.post({ type: "boot", phase: "leader", state: "start", detail: "Another tab of this site runs the jobs: connecting to it..." });
     this.channel.postMessage({ kind: "hello", from: this.id, protocol: PROTOCOL_VERSION });
@@ -248,6 +253,12 @@ export class Tab {
   /** Answer a call of this tab's page; resolves with {body, transfer}, never rejects. */
   answer(method, params) {
     if (method === "subscribe" || method === "unsubscribe") this.track(method, params);
+    // The page may call right after init, before the lock has said whether this tab leads.
+    if (this.role === null && !this.closed) return this.decided.then(() => this.route(method, params));
+    return this.route(method, params);
+  }
+
+  route(method, params) {
     if (this.closed) return Promise.resolve(fail("ClosedError", "the worker is closed; reload the page"));
     // A tab that took over answers after the calls it resent: all wait for its boot, in order.
     if (this.role === "leader") return this.leader.answer(method, params);
@@ -448,6 +459,7 @@ export class Tab {
   close() {
     this.closing ??= (async () => {
       this.closed = true;
+      this.decide();
       clearTimeout(this.silence);
       this.aborter.abort();
       if (this.role === "follower") {

@@ -162,3 +162,32 @@ def test_an_oversized_call_and_duplicate_ids_get_one_error_reply_each(page, site
     assert {r["error"]["name"] for r in replies if r["id"] == "fz-dup"} == {"NotFoundError"}  # no such run, job, method
     assert durably.call(page, "ping")["protocol"] == PROTOCOL_VERSION
     assert page.evaluate(SNAPSHOT) == before
+
+
+# A page of the origin that boots no worker of its own (manifest.json), where the test makes
+# one with the raw protocol: init, then calls at once, before the worker knows its role.
+RAW_WORKER = """({calls, timeoutMs}) => new Promise((resolve) => {
+    const w = new Worker("worker.js", {type: "module"});
+    const replies = [];
+    w.onmessage = ({data}) => {
+        if (data.type === "reply") replies.push(data);
+        if (data.type === "boot-error") resolve({bootError: data.message, replies});
+        if (replies.length === calls.length) resolve({replies});
+    };
+    w.postMessage({type: "init", protocol: PROTOCOL, jobs: [], options: {}, debug: false});
+    calls.forEach(([method, params], i) => w.postMessage({type: "call", id: i + 1, method, params}));
+    setTimeout(() => resolve({timeout: true, replies}), timeoutMs);
+})"""
+
+
+def test_calls_posted_right_after_init_are_answered_once_the_worker_leads(page, site_url, durably):
+    # docs/protocol.md: calls sent before ready wait for the boot. Sent before the Web Lock
+    # had said whether this tab leads, they were queued for a leader in another tab and
+    # never answered when this tab led.
+    page.goto(site_url + "manifest.json")
+    calls = [["subscribe", {"types": "run:trigger"}], ["ping", {}], ["jobs", {}], ["getRuns", {"limit": 1}]]
+    result = page.evaluate(RAW_WORKER.replace("PROTOCOL", str(PROTOCOL_VERSION)), {"calls": calls, "timeoutMs": 60_000})
+    assert "timeout" not in result and "bootError" not in result, result
+    assert [r["id"] for r in result["replies"]] == [1, 2, 3, 4]
+    assert result["replies"][0]["ok"] == ["run:trigger"]
+    assert result["replies"][1]["ok"]["protocol"] == PROTOCOL_VERSION
