@@ -498,7 +498,7 @@ class Durably:
         now = self._clock()
         stale_before = add_seconds(now, -WORKER_STALE_AFTER)
         workers = self._store.workers()
-        counts = self._store.run_counts()
+        counts = self._store.run_counts(iso(now))
         live = [w for w in workers if w.heartbeat_at is not None and w.heartbeat_at >= stale_before]
         stale = [w for w in workers if w not in live]
         handled = {name for w in live for name in w.jobs}
