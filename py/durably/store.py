@@ -460,7 +460,8 @@ class Store:
         with self._read():
             rows, _ = self._x(f"SELECT {STEP_COLUMNS} FROM durably_steps WHERE run_id = ? ORDER BY idx", (run_id,))
             tries, _ = self._x(
-                f"SELECT {ATTEMPT_COLUMNS} FROM durably_attempts WHERE run_id = ? AND step_name IS NOT NULL ORDER BY id",
+                f"SELECT {ATTEMPT_COLUMNS} FROM durably_attempts WHERE run_id = ? AND step_name IS NOT NULL "
+                "ORDER BY id",
                 (run_id,),
             )
         steps = [step_from_row(r) for r in rows]
@@ -475,9 +476,16 @@ class Store:
             last = attempts[-1]
             out.append(
                 StepRecord(
-                    run_id, name, last.step_index if last.step_index is not None else -1, "failed", None,
-                    last.error, attempts[0].started_at, last.finished_at, attempts=attempts,  # type: ignore[arg-type]
-                )  # fmt: skip
+                    run_id,
+                    name,
+                    last.step_index if last.step_index is not None else -1,
+                    "failed",
+                    None,
+                    last.error,
+                    attempts[0].started_at,  # type: ignore[arg-type]  # None only after a hand edit
+                    last.finished_at,
+                    attempts=attempts,
+                )
             )
         out.sort(key=lambda step: step.index)
         return out
@@ -542,7 +550,9 @@ class Store:
                     "SELECT name, idx, output, status, wake_at, error FROM durably_steps WHERE run_id = ? ORDER BY idx",
                     (run.id,),
                 )
-        done = {name: StoredStep(idx, output, status, wake_at, error) for name, idx, output, status, wake_at, error in steps}
+        done = {
+            name: StoredStep(idx, output, status, wake_at, error) for name, idx, output, status, wake_at, error in steps
+        }
         next_index = steps[-1][1] + 1 if steps else 0
         return Claimed(run=run, generation=generation, done=done, next_index=next_index)
 
@@ -714,7 +724,9 @@ class Store:
             ):
                 return False
             if step is not None:
-                self._put_step(lease.run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at)
+                self._put_step(
+                    lease.run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at
+                )
         return True
 
     def await_signal(
@@ -878,7 +890,9 @@ class Store:
             row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
-            rows, _ = self._x(f"SELECT {SIGNAL_COLUMNS} FROM durably_signals WHERE run_id = ? AND name = ?", (run_id, name))
+            rows, _ = self._x(
+                f"SELECT {SIGNAL_COLUMNS} FROM durably_signals WHERE run_id = ? AND name = ?", (run_id, name)
+            )
             if rows:
                 first = rows[0]
                 if first[2] == signal_id and _same_json(first[3], payload_json):
@@ -928,7 +942,8 @@ class Store:
                 rows, _ = self._x("SELECT cron, timezone FROM durably_schedules WHERE job_name = ?", (spec.job_name,))
                 if rows and tuple(rows[0]) == (spec.cron, spec.timezone):
                     self._x(
-                        "UPDATE durably_schedules SET catch_up = ?, updated_at = ? WHERE job_name = ? AND catch_up <> ?",
+                        "UPDATE durably_schedules SET catch_up = ?, updated_at = ? "
+                        "WHERE job_name = ? AND catch_up <> ?",
                         (spec.catch_up, now, spec.job_name, spec.catch_up),
                     )
                 else:
