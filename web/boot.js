@@ -47,6 +47,8 @@ const POOL_RETRIES = 5;
 const INIT_TIMEOUT_MS = 60_000;
 // Where the job modules are written, on Python's sys.path.
 const JOBS_DIR = "/home/pyodide/durably_jobs";
+// Where durably's dependency wheels are put, as zip files on sys.path (placeZipWheel).
+const ZIP_WHEELS_DIR = "/home/pyodide/durably_wheels";
 
 /** A URL of the site, relative to its root (the bundled worker.js sits there). */
 export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
@@ -290,6 +292,14 @@ function unpackWheel(pyodide, wheel, phase) {
   }
 }
 
+// Put a checked pure-Python wheel on sys.path as the zip file it is.
+function placeZipWheel(pyodide, wheel) {
+  const file = `${ZIP_WHEELS_DIR}/${wheel.file}`;
+  pyodide.FS.mkdirTree(ZIP_WHEELS_DIR);
+  pyodide.FS.writeFile(file, wheel.bytes);
+  pyodide.runPython(`import sys\nif ${JSON.stringify(file)} not in sys.path: sys.path.append(${JSON.stringify(file)})`);
+}
+
 /**
  * The phases pyodide, micropip and install: load Pyodide from the site's own files and put
  * durably and the job modules where Python imports them from. Returns the Pyodide
@@ -321,8 +331,13 @@ export async function loadPython(boot, manifest, downloads) {
 
   await boot.phase("install", async () => {
     // Unpack the wheels downloadCode() fetched and checked into site-packages: unpacking the
-    // checked bytes is ~0.6 s faster than importing micropip to install them.
-    for (const w of await downloads.wheels) unpackWheel(pyodide, w, "install");
+    // checked bytes is ~0.6 s faster than importing micropip to install them. Those marked
+    // "zip" (durably's dependencies: pure Python, read through zipimport) are put on sys.path
+    // as they are, which is faster still for a wheel of many files (tzdata).
+    for (const w of await downloads.wheels) {
+      if (w.zip) placeZipWheel(pyodide, w);
+      else unpackWheel(pyodide, w, "install");
+    }
     const modules = await downloads.modules;
     pyodide.FS.mkdirTree(JOBS_DIR);
     for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
