@@ -341,6 +341,7 @@ class Runtime:
                 error=None,
                 started_at=started_at,
                 now=self.now(),
+                attempt=True,
             )
         if not ok:
             self._raise_lost(ctx)

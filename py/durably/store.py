@@ -785,16 +785,22 @@ class Store:
         error: str | None,
         started_at: str,
         now: str,
+        attempt: bool = False,
     ) -> bool:
         """Store a step's end (``completed`` with its result, or ``failed`` with its error)
         where a row may already be stored at its index (a ``waiting`` step: a sleep that is
-        over, a step that succeeded after a retry), fenced, in one transaction. A new step's
-        result goes through ``complete_step`` instead, the one-statement path. False, and
-        nothing written, if the lease is not ours."""
+        over, a step that succeeded after a retry), fenced, in one transaction. With
+        ``attempt`` (the step's body ran again after a retry) the row takes this attempt's
+        ``started_at``, as a new step's row has its one attempt's; otherwise (a wait that is
+        over) it keeps the time the wait began. A new step's result goes through
+        ``complete_step`` instead, the one-statement path. False, and nothing written, if
+        the lease is not ours."""
         with self._write():
             if not self._fence(lease, now, None):
                 return False
-            self._put_step(lease.run_id, index, name, status, output_json, error, started_at, now, None)
+            self._put_step(
+                lease.run_id, index, name, status, output_json, error, started_at, now, None, keep_start=not attempt
+            )
         return True
 
     def _put_step(
@@ -808,14 +814,16 @@ class Store:
         started_at: str,
         completed_at: str | None,
         wake_at: str | None,
+        keep_start: bool = True,
     ) -> None:
-        # The row at (run_id, idx) whatever was there: a step that waited keeps its index
-        # and its first start.
+        # The row at (run_id, idx) whatever was there: a step that waited keeps its index,
+        # and its first start unless ``keep_start`` is False.
         self._x(
             "INSERT INTO durably_steps (run_id, idx, name, status, output, error, started_at, completed_at, wake_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET name = excluded.name, "
             "status = excluded.status, output = excluded.output, error = excluded.error, "
-            "completed_at = excluded.completed_at, wake_at = excluded.wake_at",
+            "completed_at = excluded.completed_at, wake_at = excluded.wake_at"
+            + ("" if keep_start else ", started_at = excluded.started_at"),
             (run_id, index, name, status, output, error, started_at, completed_at, wake_at),
         )
 
