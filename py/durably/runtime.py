@@ -243,10 +243,10 @@ class Runtime:
         if self._write_end(ctx, self.store.complete_run, output_json=output_json):
             ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
 
-    async def _step_boundary(self, ctx: RunContext) -> None:
-        """What every step checks before it starts: a turn for the loop if due, then stop,
-        cancel, a wait already stored, and a lease that may have lapsed."""
-        await self.maybe_yield()
+    def _step_boundary(self, ctx: RunContext) -> None:
+        """What every step checks before it starts (after ``maybe_yield``): stop, cancel, a
+        wait already stored, and a lease that may have lapsed. Synchronous: a step's hot
+        path pays no extra coroutine for it."""
         if self.stopping:
             raise StopRequested()
         if ctx.cancel_reason is not None:
@@ -269,7 +269,8 @@ class Runtime:
         ``stored`` is the step's row if it has one (it waited for a retry): the step keeps
         its index. A failed attempt is recorded; with ``retries`` left the run waits for the
         next one (``WaitRequested``), else the error goes on to the job."""
-        await self._step_boundary(ctx)
+        await self.maybe_yield()
+        self._step_boundary(ctx)
         if stored is None:
             index = ctx.next_index
             ctx.next_index += 1
@@ -429,7 +430,8 @@ class Runtime:
         with it the first time) has come, else make the run wait until then."""
         if stored is not None and stored.status == "completed":
             return
-        await self._step_boundary(ctx)
+        await self.maybe_yield()
+        self._step_boundary(ctx)
         now = self.clock()
         started_at = iso(now)
         if stored is not None and stored.wake_at is not None:
@@ -477,7 +479,8 @@ class Runtime:
             exc = SignalTimeoutError(_after_colon(stored.error), run_id=ctx.run_id, name=name)
             ctx.failure = StepFailure(stored.index, name, self.now(), exc)
             raise exc
-        await self._step_boundary(ctx)
+        await self.maybe_yield()
+        self._step_boundary(ctx)
         now = self.clock()
         started_at = iso(now)
         if stored is not None:
@@ -614,7 +617,8 @@ class Runtime:
         wake_at = iso(add_seconds(self.clock(), delay))
         try:
             if failure is None:
-                attempt = NewAttempt(ctx.attempt, ctx.attempt, None, None, error, ctx.claimed_at, self.now())
+                # This execution began when the run was claimed: the claim set updated_at.
+                attempt = NewAttempt(ctx.attempt, ctx.attempt, None, None, error, iso(ctx.run.updated_at), self.now())
                 if not self.store.record_attempt(ctx.lease, attempt):
                     self._lost(ctx)
                     return

@@ -91,9 +91,6 @@ class RunContext:
         self.timed_out: BaseException | None = None
         #: Set once the run waits: from then on the job is only unwound.
         self.suspended: Suspension | None = None
-        #: When this execution started (a job-level attempt's failure between steps is
-        #: recorded from then).
-        self.claimed_at = runtime.now()
         # Log lines this run has stored or buffered, for MAX_LOGS_PER_RUN. Only a lease
         # holder writes logs, so a first claim (generation 1) starts from none; a resumed
         # run counts what earlier attempts stored when it first logs.
