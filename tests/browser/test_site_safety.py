@@ -129,7 +129,7 @@ def test_the_build_ships_the_micropip_wheel_whose_hash_it_pins(production_site):
 
 ALTERED = [
     ("**/jobs/demo_jobs.py", "install", r"jobs/demo_jobs\.py"),
-    ("**/micropip-*.whl", "micropip", r"wheels/\w{12}/micropip-0\.11\.1-py3-none-any\.whl"),
+    ("**/micropip-*.whl", "install", r"wheels/\w{12}/micropip-0\.11\.1-py3-none-any\.whl"),
 ]
 
 
