@@ -524,7 +524,8 @@ class Durably:
 
     def status(self) -> Status:
         """The live workers with their jobs, the runs by status, and ``unhandled``: the
-        pending runs of each job that no live worker registers (by job name). A worker
+        runs due to be executed (pending, or waiting and due) of each job that no live
+        worker registers (by job name). A worker
         records itself when started (``start()``, ``serve()``, ``durably worker``, the
         browser), heartbeats every ``limits.HEARTBEAT_INTERVAL`` seconds, and counts as
         dead once its heartbeat is older than ``limits.WORKER_STALE_AFTER``.

@@ -214,9 +214,10 @@ class Status:
 
     ``workers``: the live workers (a heartbeat within ``limits.WORKER_STALE_AFTER``) with
     their jobs; ``stale_workers``: those not heard from since, not yet forgotten;
-    ``runs``: the number of runs of each status (all five, zeros included);
-    ``unhandled``: job name -> its pending runs, for each job that no live worker
-    registers: runs nobody will execute until such a worker starts. ``healthy`` is true
+    ``runs``: the number of runs of each status (all six, zeros included);
+    ``unhandled``: job name -> its runs due to be executed (pending, or waiting and due),
+    for each job that no live worker registers: runs nobody will execute until such a
+    worker starts. ``healthy`` is true
     when ``unhandled`` is empty (what ``durably status --check`` checks)."""
 
     workers: list[WorkerRecord]
