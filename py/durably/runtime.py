@@ -270,7 +270,15 @@ class Runtime:
         its index. A failed attempt is recorded; with ``retries`` left the run waits for the
         next one (``WaitRequested``), else the error goes on to the job."""
         await self.maybe_yield()
-        self._step_boundary(ctx)
+        # _step_boundary(ctx), written out: this is every step's path.
+        if self.stopping:
+            raise StopRequested()
+        if ctx.cancel_reason is not None:
+            raise asyncio.CancelledError()
+        if ctx.suspended is not None:
+            raise WaitRequested()
+        if time.monotonic() >= ctx.lease_deadline:
+            self._confirm_lease(ctx)
         if stored is None:
             index = ctx.next_index
             ctx.next_index += 1

@@ -201,7 +201,11 @@ class Step:
         policy = None if retries is None else as_retry(retries, f"step {name!r}")
         if timeout is not None:
             timeout = seconds_option(f"step {name!r}: timeout", timeout, MAX_WAIT, "MAX_WAIT")
-        stored = self._stored(name)
+        # _stored(name), written out: this is every step's path.
+        if name in ctx.seen:
+            self._stored(name)  # raises
+        ctx.seen.add(name)
+        stored = ctx.done.get(name)
         if stored is not None and stored.status == "completed":
             try:
                 return loads_stored(stored.output_json)
