@@ -48,6 +48,7 @@ const RETRY_SAFE = new Set([
   "cancel",
   "deleteRun",
   "purgeRuns",
+  "signal",
 ]);
 
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");

@@ -55,7 +55,7 @@ _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 #: Methods that change runs. Called with a request id (a call forwarded from another tab,
 #: which may be sent again to the next leader if this one closes before replying), their
 #: reply is recorded in the transaction of the change and a repeat gets it back.
-RECORDED_METHODS = frozenset({"trigger", "triggerMany", "retrigger", "cancel", "deleteRun", "purgeRuns"})
+RECORDED_METHODS = frozenset({"trigger", "triggerMany", "retrigger", "cancel", "deleteRun", "purgeRuns", "signal"})
 #: How long a recorded reply is kept. A repeat comes within a hand-over (seconds).
 REQUEST_TTL = timedelta(hours=1)
 _PRUNE_EVERY = 100

@@ -177,7 +177,7 @@ def test_calls_in_flight_across_a_hand_over_are_answered_exactly_once(context, c
 
 # A stand-in for a follower, in the page itself (a BroadcastChannel of the same origin):
 # it sends calls with request ids of its choosing, as a follower's worker does.
-FAKE_FOLLOWER = """async ({rid, params, timeoutMs}) => {
+FAKE_FOLLOWER = """async ({rid, params, timeoutMs, method = "trigger"}) => {
     const ch = new BroadcastChannel("durably-tabs");
     const leader = await new Promise((resolve) => {
         ch.onmessage = ({data}) => { if (data.kind === "leader" && data.state === "ready") resolve(data.from); };
@@ -185,7 +185,7 @@ FAKE_FOLLOWER = """async ({rid, params, timeoutMs}) => {
     });
     const reply = await new Promise((resolve, reject) => {
         ch.onmessage = ({data}) => { if (data.kind === "reply" && data.to === "fake" && data.rid === rid) resolve(data.body); };
-        ch.postMessage({kind: "call", from: "fake", to: leader, rid, method: "trigger", params});
+        ch.postMessage({kind: "call", from: "fake", to: leader, rid, method, params});
         setTimeout(() => reject(new Error("no reply")), timeoutMs);
     });
     ch.close();
@@ -227,6 +227,42 @@ def test_a_leader_reloaded_mid_call_hands_over_a_repeated_request_runs_once_and_
     assert follower.evaluate("window.durably.ping()")["worker_id"] == standby.evaluate("window.durably.ping()")["worker_id"]
     run = leader.evaluate("window.durably.trigger('chaos-steps', {steps: [10]})")
     assert follower.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run["id"])["status"] == "completed"
+
+
+def test_a_followers_signal_in_flight_when_the_leader_goes_is_sent_again_and_stored_once(context, chaos_site_url, durably):
+    _, leader, (standby, follower) = tabs(context, chaos_site_url, durably)
+    wait_for_standby(standby)
+    run = follower.evaluate("window.durably.trigger('chaos-steps', {steps: [60000]})")
+    # The leader's Python is busy (a loop that never yields), so the follower's signal waits
+    # in its worker's queue, unanswered, when the leader reloads.
+    leader.evaluate(
+        "() => { window.durably.evalPython('import time\\nt = time.time()\\nwhile time.time() - t < 5: pass').catch(() => {}); }"
+    )
+    time.sleep(0.5)
+    follower.evaluate(
+        """(id) => { window.signalled = window.durably.signal(id, 'go', {n: 1})
+            .then((r) => r, (e) => ({name: e.name, message: e.message})); }""",
+        run["id"],
+    )
+    time.sleep(0.3)
+    leader.reload()
+    standby.wait_for_function("window.durably.role === 'leader'", timeout=30_000)
+    record = follower.evaluate("window.signalled")
+    assert "disposition" in record, f"the signal failed across the hand-over: {record}"
+    assert (record["name"], record["payload"], record["disposition"]) == ("go", {"n": 1}, "stored")
+
+    # Sent again with its request id (its reply lost with a leader), a signal without a
+    # signalId gets the first reply back, not a ConflictError for a second signal of its name.
+    params = {"id": run["id"], "name": "again", "payload": [1]}
+    first = follower.evaluate(FAKE_FOLLOWER, {"rid": "fake:s1", "params": params, "timeoutMs": 10_000, "method": "signal"})
+    again = follower.evaluate(FAKE_FOLLOWER, {"rid": "fake:s1", "params": params, "timeoutMs": 10_000, "method": "signal"})
+    assert first["reply"]["ok"]["disposition"] == "stored"
+    assert again["reply"] == first["reply"]
+    rows = standby.evaluate(
+        "(id) => window.durably.call('sql', {sql: 'SELECT name FROM durably_signals WHERE run_id = ? ORDER BY name', params: [id]})",
+        run["id"],
+    )["rows"]
+    assert rows == [["again"], ["go"]]
 
 
 # A stand-in for the tab holding the database, in a page of its own: it takes the Web Lock
