@@ -83,7 +83,7 @@ export class Tab {
     this.started = performance.now();
     // Settled once the lock has decided this tab's role (or the tab closed): calls that
     // arrive before that wait for it, in order.
-    this.decided = new Promise((resolve) => (this.decide = resolve));
+    this.decided = new Promise((resolve) => (this.decide = () => resolve(undefined)));
     this.start();
   }
 
