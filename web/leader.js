@@ -64,9 +64,9 @@ export class Leader {
     if (method === "exportDatabase") return this.exportDatabase(params);
     let json;
     try {
-      json = JSON.stringify(params ?? {});
+      json = JSON.stringify(params ?? {}, strictJSON);
     } catch (err) {
-      return fail("ValidationError", `params cannot be sent as JSON: ${err.message}`);
+      return fail("ValidationError", `${method}: the parameters cannot be sent as JSON: ${err.message}`);
     }
     try {
       const host = this.res.host;
@@ -161,6 +161,24 @@ export class Leader {
 }
 
 const fail = (name, message) => ({ body: { error: { name, message } } });
+
+// JSON.stringify's replacer: refuse what it would silently change (NaN and the infinities
+// to null, a Map, Set or typed array to an object of other keys), as CPython refuses them,
+// rather than store something the page did not send. A Date arrives as its toJSON() text.
+function strictJSON(key, value) {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new Error(`${value}${at(key)} is not JSON data: JSON has no NaN or Infinity`);
+  } else if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null && !(value instanceof Number || value instanceof String || value instanceof Boolean)) {
+      throw new Error(
+        `a ${value.constructor?.name ?? "value"}${at(key)} is not JSON data: send plain objects, arrays, text, numbers, true, false or null`,
+      );
+    }
+  }
+  return value;
+}
+const at = (key) => (key === "" ? "" : ` (at ${JSON.stringify(key)})`);
 
 function withTimeout(promise, ms, what) {
   let timer;

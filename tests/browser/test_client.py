@@ -169,6 +169,35 @@ def test_a_bad_request_gets_an_error_reply_and_the_worker_keeps_serving(page, si
     assert durably.call(page, "getRuns") == []
 
 
+def test_values_json_cannot_hold_are_refused_not_changed_as_on_cpython(page, site_url, durably):
+    boot(page, site_url, durably)
+    result = page.evaluate(
+        """async () => {
+            const d = window.durably;
+            const catchIt = (p) => p.then((v) => ({ok: v}), (e) => ({name: e.name, message: e.message}));
+            const run = await d.trigger("slow", {steps: 1000, pause: 1});
+            return {
+                nan: await catchIt(d.trigger("double", {n: NaN})),
+                infinity: await catchIt(d.trigger("double", {n: [1, -Infinity]})),
+                map: await catchIt(d.signal(run.id, "go", new Map([["a", 1]]))),
+                set: await catchIt(d.trigger("double", {n: new Set([1])})),
+                bytes: await catchIt(d.trigger("double", {n: new Uint8Array([1, 2])})),
+                date: await catchIt(d.trigger("double", {n: 1, when: new Date(0)})),
+                runs: (await d.getRuns()).length,
+            };
+        }"""
+    )
+    # CPython refuses NaN and Infinity (app.trigger("double", {"n": math.nan}) is a
+    # ValidationError); JSON.stringify would have stored null, and {} for a Map or a Set.
+    for key, what in (("nan", "NaN"), ("infinity", "-Infinity"), ("map", "a Map"), ("set", "a Set"), ("bytes", "a Uint8Array")):
+        assert result[key].get("name") == "ValidationError", f"{key}: {result[key]}"
+        assert what in result[key]["message"] and "is not JSON data" in result[key]["message"], result[key]
+    assert result["nan"]["message"].startswith("trigger: ")
+    # A Date has a JSON form of its own (toJSON: ISO-8601 text), as before.
+    assert result["date"]["ok"]["input"]["when"] == "1970-01-01T00:00:00.000Z"
+    assert result["runs"] == 2
+
+
 def test_events_arrive_in_order_and_off_unsubscribes(page, site_url, durably):
     boot(page, site_url, durably)
     result = page.evaluate(
