@@ -230,7 +230,7 @@ class BrowserHost:
         call's request id, given with forwarded calls; a method of ``RECORDED_METHODS``
         called again with the same id returns the first call's reply and changes nothing."""
         try:
-            if request is not None and method in RECORDED_METHODS:
+            if request is not None and isinstance(method, str) and method in RECORDED_METHODS:
                 return self._recorded(method, params_json, tab, request)
             result = self._dispatch(method, params_json, tab)
             if inspect.isawaitable(result):
@@ -254,7 +254,7 @@ class BrowserHost:
         if now is None and isinstance(method, str) and inspect.iscoroutinefunction(self._methods.get(method)):
             return None
         try:
-            if request is not None and method in RECORDED_METHODS:
+            if request is not None and isinstance(method, str) and method in RECORDED_METHODS:
                 return self._recorded(method, params_json, tab, request)
             if now is not None:
                 result = now(self._parse(params_json))

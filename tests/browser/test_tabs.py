@@ -175,6 +175,26 @@ def test_calls_in_flight_across_a_hand_over_are_answered_exactly_once(context, c
     assert len({r["labels"]["n"] for r in runs}) == len(runs)
 
 
+BAD_METHODS = """async () => {
+    const d = window.durably;
+    const out = [];
+    for (const method of [{}, ["ping"], 5, null, "nope"]) {
+        out.push(await d.call(method, {}).then((ok) => ({ok}), (e) => ({name: e.name, message: e.message, traceback: e.traceback ?? null})));
+    }
+    return out;
+}"""
+
+
+def test_a_call_with_a_method_that_is_not_text_gets_the_same_error_in_a_follower_as_in_the_leader(
+    context, chaos_site_url, durably
+):
+    _, leader, (follower,) = tabs(context, chaos_site_url, durably, n=2)
+    in_leader = leader.evaluate(BAD_METHODS)
+    assert [r["name"] for r in in_leader] == ["ValidationError"] * 4 + ["NotFoundError"]
+    assert "a call needs a method name (text)" in in_leader[0]["message"]
+    assert follower.evaluate(BAD_METHODS) == in_leader
+
+
 # A stand-in for a follower, in the page itself (a BroadcastChannel of the same origin):
 # it sends calls with request ids of its choosing, as a follower's worker does.
 FAKE_FOLLOWER = """async ({rid, params, timeoutMs, method = "trigger"}) => {
