@@ -53,6 +53,7 @@ const RETRY_SAFE = new Set([
 
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
 const fail = (name, message) => ({ body: { error: { name, message } } });
+const isEvent = (e) => e !== null && typeof e === "object" && !Array.isArray(e) && typeof e.type === "string";
 
 export class Tab {
   /**
@@ -364,8 +365,10 @@ export class Tab {
       case "event":
         // Only a leader sends events, one at a time holds the lock, and each event happened:
         // pass on every one this page wants, also the last ones of a leader that has just
-        // gone, which can arrive after this tab took over.
-        if (this.wants(msg.event?.type)) this.post({ type: "event", event: msg.event });
+        // gone, which can arrive after this tab took over. Not an event (another page of the
+        // site using this channel's name): nothing for the page.
+        if (!isEvent(msg.event)) return;
+        if (this.wants(msg.event.type)) this.post({ type: "event", event: msg.event });
         return;
       case "bye":
         if (this.role === "leader") this.leader.forgetTab(msg.from);

@@ -195,6 +195,34 @@ def test_a_call_with_a_method_that_is_not_text_gets_the_same_error_in_a_follower
     assert follower.evaluate(BAD_METHODS) == in_leader
 
 
+def test_malformed_events_on_the_channel_reach_no_page_and_real_ones_still_do(context, chaos_site_url, durably):
+    _, leader, (follower,) = tabs(context, chaos_site_url, durably, n=2)
+    errors = []
+    for page in (leader, follower):
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.evaluate("() => { window.got = []; window.durably.on('*', (e) => window.got.push(e)); }")
+    # Another page of the site that uses the channel's name for messages of its own.
+    other = context.new_page()
+    other.goto(chaos_site_url + "manifest.json")
+    other.evaluate(
+        """() => {
+            const ch = new BroadcastChannel("durably-tabs");
+            for (const event of [undefined, null, 5, "run:complete", [], {type: 7}, {run_id: "x"}, {type: ["run:complete"]}]) {
+                ch.postMessage({kind: "event", from: "other", event});
+            }
+            ch.postMessage({kind: "event"});
+        }"""
+    )
+    run = follower.evaluate("window.durably.trigger('chaos-steps', {steps: [1]})")
+    follower.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run["id"])
+    for page in (leader, follower):
+        page.wait_for_function("window.got.some((e) => e.type === 'run:complete')")
+        got = page.evaluate("window.got")
+        assert all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in got), got
+        assert {e["run_id"] for e in got} == {run["id"]}
+    assert errors == []
+
+
 # A stand-in for a follower, in the page itself (a BroadcastChannel of the same origin):
 # it sends calls with request ids of its choosing, as a follower's worker does.
 FAKE_FOLLOWER = """async ({rid, params, timeoutMs, method = "trigger"}) => {
