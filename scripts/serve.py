@@ -140,6 +140,13 @@ class SiteServer(http.server.ThreadingHTTPServer):
     #: The path the site is served under, e.g. "/" or "/myproject/".
     base = "/"
 
+    def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+        # A browser that goes away mid-download (a page reloaded while it boots) resets the
+        # connection: nothing is wrong, so no traceback. Anything else is printed as before.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 def make_server(directory: Path, port: int = 0, quiet: bool = False, base: str = "/") -> SiteServer:
     """A server for ``directory`` on 127.0.0.1:``port`` (0: a free port) under the path

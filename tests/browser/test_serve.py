@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -137,3 +139,25 @@ def test_a_path_the_file_system_cannot_take_is_404_not_a_dropped_connection(serv
         assert headers.get("x-content-type-options") == "nosniff", path
     # The server goes on serving.
     assert served.get("/app.js")[0] == 200
+
+
+def test_a_browser_that_drops_a_download_midway_prints_no_traceback(tree, capfd):
+    # A page reloaded while it boots drops its downloads (the snapshot, a wheel); the server
+    # used to print "Exception occurred during processing of request" and a traceback of
+    # ConnectionResetError or BrokenPipeError for each one.
+    (tree / "big.bin").write_bytes(b"\0" * (16 * 1024 * 1024))
+    for served in serving(tree):
+        before = threading.active_count()
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", served.port))
+            sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1)
+            # Close with a reset, as a browser aborting a fetch does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler threads end once their write fails
+        assert served.get("/app.js")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
