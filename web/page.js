@@ -526,7 +526,15 @@ async function onSignal(event) {
   event.preventDefault();
   const form = $("signal-form");
   const text = $("signal-payload").value.trim();
-  await act(() => durably.signal(form.dataset.runId, $("signal-name").textContent, text ? JSON.parse(text) : null));
+  let payload;
+  clearError();
+  try {
+    payload = text ? JSON.parse(text) : null;
+  } catch (err) {
+    showError({ name: "SyntaxError", message: `the payload is not valid JSON: ${err.message}` });
+    return;
+  }
+  await act(() => durably.signal(form.dataset.runId, $("signal-name").textContent, payload));
   await refreshDetail.now();
 }
 

@@ -323,6 +323,12 @@ def test_a_run_that_waits_shows_what_it_waits_for_and_takes_a_signal_from_its_pa
     assert ("decision", "waiting") in step_rows(page)
     stored = api(page, "(id) => durably.getRun(id)", run_id)
     assert (stored["waiting_for"], stored["wait_step"]) == ("signal", "decision") and stored["wake_at"]
+    # A payload that is not JSON is said to be so, as the trigger form's input is; nothing is sent.
+    page.fill("#signal-payload", "{approved: false}")
+    page.click("[data-testid=signal-btn]")
+    page.wait_for_selector("#api-error:not([hidden])")
+    assert page.inner_text("#api-error-text").startswith("SyntaxError: the payload is not valid JSON: ")
+    assert api(page, "(id) => durably.getRun(id)", run_id)["status"] == "waiting"
     page.fill("#signal-payload", '{"approved": false}')
     page.click("[data-testid=signal-btn]")
     wait_for_status(page, run_id, "completed")
