@@ -86,6 +86,7 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
   // install phase only unpacks them (and reports a failure).
   const downloads = downloadCode(manifest);
   res.pyodide = await loadPython(boot, manifest, downloads, snapshot);
+  res.jobModules = manifest.jobModules.map((m) => m.module); // for the followers' init checks
   res.pyodide.registerJsModule("durably_bridge", bridge);
 
   const pageInit = await waitForInit(initReceived);
@@ -122,6 +123,7 @@ export async function warmUp({ initReceived }) {
 export async function takeOver({ warm, res, onEvent }) {
   const boot = new Boot(() => {});
   res.pyodide = warm.pyodide;
+  res.jobModules = warm.manifest.jobModules.map((m) => m.module);
   const bridge = await openDatabase(boot, warm.sqlite3, res);
   res.pyodide.registerJsModule("durably_bridge", bridge);
   const started = await boot.phase("start", () => startHost(res, warm.init, onEvent));

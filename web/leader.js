@@ -83,6 +83,31 @@ export class Leader {
     }
   }
 
+  /**
+   * Check a follower's init message as this tab's boot checked its own (job modules in the
+   * manifest, options in range: durably.browser.check_init), so a page that would fail to
+   * boot as the leader fails as a follower too, at once, not when it takes over.
+   * Resolves with `{body: {ok: init} | {error}}`; never rejects.
+   */
+  async checkInit(init) {
+    try {
+      await this.booted;
+    } catch (err) {
+      return fail("BootError", err.message);
+    }
+    if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
+    let browser;
+    try {
+      browser = this.res.pyodide.pyimport("durably.browser");
+      return { body: { ok: JSON.parse(browser.check_init(JSON.stringify(init ?? {}), this.res.jobModules)) } };
+    } catch (err) {
+      const last = lastLine(String(err?.message ?? err));
+      return fail(/ValidationError: /.test(last) ? "ValidationError" : "Error", last.replace(/^[\w.]*Error: /, ""));
+    } finally {
+      browser?.destroy();
+    }
+  }
+
   // The database file as bytes, after folding the WAL into it so the copy holds every commit.
   // Safe between two store calls: each is synchronous and no transaction spans an await.
   exportDatabase(params) {

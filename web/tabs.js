@@ -49,6 +49,7 @@ const RETRY_SAFE = new Set([
   "deleteRun",
   "purgeRuns",
   "signal",
+  "checkInit",
 ]);
 
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -78,6 +79,7 @@ export class Tab {
     this.watched = new Set(); // follower tabs whose lock this leader waits for
     this.followersListen = false; // some follower subscribed to events
     this.standby = false;
+    this.checking = false; // a follower: its init is being checked by the leader
     this.warm = null; // the standby's warmUp(), once started
     this.releases = {}; // name -> release(), for the locks this tab holds
     this.aborter = new AbortController(); // the lock requests still queued
@@ -278,10 +280,11 @@ export class Tab {
     }
   }
 
-  forward(method, params) {
+  // `internal`: a call of this worker's own (checkInit), not of its page.
+  forward(method, params, internal = false) {
     const rid = `${this.id}:${++this.seq}`;
     return new Promise((resolve) => {
-      const call = { rid, method, params, resolve, to: null, deadline: null };
+      const call = { rid, method, params, resolve, to: null, deadline: null, internal };
       if (method === "waitForRun" && typeof params?.timeout === "number" && params.timeout >= 0) {
         call.deadline = performance.now() + params.timeout * 1000;
       }
@@ -295,12 +298,14 @@ export class Tab {
     if (call.deadline !== null) params = { ...params, timeout: Math.max(0, call.deadline - performance.now()) / 1000 };
     if (this.role === "leader") {
       call.to = this.id;
-      this.leader.answer(call.method, params, { request: call.rid }).then((result) => this.settle(call, this.id, result));
+      const answered = call.internal ? this.leader.checkInit(params) : this.leader.answer(call.method, params, { request: call.rid });
+      answered.then((result) => this.settle(call, this.id, result));
       return;
     }
     if (!this.leaderId || this.incompatible) return; // sent when a leader announces itself
     call.to = this.leaderId;
-    this.channel.postMessage({ kind: "call", from: this.id, to: this.leaderId, rid: call.rid, method: call.method, params });
+    const msg = { kind: "call", from: this.id, to: this.leaderId, rid: call.rid, method: call.method, params };
+    this.channel.postMessage(call.internal ? { ...msg, internal: true } : msg);
   }
 
   settle(call, from, result) {
@@ -419,22 +424,45 @@ export class Tab {
       this.resend(old);
       if (this.ready) this.post({ type: "role", role: "follower", standby: this.standby, leader: msg.from });
     }
-    if (msg.state === "ready" && !this.ready) {
-      this.ready = true;
-      const ms = Math.round(performance.now() - this.started);
-      this.post({ type: "boot", phase: "leader", state: "done", ms });
-      this.post({
-        type: "ready",
-        role: "follower",
-        standby: this.standby,
-        leader: msg.from,
-        protocol: PROTOCOL_VERSION,
-        timings: { leader: ms },
-        reclaimed: 0,
-        jobs: msg.jobs ?? [],
-        worker_id: msg.worker_id ?? null,
-      });
+    if (msg.state === "ready" && !this.ready && !this.checking) {
+      this.checking = true;
+      this.readyAsFollower(msg);
     }
+  }
+
+  // Ready as a follower once the leader has checked this page's init as a boot would: a
+  // page whose init a leader's boot refuses (another protocol version, a job module not in
+  // the manifest, an option out of range) gets that boot error now, not a crash when it
+  // takes over.
+  async readyAsFollower(msg) {
+    let init;
+    try {
+      init = await this.initReceived;
+    } catch (err) {
+      this.bootFailed(err);
+      return;
+    }
+    const { body } = await this.forward("checkInit", init, true);
+    if (this.ready || this.closed) return; // took over meanwhile (its boot checked the init)
+    // NotFoundError: a leader of the same protocol from before this check; nothing to check.
+    if (body.error && body.error.name !== "NotFoundError") {
+      this.bootFailed(new BootError({ phase: "import", message: body.error.message }));
+      return;
+    }
+    this.ready = true;
+    const ms = Math.round(performance.now() - this.started);
+    this.post({ type: "boot", phase: "leader", state: "done", ms });
+    this.post({
+      type: "ready",
+      role: "follower",
+      standby: this.standby,
+      leader: this.leaderId,
+      protocol: PROTOCOL_VERSION,
+      timings: { leader: ms },
+      reclaimed: 0,
+      jobs: msg.jobs ?? [],
+      worker_id: msg.worker_id ?? null,
+    });
   }
 
   onForwarded(msg) {
@@ -450,7 +478,11 @@ export class Tab {
         .catch(() => {});
     }
     if (msg.method === "subscribe") this.followersListen = true;
-    this.leader.answer(msg.method, msg.params, { tab: msg.from, request: msg.rid }).then(({ body }) => {
+    const answered =
+      msg.internal === true && msg.method === "checkInit"
+        ? this.leader.checkInit(msg.params)
+        : this.leader.answer(msg.method, msg.params, { tab: msg.from, request: msg.rid });
+    answered.then(({ body }) => {
       // A leader that is closing (or crashed) keeps quiet: the caller sends the call again
       // to the tab that takes over, which answers it from its record if it ran here.
       if (!this.leader.closed && !this.closed) this.channel.postMessage({ kind: "reply", from: this.id, to: msg.from, rid: msg.rid, body });

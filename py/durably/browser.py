@@ -38,7 +38,7 @@ from .events import EVENT_TYPES, Event
 from .jobs import Job
 from .jsondata import parse_json
 from .limits import MAX_MESSAGE_BYTES, MAX_RETENTION
-from .settings import PAGE_NAMES
+from .settings import PAGE_NAMES, Settings
 from .validation import check_timeout
 
 logger = logging.getLogger("durably")
@@ -48,7 +48,15 @@ logger = logging.getLogger("durably")
 PROTOCOL_VERSION = 2
 # Requests larger than limits.MAX_MESSAGE_BYTES are refused here, and only here: the worker
 # sends every request on. (Imported under that name for the tests and the chaos suite.)
-__all__ = ["MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "BrowserHost", "import_job_modules", "make_host", "parse_init"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "BrowserHost",
+    "check_init",
+    "import_job_modules",
+    "make_host",
+    "parse_init",
+]
 #: What the page's init message may name as a job module.
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
@@ -112,6 +120,25 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     return {"jobs": jobs, "options": options, "debug": init.get("debug") is True}
 
 
+def check_init(init_json: str, known_modules: Iterable[str]) -> str:
+    """Check a follower's init message as a leader's boot would, without booting: the job
+    modules (:func:`parse_init`) and the options (as ``make_host``). Returns the checked
+    init as JSON text; raises ``ValidationError`` with the message a leader's boot gives."""
+    init = parse_init(init_json, known_modules)
+    Settings.check(**_page_options(init["options"]))
+    return json.dumps(init)
+
+
+def _page_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The page's options by their camelCase names, as ``Durably``'s keywords."""
+    kwargs: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key not in PAGE_NAMES:
+            raise ValidationError(f"unknown option {key!r}; the options are: {', '.join(PAGE_NAMES)}")
+        kwargs[PAGE_NAMES[key]] = value
+    return kwargs
+
+
 def import_job_modules(names: Iterable[str]) -> str:
     """Import each module, for real; returns JSON text: a list of ``{module, traceback}``
     for the ones that failed (empty when all imported), so the page can show why."""
@@ -153,12 +180,7 @@ class BrowserHost:
             from .pyodide_driver import PyodideDriver
 
             driver = PyodideDriver()
-        # The page's options by their camelCase names; the defaults are Durably's own.
-        kwargs: dict[str, Any] = {}
-        for key, value in (options or {}).items():
-            if key not in PAGE_NAMES:
-                raise ValidationError(f"unknown option {key!r}; the options are: {', '.join(PAGE_NAMES)}")
-            kwargs[PAGE_NAMES[key]] = value
+        kwargs = _page_options(options)
         all_jobs = [*jobs, *jobs_in_modules(job_modules)]
         self.app = Durably(
             driver,

@@ -223,6 +223,56 @@ def test_malformed_events_on_the_channel_reach_no_page_and_real_ones_still_do(co
     assert errors == []
 
 
+@pytest.mark.parametrize(
+    ("jobs", "options", "says"),
+    [
+        (["chaos_jobs", "nope"], None, 'job module "nope" is not in this site\'s manifest.json; it has: '),
+        (["chaos_jobs"], {"bogus": 1}, "unknown option 'bogus'; the options are: "),
+        (["chaos_jobs"], {"leaseDuration": 1e300}, "lease_duration must be a number of seconds above 0 and at most"),
+    ],
+)
+def test_a_follower_whose_page_a_leaders_boot_would_refuse_fails_its_boot_the_same_way(
+    context, chaos_site_url, durably, jobs, options, says
+):
+    # As the first tab, such a page gets a boot error; as a second tab it used to be ready,
+    # calls and all, and crash only when it had to take over.
+    first = context.new_page()
+    first.goto(durably.test_page(chaos_site_url, jobs, options=options))
+    first.wait_for_function("window.connectError", timeout=120_000)
+    alone = first.evaluate("window.connectError")
+    assert says in alone["message"]
+    first.close()
+
+    open_tab(context, durably.test_page(chaos_site_url, ["chaos_jobs"]), durably, "leader")
+    page = context.new_page()
+    page.goto(durably.test_page(chaos_site_url, jobs, options=options))
+    page.wait_for_function("window.connectError", timeout=30_000)
+    error = page.evaluate("window.connectError")
+    assert (error["name"], error["phase"]) == ("BootError", "import")
+    assert says in error["message"]
+
+
+def test_a_follower_page_of_another_protocol_version_is_refused_as_by_a_leader(context, chaos_site_url, durably):
+    url = durably.test_page(chaos_site_url, ["chaos_jobs"])
+    leader = open_tab(context, url, durably, "leader")
+    messages = leader.evaluate(
+        """async () => {
+            const w = new Worker("worker.js", {type: "module"});
+            const got = [];
+            const done = new Promise((resolve) => (w.onmessage = ({data}) => {
+                got.push(data);
+                if (data.type === "boot-error" || data.type === "ready") resolve();
+            }));
+            w.postMessage({type: "init", protocol: 99, jobs: ["chaos_jobs"]});
+            await done;
+            w.terminate();
+            return got.filter((m) => m.type !== "boot");
+        }"""
+    )
+    assert [m["type"] for m in messages] == ["boot-error"]
+    assert "the page speaks protocol 99" in messages[0]["message"] and "reload the page" in messages[0]["message"]
+
+
 # A stand-in for a follower, in the page itself (a BroadcastChannel of the same origin):
 # it sends calls with request ids of its choosing, as a follower's worker does.
 FAKE_FOLLOWER = """async ({rid, params, timeoutMs, method = "trigger"}) => {
