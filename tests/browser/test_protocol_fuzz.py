@@ -72,7 +72,10 @@ SNAPSHOT = """async () => {
     const d = window.durably;
     const tables = (await d.call("sql", {sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"})).rows.map((r) => r[0]);
     const out = {};
-    for (const t of tables) out[t] = (await d.call("sql", {sql: `SELECT * FROM "${t}" ORDER BY 1`})).rows;
+    // Every row of every table, but the worker's heartbeat (written every 10 s, whatever
+    // the requests: HEARTBEAT_INTERVAL).
+    const columns = (t) => (t === "durably_workers" ? "worker_id, host, pid, jobs, version, concurrency, started_at" : "*");
+    for (const t of tables) out[t] = (await d.call("sql", {sql: `SELECT ${columns(t)} FROM "${t}" ORDER BY 1`})).rows;
     const runs = await d.getRuns();
     const steps = {};
     for (const r of runs) steps[r.id] = await d.getSteps(r.id);
