@@ -194,6 +194,27 @@ def test_the_init_message_is_checked_against_the_sites_job_modules():
         parse_init('{"options": {"maxConcurrentRuns": ' + "1" * 5000 + "}}", known)
 
 
+def test_check_init_refuses_what_a_leaders_boot_would_for_a_followers_page():
+    import pytest
+
+    from durably import ValidationError
+    from durably.browser import check_init
+
+    known = ["demo_jobs"]
+    ok = '{"jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2, "retainRuns": "30d"}}'
+    assert json.loads(check_init(ok, known)) == {
+        "jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2, "retainRuns": "30d"}, "debug": False,
+    }
+    with pytest.raises(ValidationError, match='job module "nope" is not in'):
+        check_init('{"jobs": ["nope"]}', known)
+    with pytest.raises(ValidationError, match="unknown option 'bogus'; the options are: pollingInterval"):
+        check_init('{"options": {"bogus": 1}}', known)
+    with pytest.raises(ValidationError, match="MAX_LEASE_DURATION"):
+        check_init('{"options": {"leaseDuration": 1e300}}', known)
+    with pytest.raises(ValidationError, match="must be shorter than lease_duration"):
+        check_init('{"options": {"leaseRenewInterval": 40}}', known)
+
+
 def test_job_modules_that_fail_to_import_are_reported_with_their_tracebacks():
     from durably.browser import import_job_modules
 
