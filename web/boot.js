@@ -208,11 +208,24 @@ export async function readManifest() {
 }
 
 async function loadSqlite() {
-  const { default: sqlite3InitModule } = await import(siteURL("vendor/sqlite-wasm/index.mjs"));
-  return sqlite3InitModule({
-    print: (...args) => console.log("[sqlite]", ...args),
-    printErr: (...args) => console.warn("[sqlite]", ...args),
-  });
+  try {
+    const { default: sqlite3InitModule } = await import(siteURL("vendor/sqlite-wasm/index.mjs"));
+    return await sqlite3InitModule({
+      print: (...args) => console.log("[sqlite]", ...args),
+      printErr: (...args) => console.warn("[sqlite]", ...args),
+    });
+  } catch (err) {
+    // Offline, or a file missing or altered (Emscripten's abort says only what failed, and
+    // to build "with -sASSERTIONS"): say what to do.
+    const why = String(err?.message ?? err).replace(/\.?\s*Build with -sASSERTIONS for more info\.?$/, "").replace(/\.$/, "");
+    throw new BootError({
+      phase: "sqlite",
+      message:
+        `cannot load SQLite (vendor/sqlite-wasm/): ${why}. Check the network and reload; ` +
+        "if it keeps failing, the site may be half deployed: redeploy the whole site/ folder.",
+      detail: err?.stack,
+    });
+  }
 }
 
 // The pool and open phases: the database file in the OPFS pool, and the bridge Python calls.

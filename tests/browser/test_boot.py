@@ -157,3 +157,22 @@ def test_a_wheel_that_is_not_the_built_one_is_refused(context, site_url, durably
         r"\(SHA-256 \w{12}\.\.\., expected \w{12}\.\.\.\): rebuild and redeploy the whole site/ folder",
         page.inner_text("#status"),
     ), page.inner_text("#status")
+
+
+@pytest.mark.parametrize("fault", ["offline", "missing"])
+def test_sqlite_that_cannot_be_downloaded_fails_the_sqlite_phase_saying_what_to_do(context, site_url, durably, fault):
+    # Emscripten's own words were all the page showed: "Aborted(NetworkError: ...). Build
+    # with -sASSERTIONS for more info."
+    if fault == "offline":
+        context.route("**/sqlite3.wasm", lambda route: route.abort("internetdisconnected"))
+    else:
+        context.route("**/sqlite3.wasm", lambda route: route.fulfill(status=404, body="gone"))
+    page = context.new_page()
+    page.goto(durably.test_page(site_url))
+    page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=durably.boot_timeout)
+    status = page.inner_text("#status")
+    assert status.startswith("Could not start (sqlite): cannot load SQLite (vendor/sqlite-wasm/): "), status
+    assert status.endswith(
+        "Check the network and reload; if it keeps failing, the site may be half deployed: redeploy the whole site/ folder."
+    ), status
+    assert "ASSERTIONS" not in status and ".." not in status
