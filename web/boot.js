@@ -321,6 +321,24 @@ function unpackWheel(pyodide, wheel, phase) {
   }
 }
 
+// Pyodide 314 only logs "wasm instantiation failed!" when pyodide.asm.wasm cannot be
+// fetched, and loadPyodide() never settles: the boot would hang. Ask the server for it
+// alongside (HEAD: no body) and reject when it is not there; anything else (a host that
+// refuses HEAD, no network but a service worker that has the file) leaves it to Pyodide.
+function wasmMissing() {
+  const rel = "vendor/pyodide/pyodide.asm.wasm";
+  const never = new Promise(() => {});
+  return fetch(siteURL(rel), { method: "HEAD", cache: "no-cache" }).then(
+    (res) => {
+      if (res.status === 404 || res.status === 410) {
+        throw new BootError({ phase: "pyodide", message: `cannot download ${rel}: HTTP ${res.status}. Is the site fully deployed?` });
+      }
+      return never;
+    },
+    () => never,
+  );
+}
+
 // Write a checked pure-Python wheel, as the zip file it is, where it goes on sys.path.
 function writeZipWheel(pyodide, wheel) {
   const file = `${WHEELS_DIR}/${wheel.file}`;
@@ -348,12 +366,15 @@ export async function loadPython(boot, manifest, downloads, snapshot) {
     snapshot,
     load: async (extra) => {
       const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
-      return loadPyodide({
-        indexURL: siteURL("vendor/pyodide/"),
-        stdout: (line) => console.log("[python]", line),
-        stderr: (line) => console.warn("[python]", line),
-        ...extra,
-      });
+      return Promise.race([
+        loadPyodide({
+          indexURL: siteURL("vendor/pyodide/"),
+          stdout: (line) => console.log("[python]", line),
+          stderr: (line) => console.warn("[python]", line),
+          ...extra,
+        }),
+        wasmMissing(),
+      ]);
     },
     moduleFactory: async () => (await import(siteURL("vendor/pyodide/pyodide.asm.mjs"))).default,
   });

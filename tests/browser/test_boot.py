@@ -176,3 +176,15 @@ def test_sqlite_that_cannot_be_downloaded_fails_the_sqlite_phase_saying_what_to_
         "Check the network and reload; if it keeps failing, the site may be half deployed: redeploy the whole site/ folder."
     ), status
     assert "ASSERTIONS" not in status and ".." not in status
+
+
+def test_a_missing_pyodide_wasm_fails_the_boot_at_once_instead_of_hanging(context, site_url, durably):
+    # Pyodide only logs "wasm instantiation failed!" and never settles loadPyodide(): the
+    # snapshot phase, which has no time limit, waited forever.
+    context.route("**/pyodide.asm.wasm", lambda route: route.fulfill(status=404, body="gone"))
+    page = context.new_page()
+    page.goto(durably.test_page(site_url))
+    page.wait_for_function("document.getElementById('status').dataset.state === 'error'", timeout=30_000)
+    assert page.inner_text("#status") == (
+        "Could not start (pyodide): cannot download vendor/pyodide/pyodide.asm.wasm: HTTP 404. Is the site fully deployed?"
+    )
