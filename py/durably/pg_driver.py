@@ -404,7 +404,7 @@ class Listener:
         callback: Callable[[str | None], Any],
         *,
         max_delay: float = 2.0,
-        poll: float = 0.2,
+        poll: float = 0.05,
     ) -> None:
         if not isinstance(channel, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", channel):
             raise ValidationError(f"a channel name is lower-case letters, digits and _, got {channel!r}")

@@ -20,6 +20,12 @@ Why they differ, in one line each:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from . import migrations_postgres as schema
+from .dialect import Dialect
 from .rows import RUN_COLUMNS
 
 #: Channel of the wake-up notifications; the payload is the job name.
@@ -97,17 +103,6 @@ TRIGGER_KEY_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
 )
 
-#: Insert a pending run unless a run of this job with this idempotency key exists (a
-#: concurrent trigger may have inserted it after we looked): no row back means "look it up
-#: again and return it as idempotent". Parameters as the store's insert (10 values).
-INSERT_RUN_IDEMPOTENT = (
-    "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
-    "concurrency_key, retrigger_of, created_at, updated_at) "
-    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-    "RETURNING id"
-)
-
 #: Wake the workers that LISTEN: delivered when the sending transaction commits (never for
 #: one that rolls back), once per distinct payload per transaction. Parameter: job_name.
 #: Every notifying commit takes one lock for the whole cluster, so a trigger that sends it
@@ -119,3 +114,53 @@ WAKE = f"SELECT pg_notify('{WAKE_CHANNEL}', ?)"
 #: ``get_runs`` without a limit: PostgreSQL refuses SQLite's ``LIMIT -1``; both engines
 #: take the largest 64-bit integer as "no limit".
 NO_LIMIT = 2**63 - 1
+
+# -- the dialect ---------------------------------------------------------------------------------
+
+#: A migration's ``applied_at`` in the fixed-width format of every other timestamp.
+RECORD_MIGRATION = (
+    "INSERT INTO durably_migrations (version, applied_at) "
+    """VALUES (?, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))"""
+)
+
+#: After ``durably copy`` wrote log lines with their ids: the identity column's next value
+#: goes past the largest one, or the next line logged would collide with a copied one.
+AFTER_COPY = (
+    "SELECT setval(pg_get_serial_sequence('durably_logs', 'id'), "
+    "COALESCE((SELECT MAX(id) FROM durably_logs), 0) + 1, false)",
+)
+
+
+def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> tuple[str, tuple[Any, ...]]:
+    jobs = list(job_names)
+    return CLAIM, (jobs, now, now, jobs, now, owner, lease_until, now, now)
+
+
+#: PostgreSQL's text for ``durably.dialect.Dialect``'s fields: what ``Durably("postgresql://...")``
+#: runs the store with.
+POSTGRES = Dialect(
+    name="postgresql",
+    begin="BEGIN",
+    migrations=schema.MIGRATIONS,
+    create_migrations_table=schema.MIGRATIONS_TABLE,
+    has_migrations_table=schema.HAS_MIGRATIONS_TABLE,
+    record_migration=RECORD_MIGRATION,
+    migration_lock=schema.MIGRATION_LOCK,
+    claim=_claim,
+    complete_step=COMPLETE_STEP,
+    insert_step_record=INSERT_STEP_RECORD,
+    unique_violation="23505",
+    clear_expired_cancel_holds=CLEAR_EXPIRED_CANCEL_HOLDS,
+    trigger_key_lock=TRIGGER_KEY_LOCK,
+    lock_row=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    wake=WAKE,
+    wake_channel=WAKE_CHANNEL,
+    after_copy=AFTER_COPY,
+    text_takes_nul=False,
+)
+
+#: ``POSTGRES`` without wake-ups: triggers send no ``NOTIFY`` and workers do not listen, so
+#: runs written by other processes are found by polling alone (``PostgresDriver(notify=False)``;
+#: the benchmarks compare the two).
+POSTGRES_POLLING = replace(POSTGRES, name="postgresql (polling)", wake=None, wake_channel=None)

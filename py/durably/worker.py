@@ -1,7 +1,12 @@
 """The worker loop: keeps up to ``max_concurrent_runs`` runs executing, sleeps until woken
-(a trigger in this process) or until the next poll (runs other processes inserted), purges
-old runs when idle (``retain_runs``), and records this worker in the registry that
-``Durably.status()`` reads, with a heartbeat.
+or until the next poll, purges old runs when idle (``retain_runs``), and records this
+worker in the registry that ``Durably.status()`` reads, with a heartbeat.
+
+What wakes it (its wake sources): a trigger or a run's end in this process
+(``wake``/``wake_from_anywhere``), and, where the engine sends them, the wake-ups of other
+processes (``Store.listen``: PostgreSQL's ``NOTIFY``). Polling finds everything else (runs
+other processes wrote on SQLite, leases that expired) and is the fallback when a wake-up
+is missed.
 
 It drives a :class:`durably.runtime.Runtime`, which claims and executes each run.
 """
@@ -18,7 +23,7 @@ from typing import Any
 from .clock import add_seconds, iso
 from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
 from .runtime import Runtime
-from .store import Claimed
+from .store import ANY_JOB, Claimed
 
 #: How often idle maintenance (``retain_runs``) runs at most, in seconds.
 MAINTENANCE_INTERVAL = 60.0
@@ -44,6 +49,7 @@ class Worker:
         self._started_at: str | None = None  # set while started: this worker is in the registry
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._last_prune = float("-inf")
+        self._listener: Any = None  # Store.listen's, while started on an engine that sends wake-ups
 
     @property
     def running(self) -> bool:
@@ -57,6 +63,10 @@ class Worker:
         self._started_at = runtime.now()
         self._last_prune = float("-inf")
         self._heartbeat()  # records this worker; then every HEARTBEAT_INTERVAL
+        try:
+            self._listener = runtime.store.listen(self._woken_by)
+        except Exception as exc:  # polling still finds every run
+            runtime.report(exc, "listening for wake-ups (the worker polls instead)")
         self._loop_task = asyncio.ensure_future(self._run_loop())
 
     async def wait_stopped(self) -> None:
@@ -84,6 +94,7 @@ class Worker:
                     if ctx.task in late:
                         runtime.interrupt(ctx, "stop")
                 await asyncio.gather(*late, return_exceptions=True)
+        self._stop_listening()
         self._forget_self()
         runtime.stopping = False
 
@@ -98,6 +109,20 @@ class Worker:
     def wake_from_anywhere(self) -> None:
         """``wake``, from any thread."""
         self.runtime.call_in_loop(self.wake)
+
+    def _woken_by(self, job_name: str | None) -> None:
+        """Another process made a run of ``job_name`` claimable (``"*"``: of any job; None:
+        the listener reconnected and may have missed some). Called from its thread."""
+        if job_name is None or job_name == ANY_JOB or job_name in self.runtime.jobs.names:
+            self.wake_from_anywhere()
+
+    def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except Exception as exc:
+                self.runtime.report(exc, "closing the wake-up listener")
 
     async def _sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()

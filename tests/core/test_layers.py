@@ -16,20 +16,23 @@ IMPORTS: dict[str, set[str]] = {
     "browser": {"__init__", "app", "settings", "validation", "jsondata", "events", "jobs", "models", "pyodide_driver"}
     | BASE,
     "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "driver"} | BASE,
-    "app": {"worker", "runtime", "store", "driver", "events", "jobs", "settings", "validation", "jsondata", "models"}
+    "app": {
+        "worker", "runtime", "store", "driver", "pg_driver", "events", "jobs", "settings", "validation", "jsondata",
+        "models",
+    }
     | BASE,
     "worker": {"__init__", "runtime", "store"} | BASE,
     "runtime": {"steps", "store", "events", "jobs", "settings", "jsondata", "validation"} | BASE,
     "steps": {"store", "jobs", "jsondata", "validation", "runtime"} | BASE,
     "store": {"dialect", "rows", "driver", "models", "jsondata"} | BASE,
-    "dialect": {"migrations", "rows"},
+    "dialect": {"migrations", "rows", "pg_sql"},
     "rows": {"models", "jsondata", "clock"},
     "migrations": set(),
     "migrations_postgres": {"migrations"},
     "driver": {"errors"},
     "pyodide_driver": {"driver", "errors"},
     "pg_driver": {"errors"},
-    "pg_sql": {"rows"},
+    "pg_sql": {"dialect", "migrations_postgres", "rows"},
     "jobs": {"schemas", "validation", "errors"},
     "events": {"clock", "errors", "validation"},
     "schemas": {"errors", "validation"},

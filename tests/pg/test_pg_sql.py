@@ -14,6 +14,7 @@ from durably import pg_sql as Q
 from durably import migrations_postgres as S
 from durably.errors import StorageError
 from durably.pg_driver import PostgresDriver
+from durably.store import INSERT_RUN_IDEMPOTENT
 
 T0 = "2026-01-01T00:00:00.000000Z"
 T1 = "2026-01-01T00:00:01.000000Z"
@@ -289,10 +290,10 @@ def test_an_idempotency_key_makes_one_run_even_when_two_triggers_insert_at_once(
     a, b, observer = two
     values = lambda run_id: (run_id, "j", "{}", "{}", "idem", None, None, T0, T0)  # noqa: E731
     a.execute("BEGIN")
-    assert a.execute(Q.INSERT_RUN_IDEMPOTENT, values("R0")) == ([("R0",)], 1)
+    assert a.execute(INSERT_RUN_IDEMPOTENT, values("R0")) == ([("R0",)], 1)
     pid = backend_pid(b)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(b.execute, Q.INSERT_RUN_IDEMPOTENT, values("R1"))
+        pending = pool.submit(b.execute, INSERT_RUN_IDEMPOTENT, values("R1"))
         wait_until(lambda: waiting_on_a_lock(observer, pid), what="the second insert to wait for the first")
         a.execute("COMMIT")
         assert pending.result(10) == ([], 0)  # "look it up and return it as idempotent"

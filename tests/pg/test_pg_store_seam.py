@@ -1,46 +1,27 @@
-"""The store's engine seam (durably.dialect) with PostgreSQL's statements, on a real server.
-
-PostgreSQL is not wired into ``Durably`` yet (issue 13; docs/postgres.md). This fills a
-``Dialect`` from ``pg_sql`` and ``migrations_postgres`` the way that work will, and drives
-the unchanged ``Store`` through one run's life in one process: what fits today. The parts
-that need more than text (the trigger key lock, the claim's retry on a key held elsewhere,
-wake-ups) are issue 13's and are not exercised here.
+"""The unchanged ``Store`` on PostgreSQL's dialect (``durably.pg_sql.POSTGRES``), on a real
+server: one run's life, and the places where the store's control flow depends on the
+dialect (the claim's retry after a key taken at the same moment, the key lock of triggers,
+wake-ups sent with the commit that makes a run claimable).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 from durably import migrations_postgres as S
 from durably import pg_sql as Q
-from durably.dialect import SQLITE
+from durably.dialect import SQLITE, for_driver
 from durably.pg_driver import PostgresDriver
-from durably.store import NewRun, Store
+from durably.store import Lease, NewRun, Store
 
 T0 = "2026-11-30T12:00:00.000000Z"
 T1 = "2026-11-30T12:00:01.000000Z"
 LATER = "2026-11-30T12:00:31.000000Z"
 
-POSTGRES = replace(
-    SQLITE,
-    name="postgresql",
-    begin="BEGIN",
-    migrations=S.MIGRATIONS,
-    create_migrations_table=S.MIGRATIONS_TABLE,
-    has_migrations_table=S.HAS_MIGRATIONS_TABLE,
-    record_migration=(
-        "INSERT INTO durably_migrations (version, applied_at) "
-        """VALUES (?, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))"""
-    ),
-    migration_lock=S.MIGRATION_LOCK,
-    claim=lambda owner, jobs, now, until: (Q.CLAIM, (list(jobs), now, now, list(jobs), now, owner, until, now, now)),
-    complete_step=Q.COMPLETE_STEP,
-    insert_step_record=Q.INSERT_STEP_RECORD,
-)
-
-
 def test_the_store_runs_a_run_through_its_life_with_postgresqls_dialect(pg_url):
-    store = Store(PostgresDriver(pg_url), POSTGRES)
+    store = Store(PostgresDriver(pg_url))
+    assert store.dialect is Q.POSTGRES
     try:
         assert store.schema_version() == 0
         assert store.migrate() == S.LATEST_VERSION == store.schema_version()
@@ -67,3 +48,111 @@ def test_the_store_runs_a_run_through_its_life_with_postgresqls_dialect(pg_url):
         assert [r.id for r in store.purge(cutoff=LATER, limit=10, now=LATER)] == ["r1"]
     finally:
         store.close()
+
+
+def test_the_dialect_is_picked_from_the_driver(pg_url):
+    driver = PostgresDriver(pg_url)
+    quiet = PostgresDriver(pg_url)
+    quiet.notify = False
+    try:
+        assert for_driver(driver) is Q.POSTGRES
+        assert for_driver(quiet) is Q.POSTGRES_POLLING and Q.POSTGRES_POLLING.wake is None
+        assert for_driver(object()) is SQLITE
+    finally:
+        driver.close()
+        quiet.close()
+
+
+def _new(run_id, job="j", key=None, idem=None):
+    return NewRun(run_id, job, "null", None, {}, idem, key, None, T0)
+
+
+def test_wakes_are_sent_once_per_job_with_the_commit_and_never_for_a_rollback(pg_url):
+    store = Store(PostgresDriver(pg_url))
+    heard: list = []
+    got = threading.Event()
+    listening = threading.Event()
+
+    def on(payload):
+        heard.append(payload)
+        (got if payload is not None else listening).set()
+
+    listener = store.listen(on)
+    try:
+        store.migrate()
+        assert listening.wait(5)  # LISTEN is sent from the listener's thread
+        with store.transaction():
+            for i in range(5):
+                store.insert_run(_new(f"a{i}", "a"))
+            store.insert_run(_new("b0", "b"))
+        assert got.wait(5)
+        try:
+            with store.transaction():
+                store.insert_run(_new("c0", "c"))
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        with store.transaction(several=False):  # a lone insert wakes after its commit
+            store.insert_run(_new("d0", "d"))
+        deadline = threading.Event()
+        for _ in range(100):
+            if "d" in heard:
+                break
+            deadline.wait(0.05)
+        assert [p for p in heard if p is not None] == ["a", "b", "d"]
+    finally:
+        listener.close()
+        store.close()
+
+
+def test_a_run_handed_back_or_a_keyed_run_ending_wakes_the_workers(pg_url):
+    store = Store(PostgresDriver(pg_url))
+    heard: list = []
+    listening = threading.Event()
+    listener = store.listen(lambda p: (heard.append(p), p is None and listening.set()))
+    try:
+        assert listening.wait(5)
+        with store.transaction():
+            store.insert_run(_new("r1", "j"))
+            store.insert_run(_new("r2", "j", key="k"))
+        first = store.claim(owner="w", job_names=["j"], now=T1, lease_until=LATER)
+        second = store.claim(owner="w", job_names=["j"], now=T1, lease_until=LATER)
+        assert first.lease == Lease("r1", 1, None, "j") and second.lease.concurrency_key == "k"
+        heard.clear()
+        assert store.release(first.lease, now=T1, pending=None)
+        assert store.complete_run(second.lease, now=T1, output_json="1")
+        for _ in range(100):
+            if len([p for p in heard if p]) >= 2:
+                break
+            threading.Event().wait(0.05)
+        assert [p for p in heard if p] == ["j", "*"]
+    finally:
+        listener.close()
+        store.close()
+
+
+def test_a_claim_that_meets_a_key_taken_at_the_same_moment_claims_again(pg_url):
+    """Two runs of one key, claimed at once by two workers: the unique index refuses the
+    second lease of the key; the store clears dead cancel holds and claims again, and its
+    new look sees the key held, so it gets a run of another key instead of an error."""
+    store, other = Store(PostgresDriver(pg_url)), Store(PostgresDriver(pg_url))
+    try:
+        with store.transaction():
+            store.insert_run(_new("r1", key="k"))
+        assert other.claim(owner="w2", job_names=["j"], now=T1, lease_until=LATER).run.id == "r1"
+        with store.transaction():
+            store.insert_run(_new("r2", key="k"))
+            store.insert_run(_new("r3"))
+        # The race, made certain: the first attempt's look at "is the key held?" is blind,
+        # as when the other worker's lease had not committed yet.
+        sql, params = Q.POSTGRES.claim("w1", ["j"], T1, LATER)
+        blind = sql.replace("AND (r.concurrency_key IS NULL OR NOT EXISTS", "AND (TRUE OR NOT EXISTS", 1)
+        assert blind != sql
+        attempts = iter([(blind, params)])
+        store.dialect = replace(Q.POSTGRES, claim=lambda *_: next(attempts, (sql, params)))
+        claimed = store.claim(owner="w1", job_names=["j"], now=T1, lease_until=LATER)
+        assert claimed is not None and claimed.run.id == "r3"
+        assert store.get_run("r2").status == "pending" and store.get_run("r1").status == "leased"
+    finally:
+        store.close()
+        other.close()
