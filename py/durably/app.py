@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from .clock import Clock, UlidFactory, add_seconds, iso, system_clock
+from .copying import CopyResult, copy_database
 from .driver import Driver, Sqlite3Driver
 from .errors import (
     CancelledError,
@@ -206,6 +207,24 @@ class Durably:
         reclaimed = self._store.reclaim_all_leases(self._now())
         self._store.forget_other_workers(self.worker_id)
         return reclaimed
+
+    def copy_to(self, target: Durably, *, replace: bool = False) -> CopyResult:
+        """Copy every run of this database, with its steps, labels and log lines, into
+        ``target``'s (any engine to any engine: ``durably copy``). The copy is a snapshot:
+        runs leased here are pending there (their leases handed back), ids and timestamps
+        are unchanged, and the target is written in one transaction. A target that holds
+        runs is refused (``ConflictError``) unless ``replace=True``, which deletes them first.
+
+        Example::
+
+            with_sqlite = Durably("jobs.db")
+            with_sqlite.copy_to(Durably("postgresql://app:secret@db/jobs"))
+        """
+        self._check_open()
+        target._check_open()
+        if target is self or target._store.driver is self._store.driver:
+            raise ValidationError("copy_to() needs another database than this one as its target")
+        return copy_database(self._store, target._store, replace=replace)
 
     # -- jobs -------------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ class Dialect:
     name: str
     #: Opens a write transaction that holds the write lock (or row locks) it needs up front.
     begin: str
+    #: Opens a read transaction that sees one moment's state (``durably copy``'s source).
+    begin_read: str
     #: The numbered migrations: ``(version, [statement, ...])``, oldest first.
     migrations: Sequence[tuple[int, Sequence[str]]]
     #: Creates the table of applied migrations if it is missing (inside the migration).
@@ -146,6 +148,7 @@ def _sqlite_claim(owner: str, job_names: Sequence[str], now: str, lease_until: s
 SQLITE = Dialect(
     name="sqlite",
     begin="BEGIN IMMEDIATE",
+    begin_read="BEGIN",  # deferred: the snapshot starts at the first read (WAL)
     migrations=MIGRATIONS,
     create_migrations_table=(
         "CREATE TABLE IF NOT EXISTS durably_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

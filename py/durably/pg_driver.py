@@ -48,6 +48,7 @@ __all__ = [
     "MIN_SERVER_VERSION",
     "PostgresDriver",
     "Listener",
+    "describe_url",
     "is_postgres_url",
     "is_transient",
     "translate_placeholders",
@@ -188,7 +189,7 @@ def _connect_error(exc: Exception, where: str) -> StorageError:
     return _error(f"cannot connect to PostgreSQL at {where}: {text}", CANNOT_CONNECT)
 
 
-def _describe(url: str) -> str:
+def describe_url(url: str) -> str:
     """``user@host:port/dbname`` for messages: never the password."""
     try:
         parts = urlsplit(url)
@@ -212,7 +213,7 @@ def _check_url(url: str) -> dict[str, Any]:
         urlsplit(url).port  # noqa: B018 - raises ValueError for a port that is not a number
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         raise ValidationError(
-            f"not a valid PostgreSQL URL ({_describe(url)}): {' '.join(str(exc).split())}; "
+            f"not a valid PostgreSQL URL ({describe_url(url)}): {' '.join(str(exc).split())}; "
             "the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...]"
         ) from None
     return params
@@ -264,7 +265,7 @@ class PostgresDriver:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400:
                 raise ValidationError(f"{label} must be a number of seconds from 0 to 86400, got {value!r}")
         self.url = url
-        self.where = _describe(url)
+        self.where = describe_url(url)
         self._connect_kwargs: dict[str, Any] = {"autocommit": True}
         if connect_timeout:
             self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))

@@ -141,6 +141,7 @@ def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> 
 POSTGRES = Dialect(
     name="postgresql",
     begin="BEGIN",
+    begin_read="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     migrations=schema.MIGRATIONS,
     create_migrations_table=schema.MIGRATIONS_TABLE,
     has_migrations_table=schema.HAS_MIGRATIONS_TABLE,

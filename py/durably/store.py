@@ -65,6 +65,30 @@ ANY_JOB = "*"
 LOG_BATCH = 100
 
 
+#: What ``durably copy`` moves, table by table: ``(table, its columns, its key)``. Every
+#: column of the latest schema (tests/core/test_copy.py holds this list to the schema on
+#: both engines); the worker registry is not copied, since it describes the processes
+#: connected to a database, not its data.
+COPY_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        "durably_runs",
+        (
+            "id", "job_name", "status", "input", "output", "error", "failed_step", "labels", "idempotency_key",
+            "concurrency_key", "progress", "lease_owner", "lease_generation", "lease_expires_at",
+            "completed_steps", "retrigger_of", "created_at", "started_at", "completed_at", "updated_at",
+        ),
+        ("id",),
+    ),
+    ("durably_run_labels", ("run_id", "key", "value"), ("run_id", "key")),
+    (
+        "durably_steps",
+        ("run_id", "idx", "name", "status", "output", "error", "started_at", "completed_at"),
+        ("run_id", "idx"),
+    ),
+    ("durably_logs", ("id", "run_id", "step_name", "level", "message", "data", "created_at"), ("id",)),
+)  # fmt: skip
+
+
 @lru_cache(maxsize=LOG_BATCH)
 def _insert_logs_sql(lines: int) -> str:
     return "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) VALUES " + ", ".join(
@@ -870,6 +894,58 @@ class Store:
                 "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY 1"
             )
         return RunCounts(dict(by_status), dict(pending))
+
+    # -- durably copy -----------------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees the database as it was at its first
+        read (a copy taken while workers write is still one moment's state)."""
+        with self._read():
+            self._x(self.dialect.begin_read)
+            try:
+                yield
+            finally:
+                try:
+                    self._x("COMMIT")
+                except StorageError:
+                    pass  # a read transaction has nothing to lose
+
+    def copy_page(
+        self, table: str, columns: Sequence[str], key: Sequence[str], after: Row | None, limit: int
+    ) -> list[Row]:
+        """Up to ``limit`` rows of ``table`` (one of ``COPY_TABLES``) in key order, after the
+        row whose key is ``after`` (None: from the first)."""
+        keys = ", ".join(key)
+        where = f" WHERE ({keys}) > ({', '.join('?' * len(key))})" if after is not None else ""
+        sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {keys} LIMIT ?"
+        rows, _ = self._x(sql, (*(after or ()), limit))
+        return rows
+
+    def count_copied(self) -> dict[str, int]:
+        """Rows in each of ``COPY_TABLES``."""
+        with self._read():
+            return {table: int(self._x(f"SELECT COUNT(*) FROM {table}")[0][0][0]) for table, _, _ in COPY_TABLES}
+
+    def write_copied(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert rows as they are, ids included (inside ``transaction()``)."""
+        if not rows:
+            return
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        params: list[Any] = []
+        for row in rows:
+            params.extend(row)
+        self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
+
+    def clear_copied(self) -> None:
+        """Delete every row of ``COPY_TABLES`` and the worker registry (inside ``transaction()``)."""
+        for table, _, _ in (*COPY_TABLES, ("durably_workers", (), ())):
+            self._x(f"DELETE FROM {table}")
+
+    def after_copy(self) -> None:
+        """What the engine needs once rows were written with their ids (inside ``transaction()``)."""
+        for sql in self.dialect.after_copy:
+            self._x(sql)
 
     def close(self) -> None:
         with self._lock:

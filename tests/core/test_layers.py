@@ -15,16 +15,17 @@ IMPORTS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "browser": {"__init__", "app", "settings", "validation", "jsondata", "events", "jobs", "models", "pyodide_driver"}
     | BASE,
-    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "driver"} | BASE,
+    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "driver", "pg_driver"} | BASE,
     "app": {
-        "worker", "runtime", "store", "driver", "pg_driver", "events", "jobs", "settings", "validation", "jsondata",
-        "models",
+        "worker", "runtime", "store", "copying", "driver", "pg_driver", "events", "jobs", "settings", "validation",
+        "jsondata", "models",
     }
     | BASE,
     "worker": {"__init__", "runtime", "store"} | BASE,
     "runtime": {"steps", "store", "events", "jobs", "settings", "jsondata", "validation"} | BASE,
     "steps": {"store", "jobs", "jsondata", "validation", "runtime"} | BASE,
     "store": {"dialect", "rows", "driver", "models", "jsondata"} | BASE,
+    "copying": {"store", "errors"},
     "dialect": {"migrations", "rows", "pg_sql"},
     "rows": {"models", "jsondata", "clock"},
     "migrations": set(),
