@@ -16,7 +16,10 @@ as ``"57P01"``): its outcome is unknown only if it was a ``COMMIT`` or a lone wr
 driver never re-sends it. The next ``execute`` opens a new connection, except inside a
 transaction that the lost connection held: those statements are refused (the server
 rolled the transaction back) until the caller sends ``ROLLBACK``, which the driver answers
-itself, so a transaction is never continued on a connection that did not start it.
+itself, so a transaction is never continued on a connection that did not start it. A
+connection that was idle when the server closed it (outside a transaction, the server's
+goodbye or end of stream waiting unread on its socket) is replaced before the next
+statement is sent, so a process that was idle through a restart sees no error at all.
 
 Parameters. The store writes ``?`` placeholders (SQLite's style); this driver turns each
 ``?`` outside quotes and comments into psycopg's ``%s`` and doubles every ``%`` (psycopg
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -230,7 +234,9 @@ class PostgresDriver:
     ``idle_in_transaction_timeout``: seconds after which the server ends a session that
     sits inside a transaction (a frozen or killed client), releasing its row locks; 0 keeps
     the server's setting. ``prepare=False`` turns off server-side prepared statements
-    (needed behind PgBouncer in transaction mode).
+    (needed behind PgBouncer in transaction mode). ``notify=False``: no wake-ups, workers
+    find other processes' runs by polling alone (for comparisons, or where ``LISTEN`` cannot
+    reach the server, as behind PgBouncer in transaction mode).
 
     Example::
 
@@ -249,6 +255,7 @@ class PostgresDriver:
         application_name: str = "durably",
         prepare: bool = True,
         min_server_version: int = MIN_SERVER_VERSION,
+        notify: bool = True,
     ) -> None:
         try:
             import psycopg
@@ -274,6 +281,9 @@ class PostgresDriver:
         if not prepare:
             self._connect_kwargs["prepare_threshold"] = None
         self._idle_ms = int(idle_in_transaction_timeout * 1000)
+        #: Whether the store sends and listens for wake-ups (``NOTIFY``); False leaves the
+        #: workers to polling alone (``durably.dialect.for_driver``).
+        self.notify = bool(notify)
         self._min_version = min_server_version
         self._lock = threading.RLock()
         self._conn: Any = None
@@ -344,8 +354,11 @@ class PostgresDriver:
                 if len(self._sql) >= 512:
                     self._sql.clear()
                 self._sql[sql] = query
-            cur = self._cur
             in_transaction = self._conn.info.transaction_status != 0  # 0: IDLE
+            if not in_transaction and self._closed_while_idle():
+                self._drop_connection()
+                self._connect()
+            cur = self._cur
             try:
                 cur.execute(query, params)
                 rows = cur.fetchall() if cur.description is not None else []
@@ -356,6 +369,17 @@ class PostgresDriver:
                 raise StorageError(f"cannot store a value: {exc}", code=BAD_TEXT) from exc
             changes = cur.rowcount if status.startswith(("INSERT", "UPDATE", "DELETE", "MERGE")) else 0
             return rows, max(changes, 0)
+
+    def _closed_while_idle(self) -> bool:
+        """Did the server close this idle connection (a restart, an idle timeout)? Nothing
+        is owed on an idle connection of the driver (it never listens on it), so anything
+        readable is the server's goodbye (``57P01``) or the end of the stream. A select()
+        per statement: about a microsecond."""
+        try:
+            readable, _, _ = select.select([self._conn.pgconn.socket], [], [], 0)
+        except Exception:  # the socket is gone
+            return True
+        return bool(readable)
 
     def _failed(self, exc: Exception, in_transaction: bool) -> StorageError:
         conn = self._conn
