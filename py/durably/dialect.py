@@ -78,6 +78,10 @@ class Dialect:
     wake: str | None = None
     #: The channel a worker listens on for ``wake`` (``Store.listen``); None: polling only.
     wake_channel: str | None = None
+    #: Turns an ``INSERT INTO durably_runs`` into one statement that also sends ``wake``
+    #: for the inserted run's job (same parameters): for an insert sent alone, with no
+    #: transaction to carry the wake-up. None where ``wake`` is None.
+    waking: Callable[[str], str] | None = None
     #: Sent after ``durably copy`` wrote rows with their ids (PostgreSQL's identity columns
     #: must be moved past them).
     after_copy: Sequence[str] = ()

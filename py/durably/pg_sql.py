@@ -138,6 +138,12 @@ def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> 
 
 #: PostgreSQL's text for ``durably.dialect.Dialect``'s fields: what ``Durably("postgresql://...")``
 #: runs the store with.
+def _waking(insert: str) -> str:
+    """An ``INSERT INTO durably_runs`` that also wakes the workers of the run's job: a
+    plain trigger's insert and its wake-up commit (and flush) once, not twice."""
+    return f"WITH inserted AS ({insert} RETURNING job_name) SELECT pg_notify('{WAKE_CHANNEL}', job_name) FROM inserted"
+
+
 POSTGRES = Dialect(
     name="postgresql",
     begin="BEGIN",
@@ -157,6 +163,7 @@ POSTGRES = Dialect(
     skip_locked=" FOR UPDATE SKIP LOCKED",
     wake=WAKE,
     wake_channel=WAKE_CHANNEL,
+    waking=_waking,
     after_copy=AFTER_COPY,
     text_takes_nul=False,
 )
@@ -164,4 +171,4 @@ POSTGRES = Dialect(
 #: ``POSTGRES`` without wake-ups: triggers send no ``NOTIFY`` and workers do not listen, so
 #: runs written by other processes are found by polling alone (``PostgresDriver(notify=False)``;
 #: the benchmarks compare the two).
-POSTGRES_POLLING = replace(POSTGRES, name="postgresql (polling)", wake=None, wake_channel=None)
+POSTGRES_POLLING = replace(POSTGRES, name="postgresql (polling)", wake=None, wake_channel=None, waking=None)

@@ -46,7 +46,7 @@ from .rows import (
 
 _FINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in FINISHED) + ")"
 
-_INSERT_RUN = (
+INSERT_RUN = (
     "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
     "concurrency_key, retrigger_of, created_at, updated_at) "
     "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
@@ -54,7 +54,7 @@ _INSERT_RUN = (
 #: With an idempotency key: a concurrent trigger may have inserted the run since we looked
 #: (on an engine where triggers run at the same time); no row back means "that one".
 INSERT_RUN_IDEMPOTENT = (
-    _INSERT_RUN + " ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+    INSERT_RUN + " ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
 #: A claim that met a concurrency key taken by another worker at the same moment tries again
 #: this many more times before it gives up until the next poll.
@@ -401,8 +401,16 @@ class Store:
             new.now,
             new.now,
         )
+        woken = False
         if new.idempotency_key is None:
-            self._x(_INSERT_RUN, values)
+            waking = self.dialect.waking
+            if self._wakes is None and waking is not None:
+                # A lone insert (a plain trigger): its wake-up rides in the same statement,
+                # so it commits (and flushes) once, not twice.
+                self._x(waking(INSERT_RUN), values)
+                woken = True
+            else:
+                self._x(INSERT_RUN, values)
         else:
             inserted, _ = self._x(INSERT_RUN_IDEMPOTENT, values)
             if not inserted:  # a concurrent trigger with this key committed first
@@ -435,7 +443,8 @@ class Store:
             retrigger_of=new.retrigger_of,
             disposition="created",
         )
-        self._wake(new.job_name)
+        if not woken:
+            self._wake(new.job_name)
         return run, "created"
 
     # -- reading --------------------------------------------------------------------------
