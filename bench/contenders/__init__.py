@@ -14,10 +14,12 @@ CPYTHON: dict[str, tuple[str, dict]] = {
     "durably-pg": ("bench.contenders.durably_postgres", {"notify": True}),
     # The same without NOTIFY: the worker finds runs by polling (workload 3 only).
     "durably-pg-poll": ("bench.contenders.durably_postgres", {"notify": False}),
+    # The commits a durable runtime cannot avoid, with psycopg on the same server.
+    "pg-floor": ("bench.contenders.pg_floor", {}),
 }
 
 # The contenders that need the bench's PostgreSQL server (python -m bench --postgres).
-POSTGRES: set[str] = {"dbos-pg", "durably-pg", "durably-pg-poll"}
+POSTGRES: set[str] = {"dbos-pg", "durably-pg", "durably-pg-poll", "pg-floor"}
 
 # Workload 7 (one-step runs/s against 1, 2, 4, 8 worker processes on one PostgreSQL server):
 # the contenders that have a runs_workers(k, workers, db_path).
@@ -51,6 +53,11 @@ BROWSER_LOAD: dict[str, str] = {
 
 def host(name: str) -> str:
     return "browser" if name in BROWSER or name in BROWSER_LOAD else "cpython"
+
+
+def engine(name: str) -> str:
+    """The database a contender stores in: its figures are set against those on the same one."""
+    return "postgresql" if name in POSTGRES else "sqlite"
 
 
 def supports(name: str, kind: str) -> bool:

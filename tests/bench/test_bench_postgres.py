@@ -58,3 +58,13 @@ def test_the_polling_setting_runs_only_the_trigger_workload():
 
     assert supports("durably-pg-poll", "trigger") and not supports("durably-pg-poll", "steps")
     assert supports("durably-pg", "workers") and supports("durably-pg", "steps")
+
+
+def test_the_postgresql_floor_runs_workloads_1_to_3_and_leaves_no_database_behind(bench_server, pg_cluster):
+    from bench.contenders import pg_floor
+
+    assert pg_floor.available() is None
+    assert pg_floor.steps(20, bench_server, slices=4)["steps_per_s"] > 0
+    assert pg_floor.runs(10, bench_server)["runs_per_s"] > 0
+    assert len(pg_floor.trigger_latency(5, bench_server)["start_ms"]) == 5
+    assert pg_cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_%'") == []
