@@ -26,8 +26,10 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEB = os.path.join(HERE, "web")
 # durably's test build of the site (npm run build:test at the root: the production site plus
-# its test page), served under /site/ for workload 4
+# its test page), served under /site/ for workload 4; the same site without its Python memory
+# snapshot under /site-nosnap/ (durably-browser-nosnap)
 SITE = os.path.join(os.path.dirname(HERE), ".cache", "test-site")
+SITE_PREFIXES = ("/site/", "/site-nosnap/")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -41,7 +43,7 @@ ISOLATED = {"/coji.html", "/dist/coji/coji.js", "/dist/coji/worker", "/dist/coji
 
 def available(page: str | None = None) -> str | None:
     """None when the browser bench can run (``page``: a load-only page it needs)."""
-    if page and page.startswith("site/") and not os.path.exists(os.path.join(SITE, "index.html")):
+    if page and page.startswith("site") and not os.path.exists(os.path.join(SITE, "index.html")):
         return "durably's test site is not built: npm ci && npm run build:test (at the repository root)"
     if page == "pyodide.html" and not os.path.exists(os.path.join(SITE, "vendor", "pyodide", "pyodide.mjs")):
         return ".cache/test-site/vendor/pyodide is missing: npm ci && npm run build:test (at the repository root)"
@@ -61,10 +63,12 @@ def build() -> None:
     subprocess.run(["node", "build.mjs"], cwd=WEB, check=True)
 
 
-def private_site(dest: str) -> str:
+def private_site(dest: str, snapshot: bool = True) -> str:
     """Copy the built site to ``dest`` and add the bench-only job module to the copy (file and
     manifest entry), so a rebuild of ``site/`` while the bench runs cannot break it, and the
-    site itself never ships bench code."""
+    site itself never ships bench code. ``snapshot=False``: without the Python memory
+    snapshot (its file and manifest entry), so the worker starts Python from Pyodide's files
+    as a site built without one does."""
     shutil.copytree(SITE, dest)
     src = os.path.join(WEB, "bench_jobs.py")
     shutil.copy(src, os.path.join(dest, "jobs", "bench_jobs.py"))
@@ -74,6 +78,9 @@ def private_site(dest: str) -> str:
     with open(path) as f:
         manifest = json.load(f)
     manifest["jobModules"].append({"module": "bench_jobs", "url": "jobs/bench_jobs.py", "sha256": digest})
+    if not snapshot:
+        manifest.pop("snapshot", None)
+        shutil.rmtree(os.path.join(dest, "snapshots"), ignore_errors=True)
     with open(path, "w") as f:
         json.dump(manifest, f, indent=2)
     return dest
@@ -85,7 +92,7 @@ DURABLY_PAGE = "site/test.html?jobs=bench_jobs&debug=1"
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    site = SITE
+    sites = {"/site/": SITE}  # URL prefix -> folder
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}
 
@@ -93,12 +100,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         # sqlocal asks for its worker without an extension
         if path.split("?")[0] == "/dist/coji/worker":
             path = "/dist/coji/worker.js"
-        if path.startswith("/site/"):
-            web, self.directory = self.directory, self.site
-            try:
-                return super().translate_path(path[len("/site"):])
-            finally:
-                self.directory = web
+        for prefix, folder in self.sites.items():
+            if path.startswith(prefix):
+                web, self.directory = self.directory, folder
+                try:
+                    return super().translate_path(path[len(prefix) - 1:])
+                finally:
+                    self.directory = web
         return super().translate_path(path)
 
     def end_headers(self) -> None:
@@ -148,9 +156,14 @@ class BrowserSession:
 
         self.profile_dir = profile_dir
         shutil.rmtree(profile_dir, ignore_errors=True)
+        os.makedirs(os.path.dirname(profile_dir), exist_ok=True)  # a browser-only run made none yet
         self.site_dir = tempfile.mkdtemp(prefix="site-", dir=os.path.dirname(profile_dir))
-        site = private_site(os.path.join(self.site_dir, "site")) if os.path.exists(SITE) else SITE
-        handler = type("Handler", (_Handler,), {"site": site})
+        if os.path.exists(SITE):
+            sites = {"/site/": private_site(os.path.join(self.site_dir, "site")),
+                     "/site-nosnap/": private_site(os.path.join(self.site_dir, "site-nosnap"), snapshot=False)}
+        else:
+            sites = {prefix: SITE for prefix in SITE_PREFIXES}
+        handler = type("Handler", (_Handler,), {"sites": sites})
         handler = functools.partial(handler, directory=WEB)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -168,7 +181,7 @@ class BrowserSession:
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             page.goto(f"{self.base}/{page_name}")
-            if page_name.startswith("site/"):
+            if page_name.startswith(("site/", "site-nosnap/")):
                 self._durably_ready(page)
                 page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
             page.wait_for_function("window.bench && window.bench.ready", timeout=30_000)
@@ -243,7 +256,7 @@ class BrowserSession:
         ``time.time()`` is Date.now too)."""
         page = self.context.new_page()
         page.set_default_timeout(timeout * 1000)
-        durably = page_name.startswith("site/")
+        durably = page_name.startswith(("site/", "site-nosnap/"))
         if durably:  # test_page.js assigns window.durably once, when connect() resolves: ready
             page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
                 configurable: true, get() { return v; },

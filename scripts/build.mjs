@@ -21,6 +21,8 @@
 //                                      changes with the content, so no browser or CDN cache
 //                                      ever serves an old wheel under the same URL
 //   jobs/<module>.py                   the job modules the worker imports (demo_jobs)
+//   snapshots/<key>.gz                 Python's memory with durably and the job modules
+//                                      imported, which the worker boots from (snapshot.mjs)
 
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -31,6 +33,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as esbuild from "esbuild";
 import { injectManifest } from "workbox-build";
+import { buildSnapshot } from "./snapshot.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const cache = path.join(root, ".cache", "wheels");
@@ -132,7 +135,11 @@ function durablyWheel() {
     // pyproject.toml names README.md as the long description; setuptools refuses a missing one.
     fs.writeFileSync(path.join(src, "README.md"), fs.existsSync(readme) ? fs.readFileSync(readme) : "durably\n");
     const out = path.join(tmp, "out");
-    run(python, ["-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, src]);
+    // A fixed date for the files in the wheel (1980, the earliest a zip can store): the same
+    // sources give the same bytes, so the wheel's URL and the snapshot made from it (whose key
+    // hashes the wheel) change only when the code does.
+    const env = { ...process.env, SOURCE_DATE_EPOCH: process.env.SOURCE_DATE_EPOCH ?? "315532800" };
+    run(python, ["-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, src], { env });
     const wheels = fs.readdirSync(out).filter((f) => f.startsWith("durably-") && f.endsWith(".whl"));
     if (wheels.length !== 1) fail(`expected one durably wheel, got ${JSON.stringify(wheels)}`);
     const kept = path.join(cache, "built", wheels[0]);
@@ -254,6 +261,7 @@ async function main() {
     wheels: [durably],
     jobModules: modules,
   };
+  manifest.snapshot = await buildSnapshot({ root, site, manifest });
   fs.writeFileSync(path.join(site, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
   const precache = await serviceWorker();
   console.log(

@@ -5,8 +5,13 @@
 //   sqlite   load and initialise sqlite-wasm
 //   pool     install the opfs-sahpool VFS (needs no COOP/COEP headers; workers only)
 //   open     open the database in the pool and set the pragmas
-//   pyodide, micropip, install
-//            loadPython(): a Python in which durably and the job modules can be imported
+//   snapshot, pyodide, install
+//            loadPython(): a Python in which durably and the job modules can be imported.
+//            snapshot: restore it from the site's memory snapshot, durably and the job
+//            modules already imported (web/snapshot.js); if that snapshot cannot be used, the
+//            phase ends in state "fallback" saying why, and pyodide loads Pyodide from the
+//            site's own files (only then). install unpacks durably's wheel, puts micropip's
+//            on sys.path and writes the job modules.
 //   import   wait for the page's init message, then import durably and the job modules it
 //            asked for, for real (a failed import is shown with its traceback)
 //   start    create durably.browser.BrowserHost, migrate the schema, hand back the leases a
@@ -17,6 +22,7 @@
 
 import { createBridge } from "./bridge.js";
 import { BootError } from "./errors.js";
+import { JOBS_DIR, prefetchSnapshot, sha256Hex, startPython } from "./snapshot.js";
 
 export const LOCK_NAME = "durably-db";
 export const DB_FILE = "/durably.db";
@@ -37,7 +43,6 @@ const PHASE_TIMEOUT_MS = {
   pool: 20_000,
   open: 10_000,
   pyodide: 120_000,
-  micropip: 60_000,
   install: 60_000,
   import: 30_000,
   start: 30_000,
@@ -45,8 +50,8 @@ const PHASE_TIMEOUT_MS = {
 const POOL_RETRIES = 5;
 // The page posts init right after creating the worker; this only catches a page that never does.
 const INIT_TIMEOUT_MS = 60_000;
-// Where the job modules are written, on Python's sys.path.
-const JOBS_DIR = "/home/pyodide/durably_jobs";
+// Where micropip's wheel is put, as is, for zipimport (see the install phase).
+const WHEELS_DIR = "/home/pyodide/wheels";
 
 /** A URL of the site, relative to its root (the bundled worker.js sits there). */
 export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
@@ -72,13 +77,18 @@ export async function bootLeader({ post, initReceived, res }) {
   boot.timings.lock = Math.round(performance.now() - t0);
   post({ type: "boot", phase: "lock", state: "done", ms: boot.timings.lock });
 
+  // The snapshot is downloaded and unzipped by a worker of its own while sqlite starts, and
+  // Pyodide's JS is fetched and compiled meanwhile (loadPython()'s imports then find it
+  // loaded: 60-130 ms off the snapshot phase).
+  const snapshot = prefetchSnapshot(manifest, siteURL);
+  for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
   const sqlite3 = await boot.phase("sqlite", loadSqlite);
   const bridge = await openDatabase(boot, sqlite3, res);
 
-  // Download and check micropip, the wheels and the job modules while Pyodide loads; the
-  // micropip and install phases only unpack them (and report a failure, each in its turn).
+  // Download and check micropip, the wheels and the job modules while Python starts; the
+  // install phase only unpacks them (and reports a failure).
   const downloads = downloadCode(manifest);
-  res.pyodide = await loadPython(boot, manifest, downloads);
+  res.pyodide = await loadPython(boot, manifest, downloads, snapshot);
   res.pyodide.registerJsModule("durably_bridge", bridge);
 
   const pageInit = await waitForInit(initReceived);
@@ -247,7 +257,7 @@ async function installPool(sqlite3) {
 // says which file is wrong instead of running code it was not built with. Each phase awaits
 // (and reports the failure of) its own part.
 function downloadCode(manifest) {
-  const micropip = fetchChecked(manifest.micropip, "micropip");
+  const micropip = fetchChecked(manifest.micropip, "install");
   const wheels = Promise.all(manifest.wheels.map((w) => fetchChecked(w, "install")));
   const modules = Promise.all(manifest.jobModules.map((m) => fetchChecked(m, "install")));
   for (const p of [micropip, wheels, modules]) p.catch(() => {});
@@ -278,7 +288,7 @@ async function fetchChecked(entry, phase) {
   return { ...entry, bytes };
 }
 
-// Unpack a checked wheel into site-packages: our wheels and micropip are pure Python without
+// Unpack a checked wheel into site-packages: our wheels are pure Python without
 // dependencies, so there is nothing for an installer to resolve.
 function unpackWheel(pyodide, wheel, phase) {
   const purelib = pyodide.runPython("import sysconfig\nsysconfig.get_path('purelib')");
@@ -291,43 +301,54 @@ function unpackWheel(pyodide, wheel, phase) {
 }
 
 /**
- * The phases pyodide, micropip and install: load Pyodide from the site's own files and put
- * durably and the job modules where Python imports them from. Returns the Pyodide
- * instance. Everything about how Python is obtained lives inside this function, so another
- * way to get there (a memory snapshot) replaces its inside and nothing else.
+ * The phases snapshot, pyodide and install: start Python from the site's memory snapshot (or,
+ * without a usable one, load Pyodide from the site's own files) and put durably and the job
+ * modules where Python imports them from. Returns the Pyodide instance. Everything about how
+ * Python is obtained lives inside this function (and web/snapshot.js).
  *
  * @param {Boot} boot runs and reports the phases
  * @param {object} manifest the site's manifest.json
  * @param {{micropip, wheels, modules}} downloads promises of the checked micropip wheel, wheels
  *   and job modules ({...manifest entry, bytes})
+ * @param {ReturnType<typeof prefetchSnapshot>} snapshot the snapshot's download, when the site has one
  */
-export async function loadPython(boot, manifest, downloads) {
-  const pyodide = await boot.phase("pyodide", async () => {
-    const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
-    return loadPyodide({
-      indexURL: siteURL("vendor/pyodide/"),
-      stdout: (line) => console.log("[python]", line),
-      stderr: (line) => console.warn("[python]", line),
-    });
-  });
-
-  await boot.phase("micropip", async () => {
-    // Unpacked from its checked wheel, like ours; not imported: that costs ~0.5 s, which only
-    // the jobs that use micropip (to install packages from the site at run time) should pay.
-    unpackWheel(pyodide, await downloads.micropip, "micropip");
-    const found = pyodide.runPython('import importlib, importlib.util\nimportlib.invalidate_caches()\nimportlib.util.find_spec("micropip") is not None');
-    if (!found) throw new Error(`micropip is not importable after unpacking ${manifest.micropip.url}`);
+export async function loadPython(boot, manifest, downloads, snapshot) {
+  const pyodide = await startPython({
+    boot,
+    manifest,
+    snapshot,
+    load: async (extra) => {
+      const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
+      return loadPyodide({
+        indexURL: siteURL("vendor/pyodide/"),
+        stdout: (line) => console.log("[python]", line),
+        stderr: (line) => console.warn("[python]", line),
+        ...extra,
+      });
+    },
+    moduleFactory: async () => (await import(siteURL("vendor/pyodide/pyodide.asm.mjs"))).default,
   });
 
   await boot.phase("install", async () => {
     // Unpack the wheels downloadCode() fetched and checked into site-packages: unpacking the
-    // checked bytes is ~0.6 s faster than importing micropip to install them.
+    // checked bytes is ~0.6 s faster than importing micropip to install them. After a
+    // snapshot restore durably is imported already, but its files are not there (the snapshot
+    // holds memory, not files): importlib.metadata, tracebacks and later imports read them.
     for (const w of await downloads.wheels) unpackWheel(pyodide, w, "install");
+    // micropip is neither imported at boot (its import costs ~0.5 s, which only the jobs that
+    // use it to install packages at run time should pay) nor unpacked (50-200 ms for its 45
+    // files): its checked wheel goes on sys.path as it is. It is pure Python and reads no data
+    // files, so zipimport imports it, and importlib.metadata finds it, from the zip.
+    const micropip = await downloads.micropip;
+    const zipped = `${WHEELS_DIR}/${micropip.file}`;
+    pyodide.FS.mkdirTree(WHEELS_DIR);
+    pyodide.FS.writeFile(zipped, micropip.bytes);
     const modules = await downloads.modules;
     pyodide.FS.mkdirTree(JOBS_DIR);
     for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
     pyodide.runPython(
-      `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\nimportlib.invalidate_caches()`,
+      `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\n` +
+        `if ${JSON.stringify(zipped)} not in sys.path: sys.path.append(${JSON.stringify(zipped)})\nimportlib.invalidate_caches()`,
     );
   });
   return pyodide;
@@ -429,10 +450,6 @@ async function fetchOk(rel, as) {
   return as === "json" ? res.json() : res.text();
 }
 
-async function sha256Hex(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 export function lastLine(text) {
   const lines = String(text).trim().split("\n");

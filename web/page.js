@@ -4,7 +4,9 @@
 
 import { connect } from "./client.js";
 
-const PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import"];
+// Python comes from the memory snapshot (phase "snapshot") or, without a usable one, from
+// Pyodide's files (phase "pyodide"): one step of the count either way.
+const PHASES = ["lock", "sqlite", "pool", "open", "python", "install", "import"];
 const MAX_EVENTS = 200;
 const MAX_RUNS = 50;
 // The run panel shows a run's last MAX_LOGS log lines: a run may log thousands, and the
@@ -109,6 +111,9 @@ function throttled(fn, wait = 120) {
 
 // -- boot -----------------------------------------------------------------------------------
 
+// What the snapshot phase said, for the ready line: restored, or why not.
+let snapshotNote = "";
+
 function phaseRow(phase) {
   let li = phaseList.querySelector(`[data-phase="${CSS.escape(phase)}"]`);
   if (!li) {
@@ -125,8 +130,11 @@ function onStatus(msg) {
     if (msg.state === "start") li.textContent = `${msg.phase}: ...`;
     else if (msg.state === "done") li.textContent = `${msg.phase}: ${msg.ms} ms`;
     else if (msg.state === "waiting") li.textContent = `${msg.phase}: waiting`;
+    else if (msg.state === "fallback") li.textContent = `${msg.phase}: not used (${msg.ms} ms)`;
+    if (msg.detail) li.title = msg.detail;
+    if (msg.phase === "snapshot" && msg.state !== "start") snapshotNote = msg.state === "done" ? "Python from its memory snapshot" : msg.detail;
     statusLine.dataset.state = msg.state === "waiting" ? "waiting" : "booting";
-    const n = PHASES.indexOf(msg.phase) + 1;
+    const n = PHASES.indexOf(["snapshot", "pyodide"].includes(msg.phase) ? "python" : msg.phase) + 1;
     statusLine.textContent = msg.detail || `Starting: ${msg.phase}${n ? ` (${n}/${PHASES.length})` : ""}...`;
   } else if (msg.type === "ready") {
     statusLine.textContent = "Started; loading the jobs...";
@@ -523,7 +531,8 @@ async function main() {
   const timings = durably.timings || {};
   const total = Object.values(timings).reduce((a, b) => a + b, 0);
   statusLine.dataset.state = "ready";
-  statusLine.textContent = `Ready in ${Math.round(performance.now() - started)} ms (worker boot ${total} ms).`;
+  statusLine.textContent =
+    `Ready in ${Math.round(performance.now() - started)} ms (worker boot ${total} ms` + (snapshotNote ? `; ${snapshotNote}` : "") + ").";
 }
 
 main();

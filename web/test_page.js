@@ -30,7 +30,10 @@ function onStatus(msg) {
       li.dataset.phase = msg.phase;
       phaseList.append(li);
     }
-    li.textContent = msg.state === "done" ? `${msg.phase}: ${msg.ms} ms` : `${msg.phase}: ${msg.state === "waiting" ? "waiting" : "..."}`;
+    li.dataset.state = msg.state;
+    if (msg.state === "done") li.textContent = `${msg.phase}: ${msg.ms} ms`;
+    else if (msg.state === "fallback") li.textContent = `${msg.phase}: not used (${msg.ms} ms): ${msg.detail}`;
+    else li.textContent = `${msg.phase}: ${msg.state === "waiting" ? "waiting" : "..."}`;
     show(msg.state === "waiting" ? "waiting" : "booting", msg.detail || `Starting: ${msg.phase}`);
   } else if (msg.type === "boot-error") {
     show("error", `Could not start (${msg.phase}): ${msg.message}`, msg.detail);

@@ -40,13 +40,16 @@ BROWSER: dict[str, str] = {
 # @coji/durably waits out its 30 s lease after each reload, so it gets 2 a round.
 BROWSER_RESUME: dict[str, tuple[str, int]] = {
     "durably-browser": (BROWSER["durably-browser"], 100),
+    "durably-browser-nosnap": ("site-nosnap/test.html?jobs=bench_jobs&debug=1", 100),
     "coji-durably": (BROWSER["coji-durably"], 2),
 }
 
 # Workload 4 only (page load to ready): label -> page, served by bench.browser (the site
-# under /site/).
+# under /site/; the same site without its Python memory snapshot under /site-nosnap/, so the
+# gain of the snapshot is measured side by side with the boot it replaces).
 BROWSER_LOAD: dict[str, str] = {
     "durably-browser": "site/index.html",
+    "durably-browser-nosnap": "site-nosnap/index.html",
     "pyodide-bare": "pyodide.html",
 }
 

@@ -10,11 +10,13 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-PHASES = ["lock", "sqlite", "pool", "open", "pyodide", "micropip", "install", "import", "start"]
+PHASES = ["lock", "sqlite", "pool", "open", "snapshot", "install", "import", "start"]
 
 
 def test_boot_reports_every_phase_with_its_timing(page, site_url, durably):
     timings = durably.open(page, site_url)
+    # Python comes from the site's memory snapshot (tests/browser/test_snapshot.py): no
+    # "pyodide" phase.
     assert list(timings) == PHASES
     shown = page.inner_text("#phases")
     for phase in PHASES:
@@ -22,10 +24,11 @@ def test_boot_reports_every_phase_with_its_timing(page, site_url, durably):
     pong = durably.call(page, "ping")
     assert pong["driver"] == "opfs-sahpool"
     assert pong["python"].startswith("3.")
-    # durably is installed as a distribution, and micropip, loaded at boot from the site's
-    # own wheel but not imported, imports when a job wants it.
+    # durably is installed as a distribution, and micropip, put on sys.path at boot as the
+    # site's own wheel but not imported, imports when a job wants it.
     assert durably.eval(page, "import importlib.metadata as m\nm.version('durably')") == pong["durably"]
-    assert durably.eval(page, "import micropip\nmicropip.__version__") == "0.11.1"
+    assert durably.eval(page, "import sys\n'micropip' in sys.modules") is False
+    assert durably.eval(page, "import micropip, importlib.metadata as m\n[micropip.__version__, m.version('micropip')]") == ["0.11.1", "0.11.1"]
 
 
 def test_a_row_written_by_python_survives_a_reload(page, site_url, durably):

@@ -78,6 +78,19 @@ def step_rows(page) -> list[tuple[str, str]]:
 # -- the tests -----------------------------------------------------------------------------
 
 
+def test_the_page_shows_each_boot_phase_and_that_python_came_from_the_snapshot(page, site_url, durably):
+    open_demo(page, site_url, durably)
+    timings = page.evaluate("window.durably.timings")
+    assert list(timings) == ["lock", "sqlite", "pool", "open", "snapshot", "install", "import", "start"]
+    phases = page.inner_text("#phases")
+    for name, ms in timings.items():
+        assert f"{name}: {ms} ms" in phases
+    snapshot = page.locator('#phases li[data-phase="snapshot"]')
+    assert snapshot.get_attribute("title").startswith("Python restored from snapshots/")
+    status = page.inner_text("#status")
+    assert status.startswith("Ready in ") and status.endswith("; Python from its memory snapshot)."), status
+
+
 def test_a_triggered_job_shows_its_progress_moving_and_its_output(page, site_url, durably):
     open_demo(page, site_url, durably)
     # Record every value the progress bars show, as a person watching would see them.

@@ -153,6 +153,8 @@ def test_after_one_visit_the_site_boots_and_runs_jobs_with_no_network_even_after
         response = page.reload()
         assert response is not None and response.from_service_worker
         wait_ready(page)
+        # Python came from the memory snapshot, which the service worker served too.
+        assert page.inner_text("#status").endswith("; Python from its memory snapshot).")
         second = run_job(page, "import-csv", CSV)
         assert second["output"] == first["output"]
     finally:

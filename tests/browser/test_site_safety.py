@@ -145,7 +145,7 @@ def test_the_wheel_the_site_serves_leaves_out_postgresqls_modules_and_nothing_el
 
 ALTERED = [
     ("**/jobs/demo_jobs.py", "install", r"jobs/demo_jobs\.py"),
-    ("**/micropip-*.whl", "micropip", r"wheels/\w{12}/micropip-0\.11\.1-py3-none-any\.whl"),
+    ("**/micropip-*.whl", "install", r"wheels/\w{12}/micropip-0\.11\.1-py3-none-any\.whl"),
 ]
 
 

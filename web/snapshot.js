@@ -1,0 +1,360 @@
+// @ts-check
+// Python from a memory snapshot: what the worker boots from, and what the build makes it from.
+//
+// The site's build (scripts/snapshot.mjs) starts Pyodide in Node, unpacks the site's wheels,
+// writes its job modules, imports durably and those modules (preludePython), and saves Pyodide's
+// memory with pyodide.makeMemorySnapshot(). The worker restores that memory with
+// loadPyodide({_loadSnapshot}) instead of starting Python from nothing: docs/browser.md
+// ("Boot") has the figures and why the snapshot is made at build time rather than in the
+// browser. Both sides import this module, so the key, the prelude and the fix-ups have one
+// source.
+//
+// Pyodide 314's snapshot API is experimental (underscore options, a private
+// makeMemorySnapshot). What this relies on, from reading pyodide.asm.mjs / src/js/snapshot.ts:
+//   - A snapshot is a header (magic number, Pyodide's BUILD_ID, a JSON list of the JS objects
+//     Python held) followed by a copy of the whole wasm memory. restoreSnapshot() checks the
+//     magic number and the BUILD_ID, so a snapshot of another Pyodide build is refused.
+//   - Only JS objects Pyodide itself can find again may be referenced from Python when the
+//     snapshot is taken: so the prelude registers no JS module (durably_bridge is registered
+//     by the worker after the restore) and touches no JS object.
+//   - The memory holds the interpreter and every imported module, sys.path, os.environ,
+//     random's state and the C library's time zone; it does not hold Emscripten's file system
+//     (that lives in JS). So the install phase still unpacks the wheels and writes the job
+//     modules (importlib.metadata, tracebacks and later imports read them), and whatever was
+//     frozen at build time is redone after the restore (AFTER_RESTORE, restoreTimeZone).
+//   - loadPyodide() makes its module through the createPyodideModule option when given one,
+//     and that module has run its start (preRun) before the snapshot is copied in: how the
+//     worker reads what the copy overwrites (the call trampoline).
+//   - A restored Pyodide starts with its compiled-in 30 MiB of memory whatever the snapshot's
+//     size (INITIAL_MEMORY is ignored: pyodide/pyodide#6254), so a snapshot of a memory that
+//     grew past that cannot be restored; the build refuses to make one (scripts/snapshot.mjs).
+
+/** Bump when what goes into a snapshot changes in a way the key would not see. */
+export const SNAPSHOT_FORMAT = 1;
+/** Where the job modules live in Pyodide's file system (on sys.path). */
+export const JOBS_DIR = "/home/pyodide/durably_jobs";
+/** Download and restore must finish within this, or the worker boots without the snapshot. */
+export const SNAPSHOT_TIMEOUT_MS = 60_000;
+
+/**
+ * The Python the build runs before taking the snapshot: everything the boot imports anyway,
+ * and what the install phase's calls import the first time (importlib.invalidate_caches()
+ * imports importlib.metadata: ~0.4-0.8 s; sysconfig computes its paths once). "" leaves
+ * sys.path because loadPyodide() puts it back after a restore.
+ * @param {string[]} jobModules
+ */
+export function preludePython(jobModules) {
+  return `
+import importlib, importlib.metadata, json, sys, sysconfig, traceback
+sysconfig.get_path("purelib")
+if ${JSON.stringify(JOBS_DIR)} not in sys.path:
+    sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})
+for _name in ${JSON.stringify(["durably", "durably.pyodide_driver", "durably.browser", ...jobModules])}:
+    importlib.import_module(_name)
+del _name
+importlib.invalidate_caches()
+while "" in sys.path:
+    sys.path.remove("")
+`;
+}
+
+// Redone after every restore: what the build machine froze into the snapshot.
+//   - random: seeded once at import, so every restore would draw the same numbers; and
+//     tempfile's name generator (made, and seeded, when the build unpacked the wheels).
+//   - LANG: Emscripten sets it from navigator.language when Python starts (Node has none).
+//   - sys._emscripten_info.runtime: the user agent, as CPython reads it when it starts (the
+//     snapshot says "Node.js v20...").
+//   - time.timezone/altzone/daylight/tzname: computed when the time module started, as CPython's
+//     init_timezone does (localtime of 1 January and 1 July), after restoreTimeZone() below
+//     has reset the C library's zone.
+//   - sys.path: loadPyodide() inserts "" again (the prelude took it out); never twice.
+const AFTER_RESTORE = `
+def _durably_after_restore(lang, user_agent):
+    import os, random, sys, time
+    random.seed()
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"]._name_sequence = None  # made again, with a new seed, when used
+    os.environ["LANG"] = lang
+    info = sys._emscripten_info
+    sys._emscripten_info = type(info)((info.emscripten_version, user_agent, info.pthreads, info.shared_memory))
+    year = (365 * 24 + 6) * 3600
+    t = int(time.time()) // year * year
+    jan, jul = time.localtime(t), time.localtime(t + year // 2)
+    janzone, julzone = -jan.tm_gmtoff, -jul.tm_gmtoff
+    if janzone < julzone:  # the southern hemisphere's summer time is in January
+        time.timezone, time.altzone, time.tzname = julzone, janzone, (jul.tm_zone, jan.tm_zone)
+    else:
+        time.timezone, time.altzone, time.tzname = janzone, julzone, (jan.tm_zone, jul.tm_zone)
+    time.daylight = int(janzone != julzone)
+    seen = set()
+    sys.path[:] = [p for p in sys.path if not (p in seen or seen.add(p))]
+_durably_after_restore
+`;
+
+/**
+ * The key of a snapshot: a hash of everything it was made from. The build stores it inside the
+ * snapshot (as _durably_snapshot_key in __main__); the worker computes it again from
+ * manifest.json and boots from the snapshot only when both agree, so a snapshot never outlives
+ * the wheels, job modules or Pyodide it was made with.
+ * @param {any} manifest the site's manifest.json
+ * @param {string[]} jobModules the job modules imported into the snapshot
+ */
+export async function snapshotKey(manifest, jobModules) {
+  const byName = new Map(manifest.jobModules.map((/** @type {any} */ m) => [m.module, m.sha256]));
+  const inputs = {
+    format: SNAPSHOT_FORMAT,
+    pyodide: manifest.versions.pyodide,
+    wheels: manifest.wheels.map((/** @type {any} */ w) => w.sha256),
+    jobModules: jobModules.map((name) => [name, byName.get(name) ?? null]),
+    prelude: preludePython(jobModules),
+  };
+  return sha256Hex(new TextEncoder().encode(JSON.stringify(inputs)));
+}
+
+// Self-contained (it refers to nothing outside its body): it also runs as the source of the
+// worker that downloads the snapshot (DOWNLOADER below).
+function snapshotTools() {
+  /** @param {Uint8Array<ArrayBuffer>} bytes */
+  async function sha256Hex(bytes) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** @param {Uint8Array<ArrayBuffer>} bytes */
+  async function gunzip(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  /**
+   * The snapshot's bytes, unzipped and checked against its manifest entry.
+   * @param {string} url @param {any} entry @param {AbortSignal} [signal]
+   */
+  async function download(url, entry, signal) {
+    const res = await fetch(url, { signal });
+    if (!res.ok) throw new Error(`GET ${entry.url}: HTTP ${res.status}`);
+    let bytes = new Uint8Array(await res.arrayBuffer());
+    if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+      const digest = await sha256Hex(bytes);
+      if (digest !== entry.sha256) {
+        throw new Error(`${entry.url} is not the snapshot this site was built with (SHA-256 ${digest.slice(0, 12)}...)`);
+      }
+      bytes = await gunzip(bytes);
+    }
+    // else: a server that sends .gz files with "Content-Encoding: gzip" had the browser unzip
+    // it already; its size is checked here and its key after the restore.
+    if (bytes.length !== entry.bytes) {
+      throw new Error(`${entry.url} unzips to ${bytes.length} bytes, not the ${entry.bytes} it was built with`);
+    }
+    return bytes;
+  }
+
+  return { sha256Hex, download };
+}
+
+export const { sha256Hex } = snapshotTools();
+
+// A worker of its own downloads, checks and unzips the snapshot (~0.2 s of work, most of it
+// the unzip), on another core while this worker starts sqlite and opens the pool: nothing
+// runs on this worker's thread beside the pool's install (see "sqlite comes before Pyodide"
+// in boot.js). From a blob: URL, so the site needs no extra file.
+const DOWNLOADER = `const { download } = (${snapshotTools})();
+onmessage = async ({ data: { url, entry } }) => {
+  try {
+    const bytes = await download(url, entry);
+    postMessage({ bytes }, [bytes.buffer]);
+  } catch (err) {
+    postMessage({ error: String(err?.message ?? err) });
+  }
+};`;
+
+/**
+ * Start downloading the snapshot manifest.json names, so it is ready when Python starts.
+ * Resolves to {bytes} (the snapshot, unzipped and checked) or {error}; never rejects.
+ * Null when the site has no snapshot.
+ * @param {any} manifest
+ * @param {(rel: string) => string} siteURL
+ * @returns {Promise<{bytes?: Uint8Array, error?: Error}> | null}
+ */
+export function prefetchSnapshot(manifest, siteURL) {
+  const entry = manifest.snapshot;
+  if (!entry) return null;
+  const url = siteURL(entry.url);
+  return new Promise((resolve) => {
+    /** @type {Worker | null} */
+    let worker = null;
+    let source = "";
+    const controller = new AbortController();
+    const settle = (/** @type {{bytes?: Uint8Array, error?: Error}} */ result) => {
+      clearTimeout(timer);
+      worker?.terminate();
+      if (source) URL.revokeObjectURL(source);
+      resolve(result);
+    };
+    const timer = setTimeout(() => {
+      controller.abort();
+      settle({ error: new Error(`downloading ${entry.url} took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`) });
+    }, SNAPSHOT_TIMEOUT_MS);
+    // Without a worker of its own (a browser without nested workers, a page whose CSP refuses
+    // blob: workers) or after it failed, this worker does the same itself.
+    const here = () =>
+      snapshotTools()
+        .download(url, entry, controller.signal)
+        .then(
+          (bytes) => settle({ bytes }),
+          (err) => settle({ error: err }),
+        );
+    try {
+      source = URL.createObjectURL(new Blob([DOWNLOADER], { type: "text/javascript" }));
+      worker = new Worker(source);
+    } catch {
+      here();
+      return;
+    }
+    // A failure there is tried again here before it counts: a nested worker may not be under
+    // the page's service worker (so offline it cannot download what this worker can).
+    worker.onmessage = ({ data }) => {
+      if (!data.error) {
+        settle({ bytes: data.bytes });
+        return;
+      }
+      worker?.terminate();
+      worker = null;
+      here();
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker?.terminate();
+      worker = null;
+      here();
+    };
+    worker.postMessage({ url, entry });
+  });
+}
+
+/**
+ * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
+ * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Uint8Array, manifest: any}} args
+ */
+async function restore({ load, moduleFactory, bytes, manifest }) {
+  const entry = manifest.snapshot;
+  // Pyodide's module, made by the factory of pyodide.asm.mjs (loadPyodide's experimental
+  // createPyodideModule option), is ready before the snapshot is copied into its memory: the
+  // moment to read what this browser's start put there and the copy overwrites.
+  const factory = await moduleFactory();
+  /** @type {number | undefined} */
+  let trampoline;
+  const createPyodideModule = async (/** @type {any} */ settings) => {
+    const module = await factory(settings);
+    trampoline = module.HEAP32[trampolineSlot(module)];
+    return module;
+  };
+  const pyodide = await load({ _loadSnapshot: bytes, createPyodideModule });
+  const expected = await snapshotKey(manifest, entry.jobModules);
+  const found = pyodide.globals.get("_durably_snapshot_key");
+  if (found !== expected) {
+    throw new Error(
+      `it was made from other wheels, job modules or Pyodide than this site lists (key ${String(found).slice(0, 12)}..., ` +
+        `expected ${expected.slice(0, 12)}...): rebuild and redeploy the whole site/ folder`,
+    );
+  }
+  if (trampoline === undefined) throw new Error("Pyodide did not make its module through createPyodideModule");
+  pyodide._module.HEAP32[trampolineSlot(pyodide._module)] = trampoline;
+  restoreTimeZone(pyodide._module);
+  const after = pyodide.runPython(AFTER_RESTORE);
+  try {
+    after(emscriptenLang(), globalThis.navigator?.userAgent ?? "UNKNOWN");
+  } finally {
+    after.destroy();
+  }
+  return pyodide;
+}
+
+// CPython calls a C function through a trampoline when its signature may differ from the
+// caller's; the trampoline's function pointer lives in _PyRuntime. Pyodide's start (a preRun
+// of pyodide.asm.mjs) picks one for this engine: a small wasm module where wasm GC is
+// available, else a call through JS (pointer 0). The snapshot holds the build machine's pick:
+// Node 20 has no wasm GC, so the JS one, whose JS frames use up the browser's JS stack in
+// deep C recursion (json.dumps of 5,000 nested lists crashed Pyodide instead of finishing).
+// So the restore puts back the pointer this browser's start chose. Returns the index of that
+// pointer in HEAP32.
+/** @param {any} m Emscripten's Module */
+function trampolineSlot(m) {
+  for (const name of ["HEAP32", "__PyRuntime", "__PyEM_EMSCRIPTEN_TRAMPOLINE_OFFSET"]) {
+    if (m[name] === undefined) throw new Error(`this Pyodide has no Module.${name} to set CPython's call trampoline with`);
+  }
+  return (m.__PyRuntime + m.HEAP32[m.__PyEM_EMSCRIPTEN_TRAMPOLINE_OFFSET >>> 2]) >>> 2;
+}
+
+// The C library's time zone (tzset() ran once, on the build machine, and never runs again):
+// set it as Emscripten's _tzset_js does, from this browser's Date. strftime("%Z") and
+// localtime()'s tm_zone read these.
+/** @param {any} m Emscripten's Module (pyodide._module) */
+function restoreTimeZone(m) {
+  for (const name of ["_timezone", "_daylight", "_tzname", "HEAPU32", "HEAP32", "stringToUTF8"]) {
+    if (m[name] === undefined) throw new Error(`this Pyodide has no Module.${name} to reset the time zone with`);
+  }
+  const year = new Date().getFullYear();
+  const winter = new Date(year, 0, 1).getTimezoneOffset();
+  const summer = new Date(year, 6, 1).getTimezoneOffset();
+  const zone = (/** @type {number} */ offset) => {
+    const abs = Math.abs(offset);
+    return `UTC${offset >= 0 ? "-" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}${String(abs % 60).padStart(2, "0")}`;
+  };
+  m.HEAPU32[m._timezone >>> 2] = Math.max(winter, summer) * 60;
+  m.HEAP32[m._daylight >>> 2] = Number(winter !== summer);
+  const [std, dst] = summer < winter ? [zone(winter), zone(summer)] : [zone(summer), zone(winter)];
+  m.stringToUTF8(std, m.HEAPU32[m._tzname >>> 2], 17);
+  m.stringToUTF8(dst, m.HEAPU32[(m._tzname >>> 2) + 1], 17);
+}
+
+/** LANG as Emscripten computes it when Python starts. */
+function emscriptenLang() {
+  return `${(globalThis.navigator?.language ?? "C").replace("-", "_")}.UTF-8`;
+}
+
+/**
+ * Start Python: from the snapshot when the site has one and it restores, else (or after it
+ * failed, which the "snapshot" phase reports with state "fallback" and why) from scratch in the
+ * "pyodide" phase.
+ * @param {{
+ *   boot: {phase: (name: string, fn: () => Promise<any>) => Promise<any>, post: (msg: object) => void, timings: Record<string, number>},
+ *   manifest: any,
+ *   snapshot: ReturnType<typeof prefetchSnapshot>,
+ *   load: (extra: object) => Promise<any>,
+ *   moduleFactory: () => Promise<Function>,
+ * }} args
+ */
+export async function startPython({ boot, manifest, snapshot, load, moduleFactory }) {
+  if (snapshot) {
+    boot.post({ type: "boot", phase: "snapshot", state: "start" });
+    const t0 = performance.now();
+    const done = (/** @type {string} */ state, /** @type {string} */ detail) => {
+      const ms = Math.round(performance.now() - t0);
+      boot.timings.snapshot = ms;
+      boot.post({ type: "boot", phase: "snapshot", state, ms, detail });
+    };
+    /** @type {any} */
+    let timer;
+    try {
+      const got = await snapshot;
+      if (got.error) throw got.error;
+      const pyodide = await Promise.race([
+        restore({ load, moduleFactory, bytes: /** @type {Uint8Array} */ (got.bytes), manifest }),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
+        }),
+      ]);
+      done("done", `Python restored from ${manifest.snapshot.url} (${(manifest.snapshot.gzipBytes / 1e6).toFixed(1)} MB)`);
+      return pyodide;
+    } catch (err) {
+      const reason = String(/** @type {any} */ (err)?.message ?? err).trim().split("\n")[0];
+      const detail = `The memory snapshot could not be used (${reason}); starting Python without it.`;
+      console.warn(`[durably] ${detail}`, err);
+      done("fallback", detail);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  return boot.phase("pyodide", () => load({}));
+}
