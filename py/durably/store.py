@@ -257,8 +257,10 @@ class Store:
         self._wakes = set()
         try:
             yield
-            for payload in sorted(self._wakes):  # delivered when the transaction commits
-                self._x(self.dialect.wake or "", (payload,))
+            wake = self.dialect.wake
+            if wake is not None:
+                for payload in sorted(self._wakes):  # delivered when the transaction commits
+                    self._x(wake, (payload,))
             # A failed COMMIT can leave the transaction open (SQLITE_BUSY always does;
             # SQLITE_IOERR and SQLITE_FULL may): roll it back like any other failure, or
             # the connection keeps the write lock and every later BEGIN fails.
