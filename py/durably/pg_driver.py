@@ -6,7 +6,8 @@ imported when a driver is created.
 
 Connections. One connection per driver, in autocommit mode: the store serialises its calls
 with one lock and sends its own ``BEGIN``/``COMMIT``, so a pool would only hold connections
-nobody uses at the same time. ``listen()`` opens one more connection, on a thread of its
+nobody uses at the same time. The connection turns bitmap scans off (``enable_bitmapscan``):
+durably's statements are written for ordered index scans, as on SQLite (see ``_connect``). ``listen()`` opens one more connection, on a thread of its
 own, for ``LISTEN``. A worker process therefore holds two connections, a process that only
 triggers or reads holds one.
 
@@ -313,6 +314,13 @@ class PostgresDriver:
                 )
             if self._idle_ms:
                 conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_ms}")
+            # durably's statements are written for ordered index scans (SQLite has nothing
+            # else): the claim walks (status, id) in order and stops at the first row it may
+            # take, marking the dead entries it passes so later claims skip them. On a table
+            # without statistics yet (a new database, before autovacuum's first ANALYZE) the
+            # planner picks a bitmap scan instead, which visits and sorts every entry of the
+            # status, dead ones included, at every claim: O(runs claimed since the last vacuum).
+            conn.execute("SET enable_bitmapscan = off")
         except BaseException:
             conn.close()
             raise

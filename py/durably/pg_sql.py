@@ -43,18 +43,22 @@ _HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurren
 #: at the same moment: clear expired cancel holds (CLEAR_EXPIRED_CANCEL_HOLDS) and claim again.
 #: Each candidate is the first row of its own index range that no other claim has locked,
 #: so concurrent workers get different runs; the second candidate's lock is released at
-#: the end of the statement.
+#: the end of the statement. ``job_name || ''`` keeps the planner off the job index, as
+#: SQLite's unary + does, so it walks the (status, id) index in order and stops at the first
+#: row it may take; an ordered index scan also marks the dead entries it passes (runs
+#: claimed since the last vacuum), so later claims skip them. (The driver turns bitmap
+#: scans off: they would visit and sort every entry of the status, dead ones included.)
 CLAIM = f"""
 WITH pending AS (
     SELECT r.id FROM durably_runs r
-    WHERE r.status = 'pending' AND r.job_name = ANY(?)
+    WHERE r.status = 'pending' AND (r.job_name || '') = ANY(?)
       AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
            AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))
     ORDER BY r.id LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT r.id FROM durably_runs r
-    WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.job_name = ANY(?)
+    WHERE r.status = 'leased' AND r.lease_expires_at < ? AND (r.job_name || '') = ANY(?)
       AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
            AND o.status IN ('leased', 'cancelled') AND o.lease_expires_at >= ?))
     ORDER BY r.id LIMIT 1
