@@ -1,7 +1,7 @@
 // The worker's boot: each phase timed, watched and reported to the page as it happens.
 //
-//   lock     wait for the Web Lock "durably-db": the OPFS pool can be open in one worker
-//            only, so a second tab waits here (and says so) until the first one closes
+//   lock     the Web Lock "durably-db": the OPFS pool can be open in one worker only; the
+//            tab that gets it leads (web/tabs.js), the others follow and boot no further
 //   sqlite   load and initialise sqlite-wasm
 //   pool     install the opfs-sahpool VFS (needs no COOP/COEP headers; workers only)
 //   open     open the database in the pool and set the pragmas
@@ -19,6 +19,10 @@
 // sqlite comes before Pyodide on purpose: initialising the sahpool VFS while loadPyodide()
 // ran hung in createSyncAccessHandle in about 1 load in 10 (headless Chromium, 2 cores);
 // this order never did.
+//
+// A standby follower (web/tabs.js) boots in two halves: warmUp() runs sqlite, loadPython()
+// and import while another tab leads, with no database; takeOver() runs pool, open and
+// start once the leader has gone and the lock is this tab's.
 
 import { createBridge } from "./bridge.js";
 import { BootError } from "./errors.js";
@@ -57,26 +61,21 @@ const WHEELS_DIR = "/home/pyodide/wheels";
 export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
 
 /**
- * Boot the leader: every phase in order. `res` receives what is opened (db, pool, pyodide,
- * host, releaseLock) as soon as it is, so close() can release it even after a failure.
+ * Boot the leader from nothing, every phase after the lock in order (the caller holds the
+ * lock). `res` receives what is opened (db, pool, pyodide, host) as soon as it is, so
+ * close() can release it even after a failure.
  *
  * @param {object} o
  * @param {(msg: object) => void} o.post posts a message to the page
  * @param {Promise<object>} o.initReceived the page's init message
  * @param {object} o.res filled in as things are opened
+ * @param {(text: string) => void} o.onEvent receives each event as JSON text
+ * @param {object} o.timings ms per phase so far (the lock's)
  * @returns {Promise<object>} what the ready message carries: {timings, reclaimed, jobs, worker_id}
  */
-export async function bootLeader({ post, initReceived, res }) {
-  const boot = new Boot(post);
-  checkBrowser();
+export async function bootLeader({ post, initReceived, res, onEvent, timings }) {
+  const boot = new Boot(post, timings);
   const manifest = await readManifest();
-
-  post({ type: "boot", phase: "lock", state: "start" });
-  const t0 = performance.now();
-  res.releaseLock = await acquireLock(post);
-  boot.timings.lock = Math.round(performance.now() - t0);
-  post({ type: "boot", phase: "lock", state: "done", ms: boot.timings.lock });
-
   // The snapshot is downloaded and unzipped by a worker of its own while sqlite starts, and
   // Pyodide's JS is fetched and compiled meanwhile (loadPython()'s imports then find it
   // loaded: 60-130 ms off the snapshot phase).
@@ -93,16 +92,49 @@ export async function bootLeader({ post, initReceived, res }) {
 
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
-  res.init = init;
-  const started = await boot.phase("start", () => startHost(res, init, post));
+  const started = await boot.phase("start", () => startHost(res, init, onEvent));
+  return { timings: boot.timings, ...started };
+}
+
+/**
+ * The first half of a standby's boot, while another tab leads: sqlite-wasm loaded, Python
+ * with durably and the page's job modules imported, and nothing opened. Reports nothing to
+ * the page (it is busy being a follower); the phases keep their watchdogs and timings.
+ *
+ * @returns {Promise<{manifest, sqlite3, pyodide, init, timings}>}
+ */
+export async function warmUp({ initReceived }) {
+  const boot = new Boot(() => {});
+  const manifest = await readManifest();
+  const snapshot = prefetchSnapshot(manifest, siteURL);
+  const sqlite3 = await boot.phase("sqlite", loadSqlite);
+  const downloads = downloadCode(manifest);
+  const pyodide = await loadPython(boot, manifest, downloads, snapshot);
+  const pageInit = await waitForInit(initReceived);
+  const init = await boot.phase("import", () => importJobs(pyodide, pageInit, manifest));
+  return { manifest, sqlite3, pyodide, init, timings: boot.timings };
+}
+
+/**
+ * The second half of a standby's boot, once the lock is this tab's: the pool, the database
+ * and the runtime, on the Python warmUp() prepared. Resumes the runs the old leader held
+ * at once (start reclaims every lease). Reports nothing to the page; returns what the role
+ * message carries.
+ */
+export async function takeOver({ warm, res, onEvent }) {
+  const boot = new Boot(() => {});
+  res.pyodide = warm.pyodide;
+  const bridge = await openDatabase(boot, warm.sqlite3, res);
+  res.pyodide.registerJsModule("durably_bridge", bridge);
+  const started = await boot.phase("start", () => startHost(res, warm.init, onEvent));
   return { timings: boot.timings, ...started };
 }
 
 /** Runs phases: reports each one's start, end and duration, under a watchdog. */
 class Boot {
-  constructor(post) {
+  constructor(post, timings = {}) {
     this.post = post;
-    this.timings = {};
+    this.timings = { ...timings };
   }
 
   async phase(name, fn) {
@@ -173,30 +205,6 @@ export async function readManifest() {
     throw new BootError({ phase: "sqlite", message: `manifest.json has format ${manifest.format}; this worker reads format 1` });
   }
   return manifest;
-}
-
-// Take the Web Lock and keep it until the returned release() is called. If another tab holds
-// it, report that we are waiting, then wait: the browser hands the lock over when that tab closes.
-function acquireLock(post) {
-  return new Promise((resolve, reject) => {
-    const hold = () =>
-      new Promise((release) => {
-        resolve(release);
-      });
-    navigator.locks
-      .request(LOCK_NAME, { ifAvailable: true }, (lock) => {
-        if (lock) return hold();
-        post({
-          type: "boot",
-          phase: "lock",
-          state: "waiting",
-          detail: "The database is open in another tab of this site. Waiting for it to close...",
-        });
-        navigator.locks.request(LOCK_NAME, hold).catch(reject);
-        return undefined;
-      })
-      .catch(reject);
-  });
 }
 
 async function loadSqlite() {
@@ -406,12 +414,12 @@ async function waitForInit(initReceived) {
 }
 
 // The start phase: the BrowserHost, the schema, the leases, the runtime.
-async function startHost(res, init, post) {
+async function startHost(res, init, onEvent) {
   const browser = res.pyodide.pyimport("durably.browser");
   const postEvent = (text) => {
     // An event the page cannot read must not stop the runtime: warn and go on.
     try {
-      post({ type: "event", event: JSON.parse(text) });
+      onEvent(text);
     } catch (err) {
       console.warn("[durably] dropping an event that could not be posted:", err);
     }

@@ -22,6 +22,19 @@ import { PROTOCOL_VERSION } from "./wire.js";
 
 export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
 
+const STORAGE_WARN_RATIO = 0.8;
+const STORAGE_CHECK_MS = 30_000;
+
+function formatBytes(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
 /**
  * Start the durably worker and resolve once it is ready.
  *
@@ -31,9 +44,13 @@ export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
  *   leaseRenewInterval (seconds), maxConcurrentRuns, preserveSteps, retainRuns (an age as
  *   text: "30d", "12h", "15m")
  * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
- * @param {(msg: object) => void} [options.onStatus] every boot message, ready, crashes, and
- *   the service worker's offline and update messages
+ * @param {(msg: object) => void} [options.onStatus] every boot message, ready, role changes
+ *   ({type: "role", role, ...}), storage reports ({type: "storage", usage, quota, persisted,
+ *   warning}), warnings ({type: "status", level, message}), crashes, and the service
+ *   worker's offline and update messages
  * @param {(err: Error) => void} [options.onCrash] the worker crashed after it was ready
+ * @param {boolean} [options.persistStorage] ask the browser to keep the site's storage
+ *   (navigator.storage.persist()) when the page first triggers a job (default true)
  * @param {URL|string} [options.workerURL] where worker.js is (default: next to this module)
  * @param {boolean} [options.offline] register the site's service worker (default true):
  *   offline after the first visit, updates reported and applied safely
@@ -74,6 +91,7 @@ function startWorker({
   debug = false,
   onStatus = () => {},
   onCrash = () => {},
+  persistStorage = true,
   workerURL = new URL("./worker.js", import.meta.url),
 } = {}) {
   const worker = new Worker(workerURL, { type: "module" });
@@ -103,6 +121,7 @@ function startWorker({
     if (failure) return;
     const err = new WorkerCrashedError(message);
     fail(err);
+    clearInterval(storageTimer);
     worker.terminate();
     status({ type: "crashed", message: err.message });
     try {
@@ -133,12 +152,28 @@ function startWorker({
         ready = true;
         client.timings = msg.timings;
         client.reclaimed = msg.reclaimed ?? 0;
+        client.role = msg.role ?? "leader";
+        client.standby = msg.standby === true;
         status(msg);
         resolveConnect(client);
+        storage().catch(() => {});
+        storageTimer = setInterval(() => storage().catch(() => {}), STORAGE_CHECK_MS);
+        break;
+      case "role":
+        // This tab took over from a leader that went, or follows another one now.
+        client.role = msg.role;
+        client.standby = msg.standby === true;
+        if (msg.role === "leader" && msg.reclaimed !== undefined) client.reclaimed = msg.reclaimed;
+        status(msg);
+        break;
+      case "status":
+        status(msg);
         break;
       case "boot-error": {
         status(msg);
-        fail(new BootError(msg));
+        // After ready: a follower that could not take over from a leader that went.
+        if (ready) crash(`${msg.message} Reload the page to recover.`);
+        else fail(new BootError(msg));
         break;
       }
       case "reply": {
@@ -190,19 +225,74 @@ function startWorker({
 
   const defined = (obj) => Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined));
 
+  // Persistent storage: asked for once, when the page first triggers a job (browsers grant
+  // it on interaction); the usage and quota reported to onStatus, with a warning past 80%.
+  let persistAsked = !persistStorage;
+  let storageTimer = null;
+  let warned = false;
+  function askPersist() {
+    if (persistAsked) return;
+    persistAsked = true;
+    const ask = globalThis.navigator?.storage?.persist;
+    if (typeof ask !== "function") return;
+    navigator.storage.persist().then(
+      () => storage().catch(() => {}),
+      (err) => console.warn("[durably] navigator.storage.persist() failed:", err),
+    );
+  }
+  async function storage() {
+    const manager = globalThis.navigator?.storage;
+    if (typeof manager?.estimate !== "function") return null;
+    const { usage = 0, quota = 0 } = await manager.estimate();
+    const persisted = typeof manager.persisted === "function" ? await manager.persisted() : false;
+    const ratio = quota > 0 ? usage / quota : 0;
+    let warning = null;
+    if (ratio > STORAGE_WARN_RATIO) {
+      warning =
+        `This site's storage is ${Math.round(ratio * 100)}% full (${formatBytes(usage)} of ${formatBytes(quota)}): ` +
+        "delete old runs (purgeRuns) or free disk space, or new steps may fail to be stored.";
+    }
+    const report = { type: "storage", usage, quota, persisted, warning };
+    client.lastStorage = report;
+    if (warning && !warned) console.warn(`[durably] ${warning}`);
+    warned = warning !== null;
+    status(report);
+    return report;
+  }
+
   const client = {
     protocol: PROTOCOL_VERSION,
     /** Per-phase boot times in ms, once ready. */
     timings: null,
     /** How many runs' leases a closed tab left behind and this worker took back. */
     reclaimed: 0,
+    /**
+     * "leader": this tab's worker holds the database and runs the jobs; "follower": its
+     * calls go to the tab that does, and it takes over if that tab closes. Changes are
+     * reported to onStatus as {type: "role", role, standby, ...}.
+     */
+    role: null,
+    /** A follower that keeps Python loaded, first in line to take over. */
+    standby: false,
+    /** The last storage report ({type: "storage", usage, quota, persisted, warning}). */
+    lastStorage: null,
     worker,
     call,
     ping: () => call("ping"),
     jobs: () => call("jobs"),
-    trigger: (job, input, { idempotencyKey, concurrencyKey, coalesce, labels } = {}) =>
-      call("trigger", defined({ job, input, idempotencyKey, concurrencyKey, coalesce, labels })),
-    triggerMany: (job, inputs, { labels } = {}) => call("triggerMany", defined({ job, inputs, labels })),
+    trigger: (job, input, { idempotencyKey, concurrencyKey, coalesce, labels } = {}) => {
+      askPersist();
+      return call("trigger", defined({ job, input, idempotencyKey, concurrencyKey, coalesce, labels }));
+    },
+    triggerMany: (job, inputs, { labels } = {}) => {
+      askPersist();
+      return call("triggerMany", defined({ job, inputs, labels }));
+    },
+    /**
+     * This site's storage: {usage, quota, persisted, warning} in bytes (warning: a text when
+     * usage passes 80% of quota, else null); also reported to onStatus. Checked every 30 s.
+     */
+    storage,
     getRun: (id) => call("getRun", { id }),
     getRuns: (filter = {}) => call("getRuns", defined(filter)),
     getSteps: (id) => call("getSteps", { id }),
@@ -262,6 +352,7 @@ function startWorker({
      * Pending and later calls reject. Resolves once the worker has closed (at most ~3 s).
      */
     close() {
+      clearInterval(storageTimer);
       if (failure) {
         worker.terminate();
         return Promise.resolve();

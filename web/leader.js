@@ -1,8 +1,10 @@
-// The worker that holds the database: boots (web/boot.js), then answers calls through
-// durably.browser.BrowserHost, which checks every request (method, parameters, size) itself.
-// Only exportDatabase is answered here: it reads the OPFS file, which Python cannot reach.
+// @ts-check
+// The worker that holds the database: boots (web/boot.js), then answers calls, its own
+// page's and those other tabs forward (web/tabs.js), through durably.browser.BrowserHost,
+// which checks every request (method, parameters, size) itself. Only exportDatabase is
+// answered here: it reads the OPFS file, which Python cannot reach.
 
-import { bootLeader, DB_FILE, lastLine } from "./boot.js";
+import { DB_FILE, lastLine } from "./boot.js";
 import { BootError } from "./errors.js";
 
 // close(): how long the runtime may take to hand back the lease of the run in flight.
@@ -10,16 +12,19 @@ const STOP_TIMEOUT_MS = 2_000;
 
 export class Leader {
   /**
-   * @param {(msg: object, transfer?: Transferable[]) => void} post posts to the page
-   * @param {Promise<object>} initReceived the page's init message
+   * @param {object} o
+   * @param {(msg: object, transfer?: Transferable[]) => void} o.post posts to the page
+   * @param {(res: object) => Promise<object>} o.boot boots into `res` (web/boot.js: bootLeader
+   *   or takeOver); resolves with what the ready message carries
+   * @param {() => void} o.releaseLock releases the database's Web Lock
    */
-  constructor(post, initReceived) {
+  constructor({ post, boot, releaseLock }) {
     this.post = post;
-    this.res = {}; // db, pool, pyodide, host, releaseLock: whatever the boot has opened
+    this.res = { releaseLock }; // db, pool, pyodide, host: whatever the boot has opened
     this.crashed = null; // the message of a fatal Pyodide error, once one happened
     this.closed = false;
     this.closing = null;
-    this.booted = bootLeader({ post, initReceived, res: this.res }).then(
+    this.booted = boot(this.res).then(
       (ready) => {
         if (this.closed) {
           // The page closed while we booted: close() ran before the host existed.
@@ -41,9 +46,14 @@ export class Leader {
 
   /**
    * Answer one call. Resolves with `{body: {ok} | {error: {name, message, ...}}, transfer}`;
-   * never rejects.
+   * never rejects. `tab`: the tab a forwarded call comes from (none: this worker's page);
+   * `request`: its request id, so a call that changes runs is never run twice
+   * (BrowserHost.handle).
+   * @param {string} method
+   * @param {any} params
+   * @param {{tab?: string, request?: string}} [from]
    */
-  async answer(method, params) {
+  async answer(method, params, { tab, request } = {}) {
     try {
       await this.booted;
     } catch (err) {
@@ -61,9 +71,11 @@ export class Leader {
     try {
       const host = this.res.host;
       // Most methods answer at once, inside this call; the ones that wait (waitForRun) go
-      // through the async handle(). See BrowserHost.handle_now.
-      let text = host.handle_now(method, json);
-      if (text === undefined) text = await host.handle(method, json);
+      // through the async handle(). See BrowserHost.handle_now. (undefined reaches Python as
+      // None; null would not.)
+      const extra = { tab: tab ?? undefined, request: request ?? undefined };
+      let text = host.handle_now.callKwargs(method, json, extra);
+      if (text === undefined) text = await host.handle.callKwargs(method, json, extra);
       return { body: JSON.parse(text) };
     } catch (err) {
       if (this.checkFatal(err)) return fail("WorkerCrashedError", this.crashedMessage());
@@ -84,6 +96,16 @@ export class Leader {
       return { body: { ok: bytes }, transfer: [bytes.buffer] };
     } catch (err) {
       return fail("StorageError", `cannot export the database: ${err?.message ?? err}`);
+    }
+  }
+
+  /** A tab has gone: drop its subscriptions. */
+  async forgetTab(tab) {
+    try {
+      await this.booted;
+      if (!this.closed) this.res.host.forget_tab(tab);
+    } catch {
+      // Not booted, or closed: there is nothing to forget.
     }
   }
 

@@ -123,7 +123,63 @@ function phaseRow(phase) {
   return li;
 }
 
+// Which role this tab has: the leader runs the jobs; a follower forwards its calls to it.
+function showRole(role, standby) {
+  const line = $("role");
+  line.hidden = false;
+  line.dataset.role = role;
+  line.textContent =
+    role === "leader"
+      ? "This tab runs the jobs (leader). Other tabs of this site use it."
+      : `Jobs run in another tab of this site (this tab follows it)${standby ? "; this tab is ready to take over if it closes" : "; this tab takes over if it closes"}.`;
+}
+
+function formatBytes(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+function showStorage(msg) {
+  const line = $("storage");
+  line.hidden = false;
+  line.textContent = `Storage: ${formatBytes(msg.usage)} used of ${formatBytes(msg.quota)}${msg.persisted ? " (persistent)" : ""}.`;
+  line.dataset.persisted = String(msg.persisted);
+  showNotice("storage", msg.warning);
+}
+
+// One notice line for warnings; each source clears only its own.
+function showNotice(source, text) {
+  const notice = $("notice");
+  if (text) {
+    notice.hidden = false;
+    notice.dataset.source = source;
+    notice.textContent = text;
+  } else if (notice.dataset.source === source) {
+    notice.hidden = true;
+    notice.textContent = "";
+  }
+}
+
 function onStatus(msg) {
+  if (msg.type === "role") {
+    showRole(msg.role, msg.standby);
+    // A follower took over: the runs table comes from this tab's worker now.
+    if (durably) refreshRuns();
+    return;
+  }
+  if (msg.type === "storage") {
+    showStorage(msg);
+    return;
+  }
+  if (msg.type === "status") {
+    showNotice("status", msg.message);
+    return;
+  }
   if (msg.type === "boot") {
     const li = phaseRow(msg.phase);
     li.dataset.state = msg.state;
@@ -533,6 +589,7 @@ async function main() {
   statusLine.dataset.state = "ready";
   statusLine.textContent =
     `Ready in ${Math.round(performance.now() - started)} ms (worker boot ${total} ms` + (snapshotNote ? `; ${snapshotNote}` : "") + ").";
+  showRole(durably.role, durably.standby);
 }
 
 main();

@@ -1,11 +1,13 @@
+// @ts-check
 // The worker's end of the page protocol (docs/protocol.md is the contract): the page's
-// init, call and close messages in, boot progress, ready, replies and events out.
+// init, call and close messages in, boot progress, ready, replies and events out. Whether
+// this tab leads or follows (web/tabs.js) makes no difference to the page.
 // A request from a broken page never kills the worker: it gets an error reply, or (when it
 // has no id to reply to) a console warning. What a call means is for durably.browser's
 // BrowserHost to check, once; here only the envelope is.
 
 import { BootError } from "./errors.js";
-import { Leader } from "./leader.js";
+import { Tab } from "./tabs.js";
 import { PROTOCOL_VERSION } from "./wire.js";
 
 const isId = (id) => (typeof id === "number" && Number.isFinite(id)) || (typeof id === "string" && id.length > 0 && id.length <= 200);
@@ -20,13 +22,7 @@ export class PageProtocol {
       this.rejectInit = reject;
     });
     this.initReceived.catch(() => {}); // the boot awaits it and reports the error
-    this.role = new Leader(post, this.initReceived);
-    this.role.booted.then(
-      (ready) => {
-        if (!this.role.closed) post({ type: "ready", protocol: PROTOCOL_VERSION, ...ready });
-      },
-      (e) => post({ type: "boot-error", phase: e.phase, name: e.name, message: e.message, detail: e.detail ?? null }),
-    );
+    this.tab = new Tab(post, this.initReceived); // leads or follows; posts ready or boot-error
   }
 
   onMessage(msg) {
@@ -46,7 +42,7 @@ export class PageProtocol {
         this.onCall(msg);
         return;
       case "close":
-        this.role.close().then(() => this.post({ type: "closed" }));
+        this.tab.close().then(() => this.post({ type: "closed" }));
         return;
       default:
         // Something that carries an id expects an answer: say what is wrong with it.
@@ -81,7 +77,7 @@ export class PageProtocol {
   }
 
   onCall(msg) {
-    this.role.answer(msg.method, msg.params).then(
+    this.tab.answer(msg.method, msg.params).then(
       ({ body, transfer }) => this.reply(msg.id, body, transfer),
       (err) => {
         // answer() resolves on every path; this is a last resort so an id is never left hanging.

@@ -1,5 +1,6 @@
 // The browser tests' page: test.html?jobs=demo_jobs&debug=1&options={...}[&offline=1]
-// Shows the boot as text (never HTML) and exposes the client as window.durably.
+// Shows the boot and the tab's role (#status data-role) as text (never HTML), keeps every
+// onStatus message in window.bootMessages and exposes the client as window.durably.
 // It takes its options and debug flag from the URL, so a crafted link could purge runs:
 // only test builds have it (node scripts/build.mjs --test-page), never a production site.
 // Its service worker is off unless offline=1, so most tests see the network as it is.
@@ -39,6 +40,9 @@ function onStatus(msg) {
     show("error", `Could not start (${msg.phase}): ${msg.message}`, msg.detail);
   } else if (msg.type === "crashed") {
     show("crashed", msg.message);
+  } else if (msg.type === "role") {
+    statusLine.dataset.role = msg.role;
+    if (statusLine.dataset.state === "ready") statusLine.textContent = `Ready (${msg.role}).`;
   }
 }
 
@@ -48,7 +52,8 @@ connect({ jobs, options, debug: query.get("debug") === "1", offline: query.get("
   (durably) => {
     window.durably = durably;
     addEventListener("pagehide", () => durably.close());
-    show("ready", "Ready.");
+    statusLine.dataset.role = durably.role;
+    show("ready", `Ready (${durably.role}).`);
   },
   (err) => {
     window.connectError = { name: err.name, message: err.message, phase: err.phase, detail: err.detail };

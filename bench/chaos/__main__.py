@@ -1,6 +1,6 @@
 """``python -m bench.chaos --host cpython --kills 300 [--workers 3 --runs 400 --seed N]``
 ``python -m bench.chaos --host cpython --db postgres --kills 300 --workers 4 [--restarts 2]``
-``python -m bench.chaos --host browser --interruptions 30 [--runs N --seed N]``
+``python -m bench.chaos --host browser --interruptions 30 [--followers 2 --runs N --seed N]``
 
 Prints one summary line; exits 1 when a check fails (the failures go to stderr).
 """
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(and restarts mid-run)")
     p.add_argument("--restarts", type=int, help="--db postgres: server restarts, alternately fast and "
                    "immediate (default 2)")
+    p.add_argument("--followers", type=int, default=0,
+                   help="browser: follower tabs kept open; each interruption of the leader is then a hand-over")
     p.add_argument("--kills", type=int, default=300, help="SIGKILLs of workers (each restarted)")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--runs", type=int, help="cpython: runs (default 400); browser: at least this many "
@@ -73,7 +75,8 @@ def _browser(a: argparse.Namespace, seed: int) -> int:
     if missing:
         print(f"chaos browser: cannot run: {missing}", file=sys.stderr)
         return 2
-    opts = browser.Options(interruptions=a.interruptions, runs=a.runs or 0, seed=seed, verbose=a.verbose)
+    opts = browser.Options(interruptions=a.interruptions, runs=a.runs or 0, seed=seed, followers=a.followers,
+                           verbose=a.verbose)
     result = browser.main(opts)
     rep = result.report
     for f in rep.failures[:50]:

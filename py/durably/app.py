@@ -226,6 +226,32 @@ class Durably:
             raise ValidationError("copy_to() needs another database than this one as its target")
         return copy_database(self._store, target._store, replace=replace)
 
+    # -- requests answered once ------------------------------------------------------------
+
+    def answer_once(self, request_id: str, method: str, answer: Callable[[], str]) -> str:
+        """Answer a request at most once per ``request_id``: ``answer()`` (a call that
+        changes runs, returning its reply as text) runs in one transaction with the record
+        of that reply, and a repeat of the id returns the recorded reply without running
+        anything; a failure records nothing. The browser host uses it for the calls a tab
+        sends again after the tab that runs the jobs went away before replying::
+
+            reply = app.answer_once("tab-1:7", "trigger", lambda: json.dumps(app.trigger("a").to_dict()))
+        """
+        self._check_open()
+        with self._store.transaction():
+            reply = self._store.request_reply(request_id)
+            if reply is not None:
+                return reply
+            reply = answer()
+            self._store.record_request(request_id, method, reply, self._now())
+        return reply
+
+    def forget_answers(self, older_than: timedelta) -> int:
+        """Delete the replies ``answer_once`` recorded more than ``older_than`` ago; returns
+        how many."""
+        self._check_open()
+        return self._store.prune_requests(iso(self._clock() - older_than))
+
     # -- jobs -------------------------------------------------------------------------------
 
     def register(self, *jobs: Job) -> None:

@@ -45,12 +45,20 @@ logger = logging.getLogger("durably")
 
 #: The version of docs/protocol.md. The one source: scripts/build.mjs reads it from here
 #: and builds it into the JS (``web/wire.js``).
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # Requests larger than limits.MAX_MESSAGE_BYTES are refused here, and only here: the worker
 # sends every request on. (Imported under that name for the tests and the chaos suite.)
 __all__ = ["MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "BrowserHost", "import_job_modules", "make_host", "parse_init"]
 #: What the page's init message may name as a job module.
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+#: Methods that change runs. Called with a request id (a call forwarded from another tab,
+#: which may be sent again to the next leader if this one closes before replying), their
+#: reply is recorded in the transaction of the change and a repeat gets it back.
+RECORDED_METHODS = frozenset({"trigger", "triggerMany", "retrigger", "cancel", "deleteRun", "purgeRuns"})
+#: How long a recorded reply is kept. A repeat comes within a hand-over (seconds).
+REQUEST_TTL = timedelta(hours=1)
+_PRUNE_EVERY = 100
 
 # Returned by an immediate variant of a waiting method (BrowserHost._now_methods): "this
 # one has to wait", so the request goes on to the async path.
@@ -160,9 +168,14 @@ class BrowserHost:
             **kwargs,
         )
         self._post_event = post_event
-        # Subscribed type -> its unsubscribe. Only subscribed types have a listener, so an
-        # event nobody on the page wants is never even built (the bus skips unheard types).
+        # The types each subscriber asked for: None is this worker's own page, a string
+        # another tab whose calls the worker forwards here.
+        self._subs: dict[str | None, set[str]] = {}
+        # Subscribed type (of any subscriber) -> its unsubscribe. Only subscribed types have
+        # a listener, so an event nobody wants is never even built (the bus skips unheard
+        # types); each is posted once, and the worker passes it to the tabs that want it.
         self._types: dict[str, Callable[[], None]] = {}
+        self._recorded_count = 0
         self.debug = debug
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self._ping,
@@ -199,6 +212,7 @@ class BrowserHost:
         # This worker holds the database's Web Lock: every lease, and every other worker
         # recorded, is a closed tab's.
         reclaimed = app.reclaim_all_leases()
+        app.forget_answers(REQUEST_TTL)
         await app.start()
         return {"reclaimed": reclaimed, "jobs": sorted(app.jobs), "worker_id": app.worker_id}
 
@@ -207,20 +221,30 @@ class BrowserHost:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def handle(self, method: Any, params_json: Any) -> str:
-        """Answer one request; never raises. Returns the reply as JSON text."""
+    async def handle(self, method: Any, params_json: Any, tab: str | None = None, request: str | None = None) -> str:
+        """Answer one request; never raises. Returns the reply as JSON text.
+
+        ``tab``: the tab the call comes from, when the worker forwards it from another tab
+        (None: this worker's own page); subscriptions are kept per tab. ``request``: the
+        call's request id, given with forwarded calls; a method of ``RECORDED_METHODS``
+        called again with the same id returns the first call's reply and changes nothing."""
         try:
-            result = self._dispatch(method, params_json)
+            if request is not None and method in RECORDED_METHODS:
+                return self._recorded(method, params_json, tab, request)
+            result = self._dispatch(method, params_json, tab)
             if inspect.isawaitable(result):
                 result = await result
             return _dumps({"ok": result})
         except Exception as exc:
             return self._error_reply(method, exc)
 
-    def handle_now(self, method: Any, params_json: Any) -> str | None:
+    def handle_now(
+        self, method: Any, params_json: Any, tab: str | None = None, request: str | None = None
+    ) -> str | None:
         """Answer a request within this call if it needs no waiting (every method but
         ``evalPython``, and ``waitForRun`` of an unfinished run); never raises. Returns the
         reply as JSON text, or None when the caller must send the request to ``handle``.
+        ``tab`` and ``request`` as for :meth:`handle`.
 
         The worker calls this first: an async call from JS costs two or three turns of
         Pyodide's event loop (~0.15 ms each), and a trigger's reply would otherwise wait
@@ -229,22 +253,45 @@ class BrowserHost:
         if now is None and isinstance(method, str) and inspect.iscoroutinefunction(self._methods.get(method)):
             return None
         try:
+            if request is not None and method in RECORDED_METHODS:
+                return self._recorded(method, params_json, tab, request)
             if now is not None:
                 result = now(self._parse(params_json))
                 if result is _WAIT:
                     return None
             else:
-                result = self._dispatch(method, params_json)
+                result = self._dispatch(method, params_json, tab)
             return _dumps({"ok": result})
         except Exception as exc:
             return self._error_reply(method, exc)
 
-    def _dispatch(self, method: Any, params_json: Any) -> Any:
+    def _recorded(self, method: str, params_json: Any, tab: str | None, request: Any) -> str:
+        """Run a call that changes runs at most once per request id: the reply is recorded
+        in the transaction of the change, so either both are committed or neither is."""
+        if not isinstance(request, str) or not 0 < len(request) <= 200:
+            raise ValidationError(f"a request id must be text of 1 to 200 characters, got {_describe(request)}")
+        reply = self.app.answer_once(request, method, lambda: _dumps({"ok": self._dispatch(method, params_json, tab)}))
+        self._recorded_count += 1
+        if self._recorded_count % _PRUNE_EVERY == 0:
+            self.app.forget_answers(REQUEST_TTL)
+        return reply
+
+    def forget_tab(self, tab: str) -> None:
+        """Drop the subscriptions of a tab that has gone (closed, or its worker died)."""
+        self._subs.pop(tab, None)
+        self._sync_listeners()
+
+    def _dispatch(self, method: Any, params_json: Any, tab: str | None = None) -> Any:
         if not isinstance(method, str):
             raise ValidationError(f"a call needs a method name (text), got {_describe(method)}")
         if method not in self._methods:
             raise NotFoundError(f"unknown method {method!r}; the methods are: {', '.join(sorted(self._methods))}")
         params = self._parse(params_json)
+        # Subscriptions are kept per tab: the two methods that change them are told whose.
+        if method == "subscribe":
+            return self._subscribe(params, tab)
+        if method == "unsubscribe":
+            return self._unsubscribe(params, tab)
         return self._methods[method](params)
 
     @staticmethod
@@ -407,20 +454,32 @@ class BrowserHost:
         run = await self.app.wait_for_run(_required(params, "id", "waitForRun"), timeout=params.get("timeout"))
         return run.to_dict()
 
-    def _subscribe(self, params: dict[str, Any]) -> list[str]:
+    def _subscribe(self, params: dict[str, Any], tab: str | None = None) -> list[str]:
         _only(params, "subscribe", "types")
-        for t in _types(_required(params, "types", "subscribe")):
+        types = _types(_required(params, "types", "subscribe"))
+        mine = self._subs.setdefault(tab, set())
+        mine.update(types)
+        self._sync_listeners()
+        return sorted(mine)
+
+    def _unsubscribe(self, params: dict[str, Any], tab: str | None = None) -> list[str]:
+        _only(params, "unsubscribe", "types")
+        types = _types(_required(params, "types", "unsubscribe"))
+        mine = self._subs.get(tab, set())
+        mine.difference_update(types)
+        if not mine:
+            self._subs.pop(tab, None)
+        self._sync_listeners()
+        return sorted(mine)
+
+    def _sync_listeners(self) -> None:
+        """One bus listener per type some subscriber wants, and none for the others."""
+        wanted = set().union(*self._subs.values())
+        for t in [t for t in self._types if t not in wanted]:
+            self._types.pop(t)()
+        for t in wanted:
             if t not in self._types:
                 self._types[t] = self.app.on(t, self._forward if t == "*" else self._forward_typed)
-        return sorted(self._types)
-
-    def _unsubscribe(self, params: dict[str, Any]) -> list[str]:
-        _only(params, "unsubscribe", "types")
-        for t in _types(_required(params, "types", "unsubscribe")):
-            off = self._types.pop(t, None)
-            if off is not None:
-                off()
-        return sorted(self._types)
 
     async def _eval_python(self, params: dict[str, Any]) -> Any:
         """Debug builds only (``connect({debug: true})``): run Python in the worker, for the

@@ -169,6 +169,26 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        [
+            # The browser's calls forwarded from one tab to the tab that runs the jobs carry a
+            # request id; when that tab closes before its reply arrives, the call is sent again
+            # to the tab that takes over. A call that changes runs records its reply here, in
+            # the transaction of the change, so the second attempt gets the first one's reply
+            # and never makes a second run (durably.browser, docs/protocol.md). Rows are only
+            # needed for the seconds a hand-over takes; the browser host deletes old ones.
+            """
+            CREATE TABLE durably_requests (
+                id         TEXT PRIMARY KEY,
+                method     TEXT NOT NULL,
+                reply      TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX durably_requests_created ON durably_requests (created_at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -155,6 +155,23 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        [
+            # The browser's record of forwarded calls by request id (schema.py's migration 4,
+            # the same columns in the same order). Only the browser host writes it; it is here
+            # so a version means the same tables on both engines.
+            """
+            CREATE TABLE durably_requests (
+                id         TEXT COLLATE "C" PRIMARY KEY,
+                method     TEXT COLLATE "C" NOT NULL,
+                reply      TEXT COLLATE "C" NOT NULL,
+                created_at TEXT COLLATE "C" NOT NULL
+            )
+            """,
+            "CREATE INDEX durably_requests_created ON durably_requests (created_at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -7,9 +7,9 @@ imported when a driver is created.
 Connections. One connection per driver, in autocommit mode: the store serialises its calls
 with one lock and sends its own ``BEGIN``/``COMMIT``, so a pool would only hold connections
 nobody uses at the same time. The connection turns bitmap scans off (``enable_bitmapscan``):
-durably's statements are written for ordered index scans, as on SQLite (see ``_connect``). ``listen()`` opens one more connection, on a thread of its
-own, for ``LISTEN``. A worker process therefore holds two connections, a process that only
-triggers or reads holds one.
+durably's statements are written for ordered index scans, as on SQLite (see ``_connect``).
+``listen()`` opens one more connection, on a thread of its own, for ``LISTEN``. A worker
+process therefore holds two connections, a process that only triggers or reads holds one.
 
 Reconnecting. When the server goes away (restart, failover, a cut network), the statement
 in flight fails with ``StorageError`` (``code`` ``"08006"``, or the server's own code such

@@ -68,7 +68,8 @@ LOG_BATCH = 100
 #: What ``durably copy`` moves, table by table: ``(table, its columns, its key)``. Every
 #: column of the latest schema (tests/core/test_copy.py holds this list to the schema on
 #: both engines); the worker registry is not copied, since it describes the processes
-#: connected to a database, not its data.
+#: connected to a database, not its data, nor the record of answered requests (schema 4),
+#: which the browser keeps for the seconds a hand-over between tabs takes.
 COPY_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "durably_runs",
@@ -227,6 +228,7 @@ class Store:
         self._migrated = False
         # Wake-ups to send before the open transaction commits (None: no transaction open).
         self._wakes: set[str] | None = None
+        self._in_write = False  # inside a _write(): a nested one joins it
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -241,15 +243,22 @@ class Store:
         With ``several=False`` the caller sends a single statement, which the database runs
         as its own transaction: just as atomic, it takes the write lock at its start (and
         waits while another process holds it), and it costs one call instead of three,
-        which matters most in the browser, where each call crosses the JS bridge."""
+        which matters most in the browser, where each call crosses the JS bridge.
+
+        Inside another ``_write`` (of this store, on this thread: the lock is held) it joins
+        that transaction: its statements commit or roll back with the outer ones."""
         with self._lock:
             if not self._migrated:
                 self.migrate()
-            if not several:
+            if not several or self._in_write:
                 yield
                 return
-            with self._transaction():
-                yield
+            self._in_write = True
+            try:
+                with self._transaction():
+                    yield
+            finally:
+                self._in_write = False
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -306,7 +315,8 @@ class Store:
     @contextmanager
     def transaction(self, several: bool = True) -> Iterator[None]:
         """A write transaction for callers that group several store calls (trigger_many).
-        ``several=False``: the caller's calls send one statement only (see ``_write``)."""
+        ``several=False``: the caller's calls send one statement only (see ``_write``).
+        Nested in another transaction of this store, it joins that one."""
         with self._write(several):
             yield
 
@@ -448,6 +458,27 @@ class Store:
         if not woken:
             self._wake(new.job_name)
         return run, "created"
+
+    # -- requests (the browser's forwarded calls) -------------------------------------------
+
+    def request_reply(self, request_id: str) -> str | None:
+        """The reply recorded for this request id, or None. Call inside ``transaction()``
+        with the call it guards, so a request is answered from here or run, never both."""
+        rows, _ = self._x("SELECT reply FROM durably_requests WHERE id = ?", (request_id,))
+        return str(rows[0][0]) if rows else None
+
+    def record_request(self, request_id: str, method: str, reply: str, now: str) -> None:
+        """Record a request's reply; call inside the ``transaction()`` of its change."""
+        self._x(
+            "INSERT INTO durably_requests (id, method, reply, created_at) VALUES (?, ?, ?, ?)",
+            (request_id, method, reply, now),
+        )
+
+    def prune_requests(self, before: str) -> int:
+        """Delete the requests recorded before ``before``; returns how many."""
+        with self._write(several=False):
+            _, changes = self._x("DELETE FROM durably_requests WHERE created_at < ?", (before,))
+        return changes
 
     # -- reading --------------------------------------------------------------------------
 
@@ -949,8 +980,9 @@ class Store:
         self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
 
     def clear_copied(self) -> None:
-        """Delete every row of ``COPY_TABLES`` and the worker registry (inside ``transaction()``)."""
-        for table, _, _ in (*COPY_TABLES, ("durably_workers", (), ())):
+        """Delete every row of ``COPY_TABLES``, the worker registry and the record of answered
+        requests (inside ``transaction()``)."""
+        for table, _, _ in (*COPY_TABLES, ("durably_workers", (), ()), ("durably_requests", (), ())):
             self._x(f"DELETE FROM {table}")
 
     def after_copy(self) -> None:

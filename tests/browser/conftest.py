@@ -121,6 +121,26 @@ def browser_context_args(browser_context_args: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
+def chaos_site_url(built_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private copy of the site with the chaos job module ``chaos_jobs`` added
+    (bench/chaos/browser_jobs.py: multi-step jobs that write a ledger of every step body),
+    served on its own port: a job every tab imports, so a tab that takes over runs it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.chaos.browser import site_copy
+
+    site = site_copy(tmp_path_factory.mktemp("chaos-site") / "site", built_site)
+    server = make_server(site, 0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, name="chaos-site-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     if not Path(CHROMIUM).exists():
         pytest.fail(

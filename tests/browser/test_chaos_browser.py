@@ -1,7 +1,8 @@
 """A small browser chaos run in the normal suite: one reload, one closed tab and one
 terminated worker during slow multi-step jobs, then the CPython chaos checks over the
 ledger the step bodies wrote and the runs and steps read back through the page's API.
-The large run is on demand: ``python -m bench.chaos --host browser --interruptions 30``."""
+The large runs are on demand: ``python -m bench.chaos --host browser --interruptions 30``, and
+with two follower tabs open, where each interruption is a hand-over, ``... --followers 2``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from bench.chaos import browser as chaos
 pytestmark = pytest.mark.browser
 
 
-def test_reloads_closed_tabs_and_terminated_workers_lose_nothing_and_rerun_no_committed_step(context, site_url):
-    result = chaos.BrowserChaos(chaos.Options(interruptions=3, seed=7, pause=(0.3, 0.8))).run(context, site_url)
+def test_reloads_closed_tabs_and_terminated_workers_lose_nothing_and_rerun_no_committed_step(context, chaos_site_url):
+    result = chaos.BrowserChaos(chaos.Options(interruptions=3, seed=7, pause=(0.3, 0.8))).run(context, chaos_site_url)
     rep = result.report
     print(result.line())
     print(result.timing_line())
@@ -23,6 +24,20 @@ def test_reloads_closed_tabs_and_terminated_workers_lose_nothing_and_rerun_no_co
     assert rep.overlaps == 0 and rep.integrity == "ok"
     assert rep.reexecuted <= 3
     # Every new page load's worker went on with the pending runs: its first step started.
+    assert len(result.to_next_step) == 3
+
+
+def test_leader_interruptions_with_followers_open_hand_over_and_lose_nothing(context, chaos_site_url):
+    opts = chaos.Options(interruptions=3, seed=11, pause=(0.3, 0.8), steps=(4, 6), followers=2)
+    result = chaos.BrowserChaos(opts).run(context, chaos_site_url)
+    rep = result.report
+    print(result.line())
+    print(result.timing_line())
+    assert rep.ok, "\n".join(rep.failures)
+    assert result.kinds == {"reload": 1, "close-tab": 1, "terminate": 1} and result.handovers == 3
+    assert rep.lost == 0 and rep.duplicates == 0 and rep.half_written == 0 and rep.overlaps == 0
+    assert rep.integrity == "ok" and rep.reexecuted <= 3
+    # Each new leader was a follower that took over and went on with the pending runs.
     assert len(result.to_next_step) == 3
 
 

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from durably import Durably as CPythonDurably
+from durably.browser import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.browser
 
@@ -163,7 +164,7 @@ def test_a_bad_request_gets_an_error_reply_and_the_worker_keeps_serving(page, si
     assert result["notCloneable"]["name"] == "ValidationError"
     assert result["oversized"]["name"] == "ValidationError" and "limit" in result["oversized"]["message"]
     assert result["badTypes"]["name"] == "ValidationError"
-    assert result["ping"]["protocol"] == 1 and result["ping"]["driver"] == "opfs-sahpool"
+    assert result["ping"]["protocol"] == PROTOCOL_VERSION and result["ping"]["driver"] == "opfs-sahpool"
     # No run was created by any of the bad requests.
     assert durably.call(page, "getRuns") == []
 

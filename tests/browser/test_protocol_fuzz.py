@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+
+from durably.browser import PROTOCOL_VERSION
 from hypothesis import strategies as st
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -130,7 +132,7 @@ def test_bad_messages_in_any_order_each_get_one_error_reply_and_change_nothing(p
     def property_(messages):
         replies = page.evaluate(POST, {"messages": messages, "settleMs": 50})
         check_replies(messages, replies)
-        assert durably.call(page, "ping")["protocol"] == 1
+        assert durably.call(page, "ping")["protocol"] == PROTOCOL_VERSION
 
     property_()
     assert page.evaluate(SNAPSHOT) == before, "bad messages changed the database"
@@ -158,5 +160,5 @@ def test_an_oversized_call_and_duplicate_ids_get_one_error_reply_each(page, site
     (big,) = [r["error"] for r in replies if r["id"] == "fz-big"]
     assert big["name"] == "ValidationError" and "limit" in big["message"]
     assert {r["error"]["name"] for r in replies if r["id"] == "fz-dup"} == {"NotFoundError"}  # no such run, job, method
-    assert durably.call(page, "ping")["protocol"] == 1
+    assert durably.call(page, "ping")["protocol"] == PROTOCOL_VERSION
     assert page.evaluate(SNAPSHOT) == before

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bench.chaos.messages import METHODS, bad_call, json_data
 from durably import job
-from durably.browser import MAX_MESSAGE_BYTES, BrowserHost
+from durably.browser import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, BrowserHost
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ERROR_NAMES = {"ValidationError", "NotFoundError", "ConflictError", "TimeoutError"}
@@ -65,7 +65,7 @@ def assert_refused(host: BrowserHost, method, params_json, why: str = "") -> dic
     assert isinstance(error["message"], str) and error["message"].strip()
     assert "traceback" not in error
     assert snapshot(host) == before, f"{why}: a refused request changed the database"
-    assert ask(host, "ping", "{}")["ok"]["protocol"] == 1, "the host stopped serving"
+    assert ask(host, "ping", "{}")["ok"]["protocol"] == PROTOCOL_VERSION, "the host stopped serving"
     return error
 
 

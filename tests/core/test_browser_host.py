@@ -302,3 +302,100 @@ async def test_purge_runs_reads_a_date_without_a_zone_as_utc(db_path):
     assert await call(host, "purgeRuns", {"olderThan": "2000-01-01"}) == {"ok": 0}
     assert await call(host, "purgeRuns", {"olderThan": "9999-01-01T00:00:00"}) == {"ok": 1}
     assert (await call(host, "getRuns"))["ok"] == []
+
+
+async def test_a_call_repeated_with_its_request_id_gets_the_first_reply_and_changes_nothing(db_path):
+    host, _ = make_host(db_path)
+    await host.start()
+    trigger = json.dumps({"job": "hang", "input": {"n": 1}})
+    first = host.handle_now("trigger", trigger, "tab-a", "tab-a:1")
+    # The leader that answered closed before its reply arrived: the next one gets the call again.
+    again = host.handle_now("trigger", trigger, "tab-a", "tab-a:1")
+    assert again == first and json.loads(first)["ok"]["disposition"] == "created"
+    run_id = json.loads(first)["ok"]["id"]
+    assert [r["id"] for r in (await call(host, "getRuns"))["ok"]] == [run_id]
+    # Another request id is another call: another run.
+    other = json.loads(await host.handle("trigger", trigger, "tab-a", "tab-a:2"))["ok"]
+    assert other["id"] != run_id
+
+    cancel = json.dumps({"id": run_id})
+    cancelled = host.handle_now("cancel", cancel, "tab-b", "tab-b:7")
+    assert json.loads(cancelled)["ok"]["status"] == "cancelled"
+    # Without the record, a repeat would fail: "already cancelled".
+    assert host.handle_now("cancel", cancel, "tab-b", "tab-b:7") == cancelled
+    assert json.loads(host.handle_now("cancel", cancel, "tab-b", "tab-b:8"))["error"]["name"] == "ConflictError"
+
+    # A refused call records nothing: its repeat is checked (and refused) again.
+    bad = json.dumps({"job": "nope"})
+    assert json.loads(host.handle_now("trigger", bad, "tab-a", "tab-a:3"))["error"]["name"] == "NotFoundError"
+    assert json.loads(host.handle_now("trigger", bad, "tab-a", "tab-a:3"))["error"]["name"] == "NotFoundError"
+    # A request id must be short text.
+    reply = json.loads(host.handle_now("trigger", trigger, "tab-a", "x" * 201))
+    assert reply["error"]["name"] == "ValidationError" and "request id" in reply["error"]["message"]
+    assert len((await call(host, "getRuns"))["ok"]) == 2
+    await host.stop()
+
+
+async def test_a_recorded_reply_commits_with_its_run_or_not_at_all(db_path):
+    from durably import StorageError
+
+    host, _ = make_host(db_path)
+    await host.start()
+    store = host.app._store
+    real = store.record_request
+
+    def failing(*args, **kwargs):
+        raise StorageError("disk I/O error", code="SQLITE_IOERR")
+
+    store.record_request = failing
+    trigger = json.dumps({"job": "double", "input": {"n": 1}})
+    reply = json.loads(host.handle_now("trigger", trigger, "tab-a", "tab-a:1"))
+    assert reply["error"]["name"] == "StorageError"
+    # The run was rolled back with the record: a retry makes the one run.
+    assert (await call(host, "getRuns"))["ok"] == []
+    store.record_request = real
+    run = json.loads(host.handle_now("trigger", trigger, "tab-a", "tab-a:1"))["ok"]
+    assert [r["id"] for r in (await call(host, "getRuns"))["ok"]] == [run["id"]]
+    await host.stop()
+
+
+async def test_recorded_replies_older_than_an_hour_are_deleted_when_the_host_starts(db_path):
+    from datetime import datetime, timedelta, timezone
+
+    host, _ = make_host(db_path)
+    await host.start()
+    host.handle_now("trigger", json.dumps({"job": "double", "input": {"n": 1}}), "t", "t:1")
+    old = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    host.app.driver.execute("UPDATE durably_requests SET created_at = ?", [old])
+    host.handle_now("trigger", json.dumps({"job": "double", "input": {"n": 2}}), "t", "t:2")
+    await host.stop()
+    host.app.close()
+    second, _ = make_host(db_path)
+    await second.start()
+    rows, _ = second.app.driver.execute("SELECT id FROM durably_requests", [])
+    assert rows == [("t:2",)]
+    await second.stop()
+
+
+async def test_subscriptions_are_kept_per_tab_and_each_event_is_posted_once(db_path):
+    host, posted = make_host(db_path)
+    await host.start()
+    assert (await call(host, "subscribe", {"types": ["run:complete"]}))["ok"] == ["run:complete"]
+    reply = json.loads(host.handle_now("subscribe", json.dumps({"types": ["run:complete", "step:complete"]}), "tab-a"))
+    assert reply["ok"] == ["run:complete", "step:complete"]
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 1}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    assert [e["type"] for e in posted] == ["step:complete", "run:complete"]
+    # The page unsubscribing does not take the type away from the other tab.
+    assert (await call(host, "unsubscribe", {"types": ["run:complete"]}))["ok"] == []
+    posted.clear()
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 2}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    assert [e["type"] for e in posted] == ["step:complete", "run:complete"]
+    # The tab goes away: nothing is subscribed, nothing is built.
+    host.forget_tab("tab-a")
+    posted.clear()
+    run = (await call(host, "trigger", {"job": "double", "input": {"n": 3}}))["ok"]
+    await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
+    assert posted == [] and not host.app._events.wants("run:complete")
+    await host.stop()

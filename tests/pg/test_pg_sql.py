@@ -122,7 +122,8 @@ def test_postgresql_at_version_2_has_the_tables_and_columns_of_sqlite_at_version
         for sql in statements:
             lite.execute(sql)
     tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    assert tables == ["durably_logs", "durably_run_labels", "durably_runs", "durably_steps", "durably_workers"]
+    assert tables == ["durably_logs", "durably_requests", "durably_run_labels", "durably_runs", "durably_steps",
+                      "durably_workers"]
     for table in tables:
         sqlite_columns = [r[1] for r in lite.execute(f"PRAGMA table_info({table})")]
         pg_columns = [r[0] for r in a.execute(

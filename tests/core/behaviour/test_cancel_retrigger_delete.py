@@ -7,6 +7,7 @@ CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -207,3 +208,34 @@ async def test_delete_run_removes_it_with_its_steps_and_logs(make_app):
     assert [e.type for e in events] == ["run:delete"]
     assert app.driver.execute("SELECT COUNT(*) FROM durably_steps")[0][0][0] == 0
     assert app.driver.execute("SELECT COUNT(*) FROM durably_logs")[0][0][0] == 0
+
+
+async def test_a_call_answered_once_per_request_id_runs_once_and_a_failed_one_records_nothing(make_app):
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j])
+    calls = []
+
+    def trigger():
+        calls.append(1)
+        return app.trigger(j, len(calls)).id
+
+    first = app.answer_once("tab-1:1", "trigger", trigger)
+    # Sent again (its first reply was lost): the recorded reply, and no second run.
+    assert app.answer_once("tab-1:1", "trigger", trigger) == first
+    assert calls == [1] and [r.id for r in app.get_runs()] == [first]
+
+    def refused():
+        app.trigger(j, "x")  # committed only with its record, which never comes
+        raise ConflictError("refused after the change")
+
+    with pytest.raises(ConflictError):
+        app.answer_once("tab-1:2", "trigger", refused)
+    # Rolled back with the call: no run, and the id is free to run for real.
+    assert [r.id for r in app.get_runs()] == [first]
+    second = app.answer_once("tab-1:2", "trigger", trigger)
+    assert second != first and len(app.get_runs()) == 2
+    assert app.forget_answers(timedelta(0)) == 2
+    assert app.answer_once("tab-1:1", "trigger", trigger) not in (first, second)
