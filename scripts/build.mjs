@@ -17,7 +17,7 @@
 //   manifest.json                      what the worker installs, with SHA-256s, and the versions
 //   vendor/pyodide/...                 Pyodide's runtime, copied from node_modules
 //   vendor/sqlite-wasm/...             sqlite-wasm's dist files, copied from node_modules
-//   wheels/<hash>/<name>.whl           micropip and durably; the hash in the folder name
+//   wheels/<hash>/<name>.whl           micropip, durably and its dependencies; the hash in the folder name
 //                                      changes with the content, so no browser or CDN cache
 //                                      ever serves an old wheel under the same URL
 //   jobs/<module>.py                   the job modules the worker imports (demo_jobs)
@@ -43,6 +43,15 @@ const MICROPIP = "micropip-0.11.1-py3-none-any.whl";
 // The SHA-256 of that wheel on PyPI: pip refuses any other download, and a cached copy that
 // does not match is downloaded again. Change both together.
 const MICROPIP_SHA256 = "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3";
+// Pure-Python wheels durably needs in the worker, pinned the same way (pip checks the hash):
+// cronsim reads schedules' cron expressions (durably.schedules, imported only by a job with a
+// schedule); tzdata gives zoneinfo its time zones, as Pyodide has no system database. The
+// worker puts them on sys.path as they are (zip files) instead of unpacking them: tzdata is
+// ~600 small files, and unpacking it cost ~0.5 s at every boot; placing it costs ~2 ms.
+const DEPENDENCIES = [
+  { requirement: "cronsim==2.8", file: "cronsim-2.8-py3-none-any.whl", sha256: "62115cabaa121953ac4bbf2e66808b5229ca6e47372a74e752b42fcdf28324a5" },
+  { requirement: "tzdata==2026.6", file: "tzdata-2026.6-py2.py3-none-any.whl", sha256: "0a10eec6e13ef16b627fabed9a5f2ba61a62b1c67f327305f4e7e412a70b4aec" },
+];
 // Python job modules shipped with the site; the worker imports each one after installing
 // durably. Plain modules rather than a wheel: a user adds a job file without packaging it.
 const JOB_MODULES = ["web/demo_jobs.py"];
@@ -93,32 +102,38 @@ function placeWheel(file) {
   return { file: path.basename(file), url: rel, sha256: hash };
 }
 
-function micropipWheel() {
-  const file = path.join(cache, MICROPIP);
-  if (fs.existsSync(file) && sha256(file) !== MICROPIP_SHA256) {
-    console.log(`${path.relative(root, file)} is not the pinned ${MICROPIP} (SHA-256 ${MICROPIP_SHA256}): downloading it again`);
+// A wheel from PyPI whose SHA-256 is pinned here: downloaded once into .cache/wheels (pip
+// refuses any other file), and a cached copy that does not match is downloaded again.
+function pinnedWheel({ requirement, file: name, sha256: pinned }) {
+  const file = path.join(cache, name);
+  if (fs.existsSync(file) && sha256(file) !== pinned) {
+    console.log(`${path.relative(root, file)} is not the pinned ${name} (SHA-256 ${pinned}): downloading it again`);
     fs.rmSync(file);
   }
   if (!fs.existsSync(file)) {
     fs.mkdirSync(cache, { recursive: true });
-    console.log(`downloading ${MICROPIP} (once; cached in .cache/wheels)`);
+    console.log(`downloading ${name} (once; cached in .cache/wheels)`);
     // pip checks the pinned hash itself (--require-hashes): it refuses any other file.
-    const requirements = path.join(cache, "micropip-requirements.txt");
-    fs.writeFileSync(requirements, `micropip==0.11.1 --hash=sha256:${MICROPIP_SHA256}\n`);
+    const requirements = path.join(cache, `${name}.requirements.txt`);
+    fs.writeFileSync(requirements, `${requirement} --hash=sha256:${pinned}\n`);
     run(python, [
       "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.14",
       "--require-hashes", "-r", requirements, "-d", cache,
     ]);
   }
-  if (!fs.existsSync(file)) fail(`pip did not produce ${MICROPIP} in ${cache}`);
+  if (!fs.existsSync(file)) fail(`pip did not produce ${name} in ${cache}`);
   const digest = sha256(file);
-  if (digest !== MICROPIP_SHA256) fail(`${MICROPIP} has SHA-256 ${digest}, not the pinned ${MICROPIP_SHA256}`);
+  if (digest !== pinned) fail(`${name} has SHA-256 ${digest}, not the pinned ${pinned}`);
   return file;
 }
 
 // PostgreSQL's modules: the browser never opens PostgreSQL (durably imports them only for a
 // postgresql:// URL or a PostgreSQL driver), so the wheel the site serves leaves them out.
 const SERVER_ONLY = new Set(["pg_driver.py", "pg_sql.py", "migrations_postgres.py"]);
+
+function micropipWheel() {
+  return pinnedWheel({ requirement: "micropip==0.11.1", file: MICROPIP, sha256: MICROPIP_SHA256 });
+}
 
 // Build the durably wheel from a snapshot of the sources in a temporary folder: setuptools
 // writes build/ and *.egg-info next to the sources, and others edit this tree while we build.
@@ -258,7 +273,8 @@ async function main() {
     protocol: facts.protocol,
     versions: { pyodide: versionOf("pyodide"), sqliteWasm: versionOf("@sqlite.org/sqlite-wasm") },
     micropip,
-    wheels: [durably],
+    // durably first; its dependencies go on sys.path as zip files ("zip": true).
+    wheels: [durably, ...DEPENDENCIES.map((d) => ({ ...placeWheel(pinnedWheel(d)), zip: true }))],
     jobModules: modules,
   };
   manifest.snapshot = await buildSnapshot({ root, site, manifest });

@@ -17,7 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import zlib from "node:zlib";
-import { JOBS_DIR, preludePython, snapshotKey } from "../web/snapshot.js";
+import { JOBS_DIR, preludePython, snapshotKey, WHEELS_DIR } from "../web/snapshot.js";
 
 // web/snapshot.js hashes with the Web Crypto API, global from Node 19 on.
 globalThis.crypto ??= webcrypto;
@@ -114,7 +114,18 @@ async function make({ root, site, manifest, jobModules, key, out, meta }) {
 
   const purelib = pyodide.runPython("import sysconfig\nsysconfig.get_path('purelib')");
   for (const w of manifest.wheels) {
-    pyodide.unpackArchive(new Uint8Array(fs.readFileSync(path.join(site, w.url))), "wheel", { extractDir: purelib });
+    const bytes = new Uint8Array(fs.readFileSync(path.join(site, w.url)));
+    if (w.zip) {
+      // As the worker's install phase does: the zip itself on sys.path, so that a module the
+      // snapshot imports from it (cronsim, for a job with a schedule) has the path it will
+      // have in the browser.
+      const file = `${WHEELS_DIR}/${w.file}`;
+      pyodide.FS.mkdirTree(WHEELS_DIR);
+      pyodide.FS.writeFile(file, bytes);
+      pyodide.runPython(`import sys\nif ${JSON.stringify(file)} not in sys.path: sys.path.append(${JSON.stringify(file)})`);
+    } else {
+      pyodide.unpackArchive(bytes, "wheel", { extractDir: purelib });
+    }
   }
   pyodide.FS.mkdirTree(JOBS_DIR);
   for (const m of manifest.jobModules.filter((m) => jobModules.includes(m.module))) {

@@ -302,6 +302,8 @@ function startWorker({
     cancel: (id) => call("cancel", { id }),
     retrigger: (id) => call("retrigger", { id }),
     deleteRun: (id) => call("deleteRun", { id }),
+    /** Send the signal `name` to a run (its step.wait_for_signal(name) returns `payload`). */
+    signal: (id, name, payload, { signalId } = {}) => call("signal", defined({ id, name, payload, signalId })),
     purgeRuns: ({ olderThan, limit } = {}) => call("purgeRuns", defined({ olderThan, limit })),
     waitForRun: (id, { timeout } = {}) => call("waitForRun", defined({ id, timeout })),
     /** The database file (WAL folded in) as a Uint8Array: it opens with CPython's durably. */

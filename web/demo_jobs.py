@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from math import isqrt
 
-from durably import ValidationError, job
+from durably import Retry, SignalTimeoutError, ValidationError, job
 
 
 # -- crunch: CPU work in chunks, one step per chunk, with progress --------------------------
@@ -179,3 +179,43 @@ async def flaky(step, input: Flaky) -> dict:
         await step.run(f"step-{i}", work)
         step.progress(i, input.steps)
     return {"steps": input.steps, "message": "all steps passed"}
+
+
+# -- approval: a retried step, a durable pause, and a person's decision ---------------------
+
+
+@dataclass
+class Approval:
+    amount: int = 120
+    pause: float = 3.0
+    timeout: float = 600.0
+    chance: float = 0.5  # that a notification attempt fails
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pause <= 3600 or not 1 <= self.timeout <= 86400 or not 0 <= self.chance <= 1:
+            raise ValidationError(
+                "the input of job 'approval': pause must be 0-3600 s, timeout 1-86400 s and chance 0-1"
+            )
+
+
+@job("approval", input=Approval)
+async def approval(step, input: Approval) -> dict:
+    """Asks for a decision: notifies an approver (a flaky call, retried with backoff), pauses
+    durably, then waits for the signal 'decision' (send it from the run's panel, e.g.
+    {"approved": true}) without holding the worker; no decision within timeout seconds
+    declines. Reload the page while it waits: it still waits."""
+    request = await step.run("draft", lambda: {"amount": input.amount, "currency": "EUR"})
+
+    def notify() -> str:
+        if random.random() < input.chance:
+            raise ConnectionError("the notification service did not answer")
+        return "notified"
+
+    await step.run("notify", notify, retries=Retry(max_attempts=5, initial=1, backoff=2, jitter=False))
+    await step.sleep("pause", input.pause)
+    try:
+        decision = await step.wait_for_signal("decision", timeout=input.timeout)
+    except SignalTimeoutError:
+        return {**request, "approved": False, "reason": "no decision in time"}
+    approved = bool(decision.get("approved")) if isinstance(decision, dict) else bool(decision)
+    return {**request, "approved": approved, "decision": decision}

@@ -30,6 +30,7 @@ const EXAMPLES = {
   },
   slow: { steps: 5, seconds: 2 },
   flaky: { steps: 3, fail_at: 2, chance: 0.5, message: "the payment service timed out" },
+  approval: { amount: 120, pause: 3, timeout: 600, chance: 0.5 },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -459,16 +460,19 @@ const refreshDetail = throttled(async () => {
   $("run-error-box").hidden = !run.error;
   $("run-error").textContent = run.error ?? "";
   $("run-failed-step").textContent = run.failed_step ? `(at step ${run.failed_step})` : "";
+  showWait(run);
 
   const rows = steps.map((s) =>
     el(
       "tr",
       { dataset: { step: s.name, status: s.status } },
       el("td", { text: String(s.index) }),
-      el("td", { class: "mono", text: s.name }),
+      el("td", { class: "mono", text: s.name }, attemptsNote(s.attempts)),
       el("td", {}, statusBadge(s.status)),
       s.error ? el("td", { class: "out" }, el("pre", { text: s.error })) : outputCell(s.output),
-      el("td", { text: between(s.started_at, s.completed_at), title: s.completed_at ?? "" }),
+      s.status === "waiting"
+        ? el("td", { class: "muted", text: s.wake_at ? `until ${clock(s.wake_at)}` : "until a signal", title: s.wake_at ?? "" })
+        : el("td", { text: between(s.started_at, s.completed_at), title: s.completed_at ?? "" }),
     ),
   );
   const current = runningStep.get(id);
@@ -503,6 +507,40 @@ const refreshDetail = throttled(async () => {
     ),
   );
 });
+
+// A waiting run: what it waits for, until when; for a signal, a form to send it.
+function showWait(run) {
+  const waiting = run.status === "waiting";
+  const until = run.wake_at ? ` until ${clock(run.wake_at)}` : "";
+  const what = { retry: `a retry of ${run.wait_step ?? "the job"}`, sleep: `the end of ${run.wait_step}`, signal: `the signal ${run.wait_step}` };
+  const attempt = run.attempt > 1 ? ` (run attempt ${run.attempt})` : "";
+  $("run-wait").textContent = waiting ? `${what[run.waiting_for] ?? run.waiting_for}${until}${attempt}` : "";
+  $("run-wait").title = run.wake_at ?? "";
+  $("run-wait").hidden = $("run-wait-label").hidden = !waiting;
+  $("signal-form").hidden = !(waiting && run.waiting_for === "signal");
+  $("signal-form").dataset.runId = run.id;
+  $("signal-name").textContent = run.wait_step ?? "";
+}
+
+async function onSignal(event) {
+  event.preventDefault();
+  const form = $("signal-form");
+  const text = $("signal-payload").value.trim();
+  await act(() => durably.signal(form.dataset.runId, $("signal-name").textContent, text ? JSON.parse(text) : null));
+  await refreshDetail.now();
+}
+
+// A step's failed attempts, in a note beside its name; their errors in its title.
+function attemptsNote(attempts) {
+  if (!attempts?.length) return null;
+  const n = attempts.length;
+  return el("span", {
+    class: "muted",
+    text: ` (${n} failed attempt${n > 1 ? "s" : ""})`,
+    title: attempts.map((a) => `attempt ${a.attempt}: ${a.error}`).join("\n"),
+    dataset: { testid: "step-attempts" },
+  });
+}
 
 // The run's last MAX_LOGS log lines, and whether it has more.
 async function lastLogs(id) {
@@ -547,7 +585,7 @@ function onEvent(ev) {
     runningStep.set(id, { step_name: ev.step_name, step_index: ev.step_index, since: ev.timestamp });
   } else if (ev.type.startsWith("step:")) {
     runningStep.delete(id);
-  } else if (["run:complete", "run:fail", "run:cancel", "run:delete"].includes(ev.type)) {
+  } else if (["run:complete", "run:fail", "run:cancel", "run:delete", "run:wait"].includes(ev.type)) {
     runningStep.delete(id);
     liveProgress.delete(id);
   }
@@ -559,6 +597,7 @@ function onEvent(ev) {
 
 async function main() {
   $("api-error-close").addEventListener("click", clearError);
+  $("signal-form").addEventListener("submit", onSignal);
   $("update-btn").addEventListener("click", onApplyUpdate);
   try {
     durably = await connect({ jobs: ["demo_jobs"], options: {}, debug: false, onStatus });

@@ -33,6 +33,9 @@
 export const SNAPSHOT_FORMAT = 1;
 /** Where the job modules live in Pyodide's file system (on sys.path). */
 export const JOBS_DIR = "/home/pyodide/durably_jobs";
+/** Where micropip's wheel and durably's dependencies ("zip" in the manifest) are written, as
+ * they are, each file on sys.path for zipimport. */
+export const WHEELS_DIR = "/home/pyodide/wheels";
 /** Download and restore must finish within this, or the worker boots without the snapshot. */
 export const SNAPSHOT_TIMEOUT_MS = 60_000;
 

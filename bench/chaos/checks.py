@@ -23,6 +23,8 @@ SLACK = 0.002
 # its commit: the connection was cut, or the write failed and the run's lease (1 s) expired
 # before it was taken over at a poll. Such a body may run again (its step never committed).
 RESTART_GRACE = 2.0
+# The steps of chaos-wait that have no body (a durable sleep, a signal wait): checked by 10.
+WAIT_STEPS = ("nap", "go")
 
 
 @dataclass
@@ -53,6 +55,12 @@ class Report:
     half_written: int = 0
     overlaps: int = 0
     stale_tails: int = 0
+    # Runs that waited (chaos-wait): failed attempts retried, sleepers woken after their
+    # wake-up time, signals delivered once.
+    waits: int = 0
+    retried: int = 0
+    woken: int = 0
+    signalled: int = 0
     integrity: str = "?"
     failures: list[str] = field(default_factory=list)
 
@@ -74,7 +82,13 @@ class Report:
             f"re-executed step bodies {self.reexecuted}, lost runs {self.lost}, "
             f"duplicate completions {self.duplicates}, half-written {self.half_written}, "
             f"overlapping executions {self.overlaps} (stale tails after SIGCONT {self.stale_tails}), "
-            f"integrity {self.integrity}: {'PASS' if self.ok else 'FAIL'}"
+            + (
+                f"waits {self.waits} (retried attempts {self.retried}, sleepers woken {self.woken}, "
+                f"signals delivered once {self.signalled}), "
+                if self.waits
+                else ""
+            )
+            + f"integrity {self.integrity}: {'PASS' if self.ok else 'FAIL'}"
         )
 
 
@@ -86,10 +100,12 @@ def ts(text: str | None) -> float | None:
 
 @dataclass
 class DbState:
-    runs: dict[str, dict]  # id -> {status, concurrency_key, output, completed_steps, completed_at}
-    steps: dict[tuple[str, str], dict]  # (run id, name) -> {status, started_at, completed_at}
+    runs: dict[str, dict]  # id -> {status, concurrency_key, output, completed_steps, completed_at, job_name, input}
+    steps: dict[tuple[str, str], dict]  # (run id, name) -> {status, started_at, completed_at, output}
     step_rows: int  # rows in durably_steps, to see duplicates the dict would hide
     integrity: str
+    signals: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (run id, name) -> [{signal_id, payload}]
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # (run id, step) -> failed attempts recorded
 
 
 _RUNS_SQL = (
@@ -98,27 +114,38 @@ _RUNS_SQL = (
     "SELECT id, status, concurrency_key, output, "
     "CASE WHEN completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
     "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
-    "ELSE completed_steps END, completed_at FROM durably_runs"
+    "ELSE completed_steps END, completed_at, job_name, input FROM durably_runs"
 )
-_STEPS_SQL = "SELECT run_id, name, status, started_at, completed_at FROM durably_steps"
+_STEPS_SQL = "SELECT run_id, name, status, started_at, completed_at, output FROM durably_steps"
+_SIGNALS_SQL = "SELECT run_id, name, signal_id, payload FROM durably_signals"  # schema 5
+_ATTEMPTS_SQL = "SELECT run_id, step_name, COUNT(*) FROM durably_attempts GROUP BY 1, 2"
 
 
-def _state(run_rows: Iterable, step_rows: list, integrity: str) -> DbState:
+def _state(run_rows: Iterable, step_rows: list, integrity: str, signal_rows: Iterable = (),
+           attempt_rows: Iterable = ()) -> DbState:
     runs: dict[str, dict] = {}
     steps: dict[tuple[str, str], dict] = {}
+    signals: dict[tuple[str, str], list[dict]] = {}
+    attempts: dict[tuple[str, str], int] = {}
     for r in run_rows:
         runs[r[0]] = {"status": r[1], "concurrency_key": r[2], "output": r[3],
-                      "completed_steps": r[4], "completed_at": ts(r[5])}
-    for run_id, name, status, started, completed in step_rows:
-        steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed)}
-    return DbState(runs, steps, len(step_rows), integrity)
+                      "completed_steps": r[4], "completed_at": ts(r[5]), "job_name": r[6],
+                      "input": _json_or_none(r[7])}
+    for run_id, name, status, started, completed, output in step_rows:
+        steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed),
+                                 "output": output}
+    for run_id, name, signal_id, payload in signal_rows:
+        signals.setdefault((run_id, name), []).append({"signal_id": signal_id, "payload": _json_or_none(payload)})
+    for run_id, step, count in attempt_rows:
+        attempts[(run_id, step)] = count
+    return DbState(runs, steps, len(step_rows), integrity, signals, attempts)
 
 
 def read_db(path: str | Path) -> DbState:
-    """The runs and steps tables and the engine's integrity check (SQLite's ``PRAGMA
-    integrity_check``; on PostgreSQL, a ``postgresql://`` URL, amcheck's check of every
-    durably index against its table). A database too damaged to read gives empty tables
-    and the error as its integrity verdict (so every run is lost)."""
+    """The runs, steps, signals and attempts tables and the engine's integrity check
+    (SQLite's ``PRAGMA integrity_check``; on PostgreSQL, a ``postgresql://`` URL, amcheck's
+    check of every durably index against its table). A database too damaged to read gives
+    empty tables and the error as its integrity verdict (so every run is lost)."""
     if str(path).startswith("postgresql://"):
         return _read_postgres(str(path))
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -129,14 +156,20 @@ def read_db(path: str | Path) -> DbState:
         except sqlite3.DatabaseError as exc:
             return DbState({}, {}, 0, f"unreadable: {exc}")
         run_rows: list = []
+        signal_rows: list = []
+        attempt_rows: list = []
         try:
             run_rows = conn.execute(_RUNS_SQL).fetchall()
             rows = conn.execute(_STEPS_SQL).fetchall()
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "durably_signals" in tables:  # schema 5
+                signal_rows = conn.execute(_SIGNALS_SQL).fetchall()
+                attempt_rows = conn.execute(_ATTEMPTS_SQL).fetchall()
         except sqlite3.DatabaseError as exc:
             integrity = f"{integrity}; unreadable: {exc}"
     finally:
         conn.close()
-    return _state(run_rows, rows, integrity)
+    return _state(run_rows, rows, integrity, signal_rows, attempt_rows)
 
 
 def _read_postgres(url: str) -> DbState:
@@ -166,11 +199,20 @@ def _read_postgres(url: str) -> DbState:
         try:
             run_rows = conn.execute(_RUNS_SQL).fetchall()
             rows = conn.execute(_STEPS_SQL).fetchall()
+            signal_rows = conn.execute(_SIGNALS_SQL).fetchall()
+            attempt_rows = conn.execute(_ATTEMPTS_SQL).fetchall()
         except psycopg.Error as exc:
             return DbState({}, {}, 0, f"{integrity}; unreadable: {exc}")
     finally:
         conn.close()
-    return _state(run_rows, rows, integrity)
+    return _state(run_rows, rows, integrity, signal_rows, attempt_rows)
+
+
+def _json_or_none(text: str | None):
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def parse_events(lines: Iterable[tuple[int, str]]) -> list[tuple[int, str, str, dict]]:
@@ -285,7 +327,7 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
     for ex in ledger:
         by_step.setdefault((ex.run_id, ex.step), []).append(ex)
     for key, s in db.steps.items():
-        if s["status"] != "completed":
+        if s["status"] != "completed" or key[1] in WAIT_STEPS:
             continue
         exs = by_step.get(key, [])
         if not any(e.outcome == "end" and e.end <= s["completed_at"] + SLACK for e in exs):
@@ -305,8 +347,12 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
         last_start[ex.pid] = max(last_start.get(ex.pid, ex.start), ex.start)
     for key, exs in by_step.items():
         exs = sorted(exs, key=lambda e: e.start)
-        rep.reexecuted += len(exs) - 1
+        # A failed attempt (a body that raised on purpose) runs again by design: a retry.
+        rep.retried += sum(1 for e in exs if e.outcome == "fail")
+        rep.reexecuted += sum(1 for e in exs[:-1] if e.outcome != "fail")
         for e in exs[:-1]:
+            if e.outcome == "fail":
+                continue
             if e.pid in killed and e.start == last_start[e.pid]:
                 continue
             if any(pid == e.pid and e.start < t_stop and (e.end is None or e.end > t_stop)
@@ -325,11 +371,11 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
     for pid, t in tl.terms:
         for e in ledger:
             if e.pid == pid and e.start <= t and (e.end is None or e.end >= t):
-                if e.outcome != "end":
+                if e.outcome not in ("end", "fail"):
                     fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} did not finish ({e.outcome})")
                 if _at_restart(e, tl):
                     continue  # its commit may have met the restart
-                if any(o.start > e.start for o in by_step[(e.run_id, e.step)]):
+                if e.outcome == "end" and any(o.start > e.start for o in by_step[(e.run_id, e.step)]):
                     fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} was executed again")
 
     # 6. SIGSTOP: the frozen worker's late step write is refused once another worker took over.
@@ -383,6 +429,39 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
             if n > 1:
                 rep.duplicates += n - 1
                 fail(f"{k[0]}/{k[1]} was reported complete {n} times")
+
+    # 10. Runs that waited (chaos-wait): the failed attempt was retried (and recorded, at most
+    #     once per failure), the sleeper woke no earlier than its wake-up time, and the signal
+    #     was delivered once: one stored signal, the step's result and the run's output.
+    for run_id, r in db.runs.items():
+        if r.get("job_name") != "chaos-wait":
+            continue
+        rep.waits += 1
+        failures = sum(1 for e in by_step.get((run_id, "flaky"), []) if e.outcome == "fail")
+        if db.attempts.get((run_id, "flaky"), 0) > failures:
+            fail(f"run {run_id}: {db.attempts[(run_id, 'flaky')]} failed attempts recorded for step flaky, "
+                 f"{failures} in the ledger")
+        if r["status"] != "completed":
+            continue
+        nap = db.steps.get((run_id, "nap"))
+        after = [e.start for e in by_step.get((run_id, "w1"), [])]
+        nap_ms = (r.get("input") or {}).get("nap_ms", 0)
+        if nap is None or nap["status"] != "completed":
+            fail(f"run {run_id} completed without its sleep completed")
+        elif after and min(after) < nap["started_at"] + nap_ms / 1000 - SLACK:
+            fail(f"run {run_id} woke from its {nap_ms} ms sleep early: the next step started "
+                 f"{nap['started_at'] + nap_ms / 1000 - min(after):.3f} s before its wake-up time")
+        else:
+            rep.woken += 1
+        sent = db.signals.get((run_id, "go"), [])
+        output = _json_or_none(r["output"]) or {}
+        go = db.steps.get((run_id, "go"))
+        if len(sent) != 1:
+            fail(f"run {run_id} has {len(sent)} stored signals 'go', not one")
+        elif output.get("signal") != sent[0]["payload"] or go is None or _json_or_none(go["output"]) != sent[0]["payload"]:
+            fail(f"run {run_id}: its output {output.get('signal')!r} is not the signal it was sent {sent[0]['payload']!r}")
+        else:
+            rep.signalled += 1
 
     if db.integrity != "ok":
         fail(f"PRAGMA integrity_check: {db.integrity}")

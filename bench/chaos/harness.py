@@ -12,6 +12,7 @@ bodies write; ``checks.check`` compares the three with the database at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -25,7 +26,7 @@ from pathlib import Path
 import warnings
 
 from durably import Durably
-from durably.errors import ConflictError, NoWorkerWarning, StorageError
+from durably.errors import ConflictError, NotFoundError, NoWorkerWarning, StorageError
 
 from . import checks, ledger
 
@@ -50,6 +51,12 @@ class Options:
     steps: tuple[int, int] = (2, 6)
     keyed_fraction: float = 0.3
     keys: int = 4
+    # Runs of chaos-wait (a retried step, a durable sleep, a signal), and how long they sleep.
+    wait_fraction: float = 0.25
+    nap_ms: tuple[int, int] = (50, 300)
+    # Of those, signalled before they wait (the signal is kept), and signalled twice.
+    early_signal_fraction: float = 0.3
+    repeat_signal_fraction: float = 0.25
     settle_timeout: float = 180.0
     workdir: str | None = None
     verbose: bool = False
@@ -96,6 +103,8 @@ class Chaos:
     # ledger tail: pid -> {(run, step): start} of bodies in flight
     _ledger_offset: int = 0
     inflight: dict[int, dict[tuple[str, str], float]] = field(default_factory=dict)
+    signalled: set[str] = field(default_factory=set)  # runs of chaos-wait sent their signal
+    _last_signal_look: float = 0.0
 
     def __post_init__(self) -> None:
         self.cluster = None
@@ -282,9 +291,16 @@ class Chaos:
         specs = deque()
         for i in range(o.runs):
             n = rng.randint(*o.steps)
+            if rng.random() < o.wait_fraction:
+                job = "chaos-wait"
+                data = {"ms": [rng.randint(*o.step_ms) for _ in range(3)], "nap_ms": rng.randint(*o.nap_ms),
+                        "ledger": self.ledger_path}
+            else:
+                job = rng.choice(["chaos-a", "chaos-b"])
+                data = {"steps": n, "ms": [rng.randint(*o.step_ms) for _ in range(n)], "ledger": self.ledger_path}
             spec = {
-                "job": rng.choice(["chaos-a", "chaos-b"]),
-                "input": {"steps": n, "ms": [rng.randint(*o.step_ms) for _ in range(n)], "ledger": self.ledger_path},
+                "job": job,
+                "input": data,
                 "key": f"k{rng.randrange(o.keys)}" if rng.random() < o.keyed_fraction else None,
                 "labels": {"chaos": "1", "n": str(i)},
                 # A trigger whose reply was lost (a restart) is sent again: the same run.
@@ -292,6 +308,51 @@ class Chaos:
             }
             specs.append(spec)
         return specs
+
+    def send_signal(self, run_id: str, via_cli: bool = False) -> None:
+        """The signal chaos-wait waits for: ``go`` with ``{"run": id}``, always under the same
+        signal id, so sending it again is harmless (and checked to be)."""
+        payload = {"run": run_id}
+        if via_cli:
+            deadline = time.time() + 60
+            while True:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "durably", "signal", "--db", self.db, run_id, "go", json.dumps(payload),
+                     "--signal-id", f"sig-{run_id}"],
+                    cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+                # Exit 1: the database failed or could not be reached (a PostgreSQL restart);
+                # the same signal id makes sending it again harmless.
+                if proc.returncode != 1 or self.opts.db != "postgres" or time.time() > deadline:
+                    break
+                self.log(f"durably signal {run_id}: {proc.stderr.strip()}; trying again")
+                time.sleep(0.1)
+            if proc.returncode != 0 and "cancelled" not in proc.stderr:
+                self.failures.append(f"durably signal {run_id} exited {proc.returncode}: {proc.stderr.strip()}")
+        else:
+            try:
+                sent = self._db(lambda: self.app.signal(run_id, "go", payload, signal_id=f"sig-{run_id}"),
+                                what="sending a signal")
+            except (ConflictError, NotFoundError) as exc:
+                if self.tl.expected.get(run_id) != "cancelled" and "cancelled" not in str(exc):
+                    self.failures.append(f"signal to {run_id} refused: {exc}")
+                return
+            if run_id in self.signalled and sent.disposition != "duplicate":
+                self.failures.append(f"signal sent again to {run_id} came back {sent.disposition}, not duplicate")
+        self.signalled.add(run_id)
+
+    def signal_waiting(self) -> None:
+        """Signal the runs of chaos-wait that wait for their signal (every 0.1 s at most)."""
+        if time.time() - self._last_signal_look < 0.1:
+            return
+        self._last_signal_look = time.time()
+        rows, _ = self._db(self.app.driver.execute,
+                           "SELECT id FROM durably_runs WHERE status = 'waiting' AND waiting_for = 'signal'",
+                           what="reading runs that wait")
+        for (run_id,) in rows:
+            if run_id not in self.signalled:
+                self.send_signal(run_id, via_cli=self.rng.random() < 0.1)
+            elif self.rng.random() < self.opts.repeat_signal_fraction / 10:
+                self.send_signal(run_id)
 
     def trigger_some(self, specs: deque, limit: int) -> None:
         tries = len(specs)
@@ -307,10 +368,13 @@ class Chaos:
                 continue
             self.tl.expected[run.id] = "completed"
             limit -= 1
+            if spec["job"] == "chaos-wait" and self.rng.random() < self.opts.early_signal_fraction:
+                self.send_signal(run.id)  # before it waits: kept until it does
 
     def unfinished(self) -> list[str]:
         rows, _ = self._db(self.app.driver.execute,
-                           "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased')", what="reading runs")
+                           "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased', 'waiting')",
+                           what="reading runs")
         return [r[0] for r in rows]
 
     def cancel_one(self, via_cli: bool) -> bool:
@@ -375,6 +439,7 @@ class Chaos:
             while actions or specs:
                 self.read_ledger()
                 self._check_alive()
+                self.signal_waiting()
                 # Trigger in step with the interruptions, so there is work all along. Each
                 # stop and term left needs a step in flight: keep one run untriggered for
                 # each, or the runs can all finish before it (a slow machine makes the
@@ -416,6 +481,7 @@ class Chaos:
             deadline = time.time() + o.settle_timeout
             while self.unfinished() and time.time() < deadline:
                 self._check_alive()
+                self.signal_waiting()
                 if cancels_left and self.cancel_one(via_cli=False):
                     cancels_left -= 1
                 time.sleep(0.05)

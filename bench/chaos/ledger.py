@@ -35,11 +35,11 @@ class Execution:
     pid: int
     start: float
     end: float | None = None  # None: no end line (killed)
-    outcome: str = "running"  # "end" | "abort" | "running" (no end line)
+    outcome: str = "running"  # "end" | "abort" | "fail" | "running" (no end line)
 
 
 def read(path: str | Path) -> list[Execution]:
-    """Pair each ``start`` with the next ``end``/``abort`` of the same run, step and pid."""
+    """Pair each ``start`` with the next ``end``/``abort``/``fail`` of the same run, step and pid."""
     p = Path(path)
     if not p.exists():
         return []

@@ -16,7 +16,7 @@ METHODS = {
     "ping": None, "jobs": None, "trigger": "job", "triggerMany": "job", "getRun": "id", "getRuns": None,
     "getSteps": "id", "getLogs": "id", "cancel": "id", "retrigger": "id", "deleteRun": "id",
     "purgeRuns": "olderThan", "waitForRun": "id", "subscribe": "types", "unsubscribe": "types",
-    "getStatus": None,
+    "getStatus": None, "signal": "id",
 }
 DEBUG_METHODS = ("evalPython", "sql")
 EXTRA_KEY = "zzUnknownParameter"
@@ -62,7 +62,7 @@ def bad_call(draw, methods=tuple(METHODS), unknown_ok: bool = True) -> tuple[obj
         if method == "triggerMany":
             params["inputs"] = draw(st.lists(json_data, max_size=2))
         return method, params, f"{kind}:job"
-    if method in ("cancel", "retrigger", "waitForRun"):
+    if method in ("cancel", "retrigger", "waitForRun", "signal"):
         return method, {"id": draw(st.one_of(missing_id, non_text.filter(lambda v: v is not None)))}, f"{kind}:id"
     if method in ("subscribe", "unsubscribe"):
         bad = st.one_of(st.integers(), st.lists(st.integers(), min_size=1, max_size=2),

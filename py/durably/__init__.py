@@ -14,13 +14,16 @@ from .errors import (
     NotFoundError,
     NoWorkerWarning,
     RunFailedError,
+    RunTimeoutError,
     SchemaError,
+    SignalTimeoutError,
     StorageError,
     ValidationError,
 )
 from .events import EVENT_FIELDS, EVENT_TYPES, Event
 from .jobs import Job, job
-from .models import LogRecord, Run, Status, StepRecord, WorkerRecord
+from .models import AttemptRecord, LogRecord, Run, ScheduleRecord, SignalRecord, Status, StepRecord, WorkerRecord
+from .retries import Retry
 from .steps import Step
 
 __version__ = "0.1.0"
@@ -29,9 +32,13 @@ __all__ = [
     "Durably",
     "job",
     "Job",
+    "Retry",
     "Step",
     "Run",
     "StepRecord",
+    "AttemptRecord",
+    "SignalRecord",
+    "ScheduleRecord",
     "LogRecord",
     "Status",
     "WorkerRecord",
@@ -44,6 +51,8 @@ __all__ = [
     "ConflictError",
     "CancelledError",
     "RunFailedError",
+    "RunTimeoutError",
+    "SignalTimeoutError",
     "LeaseLostError",
     "StorageError",
     "SchemaError",

@@ -37,7 +37,7 @@ from .events import Event, EventBus
 from .jobs import Job, JobRegistry
 from .jsondata import check_json
 from .limits import JOB_SEEN_WINDOW, MAX_OFFSET, MAX_PAGE, MAX_PURGE_LIMIT, MAX_TRIGGER_MANY, WORKER_STALE_AFTER
-from .models import RUN_STATUSES, LogRecord, Run, Status, StepRecord
+from .models import RUN_STATUSES, LogRecord, Run, ScheduleRecord, SignalRecord, Status, StepRecord
 from .runtime import Runtime, call_in
 from .settings import Settings
 from .store import NewRun, Store
@@ -146,7 +146,7 @@ class Durably:
             worker_id=self.worker_id,
             on_finished=self._run_ended,
         )
-        self._worker = Worker(self._runtime, host=worker_host)
+        self._worker = Worker(self._runtime, host=worker_host, new_id=self._ids.new)
         self._closed = False
         if jobs is None:
             jobs = ()
@@ -466,7 +466,7 @@ class Durably:
     # -- operations -------------------------------------------------------------------------
 
     def cancel(self, run_id: str) -> Run:
-        """Cancel a pending or leased run at once. A step running in this process is
+        """Cancel a pending, leased or waiting run at once. A step running in this process is
         interrupted at its next ``await`` and its result is never stored; a worker in
         another process notices at its next step boundary or lease renewal."""
         self._check_open()
@@ -506,6 +506,47 @@ class Durably:
             self._warn_if_no_worker(run.job_name, [run.id])
         return run
 
+    def signal(self, run_id: str, name: str, payload: Any = None, signal_id: str | None = None) -> SignalRecord:
+        """Send the signal ``name`` with ``payload`` (JSON data) to a run, from any process:
+        the run's ``step.wait_for_signal(name)`` returns the payload. The first signal of a
+        name wins: sent again with the same ``signal_id`` and payload it is returned as
+        ``duplicate``, any other raises ``ConflictError``. A run waiting for it is due at
+        once (``disposition`` ``"delivered"``; a worker in this process starts it now, one
+        in another process at its next poll); otherwise the signal is kept until the run
+        waits for it (``"stored"``). A finished run, or one whose wait for this name timed
+        out, raises ``ConflictError``; an unknown run ``NotFoundError``. ``signal_id``
+        defaults to a new id, returned in the record.
+
+        Example::
+
+            app.signal(run.id, "approval", {"approved": True}, signal_id="ticket-42")
+        """
+        self._check_open()
+        check_id(run_id)
+        check_name(name, "a signal name")
+        if signal_id is None:
+            signal_id = self._ids.new()
+        else:
+            check_name(signal_id, "signal_id")
+        payload_json = check_json(payload, f"the payload of signal {name!r}", "MAX_SIGNAL_BYTES")
+        record = self._store.signal(run_id, name, signal_id=signal_id, payload_json=payload_json, now=self._now())
+        if record.disposition != "duplicate":
+            run = self._store.get_run(run_id)
+            if run is not None:
+                self._events.emit(
+                    "run:signal", run.id, run.job_name, run.labels, name=name, signal_id=signal_id,
+                    disposition=record.disposition,
+                )  # fmt: skip
+        if record.disposition == "delivered":
+            self._worker.wake_from_anywhere()
+        return record
+
+    def get_schedules(self) -> list[ScheduleRecord]:
+        """The scheduled jobs as the workers registered them (``@job(schedule=...)``), with
+        the last slot a run was created for and the next one."""
+        self._check_open()
+        return self._store.schedules()
+
     def delete_run(self, run_id: str) -> None:
         """Delete a finished run with its steps and logs. A run cancelled while a worker
         executed it is refused (``ConflictError``) until that worker has stopped it, or its
@@ -531,7 +572,8 @@ class Durably:
 
     def status(self) -> Status:
         """The live workers with their jobs, the runs by status, and ``unhandled``: the
-        pending runs of each job that no live worker registers (by job name). A worker
+        runs due to be executed (pending, or waiting and due) of each job that no live
+        worker registers (by job name). A worker
         records itself when started (``start()``, ``serve()``, ``durably worker``, the
         browser), heartbeats every ``limits.HEARTBEAT_INTERVAL`` seconds, and counts as
         dead once its heartbeat is older than ``limits.WORKER_STALE_AFTER``.
@@ -546,7 +588,7 @@ class Durably:
         now = self._clock()
         stale_before = add_seconds(now, -WORKER_STALE_AFTER)
         workers = self._store.workers()
-        counts = self._store.run_counts()
+        counts = self._store.run_counts(iso(now))
         live = [w for w in workers if w.heartbeat_at is not None and w.heartbeat_at >= stale_before]
         stale = [w for w in workers if w not in live]
         handled = {name for w in live for name in w.jobs}
@@ -624,9 +666,12 @@ class Durably:
                 loop.remove_signal_handler(sig)
 
     async def process_one(self) -> bool:
-        """Claim one run and execute it now, without a worker loop. Returns False if there
-        was nothing to claim."""
+        """Create the runs of the registered jobs' due schedule slots, then claim one run and
+        execute it now, without a worker loop. Returns False if there was nothing to claim.
+        A run that waits (a retry, a sleep, a signal) counts as executed: it is claimed
+        again once it is due."""
         self._check_open()
+        self._worker.fire_schedules()
         return await self._runtime.process_one()
 
     async def process_until_idle(self, max_runs: int | None = None) -> int:

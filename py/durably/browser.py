@@ -190,6 +190,7 @@ class BrowserHost:
             "cancel": self._cancel,
             "retrigger": self._retrigger,
             "deleteRun": self._delete_run,
+            "signal": self._signal,
             "purgeRuns": self._purge_runs,
             "waitForRun": self._wait_for_run,
             "subscribe": self._subscribe,
@@ -421,6 +422,16 @@ class BrowserHost:
     def _delete_run(self, params: dict[str, Any]) -> None:
         _only(params, "deleteRun", "id")
         self.app.delete_run(_required(params, "id", "deleteRun"))
+
+    def _signal(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "signal", "id", "name", "payload", "signalId")
+        record = self.app.signal(
+            _required(params, "id", "signal"),
+            _required(params, "name", "signal"),
+            params.get("payload"),
+            signal_id=params.get("signalId"),
+        )
+        return record.to_dict()
 
     def _purge_runs(self, params: dict[str, Any]) -> int:
         _only(params, "purgeRuns", "olderThan", "limit")

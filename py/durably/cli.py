@@ -8,6 +8,8 @@
     durably cancel --db DB RUN_ID
     durably retrigger --db DB RUN_ID
     durably delete --db DB RUN_ID
+    durably signal --db DB RUN_ID NAME [PAYLOAD_JSON] [--signal-id ID]
+    durably schedules --db DB [--json]                 scheduled jobs and their next times
     durably copy --from DB --to DB [--replace]         every run into another database
 
 ``DB`` is an SQLite file or a ``postgresql://`` URL. ``--db`` defaults to the ``DURABLY_DB``
@@ -41,7 +43,8 @@ from .events import Event
 from .jobs import Job
 from .jsondata import parse_json
 from .limits import WORKER_STALE_AFTER
-from .models import Run
+from .models import Run, ScheduleRecord
+from .schedules import Schedule
 from .settings import OPTIONS
 from .validation import check_timeout
 
@@ -119,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"exit {EXIT_UNHANDLED} when a job with pending runs has no live worker (a health check)",
     )
 
+    sg = sub.add_parser("signal", help="send the signal NAME to a run (step.wait_for_signal)")
+    db_option(sg)
+    sg.add_argument("run_id", metavar="RUN_ID")
+    sg.add_argument("name", metavar="NAME")
+    sg.add_argument("payload", metavar="PAYLOAD_JSON", nargs="?", default="null", help="the payload as JSON")
+    sg.add_argument("--signal-id", help="an id that makes sending it again harmless (default: a new one)")
+
+    sc = sub.add_parser("schedules", help="the scheduled jobs the workers registered, with their next times")
+    db_option(sc)
+    sc.add_argument("--json", action="store_true", help="print JSON lines")
+
     for name, text in (
         ("show", "one run with its steps and logs"),
         ("cancel", "cancel a pending or leased run"),
@@ -183,7 +197,7 @@ def _main(argv: list[str]) -> int:
 
 # Commands about runs that must already exist: they open an existing database only, and
 # never create one (a mistyped --db would otherwise leave a new, empty database behind).
-EXISTING_ONLY = ("runs", "show", "status", "cancel", "retrigger", "delete")
+EXISTING_ONLY = ("runs", "show", "status", "cancel", "retrigger", "delete", "signal", "schedules")
 
 
 def _open_existing(path: str, command: str) -> Durably:
@@ -404,6 +418,57 @@ def _delete(app: Durably, args: argparse.Namespace) -> int:
     return 0
 
 
+def _signal(app: Durably, args: argparse.Namespace) -> int:
+    payload = parse_json(args.payload, "PAYLOAD_JSON", """; e.g. '{"approved": true}'""")
+    record = app.signal(args.run_id, args.name, payload, signal_id=args.signal_id)
+    print(_json(record.to_dict()))
+    return 0
+
+
+#: Times ``durably schedules`` shows for each schedule: its next slot and the ones after it.
+SCHEDULE_TIMES = 3
+
+
+def _schedules(app: Durably, args: argparse.Namespace) -> int:
+    records = app.get_schedules()
+    rows = []
+    for record in records:
+        data = record.to_dict()
+        data["next_times"] = _next_times(record)
+        rows.append(data)
+    if args.json:
+        for data in rows:
+            print(_json(data))
+        return 0
+    if not rows:
+        print("no schedules (a worker registers its jobs' schedules when it starts)")
+        return 0
+    print(f"{'JOB':20}  {'SCHEDULE':16}  {'TIME ZONE':16}  {'CATCH-UP':8}  {'LAST SLOT':27}  NEXT TIMES")
+    for data in rows:
+        print(
+            f"{str(data['job_name'])[:20]:20}  {str(data['cron'])[:16]:16}  {str(data['timezone'])[:16]:16}  "
+            f"{str(data['catch_up']):8}  {data['last_slot'] or '-':27}  {', '.join(data['next_times']) or '-'}"
+        )
+    return 0
+
+
+def _next_times(record: ScheduleRecord) -> list[str]:
+    """The schedule's next slot and the ones after it (as many as ``SCHEDULE_TIMES``), UTC."""
+    if record.next_at is None:
+        return []
+    times = [record.next_at]
+    try:
+        schedule = Schedule(record.cron, record.timezone, record.catch_up)
+        while len(times) < SCHEDULE_TIMES:
+            following = schedule.next_after(times[-1])
+            if following is None:
+                break
+            times.append(following)
+    except Exception:  # a hand edit, or an expression this durably does not read: the stored time
+        pass
+    return [iso(t) for t in times]
+
+
 _COMMANDS = {
     "trigger": _trigger,
     "runs": _runs,
@@ -412,6 +477,8 @@ _COMMANDS = {
     "cancel": _cancel,
     "retrigger": _retrigger,
     "delete": _delete,
+    "signal": _signal,
+    "schedules": _schedules,
 }
 
 

@@ -56,7 +56,8 @@ class Dialect:
     #: Stores a completed step, fenced by the run's status and lease generation.
     #: Parameters: run_id, index, name, output, started_at, now, run_id, generation.
     complete_step: str
-    #: Stores the failed or cancelled step that ends a run, unless one is stored at its index.
+    #: Stores the failed or cancelled step that ends a run, unless one is stored at its index;
+    #: a ``waiting`` row there (the step waited for a retry) takes the new status.
     #: Parameters: run_id, index, name, status, error, started_at, now.
     insert_step_record: str
     #: The driver's ``StorageError.code`` for a unique violation (a claim that raced another
@@ -117,36 +118,48 @@ _FREE_KEY_EXPIRED = (
 
 @lru_cache(maxsize=64)
 def _sqlite_claim_sql(jobs: int) -> str:
-    # Two candidates, each the first in id order of its own index range (status, id): the
-    # oldest pending run and the oldest run whose lease expired. Asking for both with one OR
-    # made SQLite walk every run of the registered jobs and sort them, which grew with the
-    # finished runs kept in the table. The unary + keeps SQLite off the (job_name, id) index,
-    # which would walk a job's finished runs too.
+    # Three candidates, each the first of its own index range: the oldest pending run and the
+    # oldest run whose lease expired (by id in the index (status, id)), and the waiting run
+    # that fell due first (by wake_at in the partial index durably_runs_waking). Asking for
+    # them with one OR made SQLite walk every run of the registered jobs and sort them, which
+    # grew with the finished runs kept in the table. The unary + keeps SQLite off the
+    # (job_name, id) index, which would walk a job's finished runs too. Of the three, the one
+    # due first is taken: a pending run is due since it was created, a waiting one at wake_at.
+    # A waiting run holds no concurrency key; once due it waits for its key like a pending run.
     marks = ", ".join("?" * jobs)
     return f"""
                 UPDATE durably_runs
                 SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
-                    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+                    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?,
+                    wake_at = NULL, waiting_for = NULL, wait_step = NULL
                 WHERE id = (
                     SELECT id FROM (
                         SELECT * FROM (
-                            SELECT r.id FROM durably_runs r
+                            SELECT r.id, r.created_at AS due FROM durably_runs r
                             WHERE r.status = 'pending' AND r.id IS NOT NULL
                               AND +r.job_name IN ({marks}) AND {_FREE_KEY_PENDING}
                             ORDER BY r.id LIMIT 1)
                         UNION ALL
                         SELECT * FROM (
-                            SELECT r.id FROM durably_runs r
+                            SELECT r.id, r.created_at AS due FROM durably_runs r
                             WHERE r.status = 'leased' AND r.lease_expires_at < ? AND r.id IS NOT NULL
                               AND +r.job_name IN ({marks}) AND {_FREE_KEY_EXPIRED}
-                            ORDER BY r.id LIMIT 1))
-                    ORDER BY id LIMIT 1)
+                            ORDER BY r.id LIMIT 1)
+                        UNION ALL
+                        SELECT * FROM (
+                            SELECT r.id, r.wake_at AS due FROM durably_runs r
+                            WHERE r.status = 'waiting' AND r.wake_at <= ? AND r.id IS NOT NULL
+                              AND +r.job_name IN ({marks}) AND {_FREE_KEY_PENDING}
+                            ORDER BY r.wake_at LIMIT 1))
+                    ORDER BY due, id LIMIT 1)
                 RETURNING {RUN_COLUMNS}
                 """
 
 
 def _sqlite_claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> tuple[str, tuple[Any, ...]]:
-    return _sqlite_claim_sql(len(job_names)), (owner, lease_until, now, now, *job_names, now, now, *job_names, now)
+    return _sqlite_claim_sql(len(job_names)), (
+        owner, lease_until, now, now, *job_names, now, now, *job_names, now, now, *job_names, now,
+    )  # fmt: skip
 
 
 SQLITE = Dialect(
@@ -171,8 +184,10 @@ SQLITE = Dialect(
         "WHERE id = ? AND status = 'leased' AND lease_generation = ?)"
     ),
     insert_step_record=(
-        "INSERT OR IGNORE INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, "
+        "error = excluded.error, completed_at = excluded.completed_at, wake_at = NULL "
+        "WHERE durably_steps.status = 'waiting'"
     ),
     unique_violation="SQLITE_CONSTRAINT_UNIQUE",
 )

@@ -59,6 +59,32 @@ class RunFailedError(DurablyError):
         self.failed_step = failed_step
 
 
+class SignalTimeoutError(DurablyError):
+    """``step.wait_for_signal(name, timeout=...)`` waited ``timeout`` seconds (counted from the
+    first time the run waited for it) and no signal came. Raised in the job, which may catch
+    it; a replay raises it again at the same step."""
+
+    fields = ("run_id", "name")
+
+    def __init__(self, message: str, *, run_id: str | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.name = name
+
+
+class RunTimeoutError(DurablyError):
+    """The run passed its deadline (``@job(timeout=...)``, counted from its first start): it
+    is failed with this error, naming the step it was in (``failed_step``). The job cannot
+    catch its way past it, and job-level retries do not apply."""
+
+    fields = ("run_id", "failed_step")
+
+    def __init__(self, message: str, *, run_id: str | None = None, failed_step: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.failed_step = failed_step
+
+
 class LeaseLostError(DurablyError):
     """This worker no longer holds the run's lease (it expired and another worker took the
     run, or the run was cancelled): the write was refused and nothing was stored."""

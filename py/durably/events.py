@@ -15,11 +15,15 @@ run:lease-renewed      worker_id, lease_generation, lease_expires_at
 run:progress           progress ({"current", "total", "message"})
 run:complete           output, duration
 run:fail               error, failed_step
+run:retry              attempt, delay, error, failed_step (the job raised; attempt is the one that failed)
+run:wait               waiting_for ("retry" | "sleep" | "signal"), wait_step, wake_at (None: a signal)
+run:signal             name, signal_id, disposition ("delivered" | "stored")
 run:cancel             (nothing)
 run:delete             (nothing)
 step:start             step_name, step_index
 step:complete          step_name, step_index, output, duration
 step:fail              step_name, step_index, error
+step:retry             step_name, step_index, attempt, delay, error (the attempt that failed)
 step:cancel            step_name, step_index
 log:write              step_name, level, message, data
 worker:error           error, context
@@ -56,11 +60,15 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "run:progress": ("progress",),
     "run:complete": ("output", "duration"),
     "run:fail": ("error", "failed_step"),
+    "run:retry": ("attempt", "delay", "error", "failed_step"),
+    "run:wait": ("waiting_for", "wait_step", "wake_at"),
+    "run:signal": ("name", "signal_id", "disposition"),
     "run:cancel": (),
     "run:delete": (),
     "step:start": ("step_name", "step_index"),
     "step:complete": ("step_name", "step_index", "output", "duration"),
     "step:fail": ("step_name", "step_index", "error"),
+    "step:retry": ("step_name", "step_index", "attempt", "delay", "error"),
     "step:cancel": ("step_name", "step_index"),
     "log:write": ("step_name", "level", "message", "data"),
     "worker:error": ("error", "context"),

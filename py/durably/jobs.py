@@ -7,19 +7,27 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from .clock import system_clock
 from .errors import NotFoundError, ValidationError
+from .limits import MAX_WAIT
+from .retries import Retry, as_retry
+from .schedules import Schedule
 from .schemas import Schema, make_schema
-from .validation import check_name
+from .validation import check_name, seconds_option
 
 
 @dataclass(frozen=True)
 class Job:
-    """A registered job: its name, its ``async`` function and its input/output schemas."""
+    """A registered job: its name, its ``async`` function, its input/output schemas, and its
+    retry policy, timeout (seconds from the run's first start) and schedule, if any."""
 
     name: str
     fn: Callable[..., Awaitable[Any]]
     input_schema: Schema = field(default_factory=Schema, repr=False)
     output_schema: Schema = field(default_factory=Schema, repr=False)
+    retries: Retry | None = None
+    timeout: float | None = None
+    schedule: Schedule | None = None
 
     def __repr__(self) -> str:
         return f"<durably job {self.name!r}>"
@@ -29,20 +37,44 @@ class Job:
 def job(name: Callable[..., Awaitable[Any]]) -> Job: ...
 @overload
 def job(
-    name: str | None = None, *, input: Any = None, output: Any = None
+    name: str | None = None,
+    *,
+    input: Any = None,
+    output: Any = None,
+    retries: Retry | int | None = None,
+    timeout: float | None = None,
+    schedule: str | None = None,
+    timezone: str | None = None,
+    catch_up: str | None = None,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Job]: ...
 
 
-def job(name: Any = None, *, input: Any = None, output: Any = None) -> Any:
+def job(
+    name: Any = None,
+    *,
+    input: Any = None,
+    output: Any = None,
+    retries: Any = None,
+    timeout: Any = None,
+    schedule: Any = None,
+    timezone: Any = None,
+    catch_up: Any = None,
+) -> Any:
     """Declare a job: an ``async def fn(step, input)`` made of named steps.
 
     ``input``/``output`` may be a dataclass (checked field by field against its
     annotations), a pydantic model, or a callable validator. Usable bare (``@job``) or
     with a name (``@job("sync-users")``); the name defaults to the function's name.
 
+    ``retries`` (a ``Retry``, or N for ``Retry(max_attempts=N)``): a run whose job raises is
+    tried again after a durable wait, from its first unfinished step. ``timeout``: seconds
+    from the run's first start after which it fails with ``RunTimeoutError``. ``schedule``:
+    a cron expression; the workers create a run per slot (``timezone``, default UTC;
+    ``catch_up``: ``"latest"`` (default), ``"all"`` or ``"none"``; see ``durably.schedules``).
+
     Example::
 
-        @job("sync-users")
+        @job("sync-users", retries=3, timeout=600, schedule="0 * * * *")
         async def sync_users(step, input):
             users = await step.run("fetch", lambda: fetch(input["org"]))
             return {"count": len(users)}
@@ -51,14 +83,28 @@ def job(name: Any = None, *, input: Any = None, output: Any = None) -> Any:
         return _make(name, None, None, None)
     if name is not None:
         check_name(name, "a job name")
+    what = f"job {name!r}" if name else "@job"
+    policy = as_retry(retries, what)
+    limit = None if timeout is None else seconds_option(f"{what}: timeout", timeout, MAX_WAIT, "MAX_WAIT")
+    if schedule is None and (timezone is not None or catch_up is not None):
+        raise ValidationError(f"{what}: timezone and catch_up apply to a schedule; pass schedule='* * * * *' too")
+    plan = None if schedule is None else Schedule.check(schedule, timezone, catch_up, what, system_clock())
 
     def decorate(fn: Callable[..., Awaitable[Any]]) -> Job:
-        return _make(fn, name, input, output)
+        return _make(fn, name, input, output, policy, limit, plan)
 
     return decorate
 
 
-def _make(fn: Any, name: str | None, input: Any, output: Any) -> Job:
+def _make(
+    fn: Any,
+    name: str | None,
+    input: Any,
+    output: Any,
+    retries: Retry | None = None,
+    timeout: float | None = None,
+    schedule: Schedule | None = None,
+) -> Job:
     if isinstance(fn, Job):
         raise ValidationError(f"{fn!r} is already a job; apply @job once")
     if not inspect.iscoroutinefunction(fn):
@@ -72,6 +118,9 @@ def _make(fn: Any, name: str | None, input: Any, output: Any) -> Job:
         fn=fn,
         input_schema=make_schema(input, f"the input schema of job {job_name!r}"),
         output_schema=make_schema(output, f"the output schema of job {job_name!r}"),
+        retries=retries,
+        timeout=timeout,
+        schedule=schedule,
     )
 
 

@@ -25,7 +25,8 @@ to_json = JSON_ENCODER.encode
 #: The types whose values need no key or depth check on their way to JSON.
 SCALARS: frozenset[type] = frozenset((str, int, float, bool, type(None)))
 _SIZE_LIMITS = {
-    name: getattr(limits, name) for name in ("MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "MAX_STEP_RESULT_BYTES")
+    name: getattr(limits, name)
+    for name in ("MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "MAX_STEP_RESULT_BYTES", "MAX_SIGNAL_BYTES")
 }
 
 

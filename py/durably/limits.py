@@ -84,6 +84,22 @@ MAX_TIMEOUT = 365 * 86400.0
 #: ``limit`` of ``purge_runs``: runs deleted in one transaction.
 MAX_PURGE_LIMIT = 10_000
 
+# -- runs that wait: retries, sleeps, signals, timeouts, schedules ---------------------------
+
+#: ``Retry(max_attempts=...)`` (and ``retries=N``): attempts of a step or a job in all.
+MAX_ATTEMPTS = 1000
+#: ``Retry(backoff=...)``: the factor between two delays.
+MAX_BACKOFF = 100.0
+#: Durations of waits, in seconds: ``step.sleep``, the timeouts of ``step.wait_for_signal``,
+#: ``step.run`` and ``@job``, a ``Retry``'s ``initial`` and ``max_delay``: a year
+#: (``step.sleep_until`` takes any date).
+MAX_WAIT = 365 * 86400.0
+#: One signal's payload as stored JSON (``Durably.signal``; it becomes the step's result).
+MAX_SIGNAL_BYTES = 1 * MIB
+#: Runs one schedule creates when it catches up with ``catch_up="all"``: the latest slots
+#: missed, at most this many (the older ones get none).
+MAX_CATCH_UP = 1000
+
 
 # -- the worker registry (durably_workers, durably status) ---------------------------------
 

@@ -25,7 +25,8 @@ RUNS_FINISHED_INDEX = """
             CREATE INDEX durably_runs_finished
                 ON durably_runs (completed_at) WHERE completed_at IS NOT NULL
             """
-# The columns of durably_steps in migrations 1 and 2 (2 rebuilt the table with a new key).
+# The columns of durably_steps in migrations 1 and 2 (2 rebuilt the table with a new key;
+# 5 rebuilds it again with the status 'waiting', a nullable completed_at and wake_at).
 _STEP_COLUMNS = """
                 run_id       TEXT NOT NULL,
                 idx          INTEGER NOT NULL,
@@ -35,6 +36,24 @@ _STEP_COLUMNS = """
                 error        TEXT,
                 started_at   TEXT NOT NULL,
                 completed_at TEXT NOT NULL,"""
+
+# -- migration 5: runs that wait (retries, durable sleep, signals, timeouts, schedules) --------
+#
+# SQLite cannot change a CHECK constraint in place: durably_runs and durably_steps are rebuilt
+# with the new status 'waiting' and the new columns appended (in the same order as
+# migrations_postgres adds them with ALTER TABLE), and their indexes created again.
+
+#: A waiting run is claimable once its wake_at is due: the claim walks this index, oldest due
+#: first (docs/architecture.md, "Runs that wait").
+RUNS_WAKING_INDEX = "CREATE INDEX durably_runs_waking ON durably_runs (wake_at) WHERE status = 'waiting'"
+ATTEMPTS_RUN_INDEX = "CREATE INDEX durably_attempts_run ON durably_attempts (run_id, step_name, run_attempt)"
+
+_RUN_COLUMNS_4 = (
+    "id, job_name, status, input, output, error, failed_step, labels, idempotency_key, concurrency_key, "
+    "progress, lease_owner, lease_generation, lease_expires_at, completed_steps, retrigger_of, created_at, "
+    "started_at, completed_at, updated_at"
+)
+_STEP_COLUMNS_4 = "run_id, idx, name, status, output, error, started_at, completed_at"
 
 #: (version, its statements), in order. Each version's statements run in one transaction.
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -187,6 +206,113 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )
             """,
             "CREATE INDEX durably_requests_created ON durably_requests (created_at)",
+        ],
+    ),
+    (
+        5,
+        [
+            """
+            CREATE TABLE durably_runs_v5 (
+                id               TEXT PRIMARY KEY,
+                job_name         TEXT NOT NULL,
+                status           TEXT NOT NULL CHECK (status IN
+                                   ('pending', 'leased', 'waiting', 'completed', 'failed', 'cancelled')),
+                input            TEXT NOT NULL,
+                output           TEXT,
+                error            TEXT,
+                failed_step      TEXT,
+                labels           TEXT NOT NULL DEFAULT '{}',
+                idempotency_key  TEXT,
+                concurrency_key  TEXT,
+                progress         TEXT,
+                lease_owner      TEXT,
+                lease_generation INTEGER NOT NULL DEFAULT 0,
+                lease_expires_at TEXT,
+                completed_steps  INTEGER NOT NULL DEFAULT 0,
+                retrigger_of     TEXT,
+                created_at       TEXT NOT NULL,
+                started_at       TEXT,
+                completed_at     TEXT,
+                updated_at       TEXT NOT NULL,
+                wake_at          TEXT,
+                waiting_for      TEXT CHECK (waiting_for IN ('retry', 'sleep', 'signal')),
+                wait_step        TEXT,
+                attempt          INTEGER NOT NULL DEFAULT 1,
+                deadline_at      TEXT
+            )
+            """,
+            f"INSERT INTO durably_runs_v5 ({_RUN_COLUMNS_4}) SELECT {_RUN_COLUMNS_4} FROM durably_runs",
+            "DROP TABLE durably_runs",
+            "ALTER TABLE durably_runs_v5 RENAME TO durably_runs",
+            RUNS_IDEMPOTENCY_INDEX,
+            RUNS_STATUS_INDEX,
+            RUNS_JOB_INDEX,
+            RUNS_CONCURRENCY_INDEX,
+            RUNS_FINISHED_INDEX,
+            RUNS_WAKING_INDEX,
+            # A step that waits (a sleep, a signal, a retry's backoff) is stored as 'waiting'
+            # with the time it is due (wake_at; NULL for a signal without a timeout), so a
+            # replay keeps the original deadline. It is not completed: completed_at is NULL.
+            """
+            CREATE TABLE durably_steps_v5 (
+                run_id       TEXT NOT NULL,
+                idx          INTEGER NOT NULL,
+                name         TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled', 'waiting')),
+                output       TEXT,
+                error        TEXT,
+                started_at   TEXT NOT NULL,
+                completed_at TEXT,
+                wake_at      TEXT,
+                PRIMARY KEY (run_id, idx)
+            ) WITHOUT ROWID
+            """,
+            f"INSERT INTO durably_steps_v5 ({_STEP_COLUMNS_4}) SELECT {_STEP_COLUMNS_4} FROM durably_steps",
+            "DROP TABLE durably_steps",
+            "ALTER TABLE durably_steps_v5 RENAME TO durably_steps",
+            # Every failed attempt of a step (or of the job, between steps: step_name NULL):
+            # what get_steps shows as a step's attempts. run_attempt is the job-level attempt
+            # it belonged to; attempt counts the step's attempts within it.
+            """
+            CREATE TABLE durably_attempts (
+                id          INTEGER PRIMARY KEY,
+                run_id      TEXT NOT NULL,
+                run_attempt INTEGER NOT NULL,
+                step_name   TEXT,
+                step_index  INTEGER,
+                attempt     INTEGER NOT NULL,
+                error       TEXT NOT NULL,
+                started_at  TEXT NOT NULL,
+                finished_at TEXT NOT NULL
+            )
+            """,
+            ATTEMPTS_RUN_INDEX,
+            # Signals sent to runs (Durably.signal): one per run and name, the first wins.
+            # Stored until the run waits for that name (step.wait_for_signal).
+            """
+            CREATE TABLE durably_signals (
+                run_id     TEXT NOT NULL,
+                name       TEXT NOT NULL,
+                signal_id  TEXT NOT NULL,
+                payload    TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, name)
+            ) WITHOUT ROWID
+            """,
+            # One row per scheduled job: its cron expression as the last worker registered
+            # it, the last slot a run was created for, and the next slot (UTC). A worker
+            # creates a slot's runs only by moving next_at on from the value it read.
+            """
+            CREATE TABLE durably_schedules (
+                job_name   TEXT PRIMARY KEY,
+                cron       TEXT NOT NULL,
+                timezone   TEXT NOT NULL,
+                catch_up   TEXT NOT NULL CHECK (catch_up IN ('latest', 'all', 'none')),
+                last_slot  TEXT,
+                next_at    TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
         ],
     ),
 ]

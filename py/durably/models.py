@@ -13,16 +13,28 @@ from typing import Any, Literal, get_args
 
 from .clock import iso
 
-RunStatus = Literal["pending", "leased", "completed", "failed", "cancelled"]
-StepStatus = Literal["completed", "failed", "cancelled"]
+RunStatus = Literal["pending", "leased", "waiting", "completed", "failed", "cancelled"]
+#: A step is stored with the status its run ends with, or ``waiting`` while the run waits at
+#: it (a sleep, a signal, the backoff before its next attempt).
+StepStatus = Literal["completed", "failed", "cancelled", "waiting"]
 Disposition = Literal["created", "idempotent", "coalesced"]
+#: What a ``waiting`` run waits for: the backoff before a retry, a durable sleep, a signal.
+WaitingFor = Literal["retry", "sleep", "signal"]
+#: How ``Durably.signal`` took a signal: ``delivered`` (the run was waiting for it and is
+#: due now), ``stored`` (kept until the run waits for that name), ``duplicate`` (the same
+#: ``signal_id`` and payload were sent before: nothing changed).
+SignalDisposition = Literal["delivered", "stored", "duplicate"]
+#: What a schedule does with the slots it missed while no worker ran (``@job(catch_up=...)``).
+CatchUp = Literal["latest", "all", "none"]
 
 #: Every status of a run, in the order a run goes through them.
 RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
-#: The statuses of a run that is over; a step is stored with one of these too.
-FINISHED: tuple[RunStatus, ...] = get_args(StepStatus)
+#: The statuses of a run that is over; a step that ends a run is stored with one of these.
+FINISHED: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 #: The statuses of a run still to be executed: the others.
 ACTIVE: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in FINISHED)
+WAITING_FOR: tuple[WaitingFor, ...] = get_args(WaitingFor)
+CATCH_UP: tuple[CatchUp, ...] = get_args(CatchUp)
 
 
 def _plain(value: Any) -> Any:
@@ -50,6 +62,14 @@ class Run(_Record):
     not one): those fields read as None
     (``labels`` as ``{}``) and the rest of the run as stored. A worker that claims such a
     run fails it with this error instead of executing it.
+
+    A ``waiting`` run holds no lease and no worker slot: ``waiting_for`` says what it waits
+    for (``"retry"``, ``"sleep"`` or ``"signal"``), ``wait_step`` at which step (the signal's
+    name for a signal; None for a job-level retry after the job raised between steps), and
+    ``wake_at`` when it is due (None: only a signal wakes it). These three are None unless
+    the run is waiting. ``attempt`` is the job-level attempt the run is on (1, then 2 after a
+    ``@job(retries=...)`` retry, ...); ``deadline_at`` is set at the run's first start when
+    its job has a ``timeout``.
     """
 
     id: str
@@ -71,6 +91,11 @@ class Run(_Record):
     retrigger_of: str | None = None
     disposition: Disposition | None = field(default=None, compare=False)
     decode_error: str | None = None
+    wake_at: datetime | None = None
+    waiting_for: WaitingFor | None = None
+    wait_step: str | None = None
+    attempt: int = 1
+    deadline_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -78,8 +103,28 @@ class Run(_Record):
 
 
 @dataclass(frozen=True)
+class AttemptRecord(_Record):
+    """One failed attempt of a step (``StepRecord.attempts``) or of a job between steps.
+
+    ``attempt`` counts the step's attempts within the job-level attempt ``run_attempt``
+    (both from 1); ``error`` is what the attempt raised, as stored."""
+
+    run_attempt: int
+    attempt: int
+    step_name: str | None
+    step_index: int | None
+    error: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
 class StepRecord(_Record):
-    """A finished step of a run, as stored."""
+    """A step of a run, as stored: finished, or ``waiting`` (a sleep, a signal, the backoff
+    before its next attempt) until ``wake_at`` (None: until a signal comes). ``attempts``
+    are its failed attempts, oldest first (empty when its first attempt succeeded). A step
+    whose failure the job caught is listed as ``failed`` with its attempts until a later
+    execution of the run completes it."""
 
     run_id: str
     name: str
@@ -88,10 +133,44 @@ class StepRecord(_Record):
     output: Any
     error: str | None
     started_at: datetime
-    completed_at: datetime
+    completed_at: datetime | None
     #: None, or why ``output`` or a timestamp (then None) could not be read: see
     #: ``Run.decode_error``.
     decode_error: str | None = None
+    wake_at: datetime | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["attempts"] = [a.to_dict() for a in self.attempts]
+        return data
+
+
+@dataclass(frozen=True)
+class SignalRecord(_Record):
+    """A signal as ``Durably.signal`` stored it (``disposition`` says how it was taken)."""
+
+    run_id: str
+    name: str
+    signal_id: str
+    payload: Any
+    created_at: datetime
+    disposition: SignalDisposition
+
+
+@dataclass(frozen=True)
+class ScheduleRecord(_Record):
+    """A scheduled job as the workers registered it (``durably_schedules``): its cron
+    expression, time zone and catch-up policy, the last slot a run was created for and the
+    next one (UTC), and when the row last changed."""
+
+    job_name: str
+    cron: str
+    timezone: str
+    catch_up: CatchUp
+    last_slot: datetime | None
+    next_at: datetime | None
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -135,9 +214,10 @@ class Status:
 
     ``workers``: the live workers (a heartbeat within ``limits.WORKER_STALE_AFTER``) with
     their jobs; ``stale_workers``: those not heard from since, not yet forgotten;
-    ``runs``: the number of runs of each status (all five, zeros included);
-    ``unhandled``: job name -> its pending runs, for each job that no live worker
-    registers: runs nobody will execute until such a worker starts. ``healthy`` is true
+    ``runs``: the number of runs of each status (all six, zeros included);
+    ``unhandled``: job name -> its runs due to be executed (pending, or waiting and due),
+    for each job that no live worker registers: runs nobody will execute until such a
+    worker starts. ``healthy`` is true
     when ``unhandled`` is empty (what ``durably status --check`` checks)."""
 
     workers: list[WorkerRecord]

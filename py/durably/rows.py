@@ -14,7 +14,17 @@ from typing import Any
 
 from .clock import parse_iso
 from .jsondata import loads_stored, read_stored, short
-from .models import Disposition, LogRecord, Run, StepRecord, WorkerRecord
+from .models import (
+    AttemptRecord,
+    Disposition,
+    LogRecord,
+    Run,
+    ScheduleRecord,
+    SignalDisposition,
+    SignalRecord,
+    StepRecord,
+    WorkerRecord,
+)
 
 # The number of completed steps: counted from the steps table while the run is unfinished
 # (a step's commit does not touch the run's row), stored in the row once it has finished.
@@ -29,9 +39,13 @@ COMPLETED_STEPS_SQL = (
 RUN_COLUMNS = (
     "id, job_name, status, input, output, error, failed_step, labels, progress, "
     "created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key, "
-    f"{COMPLETED_STEPS_SQL}, retrigger_of, lease_generation, lease_owner"
+    f"{COMPLETED_STEPS_SQL}, retrigger_of, wake_at, waiting_for, wait_step, attempt, deadline_at, "
+    "lease_generation, lease_owner"
 )
-STEP_COLUMNS = "run_id, name, idx, status, output, error, started_at, completed_at"
+STEP_COLUMNS = "run_id, name, idx, status, output, error, started_at, completed_at, wake_at"
+ATTEMPT_COLUMNS = "run_attempt, attempt, step_name, step_index, error, started_at, finished_at"
+SIGNAL_COLUMNS = "run_id, name, signal_id, payload, created_at"
+SCHEDULE_COLUMNS = "job_name, cron, timezone, catch_up, last_slot, next_at, updated_at"
 LOG_COLUMNS = "id, run_id, step_name, level, message, data, created_at"
 WORKER_COLUMNS = "worker_id, host, pid, jobs, version, concurrency, started_at, heartbeat_at"
 
@@ -41,7 +55,8 @@ def run_from_row(row: Sequence[Any], disposition: Disposition | None = None) -> 
     (
         id, job_name, status, input, output, error, failed_step, labels, progress,
         created_at, started_at, completed_at, updated_at, idempotency_key, concurrency_key,
-        completed_steps, retrigger_of, _generation, _owner,
+        completed_steps, retrigger_of, wake_at, waiting_for, wait_step, attempt, deadline_at,
+        _generation, _owner,
     ) = row  # fmt: skip
     try:
         labels_value = loads_stored(labels)
@@ -66,6 +81,11 @@ def run_from_row(row: Sequence[Any], disposition: Disposition | None = None) -> 
             completed_steps=completed_steps,
             retrigger_of=retrigger_of,
             disposition=disposition,
+            wake_at=parse_iso(wake_at),
+            waiting_for=waiting_for,
+            wait_step=wait_step,
+            attempt=attempt,
+            deadline_at=parse_iso(deadline_at),
         )
     except Exception:  # the fast path assumes a well-formed row; read it field by field
         return _run_from_bad_row(row, disposition)
@@ -103,6 +123,8 @@ def _run_from_bad_row(row: Sequence[Any], disposition: Disposition | None) -> Ru
         started_at=value(10, "started_at", parse_iso),
         completed_at=value(11, "completed_at", parse_iso),
         updated_at=value(12, "updated_at", parse_iso),
+        wake_at=value(17, "wake_at", parse_iso),
+        deadline_at=value(21, "deadline_at", parse_iso),
     )
     return Run(
         id=row[0],
@@ -114,6 +136,9 @@ def _run_from_bad_row(row: Sequence[Any], disposition: Disposition | None) -> Ru
         concurrency_key=row[14],
         completed_steps=row[15],
         retrigger_of=row[16],
+        waiting_for=row[18],
+        wait_step=row[19],
+        attempt=row[20],
         disposition=disposition,
         decode_error="the stored " + ", ".join(problems) + " cannot be read" if problems else None,
         **fields_read,
@@ -122,12 +147,48 @@ def _run_from_bad_row(row: Sequence[Any], disposition: Disposition | None) -> Ru
 
 def step_from_row(row: Sequence[Any]) -> StepRecord:
     """A StepRecord from a row of ``STEP_COLUMNS``."""
-    run_id, name, index, status, output, error, started_at, completed_at = row
+    run_id, name, index, status, output, error, started_at, completed_at, wake_at = row
     value, problem = read_stored(output, "output")
     started, late = read_time(started_at, "started_at")
     completed, later = read_time(completed_at, "completed_at")
-    problems = _problems(problem, late, later)
-    return StepRecord(run_id, name, index, status, value, error, started, completed, problems)  # type: ignore[arg-type]
+    wake, wake_problem = read_time(wake_at, "wake_at")
+    problems = _problems(problem, late, later, wake_problem)
+    return StepRecord(run_id, name, index, status, value, error, started, completed, problems, wake)  # type: ignore[arg-type]
+
+
+def attempt_from_row(row: Sequence[Any]) -> AttemptRecord:
+    """An AttemptRecord from a row of ``ATTEMPT_COLUMNS``."""
+    run_attempt, attempt, step_name, step_index, error, started_at, finished_at = row
+    return AttemptRecord(
+        run_attempt=run_attempt,
+        attempt=attempt,
+        step_name=step_name,
+        step_index=step_index,
+        error=error,
+        started_at=read_time(started_at, "started_at")[0],
+        finished_at=read_time(finished_at, "finished_at")[0],
+    )
+
+
+def signal_from_row(row: Sequence[Any], disposition: SignalDisposition) -> SignalRecord:
+    """A SignalRecord from a row of ``SIGNAL_COLUMNS``."""
+    run_id, name, signal_id, payload, created_at = row
+    value, _ = read_stored(payload, "payload")
+    return SignalRecord(run_id, name, signal_id, value, read_time(created_at, "created_at")[0], disposition)  # type: ignore[arg-type]
+
+
+def schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
+    """A ScheduleRecord from a row of ``SCHEDULE_COLUMNS``."""
+    job_name, cron, timezone, catch_up, last_slot, next_at, updated_at = row
+    return ScheduleRecord(
+        job_name=job_name,
+        cron=cron,
+        timezone=timezone,
+        catch_up=catch_up,
+        last_slot=read_time(last_slot, "last_slot")[0],
+        next_at=read_time(next_at, "next_at")[0],
+        updated_at=read_time(updated_at, "updated_at")[0],
+    )
 
 
 def log_from_row(row: Sequence[Any]) -> LogRecord:

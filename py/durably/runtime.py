@@ -14,7 +14,12 @@ How a run ends, and who writes what:
   ``cancelled`` and its result, if any, is thrown away;
 * the worker stops: the job is interrupted at its next step boundary and the lease is
   handed back, so another worker resumes the run at once;
-* the lease was lost (expired and taken over): nothing more is written.
+* the lease was lost (expired and taken over): nothing more is written;
+* the run waits (a retry's backoff, ``step.sleep``, ``step.wait_for_signal``): the wait is
+  stored with the step it waits at, the run gives its slot back (status ``waiting``) and the
+  job is unwound; a worker's claim resumes it when it is due, replaying its stored steps;
+* the run passes its deadline (``@job(timeout=...)``): it fails with ``RunTimeoutError``,
+  naming the step it was in.
 """
 
 from __future__ import annotations
@@ -25,17 +30,19 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from .clock import Clock, add_seconds, iso
-from .errors import LeaseLostError, StorageError, ValidationError
+from .clock import Clock, add_seconds, iso, parse_iso
+from .errors import LeaseLostError, RunTimeoutError, SignalTimeoutError, StorageError, ValidationError
 from .events import EventBus
 from .jobs import JobRegistry
-from .jsondata import SCALARS, check_json, to_json, too_large
+from .jsondata import SCALARS, check_json, loads_stored, to_json, too_large
 from .limits import MAX_STEP_RESULT_BYTES
+from .retries import Retry
 from .settings import Settings
-from .steps import RunContext, Step, StepFailure, StepInFlight
-from .store import Claimed, StepEnd, Store
+from .steps import RunContext, Step, StepFailure, StepInFlight, Suspension
+from .store import Claimed, NewAttempt, StepEnd, Store, StoredStep, WaitingStep
 from .validation import describe
 
 logger = logging.getLogger("durably")
@@ -58,9 +65,17 @@ class StopRequested(BaseException):
     job's ``except Exception`` does not swallow it."""
 
 
+class WaitRequested(BaseException):
+    """Raised once the run's wait is stored (a retry's backoff, a sleep, a signal), to unwind
+    the job: the run is over in this process until a worker claims it again. A
+    BaseException so that a job's ``except Exception`` does not swallow it."""
+
+
 # What a step body may raise that is not the step failing: the run is stopped, cancelled
 # or interrupted, and ends some other way (see Runtime._run_job).
-_NOT_FAILURES = (StopRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+_NOT_FAILURES = (StopRequested, WaitRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+# Failures that another attempt cannot change: a replay raises them again at once.
+_NOT_RETRIED = (RunTimeoutError, SignalTimeoutError)
 
 
 def _nothing(run_id: str) -> None:
@@ -167,6 +182,8 @@ class Runtime:
             await self._run_job(ctx, started)
         finally:
             ctx.ended = True
+            if ctx.deadline_handle is not None:
+                ctx.deadline_handle.cancel()
             if ctx.renew_handle is not None:
                 ctx.renew_handle.cancel()
             if ctx.flush_handle is not None:
@@ -182,12 +199,21 @@ class Runtime:
                     f"run {ctx.run_id} cannot be executed: {ctx.run.decode_error}. Delete it and "
                     "trigger a new run with a good input"
                 )
+            if job.timeout is not None or ctx.deadline is not None:
+                self._start_deadline(ctx)
             value = job.input_schema.load(ctx.run.input, f"the input of run {ctx.run_id}")
             result = await job.fn(Step(ctx), value)
+            if ctx.suspended is not None:
+                raise WaitRequested()  # the job caught it: the run waits all the same
             if ctx.cancel_reason is not None:
                 raise asyncio.CancelledError()
+            if ctx.deadline is not None:
+                self.check_deadline(ctx, None)
             data = job.output_schema.dump(result, f"the output of job {job.name!r}")
             output_json = check_json(data, f"the output of job {job.name!r}", "MAX_OUTPUT_BYTES")
+        except WaitRequested:
+            self._waiting(ctx)
+            return
         except StopRequested:
             self._release(ctx)
             return
@@ -209,37 +235,79 @@ class Runtime:
         except GeneratorExit:
             raise
         except BaseException as exc:  # whatever the job raised, SystemExit included: it fails
+            if ctx.suspended is not None:  # it waits: whatever unwinding the job raised is moot
+                self._waiting(ctx)
+                return
             self._fail(ctx, exc)
             return
         if self._write_end(ctx, self.store.complete_run, output_json=output_json):
             ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
 
-    async def execute_step(self, ctx: RunContext, name: str, fn: Callable[[], Any]) -> Any:
-        """Execute a step that has no stored result, store its result (fenced) and return it."""
-        await self.maybe_yield()
+    def _step_boundary(self, ctx: RunContext) -> None:
+        """What every step checks before it starts (after ``maybe_yield``): stop, cancel, a
+        wait already stored, and a lease that may have lapsed. Synchronous: a step's hot
+        path pays no extra coroutine for it."""
         if self.stopping:
             raise StopRequested()
         if ctx.cancel_reason is not None:
             raise asyncio.CancelledError()
+        if ctx.suspended is not None:
+            raise WaitRequested()
         if time.monotonic() >= ctx.lease_deadline:
             self._confirm_lease(ctx)
-        index = ctx.next_index
-        ctx.next_index += 1
+
+    async def execute_step(
+        self,
+        ctx: RunContext,
+        name: str,
+        fn: Callable[[], Any],
+        retries: Retry | None = None,
+        timeout: float | None = None,
+        stored: StoredStep | None = None,
+    ) -> Any:
+        """Execute a step that has no stored result, store its result (fenced) and return it.
+        ``stored`` is the step's row if it has one (it waited for a retry): the step keeps
+        its index. A failed attempt is recorded; with ``retries`` left the run waits for the
+        next one (``WaitRequested``), else the error goes on to the job."""
+        await self.maybe_yield()
+        # _step_boundary(ctx), written out: this is every step's path.
+        if self.stopping:
+            raise StopRequested()
+        if ctx.cancel_reason is not None:
+            raise asyncio.CancelledError()
+        if ctx.suspended is not None:
+            raise WaitRequested()
+        if time.monotonic() >= ctx.lease_deadline:
+            self._confirm_lease(ctx)
+        if stored is None:
+            index = ctx.next_index
+            ctx.next_index += 1
+        else:
+            index = stored.index
         started_at = self.now()
+        if ctx.deadline is not None:
+            self.check_deadline(ctx, StepInFlight(index, name, started_at))
         ctx.current = StepInFlight(index, name, started_at)
         ctx.emit("step:start", step_name=name, step_index=index)
         t0 = time.monotonic()
         try:
             value = fn()
             if inspect.isawaitable(value):
-                value = await value
+                if timeout is None:
+                    value = await value
+                else:
+                    value = await _with_timeout(value, timeout, name)
         except BaseException as exc:
             if not isinstance(exc, _NOT_FAILURES):
                 ctx.failure = StepFailure(index, name, started_at, exc)
+                if ctx.timed_out is None:
+                    self._step_failed(ctx, ctx.failure, retries)
             raise
         if ctx.cancel_reason is not None:
             # Cancelled while a synchronous step ran: its result is never stored.
             raise asyncio.CancelledError()
+        if ctx.deadline is not None:
+            self.check_deadline(ctx, ctx.current)
         try:
             # Scalars go straight to the encoder; containers are checked for non-string keys
             # and nesting first, in one walk (JSON would turn a key 1 into "1", and
@@ -263,14 +331,28 @@ class Runtime:
         if not isinstance(value, _PLAIN):
             # Hand back what a resumed run would get: the value as JSON gives it back.
             value = json.loads(output_json)
-        if not self.store.complete_step(
-            ctx.lease,
-            index=index,
-            name=name,
-            output_json=output_json,
-            started_at=started_at,
-            now=self.now(),
-        ):
+        if stored is None:
+            ok = self.store.complete_step(
+                ctx.lease,
+                index=index,
+                name=name,
+                output_json=output_json,
+                started_at=started_at,
+                now=self.now(),
+            )
+        else:
+            ok = self.store.finish_step(
+                ctx.lease,
+                index=index,
+                name=name,
+                status="completed",
+                output_json=output_json,
+                error=None,
+                started_at=started_at,
+                now=self.now(),
+                attempt=True,
+            )
+        if not ok:
             self._raise_lost(ctx)
         if self._strikes:
             self._strikes.pop(ctx.run_id, None)
@@ -278,11 +360,253 @@ class Runtime:
         ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
         return value
 
+    def _step_failed(self, ctx: RunContext, failure: StepFailure, retries: Retry | None) -> None:
+        """Record a step's failed attempt; with ``retries`` left (and the error worth one),
+        emit ``step:retry`` and make the run wait for the next attempt (raises
+        ``WaitRequested``). Otherwise return: the error goes on to the job."""
+        name, exc = failure.name, failure.exc
+        attempt = self.store.count_attempts(ctx.run_id, name, ctx.attempt) + 1
+        failure.attempt = attempt
+        failure.max_attempts = retries.max_attempts if retries is not None else None
+        error = describe(exc)
+        record = NewAttempt(ctx.attempt, attempt, name, failure.index, error, failure.started_at, self.now())
+        if not self.store.record_attempt(ctx.lease, record):
+            self._raise_lost(ctx)
+        if retries is None or attempt >= retries.max_attempts or isinstance(exc, _NOT_RETRIED):
+            return
+        if not retries.retries(exc):
+            failure.max_attempts = attempt  # not worth another: this one was the last
+            return
+        delay = retries.delay(attempt)
+        now = self.clock()
+        wake_at = iso(add_seconds(now, delay))
+        ctx.emit("step:retry", step_name=name, step_index=failure.index, attempt=attempt, delay=delay, error=error)
+        ctx.current = None
+        ctx.failure = None
+        self.suspend(
+            ctx,
+            "retry",
+            wake_at,
+            name,
+            WaitingStep(failure.index, name, failure.started_at, wake_at),
+        )
+
+    # -- runs that wait -----------------------------------------------------------------------
+
+    def suspend(
+        self,
+        ctx: RunContext,
+        waiting_for: str,
+        wake_at: str | None,
+        wait_step: str | None,
+        step: WaitingStep | None,
+        next_attempt: bool = False,
+    ) -> None:
+        """Store the run's wait (``Store.wait``; due at ``wake_at``, or at the run's deadline
+        if that is earlier) and unwind the job with ``WaitRequested``."""
+        run_wake = _earliest(wake_at, iso(ctx.deadline) if ctx.deadline is not None else None)
+        if not self.store.wait(
+            ctx.lease,
+            now=self.now(),
+            waiting_for=waiting_for,
+            wake_at=run_wake,
+            wait_step=wait_step,
+            step=step,
+            pending=ctx.pending,
+            next_attempt=next_attempt,
+        ):
+            self._raise_lost(ctx)
+        ctx.pending.clear()
+        ctx.suspended = Suspension(waiting_for, wait_step, run_wake)
+        raise WaitRequested()
+
+    def _waiting(self, ctx: RunContext) -> None:
+        wait = ctx.suspended
+        assert wait is not None
+        ctx.emit("run:wait", waiting_for=wait.waiting_for, wait_step=wait.wait_step, wake_at=wait.wake_at)
+
+    async def sleep_step(
+        self,
+        ctx: RunContext,
+        name: str,
+        stored: StoredStep | None,
+        *,
+        seconds: float | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """``step.sleep``/``step.sleep_until``: complete the step if its wake-up time (stored
+        with it the first time) has come, else make the run wait until then."""
+        if stored is not None and stored.status == "completed":
+            return
+        await self.maybe_yield()
+        self._step_boundary(ctx)
+        now = self.clock()
+        started_at = iso(now)
+        if stored is not None and stored.wake_at is not None:
+            index, wake = stored.index, parse_iso(stored.wake_at)
+        else:
+            index = ctx.next_index if stored is None else stored.index
+            if stored is None:
+                ctx.next_index += 1
+            wake = add_seconds(now, seconds) if seconds is not None else until
+        assert wake is not None
+        if ctx.deadline is not None:
+            self.check_deadline(ctx, StepInFlight(index, name, started_at))
+        if stored is None:
+            ctx.emit("step:start", step_name=name, step_index=index)
+        if wake <= now:
+            if stored is None:
+                ok = self.store.complete_step(
+                    ctx.lease, index=index, name=name, output_json="null", started_at=started_at, now=iso(now)
+                )
+            else:
+                ok = self.store.finish_step(
+                    ctx.lease,
+                    index=index,
+                    name=name,
+                    status="completed",
+                    output_json="null",
+                    error=None,
+                    started_at=started_at,
+                    now=iso(now),
+                )
+            if not ok:
+                self._raise_lost(ctx)
+            ctx.emit("step:complete", step_name=name, step_index=index, output=None, duration=0.0)
+            return
+        wake_at = iso(wake)
+        self.suspend(ctx, "sleep", wake_at, name, WaitingStep(index, name, started_at, wake_at))
+
+    async def signal_step(self, ctx: RunContext, name: str, stored: StoredStep | None, timeout: float | None) -> Any:
+        """``step.wait_for_signal``: the signal's payload once it came (stored as the step's
+        result); ``SignalTimeoutError`` once the wait's deadline passed (stored too, so a
+        replay raises it again); else the run waits for the signal."""
+        if stored is not None and stored.status == "completed":
+            return loads_stored(stored.output_json)
+        if stored is not None and stored.status == "failed":
+            exc = SignalTimeoutError(_after_colon(stored.error), run_id=ctx.run_id, name=name)
+            ctx.failure = StepFailure(stored.index, name, self.now(), exc)
+            raise exc
+        await self.maybe_yield()
+        self._step_boundary(ctx)
+        now = self.clock()
+        started_at = iso(now)
+        if stored is not None:
+            index, deadline = stored.index, stored.wake_at
+        else:
+            index = ctx.next_index
+            ctx.next_index += 1
+            deadline = None if timeout is None else iso(add_seconds(now, timeout))
+            ctx.emit("step:start", step_name=name, step_index=index)
+        if ctx.deadline is not None:
+            self.check_deadline(ctx, StepInFlight(index, name, started_at))
+        message = (
+            f"run {ctx.run_id} waited for signal {name!r} until {deadline} (its timeout) and none came"
+            if deadline is not None
+            else ""
+        )
+        run_wake = _earliest(deadline, iso(ctx.deadline) if ctx.deadline is not None else None)
+        found = self.store.await_signal(
+            ctx.lease,
+            step=WaitingStep(index, name, started_at, deadline),
+            run_wake_at=run_wake,
+            timeout_error=f"SignalTimeoutError: {message}",
+            now=iso(now),
+            pending=ctx.pending,
+        )
+        if found.outcome == "lost":
+            self._raise_lost(ctx)
+        ctx.pending.clear()
+        if found.outcome == "received":
+            payload = loads_stored(found.payload_json)
+            ctx.emit("step:complete", step_name=name, step_index=index, output=payload, duration=0.0)
+            return payload
+        if found.outcome == "timeout":
+            exc = SignalTimeoutError(message, run_id=ctx.run_id, name=name)
+            ctx.failure = StepFailure(index, name, started_at, exc)
+            ctx.emit("step:fail", step_name=name, step_index=index, error=found.error)
+            raise exc
+        ctx.suspended = Suspension("signal", name, run_wake)
+        raise WaitRequested()
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def _start_deadline(self, ctx: RunContext) -> None:
+        """At the run's start: know its deadline (the first start plus the job's timeout,
+        stored at that first start) and arm a timer that interrupts the step in flight."""
+        if ctx.deadline is None:
+            timeout = ctx.job.timeout
+            started = ctx.run.started_at
+            assert timeout is not None and started is not None
+            deadline = add_seconds(started, timeout)
+            if not self.store.set_deadline(ctx.lease, deadline_at=iso(deadline), now=self.now()):
+                self._raise_lost(ctx)
+            ctx.deadline = deadline
+        delay = (ctx.deadline - self.clock()).total_seconds()
+        loop = asyncio.get_running_loop()
+        ctx.deadline_handle = loop.call_later(max(0.0, delay), self._deadline_passed, ctx)
+
+    def _timeout_error(self, ctx: RunContext, step: StepInFlight | None) -> RunTimeoutError:
+        deadline = ctx.deadline
+        assert deadline is not None
+        where = f"in step {step.name!r}" if step is not None else "after its last step"
+        timeout = ctx.job.timeout
+        since = f" ({timeout:g} s after its first start)" if timeout is not None else ""
+        return RunTimeoutError(
+            f"run {ctx.run_id} of job {ctx.run.job_name!r} passed its deadline {iso(deadline)}{since} {where}",
+            run_id=ctx.run_id,
+            failed_step=step.name if step is not None else None,
+        )
+
+    def check_deadline(self, ctx: RunContext, step: StepInFlight | None) -> None:
+        """Raise ``RunTimeoutError`` (and remember it: the run fails whatever the job does
+        next) if the run's deadline has passed; ``step`` is the step it is in."""
+        if ctx.timed_out is None:
+            assert ctx.deadline is not None
+            if self.clock() < ctx.deadline:
+                return
+            ctx.timed_out = self._timeout_error(ctx, step)
+            if step is not None:
+                ctx.failure = StepFailure(step.index, step.name, step.started_at, ctx.timed_out)
+        raise ctx.timed_out
+
+    def _deadline_passed(self, ctx: RunContext) -> None:
+        ctx.deadline_handle = None
+        if ctx.ended or ctx.timed_out is not None or ctx.suspended is not None:
+            return
+        if ctx.deadline is not None and self.clock() < ctx.deadline:  # the timer ran early
+            delay = (ctx.deadline - self.clock()).total_seconds()
+            ctx.deadline_handle = asyncio.get_running_loop().call_later(delay, self._deadline_passed, ctx)
+            return
+        current = ctx.current
+        ctx.timed_out = self._timeout_error(ctx, current)
+        if current is not None:
+            ctx.failure = StepFailure(current.index, current.name, current.started_at, ctx.timed_out)
+        self.interrupt(ctx, "timeout")
+
     # -- how runs end -----------------------------------------------------------------------
 
     def _fail(self, ctx: RunContext, exc: BaseException) -> None:
+        """The job raised (or passed its deadline): retry the run if its job's ``retries``
+        allow, else fail it, storing the step that raised."""
+        if ctx.timed_out is not None:
+            exc = ctx.timed_out
         failure = ctx.failure if ctx.failure is not None and _caused_by(exc, ctx.failure.exc) else None
+        policy = ctx.job.retries
+        if (
+            policy is not None
+            and ctx.attempt < policy.max_attempts
+            and policy.retries(exc)
+            and not isinstance(exc, _NOT_RETRIED)
+            and ctx.run.decode_error is None
+        ):
+            self._retry_run(ctx, exc, failure, policy)
+            return
         error = describe(exc)
+        if failure is not None and failure.max_attempts is not None and failure.attempt is not None:
+            error += f" (attempt {failure.attempt} of {failure.max_attempts})"
+        if policy is not None and policy.max_attempts > 1 and not isinstance(exc, _NOT_RETRIED):
+            error += f" (run attempt {ctx.attempt} of {policy.max_attempts})"
         step = None
         if failure is not None:
             step = StepEnd(failure.index, failure.name, "failed", describe(failure.exc), failure.started_at)
@@ -291,6 +615,38 @@ class Runtime:
             if step is not None:
                 ctx.emit("step:fail", step_name=step.name, step_index=step.index, error=step.error)
             ctx.emit("run:fail", error=error, failed_step=failed_step)
+
+    def _retry_run(self, ctx: RunContext, exc: BaseException, failure: StepFailure | None, policy: Retry) -> None:
+        """A job-level retry: record the attempt (a step's was recorded when it failed), and
+        make the run wait for its next attempt, which replays it from its first unfinished
+        step (the failed step included)."""
+        error = describe(exc)
+        delay = policy.delay(ctx.attempt)
+        wake_at = iso(add_seconds(self.clock(), delay))
+        try:
+            if failure is None:
+                # This execution began when the run was claimed: the claim set updated_at.
+                attempt = NewAttempt(ctx.attempt, ctx.attempt, None, None, error, iso(ctx.run.updated_at), self.now())
+                if not self.store.record_attempt(ctx.lease, attempt):
+                    self._lost(ctx)
+                    return
+            step = None if failure is None else WaitingStep(failure.index, failure.name, failure.started_at, wake_at)
+            ctx.emit(
+                "run:retry",
+                attempt=ctx.attempt,
+                delay=delay,
+                error=error,
+                failed_step=failure.name if failure is not None else None,
+            )
+            self.suspend(ctx, "retry", wake_at, step.name if step else None, step, next_attempt=True)
+        except WaitRequested:
+            self._waiting(ctx)
+        except LeaseLostError as err:
+            self._lease_lost(ctx, str(err))
+        except asyncio.CancelledError:
+            self._record_cancel(ctx)
+        except StorageError as err:
+            self._storage_failed(ctx, err)
 
     def _write_end(self, ctx: RunContext, write: Callable[..., bool], **values: Any) -> bool:
         """Write how the run ended with ``write`` (``Store.complete_run`` or ``fail_run``),
@@ -322,6 +678,8 @@ class Runtime:
             task.uncancel()
         if reason == "stop":
             self._release(ctx)
+        elif reason == "timeout":
+            self._fail(ctx, ctx.timed_out or asyncio.CancelledError())
         elif reason == "lease-lost":
             self._lease_lost(ctx, "the lease expired and another worker took the run")
         else:
@@ -485,7 +843,8 @@ class Runtime:
 
     def interrupt(self, ctx: RunContext, reason: str) -> None:
         """Interrupt a run this process executes: ``"user"`` or ``"external"`` (cancelled
-        here or elsewhere), ``"stop"`` (the worker stops), ``"lease-lost"``."""
+        here or elsewhere), ``"stop"`` (the worker stops), ``"lease-lost"``, ``"timeout"``
+        (its deadline passed)."""
         if ctx.cancel_reason is None or reason == "user":
             ctx.cancel_reason = reason
         task = ctx.task
@@ -552,6 +911,35 @@ def call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any)
         fn(*args)
     else:
         loop.call_soon_threadsafe(fn, *args)
+
+
+async def _with_timeout(awaitable: Any, timeout: float, name: str) -> Any:
+    """Await a step's body for at most ``timeout`` seconds; past it the body is cancelled and
+    the attempt fails with ``TimeoutError`` naming the step."""
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():  # ours, not one the body raised itself
+            raise TimeoutError(
+                f"step {name!r} took longer than its timeout ({timeout:g} s) and was cancelled"
+            ) from None
+        raise
+
+
+def _earliest(a: str | None, b: str | None) -> str | None:
+    """The earlier of two stored timestamps (text order is time order); None is no time."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _after_colon(error: str | None) -> str:
+    """A stored ``"Type: message"`` error's message."""
+    return (error or "").partition(": ")[2] or (error or "")
 
 
 def _caused_by(exc: BaseException, origin: BaseException) -> bool:

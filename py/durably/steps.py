@@ -1,9 +1,10 @@
 """The step API a job receives (``Step``, ``StepLog``) and what the runtime knows about one
 run while it executes (``RunContext``).
 
-A job only ever sees ``Step``: ``await step.run(name, fn)``, ``step.progress(...)``,
-``step.log.info(...)``, ``step.cancelled``. What those do to the database is the runtime's
-(``durably.runtime``); this module checks what the job passes and hands it on.
+A job only ever sees ``Step``: ``await step.run(name, fn)``, ``await step.sleep(...)``,
+``await step.wait_for_signal(...)``, ``step.progress(...)``, ``step.log.info(...)``,
+``step.cancelled``. What those do to the database is the runtime's (``durably.runtime``);
+this module checks what the job passes and hands it on.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
 from .jobs import Job
 from .jsondata import check_json, loads_stored
-from .limits import MAX_LOG_DATA_BYTES, MAX_LOG_MESSAGE_BYTES, MAX_LOGS_PER_RUN, MAX_PROGRESS_MESSAGE_BYTES
-from .store import Claimed, LogLine, PendingWrites
-from .validation import check_name, cut_text, safe_text
+from .limits import MAX_LOG_DATA_BYTES, MAX_LOG_MESSAGE_BYTES, MAX_LOGS_PER_RUN, MAX_PROGRESS_MESSAGE_BYTES, MAX_WAIT
+from .retries import Retry, as_retry
+from .store import Claimed, LogLine, PendingWrites, StoredStep
+from .validation import check_name, cut_text, safe_text, seconds_option
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -37,12 +40,24 @@ class StepInFlight:
 @dataclass
 class StepFailure:
     """The step whose error ended (or may end) the run: stored with it if the job lets the
-    error through."""
+    error through. ``attempt`` is its attempt number within the run's attempt, and
+    ``max_attempts`` what its ``retries`` allowed (None: no retries)."""
 
     index: int
     name: str
     started_at: str
     exc: BaseException
+    attempt: int | None = None
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """How the run went waiting (see ``Store.wait``): set once the wait is stored."""
+
+    waiting_for: str
+    wait_step: str | None
+    wake_at: str | None
 
 
 class RunContext:
@@ -67,6 +82,15 @@ class RunContext:
         self.flush_handle: asyncio.TimerHandle | None = None
         self.renew_handle: asyncio.TimerHandle | None = None
         self.ended = False
+        #: The job-level attempt this execution is (``Run.attempt``).
+        self.attempt = run.attempt
+        #: The run's deadline (``@job(timeout=...)``), once known; and the error it failed
+        #: with, once passed.
+        self.deadline: datetime | None = run.deadline_at
+        self.deadline_handle: asyncio.TimerHandle | None = None
+        self.timed_out: BaseException | None = None
+        #: Set once the run waits: from then on the job is only unwound.
+        self.suspended: Suspension | None = None
         # Log lines this run has stored or buffered, for MAX_LOGS_PER_RUN. Only a lease
         # holder writes logs, so a first claim (generation 1) starts from none; a resumed
         # run counts what earlier attempts stored when it first logs.
@@ -152,30 +176,37 @@ class Step:
         at its next ``await`` anyway)."""
         return self._ctx.cancel_reason in ("user", "external")
 
-    async def run(self, name: str, fn: Callable[[], Any]) -> Any:
+    async def run(
+        self, name: str, fn: Callable[[], Any], *, retries: Retry | int | None = None, timeout: float | None = None
+    ) -> Any:
         """Run ``fn`` (a sync or async callable without arguments) as the step ``name``,
         once per run: if the step completed before (in an earlier attempt), return its
         stored result without calling ``fn``. The result must be JSON data; what the step
         returns is what JSON gives back (a tuple comes back as a list), first time or not.
 
+        ``retries`` (a ``Retry``, or N for ``Retry(max_attempts=N)``): a failed attempt is
+        recorded and the run waits, durably, before the next one; the job sees the error
+        only after the last. ``timeout`` (seconds, for an ``async`` fn): the step is
+        cancelled past it and the attempt fails with ``TimeoutError`` (a synchronous fn
+        cannot be interrupted: its result stands).
+
         Example::
 
-            users = await step.run("fetch", lambda: fetch_users(org))
+            users = await step.run("fetch", lambda: fetch_users(org), retries=3, timeout=30)
         """
         ctx = self._ctx
         check_name(name, "a step name")
         if not callable(fn):
             raise ValidationError(f"step {name!r}: fn must be a callable without arguments, got {type(fn).__name__}")
+        policy = None if retries is None else as_retry(retries, f"step {name!r}")
+        if timeout is not None:
+            timeout = seconds_option(f"step {name!r}: timeout", timeout, MAX_WAIT, "MAX_WAIT")
+        # _stored(name), written out: this is every step's path.
         if name in ctx.seen:
-            exc = ValidationError(
-                f"step name {name!r} is used twice in one execution of job {ctx.run.job_name!r}; "
-                "each step needs its own name (in a loop, put the item's id or index in it)"
-            )
-            ctx.failure = StepFailure(ctx.next_index, name, ctx.runtime.now(), exc)
-            raise exc
+            self._stored(name)  # raises
         ctx.seen.add(name)
         stored = ctx.done.get(name)
-        if stored is not None:
+        if stored is not None and stored.status == "completed":
             try:
                 return loads_stored(stored.output_json)
             except Exception as err:  # an older durably or a hand edit stored it
@@ -185,7 +216,69 @@ class Step:
                 )
                 ctx.failure = StepFailure(stored.index, name, ctx.runtime.now(), exc)
                 raise exc from None
-        return await ctx.runtime.execute_step(ctx, name, fn)
+        return await ctx.runtime.execute_step(ctx, name, fn, policy, timeout, stored)
+
+    async def sleep(self, name: str, seconds: float) -> None:
+        """Wait ``seconds`` durably, as the step ``name``: the wake-up time is stored with
+        the step (a replay keeps it), the run gives its worker slot back (status
+        ``waiting``), and any worker resumes it once it is due.
+
+        Example::
+
+            await step.sleep("cool-down", 3600)
+        """
+        check_name(name, "a step name")
+        seconds = seconds_option(f"step.sleep {name!r}: seconds", seconds, MAX_WAIT, "MAX_WAIT", zero=True)
+        stored = self._stored(name)
+        await self._ctx.runtime.sleep_step(self._ctx, name, stored, seconds=seconds)
+
+    async def sleep_until(self, name: str, when: datetime) -> None:
+        """``sleep`` until the aware datetime ``when`` (at once if it has passed).
+
+        Example::
+
+            await step.sleep_until("opening", datetime(2027, 1, 1, 9, tzinfo=ZoneInfo("Europe/Paris")))
+        """
+        check_name(name, "a step name")
+        if not isinstance(when, datetime) or when.utcoffset() is None:
+            raise ValidationError(
+                f"step.sleep_until {name!r}: when must be an aware datetime "
+                f"(e.g. datetime(2027, 1, 1, tzinfo=timezone.utc)), got {when!r}"
+            )
+        stored = self._stored(name)
+        await self._ctx.runtime.sleep_step(self._ctx, name, stored, until=when)
+
+    async def wait_for_signal(self, name: str, timeout: float | None = None) -> Any:
+        """Wait durably for the signal ``name`` (``Durably.signal(run_id, name, payload)``,
+        ``durably signal``, the page's ``signal``) and return its payload; the step is named
+        after the signal. The run holds no worker slot while it waits. A signal sent before
+        the run waits for it is kept until it does. Past ``timeout`` seconds (counted from
+        the first time the run waits here) raises ``SignalTimeoutError``, which the job may
+        catch.
+
+        Example::
+
+            decision = await step.wait_for_signal("approval", timeout=86400)
+        """
+        check_name(name, "a signal name")
+        if timeout is not None:
+            timeout = seconds_option(f"step.wait_for_signal {name!r}: timeout", timeout, MAX_WAIT, "MAX_WAIT")
+        stored = self._stored(name)
+        return await self._ctx.runtime.signal_step(self._ctx, name, stored, timeout)
+
+    def _stored(self, name: str) -> StoredStep | None:
+        """What the run stored for the step ``name``, once the name is checked unused in this
+        execution."""
+        ctx = self._ctx
+        if name in ctx.seen:
+            exc = ValidationError(
+                f"step name {name!r} is used twice in one execution of job {ctx.run.job_name!r}; "
+                "each step needs its own name (in a loop, put the item's id or index in it)"
+            )
+            ctx.failure = StepFailure(ctx.next_index, name, ctx.runtime.now(), exc)
+            raise exc
+        ctx.seen.add(name)
+        return ctx.done.get(name)
 
     def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress; shown at once to listeners (``run:progress``) and stored with

@@ -21,7 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -30,21 +30,42 @@ from .dialect import NO_LIMIT, Dialect, for_driver
 from .driver import Driver, Row
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
 from .jsondata import read_stored, to_json
-from .models import FINISHED, Disposition, LogRecord, Run, RunStatus, StepRecord, StepStatus, WorkerRecord
+from .models import (
+    FINISHED,
+    AttemptRecord,
+    Disposition,
+    LogRecord,
+    Run,
+    RunStatus,
+    ScheduleRecord,
+    SignalRecord,
+    StepRecord,
+    StepStatus,
+    WorkerRecord,
+)
 from .rows import (
+    ATTEMPT_COLUMNS,
     COMPLETED_STEPS_SQL,
     LOG_COLUMNS,
     RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SIGNAL_COLUMNS,
     STEP_COLUMNS,
     WORKER_COLUMNS,
+    attempt_from_row,
     generation_of,
     log_from_row,
     run_from_row,
+    schedule_from_row,
+    signal_from_row,
     step_from_row,
     worker_from_row,
 )
 
 _FINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in FINISHED) + ")"
+# What a run leaves besides its row and labels: deleted with it, and when it finishes with
+# preserve_steps=False.
+_DETAIL_TABLES = ("durably_steps", "durably_logs", "durably_attempts", "durably_signals")
 
 INSERT_RUN = (
     "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
@@ -142,10 +163,64 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class StoredStep:
-    """A completed step as a resumed run reads it back."""
+    """A stored step as a resumed run reads it back: completed (its result), ``waiting`` (a
+    sleep, a signal, a retry's backoff, due at ``wake_at``) or ``failed`` (a signal's
+    timeout the job caught, with its ``error``)."""
 
     index: int
-    output_json: str
+    output_json: str | None
+    status: str = "completed"
+    wake_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingStep:
+    """The step a run waits at, stored as ``waiting`` until ``wake_at`` (None: until a
+    signal comes)."""
+
+    index: int
+    name: str
+    started_at: str
+    wake_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """A failed attempt to record (``Store.record_attempt``); ``step_name`` is None when the
+    job raised between steps."""
+
+    run_attempt: int
+    attempt: int
+    step_name: str | None
+    step_index: int | None
+    error: str
+    started_at: str
+    finished_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignalWait:
+    """What ``Store.await_signal`` found: ``"received"`` (``payload_json`` is the signal's
+    payload, now the step's result), ``"timeout"`` (the deadline passed: the step is stored
+    as failed with ``error``), ``"waiting"`` (the run waits now) or ``"lost"`` (the lease is
+    no longer ours: nothing was written)."""
+
+    outcome: str
+    payload_json: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A scheduled job as a worker registers it; ``next_at`` is its next slot after now (UTC),
+    used when the job has no row yet or its expression or time zone changed."""
+
+    job_name: str
+    cron: str
+    timezone: str
+    catch_up: str
+    next_at: str
 
 
 @dataclass(frozen=True)
@@ -192,7 +267,7 @@ class LogLine(NamedTuple):
 
 
 class RunCounts(NamedTuple):
-    """Runs by status, and pending runs by job name."""
+    """Runs by status, and runs due to be executed (pending, or waiting and due) by job name."""
 
     by_status: dict[str, int]
     pending_by_job: dict[str, int]
@@ -527,10 +602,41 @@ class Store:
         return [run_from_row(r) for r in rows]
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
-        """The run's stored steps in execution order (none for an unknown run)."""
+        """The run's stored steps in execution order (none for an unknown run), each with its
+        failed attempts. A step that has failed attempts but no stored row (the job caught
+        its error and went on) is listed as ``failed`` with them, at its last attempt's index."""
         with self._read():
             rows, _ = self._x(f"SELECT {STEP_COLUMNS} FROM durably_steps WHERE run_id = ? ORDER BY idx", (run_id,))
-        return [step_from_row(r) for r in rows]
+            tries, _ = self._x(
+                f"SELECT {ATTEMPT_COLUMNS} FROM durably_attempts WHERE run_id = ? AND step_name IS NOT NULL "
+                "ORDER BY id",
+                (run_id,),
+            )
+        steps = [step_from_row(r) for r in rows]
+        if not tries:
+            return steps
+        by_name: dict[str, list[AttemptRecord]] = {}
+        for row in tries:
+            record = attempt_from_row(row)
+            by_name.setdefault(record.step_name or "", []).append(record)
+        out = [replace(step, attempts=by_name.pop(step.name, [])) for step in steps]
+        for name, attempts in by_name.items():
+            last = attempts[-1]
+            out.append(
+                StepRecord(
+                    run_id,
+                    name,
+                    last.step_index if last.step_index is not None else -1,
+                    "failed",
+                    None,
+                    last.error,
+                    attempts[0].started_at,  # type: ignore[arg-type]  # None only after a hand edit
+                    last.finished_at,
+                    attempts=attempts,
+                )
+            )
+        out.sort(key=lambda step: step.index)
+        return out
 
     def get_logs(
         self, run_id: str, *, after_id: int | None = None, limit: int | None = None, last: int | None = None
@@ -593,17 +699,21 @@ class Store:
                 return None
             row = rows[0]
             run = run_from_row(row)
-            # A claimable run's stored steps are all completed (a failed or cancelled step
-            # ends its run), so a run that completed none has none to load. Read outside
-            # the claim: only the holder of the lease, now us, writes this run's steps.
+            # Only a lease holder writes steps, so a run claimed for the first time (generation
+            # 1) has none to load. Read outside the claim: only the holder of the lease, now
+            # us, writes this run's steps.
+            generation = generation_of(row)
             steps: list[Row] = []
-            if run.completed_steps:
+            if generation > 1:
                 steps, _ = self._x(
-                    "SELECT name, idx, output FROM durably_steps WHERE run_id = ? ORDER BY idx", (run.id,)
+                    "SELECT name, idx, output, status, wake_at, error FROM durably_steps WHERE run_id = ? ORDER BY idx",
+                    (run.id,),
                 )
-        done = {name: StoredStep(idx, output) for name, idx, output in steps}
+        done = {
+            name: StoredStep(idx, output, status, wake_at, error) for name, idx, output, status, wake_at, error in steps
+        }
         next_index = steps[-1][1] + 1 if steps else 0
-        return Claimed(run=run, generation=generation_of(row), done=done, next_index=next_index)
+        return Claimed(run=run, generation=generation, done=done, next_index=next_index)
 
     def _fence(
         self,
@@ -753,6 +863,316 @@ class Store:
             self._wake(lease.wakes)
         return True
 
+    # -- runs that wait (retries, sleeps, signals) --------------------------------------------
+
+    def wait(
+        self,
+        lease: Lease,
+        *,
+        now: str,
+        waiting_for: str,
+        wake_at: str | None,
+        wait_step: str | None,
+        step: WaitingStep | None,
+        pending: PendingWrites | None,
+        next_attempt: bool = False,
+    ) -> bool:
+        """The run gives its slot back and waits, fenced, in one transaction: status
+        ``waiting`` with what it waits for (``waiting_for``: retry, sleep or signal), at which
+        step (``wait_step``) and when it is due (``wake_at``; None: only a signal wakes it);
+        no lease; the pending progress and logs written. ``step`` is stored as ``waiting``
+        (a row already at its index takes the new due time). ``next_attempt`` moves the run to
+        its next job-level attempt (a ``@job(retries=...)`` retry). Any worker's claim takes
+        the run once ``wake_at`` is due. False, and nothing written, if the lease is not ours."""
+        with self._write():
+            if not self._fence(
+                lease,
+                now,
+                pending,
+                ", status = 'waiting', wake_at = ?, waiting_for = ?, wait_step = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL" + (", attempt = attempt + 1" if next_attempt else ""),
+                (wake_at, waiting_for, wait_step),
+            ):
+                return False
+            if step is not None:
+                self._put_step(
+                    lease.run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at
+                )
+        return True
+
+    def await_signal(
+        self,
+        lease: Lease,
+        *,
+        step: WaitingStep,
+        run_wake_at: str | None,
+        timeout_error: str,
+        now: str,
+        pending: PendingWrites | None,
+    ) -> SignalWait:
+        """Wait at ``step`` for the signal named ``step.name``, in one transaction, fenced:
+
+        * a signal of that name is stored: the step is stored completed with its payload as
+          the result, and the outcome is ``received`` (the run goes on);
+        * else, if ``step.wake_at`` (the wait's deadline) is due: the step is stored failed
+          with ``timeout_error``, outcome ``timeout`` (the job gets SignalTimeoutError);
+        * else the run waits (as ``wait`` with ``waiting_for="signal"``, due at
+          ``run_wake_at``: the wait's deadline, or the run's own if that is earlier), and the
+          step is stored ``waiting`` with its deadline: outcome ``waiting``.
+
+        ``Store.signal`` takes the same write lock, so a signal is either seen here or wakes
+        the waiting run. Outcome ``lost`` (nothing written) if the lease is not ours."""
+        run_id = lease.run_id
+        with self._write():
+            if not self._fence(lease, now, pending):
+                return SignalWait("lost")
+            rows, _ = self._x("SELECT payload FROM durably_signals WHERE run_id = ? AND name = ?", (run_id, step.name))
+            if rows:
+                payload = rows[0][0]
+                self._put_step(run_id, step.index, step.name, "completed", payload, None, step.started_at, now, None)
+                return SignalWait("received", payload_json=payload)
+            if step.wake_at is not None and step.wake_at <= now:
+                self._put_step(run_id, step.index, step.name, "failed", None, timeout_error, step.started_at, now, None)
+                return SignalWait("timeout", error=timeout_error)
+            self._fence(
+                lease,
+                now,
+                None,
+                ", status = 'waiting', wake_at = ?, waiting_for = 'signal', wait_step = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL",
+                (run_wake_at, step.name),
+            )
+            self._put_step(run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at)
+        return SignalWait("waiting")
+
+    def finish_step(
+        self,
+        lease: Lease,
+        *,
+        index: int,
+        name: str,
+        status: str,
+        output_json: str | None,
+        error: str | None,
+        started_at: str,
+        now: str,
+        attempt: bool = False,
+    ) -> bool:
+        """Store a step's end (``completed`` with its result, or ``failed`` with its error)
+        where a row may already be stored at its index (a ``waiting`` step: a sleep that is
+        over, a step that succeeded after a retry), fenced, in one transaction. With
+        ``attempt`` (the step's body ran again after a retry) the row takes this attempt's
+        ``started_at``, as a new step's row has its one attempt's; otherwise (a wait that is
+        over) it keeps the time the wait began. A new step's result goes through
+        ``complete_step`` instead, the one-statement path. False, and nothing written, if
+        the lease is not ours."""
+        with self._write():
+            if not self._fence(lease, now, None):
+                return False
+            self._put_step(
+                lease.run_id, index, name, status, output_json, error, started_at, now, None, keep_start=not attempt
+            )
+        return True
+
+    def _put_step(
+        self,
+        run_id: str,
+        index: int,
+        name: str,
+        status: str,
+        output: str | None,
+        error: str | None,
+        started_at: str,
+        completed_at: str | None,
+        wake_at: str | None,
+        keep_start: bool = True,
+    ) -> None:
+        # The row at (run_id, idx) whatever was there: a step that waited keeps its index,
+        # and its first start unless ``keep_start`` is False.
+        self._x(
+            "INSERT INTO durably_steps (run_id, idx, name, status, output, error, started_at, completed_at, wake_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET name = excluded.name, "
+            "status = excluded.status, output = excluded.output, error = excluded.error, "
+            "completed_at = excluded.completed_at, wake_at = excluded.wake_at"
+            + ("" if keep_start else ", started_at = excluded.started_at"),
+            (run_id, index, name, status, output, error, started_at, completed_at, wake_at),
+        )
+
+    def record_attempt(self, lease: Lease, attempt: NewAttempt) -> bool:
+        """Record a failed attempt (of a step, or of the job between steps), fenced, in one
+        statement. False, and nothing written, if the lease is not ours."""
+        with self._write(several=False):
+            _, changes = self._x(
+                "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
+                "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
+                "WHERE id = ? AND status = 'leased' AND lease_generation = ?)",
+                (
+                    lease.run_id,
+                    attempt.run_attempt,
+                    attempt.step_name,
+                    attempt.step_index,
+                    attempt.attempt,
+                    attempt.error,
+                    attempt.started_at,
+                    attempt.finished_at,
+                    lease.run_id,
+                    lease.generation,
+                ),
+            )
+        return changes == 1
+
+    def count_attempts(self, run_id: str, step_name: str | None, run_attempt: int) -> int:
+        """How many failed attempts of this step (None: of the job between steps) the run
+        recorded in its job-level attempt ``run_attempt``."""
+        with self._read():
+            rows, _ = self._x(
+                "SELECT COUNT(*) FROM durably_attempts WHERE run_id = ? AND step_name IS ? AND run_attempt = ?",
+                (run_id, step_name, run_attempt),
+            )
+        return int(rows[0][0])
+
+    def set_deadline(self, lease: Lease, *, deadline_at: str, now: str) -> bool:
+        """Store the run's deadline (``@job(timeout=...)``) unless it has one, fenced, in one
+        statement. False if the lease is not ours."""
+        with self._write(several=False):
+            _, changes = self._x(
+                "UPDATE durably_runs SET deadline_at = COALESCE(deadline_at, ?), updated_at = ? "
+                "WHERE id = ? AND status = 'leased' AND lease_generation = ?",
+                (deadline_at, now, lease.run_id, lease.generation),
+            )
+        return changes == 1
+
+    def next_wake(self, job_names: Sequence[str]) -> str | None:
+        """When the first waiting run of these jobs falls due (its ``wake_at``); None when
+        none waits with a due time."""
+        if not job_names:
+            return None
+        marks = ", ".join("?" * len(job_names))
+        with self._read():
+            rows, _ = self._x(
+                f"SELECT MIN(wake_at) FROM durably_runs WHERE status = 'waiting' AND wake_at IS NOT NULL "
+                f"AND job_name IN ({marks})",
+                tuple(job_names),
+            )
+        return rows[0][0] if rows else None
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def signal(self, run_id: str, name: str, *, signal_id: str, payload_json: str, now: str) -> SignalRecord:
+        """Store a signal for a run, in one transaction. The first signal of a name wins: the
+        same ``signal_id`` with an equal payload again returns the stored one as
+        ``duplicate``; any other raises ``ConflictError``. A run waiting for this name is
+        made due now (``delivered``); otherwise the signal is kept until the run waits for
+        it (``stored``). Raises ``NotFoundError`` for an unknown run, ``ConflictError`` for
+        a finished run or one whose wait for this name is over (it timed out)."""
+        with self._write():
+            row = self._run_row(run_id)
+            if row is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            rows, _ = self._x(
+                f"SELECT {SIGNAL_COLUMNS} FROM durably_signals WHERE run_id = ? AND name = ?", (run_id, name)
+            )
+            if rows:
+                first = rows[0]
+                if first[2] == signal_id and _same_json(first[3], payload_json):
+                    return signal_from_row(first, "duplicate")
+                raise ConflictError(
+                    f"run {run_id} already has a signal {name!r} (signal id {first[2]}, sent at {first[4]}); "
+                    "the first signal of a name wins. Send it again with that signal_id and the same payload "
+                    "to get it back, or use another name"
+                )
+            status = row[2]
+            if status in FINISHED:
+                raise ConflictError(f"run {run_id} is {status}; a signal can only be sent to an unfinished run")
+            done, _ = self._x(
+                "SELECT status FROM durably_steps WHERE run_id = ? AND name = ? AND status <> 'waiting'", (run_id, name)
+            )
+            if done:
+                raise ConflictError(
+                    f"run {run_id} no longer waits for signal {name!r}: its step {name!r} is {done[0][0]}"
+                    + (" (the wait timed out)" if done[0][0] == "failed" else "")
+                )
+            self._x(
+                f"INSERT INTO durably_signals ({SIGNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (run_id, name, signal_id, payload_json, now),
+            )
+            _, woken = self._x(
+                "UPDATE durably_runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting' "
+                "AND waiting_for = 'signal' AND wait_step = ?",
+                (now, now, run_id, name),
+            )
+        return signal_from_row((run_id, name, signal_id, payload_json, now), "delivered" if woken else "stored")
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    def sync_schedules(self, job_names: Sequence[str], specs: Sequence[ScheduleSpec], now: str) -> list[ScheduleRecord]:
+        """Register a worker's scheduled jobs, in one transaction: a job of ``job_names``
+        without a spec loses its row (its schedule was removed from the code); a spec whose
+        job has no row, or a row with another expression or time zone, starts afresh at
+        ``spec.next_at`` with no last slot; any other row keeps its slots (so the slots it
+        missed are caught up) and takes the spec's catch-up policy. Returns the rows of the
+        specs, as stored."""
+        scheduled = {spec.job_name for spec in specs}
+        with self._write():
+            for name in job_names:
+                if name not in scheduled:
+                    self._x("DELETE FROM durably_schedules WHERE job_name = ?", (name,))
+            for spec in specs:
+                rows, _ = self._x("SELECT cron, timezone FROM durably_schedules WHERE job_name = ?", (spec.job_name,))
+                if rows and tuple(rows[0]) == (spec.cron, spec.timezone):
+                    self._x(
+                        "UPDATE durably_schedules SET catch_up = ?, updated_at = ? "
+                        "WHERE job_name = ? AND catch_up <> ?",
+                        (spec.catch_up, now, spec.job_name, spec.catch_up),
+                    )
+                else:
+                    self._x(
+                        f"INSERT INTO durably_schedules ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?) "
+                        "ON CONFLICT (job_name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, "
+                        "catch_up = excluded.catch_up, last_slot = NULL, next_at = excluded.next_at, "
+                        "updated_at = excluded.updated_at",
+                        (spec.job_name, spec.cron, spec.timezone, spec.catch_up, spec.next_at, now),
+                    )
+            if not specs:
+                return []
+            marks = ", ".join("?" * len(specs))
+            rows, _ = self._x(
+                f"SELECT {SCHEDULE_COLUMNS} FROM durably_schedules WHERE job_name IN ({marks}) ORDER BY job_name",
+                [spec.job_name for spec in specs],
+            )
+        return [schedule_from_row(r) for r in rows]
+
+    def fire_schedule(
+        self,
+        job_name: str,
+        *,
+        seen_next_at: str,
+        next_at: str,
+        last_slot: str | None,
+        runs: Sequence[NewRun],
+        now: str,
+    ) -> list[tuple[Run, Disposition]] | None:
+        """Move the schedule on from the next slot a worker read (``seen_next_at``) to
+        ``next_at`` and create the runs of the slots that fell due (``runs``, each with its
+        slot's idempotency key), in one transaction. None, and nothing written, when the
+        schedule's next slot is no longer ``seen_next_at``: another worker fired it first. A
+        slot whose run exists already comes back as ``idempotent``: no slot is created twice."""
+        with self._write():
+            _, changed = self._x(
+                "UPDATE durably_schedules SET next_at = ?, last_slot = COALESCE(?, last_slot), updated_at = ? "
+                "WHERE job_name = ? AND next_at = ?",
+                (next_at, last_slot, now, job_name, seen_next_at),
+            )
+            if not changed:
+                return None
+            return [self.insert_run(new) for new in runs]
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every registered schedule, by job name."""
+        with self._read():
+            rows, _ = self._x(f"SELECT {SCHEDULE_COLUMNS} FROM durably_schedules ORDER BY job_name")
+        return [schedule_from_row(r) for r in rows]
+
     def reclaim_all_leases(self, now: str) -> int:
         """Hand back every lease in the database at once; returns how many.
 
@@ -777,7 +1197,7 @@ class Store:
     # -- operations on runs -----------------------------------------------------------------
 
     def cancel(self, run_id: str, now: Callable[[], str]) -> Run:
-        """Cancel a pending or leased run at once. Returns the run as it was before.
+        """Cancel a pending, leased or waiting run at once. Returns the run as it was before.
 
         ``now`` is called once the write lock is held: a timestamp taken before waiting
         for it would be earlier than the steps other workers commit meanwhile, and the
@@ -790,14 +1210,21 @@ class Store:
             run = run_from_row(row)
             if run.status in FINISHED:
                 raise ConflictError(
-                    f"run {run_id} is already {run.status}; only pending or leased runs can be cancelled"
+                    f"run {run_id} is already {run.status}; only pending, leased or waiting runs can be cancelled"
                 )
             self._x(
                 # A leased run keeps its lease (owner, expiry) until its worker has stopped
                 # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
-                f"completed_steps = {COMPLETED_STEPS_SQL} WHERE id = ?",
+                f"completed_steps = {COMPLETED_STEPS_SQL}, wake_at = NULL, waiting_for = NULL, wait_step = NULL "
+                "WHERE id = ?",
                 (stamp, stamp, run_id),
+            )
+            # The step it waited at, if any, will never go on.
+            self._x(
+                "UPDATE durably_steps SET status = 'cancelled', completed_at = ?, wake_at = NULL "
+                "WHERE run_id = ? AND status = 'waiting'",
+                (stamp, run_id),
             )
         return run
 
@@ -841,8 +1268,8 @@ class Store:
         return run
 
     def _delete_details(self, run_id: str) -> None:
-        self._x("DELETE FROM durably_steps WHERE run_id = ?", (run_id,))
-        self._x("DELETE FROM durably_logs WHERE run_id = ?", (run_id,))
+        for table in _DETAIL_TABLES:
+            self._x(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
     def purge(self, *, cutoff: str, limit: int, now: str) -> list[Run]:
         """Delete up to ``limit`` finished runs completed before ``cutoff``, oldest first;
@@ -861,8 +1288,7 @@ class Store:
                 ids = [run.id for run in runs]
                 marks = ", ".join("?" * len(ids))
                 for table, column in (
-                    ("durably_steps", "run_id"),
-                    ("durably_logs", "run_id"),
+                    *((detail, "run_id") for detail in _DETAIL_TABLES),
                     ("durably_run_labels", "run_id"),
                     ("durably_runs", "id"),
                 ):
@@ -927,13 +1353,16 @@ class Store:
                 seen.update(j for j in jobs if isinstance(j, str))
         return seen
 
-    def run_counts(self) -> RunCounts:
-        """Runs by status, and pending runs by job name."""
+    def run_counts(self, now: str) -> RunCounts:
+        """Runs by status, and by job name the runs due to be executed: pending, or waiting
+        with a ``wake_at`` at ``now`` or earlier."""
         with self._read():
             by_status, _ = self._x("SELECT status, COUNT(*) FROM durably_runs GROUP BY status")
             # CAST: a hand edit may leave a BLOB where a job name belongs; names stay text.
             pending, _ = self._x(
-                "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' GROUP BY 1"
+                "SELECT CAST(job_name AS TEXT), COUNT(*) FROM durably_runs WHERE status = 'pending' "
+                "OR (status = 'waiting' AND wake_at <= ?) GROUP BY 1",
+                (now,),
             )
         return RunCounts(dict(by_status), dict(pending))
 
@@ -997,3 +1426,11 @@ class Store:
 
 def _has_logs(pending: PendingWrites | None) -> bool:
     return bool(pending is not None and pending.logs)
+
+
+def _same_json(stored: str, given: str) -> bool:
+    """Do two JSON texts hold the same data (object keys in any order)?"""
+    try:
+        return bool(stored == given or json.loads(stored) == json.loads(given))
+    except ValueError:
+        return False

@@ -1,12 +1,15 @@
 """The worker loop: keeps up to ``max_concurrent_runs`` runs executing, sleeps until woken
-or until the next poll, purges old runs when idle (``retain_runs``), and records this
-worker in the registry that ``Durably.status()`` reads, with a heartbeat.
+(a trigger or a run's end in this process), until the next poll or until the next run
+or schedule falls due, whichever comes first; creates the runs of its jobs' schedules as
+their slots fall due; purges old runs when idle (``retain_runs``), and records this worker
+in the registry that ``Durably.status()`` reads, with a heartbeat.
 
 What wakes it (its wake sources): a trigger or a run's end in this process
-(``wake``/``wake_from_anywhere``), and, where the engine sends them, the wake-ups of other
-processes (``Store.listen``: PostgreSQL's ``NOTIFY``). Polling finds everything else (runs
-other processes wrote on SQLite, leases that expired) and is the fallback when a wake-up
-is missed.
+(``wake``/``wake_from_anywhere``), the time the next waiting run or schedule slot of its
+jobs falls due, and, where the engine sends them, the wake-ups of other processes
+(``Store.listen``: PostgreSQL's ``NOTIFY``, for a trigger, a run handed back, a freed
+concurrency key, a signal delivered). Polling finds everything else (runs other processes
+wrote on SQLite, leases that expired) and is the fallback when a wake-up is missed.
 
 It drives a :class:`durably.runtime.Runtime`, which claims and executes each run.
 """
@@ -17,13 +20,16 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .clock import add_seconds, iso
+from .clock import add_seconds, iso, parse_iso
+from .jsondata import to_json
 from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
 from .runtime import Runtime
-from .store import ANY_JOB, Claimed
+from .schedules import Schedule
+from .store import ANY_JOB, Claimed, NewRun, ScheduleSpec
 
 #: How often idle maintenance (``retain_runs``) runs at most, in seconds.
 MAINTENANCE_INTERVAL = 60.0
@@ -37,9 +43,16 @@ class Worker:
     ``host`` is the ``(host, pid)`` this worker records in the registry; None records this
     machine's name and this process's id (the browser host passes ``("browser", None)``)."""
 
-    def __init__(self, runtime: Runtime, *, host: tuple[str, int | None] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        host: tuple[str, int | None] | None = None,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
         self.runtime = runtime
         self._host = host
+        self._new_id = new_id
         self._max_runs = runtime.settings.max_concurrent_runs
         self._polling_interval = runtime.settings.polling_interval
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -50,6 +63,14 @@ class Worker:
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._last_prune = float("-inf")
         self._listener: Any = None  # Store.listen's, while started on an engine that sends wake-ups
+        # The schedules of the registered jobs: job name -> (schedule, its next slot), as of
+        # the job names they were read for (the registry's names tuple).
+        self._schedules: dict[str, tuple[Schedule, datetime]] = {}
+        self._scheduled_for: tuple[str, ...] | None = None
+        # When the loop last looked for runs to claim (the app's clock): a run that fell due
+        # after that wakes the loop; one due before it was not claimable then (its concurrency
+        # key was held) and waits for the next poll.
+        self._looked_at: datetime | None = None
 
     @property
     def running(self) -> bool:
@@ -139,6 +160,8 @@ class Worker:
     async def _run_loop(self) -> None:
         runtime = self.runtime
         while not runtime.stopping:
+            self.fire_schedules()
+            self._looked_at = runtime.clock()
             claimed_any = False
             # Count tasks, not active runs: a task just created has not registered its run yet.
             while len(self._tasks) < self._max_runs and not runtime.stopping:
@@ -160,7 +183,27 @@ class Worker:
             if claimed_any and len(self._tasks) < self._max_runs:
                 await asyncio.sleep(0)  # let new runs start, then look for more
                 continue
-            await self._sleep(self._polling_interval)
+            await self._sleep(self._next_look())
+
+    def _next_look(self) -> float:
+        """Seconds until the loop looks for runs again: the polling interval, or less when a
+        waiting run of its jobs or a schedule's next slot falls due sooner."""
+        runtime = self.runtime
+        wait = self._polling_interval
+        now = runtime.clock()
+        looked = self._looked_at or now
+        due: list[datetime] = [next_at for _, next_at in self._schedules.values()]
+        try:
+            wake_at = runtime.store.next_wake(runtime.jobs.names)
+            if wake_at is not None:
+                wake = parse_iso(wake_at)
+                if wake is not None and wake > looked:  # due before we looked: not claimable yet
+                    due.append(wake)
+        except Exception as exc:  # the worker polls as before
+            runtime.report(exc, "reading when the next waiting run is due (the worker polls meanwhile)")
+        for when in due:
+            wait = min(wait, max(0.0, (when - now).total_seconds()))
+        return wait
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         # Wake the loop only once the task no longer counts against max_concurrent_runs,
@@ -190,6 +233,93 @@ class Worker:
                 claimed = runtime.claim()
             except Exception as exc:
                 runtime.report(exc, "claiming a run (will try again)")
+
+    # -- schedules --------------------------------------------------------------------------------
+
+    def fire_schedules(self) -> int:
+        """Create the runs of the registered jobs' schedule slots that fell due (registering
+        the schedules first when the jobs changed); returns how many runs were created. A
+        failure is a ``worker:error``: the loop goes on, and tries again at its next look."""
+        runtime = self.runtime
+        try:
+            if self._scheduled_for is not runtime.jobs.names:
+                self._sync_schedules()
+            if not self._schedules:
+                return 0
+            now = runtime.clock()
+            created = 0
+            for name, (schedule, next_at) in list(self._schedules.items()):
+                if next_at <= now:
+                    created += self._fire(name, schedule, next_at, now)
+            return created
+        except Exception as exc:
+            runtime.report(exc, "creating the runs of due schedules (will try again)")
+            return 0
+
+    def _sync_schedules(self) -> None:
+        runtime = self.runtime
+        names = runtime.jobs.names
+        now = runtime.clock()
+        specs = []
+        for name in names:
+            schedule = runtime.jobs[name].schedule
+            if schedule is not None:
+                first = schedule.next_after(now)
+                if first is not None:
+                    specs.append(ScheduleSpec(name, schedule.cron, schedule.timezone, schedule.catch_up, iso(first)))
+        rows = runtime.store.sync_schedules(names, specs, iso(now))
+        self._schedules = {}
+        for row in rows:
+            job = runtime.jobs.get(row.job_name)
+            if job is not None and job.schedule is not None and row.next_at is not None:
+                self._schedules[row.job_name] = (job.schedule, row.next_at)
+        self._scheduled_for = names
+
+    def _fire(self, name: str, schedule: Schedule, next_at: datetime, now: datetime) -> int:
+        runtime = self.runtime
+        slots = schedule.due(next_at, now)
+        following = schedule.next_after(now)
+        if following is None:  # the expression has no time left in 50 years
+            self._schedules.pop(name, None)
+            return 0
+        stamp = iso(now)
+        news = []
+        for slot in slots:
+            at = iso(slot)
+            data = {"scheduled_for": at}
+            news.append(
+                NewRun(
+                    run_id=self._new_id() if self._new_id else f"{name}:{at}",
+                    job_name=name,
+                    input_json=to_json(data),
+                    input_value=data,
+                    labels={},
+                    idempotency_key=f"schedule:{at}",
+                    concurrency_key=None,
+                    coalesce=None,
+                    now=stamp,
+                )
+            )
+        results = runtime.store.fire_schedule(
+            name,
+            seen_next_at=iso(next_at),
+            next_at=iso(following),
+            last_slot=iso(slots[-1]) if slots else None,
+            runs=news,
+            now=stamp,
+        )
+        if results is None:  # another worker fired it first: read where it is now
+            for row in runtime.store.schedules():
+                if row.job_name == name and row.next_at is not None:
+                    self._schedules[name] = (schedule, row.next_at)
+            return 0
+        self._schedules[name] = (schedule, following)
+        created = 0
+        for run, disposition in results:
+            if disposition == "created":
+                created += 1
+                runtime.events.emit("run:trigger", run.id, run.job_name, run.labels, input=run.input)
+        return created
 
     # -- maintenance ---------------------------------------------------------------------------
 

@@ -310,3 +310,26 @@ def test_a_run_with_many_log_lines_shows_its_last_200_and_says_earlier_ones_are_
     page.wait_for_selector("#logs tbody tr")
     assert page.is_hidden("#logs-note")
     assert page.eval_on_selector_all("#logs tbody tr", "rows => rows.length") == 1
+
+
+def test_a_run_that_waits_shows_what_it_waits_for_and_takes_a_signal_from_its_panel(page, site_url, durably):
+    open_demo(page, site_url, durably)
+    run_id = trigger(page, "approval", {"amount": 7, "pause": 0.2, "timeout": 600, "chance": 0})
+    wait_for_status(page, run_id, "waiting")
+    select(page, run_id)
+    page.wait_for_selector('#signal-form:not([hidden])', timeout=RUN_TIMEOUT_MS)
+    assert page.inner_text("#run-status") == "waiting"
+    assert page.inner_text("#run-wait").startswith("the signal decision until ")  # its timeout
+    assert ("decision", "waiting") in step_rows(page)
+    stored = api(page, "(id) => durably.getRun(id)", run_id)
+    assert (stored["waiting_for"], stored["wait_step"]) == ("signal", "decision") and stored["wake_at"]
+    page.fill("#signal-payload", '{"approved": false}')
+    page.click("[data-testid=signal-btn]")
+    wait_for_status(page, run_id, "completed")
+    done = api(page, "(id) => durably.getRun(id)", run_id)
+    assert done["output"]["approved"] is False and done["output"]["decision"] == {"approved": False}
+    page.wait_for_selector('#signal-form[hidden]', state="attached")
+    assert step_rows(page) == [("draft", "completed"), ("notify", "completed"), ("pause", "completed"),
+                               ("decision", "completed")]
+    events = page.eval_on_selector_all("#events li", "items => items.map(li => li.dataset.type)")
+    assert "run:wait" in events and "run:signal" in events

@@ -194,7 +194,7 @@ def test_a_new_deploy_is_reported_kept_away_from_the_running_page_and_used_at_th
     assert page.inner_text("#update-text").startswith("A new version of this site is ready.")
     # The running page still gets its own version's files, even one that the new version
     # does not have (its wheel, as a lazy load would ask for it): nothing is swapped under it.
-    assert jobs(page) == ["crunch", "import-csv", "slow", "flaky"]
+    assert jobs(page) == ["crunch", "import-csv", "slow", "flaky", "approval"]
     assert served_text(page, "jobs/demo_jobs.py") == old_module
     assert page.evaluate("(url) => fetch(url).then((r) => r.status)", old_wheel) == 200
     assert run_job(page, "import-csv", CSV)["status"] == "completed"

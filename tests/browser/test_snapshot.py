@@ -47,6 +47,15 @@ def serve_manifest(context, change) -> None:
     context.route("**/manifest.json", handle)
 
 
+# A schedule's time zone and cron expression, read in the worker (tzdata and cronsim).
+ZONES = (
+    "from datetime import datetime, timezone\nfrom durably.schedules import Schedule\n"
+    "s = Schedule('0 9 * * *', 'Europe/Paris')\n"
+    "s.next_after(datetime(2026, 7, 5, tzinfo=timezone.utc)).isoformat()"
+)
+ZONES_SEEN = "2026-07-05T07:00:00+00:00"
+
+
 def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_and_randomness(browser, site_url, durably):
     context = browser.new_context(timezone_id="America/New_York", locale="de-DE")
     try:
@@ -93,6 +102,9 @@ def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_an
             "import json\nx = 1\nfor _ in range(5000):\n    x = [x]\nlen(json.dumps(x))",
         )
         assert deep == 5000 * 2 + 1
+        # durably's dependencies (zip files on sys.path) work after a restore: time zones
+        # from tzdata, cron expressions from cronsim.
+        assert durably.eval(page, ZONES) == ZONES_SEEN
 
         # random is seeded again at every restore, not once on the build machine.
         page.reload()
@@ -143,8 +155,9 @@ def test_a_snapshot_that_cannot_be_used_falls_back_to_a_normal_boot_and_says_why
     shown = page.inner_text('#phases li[data-phase="snapshot"]')
     assert shown.startswith(f"snapshot: not used ({timings['snapshot']} ms): The memory snapshot could not be used")
     # and the page works as after any boot
-    assert [j["name"] for j in durably.call(page, "jobs")] == ["crunch", "flaky", "import-csv", "slow"]
+    assert [j["name"] for j in durably.call(page, "jobs")] == ["approval", "crunch", "flaky", "import-csv", "slow"]
     assert durably.eval(page, "import micropip\nmicropip.__version__") == "0.11.1"
+    assert durably.eval(page, ZONES) == ZONES_SEEN
 
 
 def test_a_site_without_a_snapshot_boots_without_the_phase(context, site_url, durably):

@@ -260,3 +260,64 @@ def test_postgresql_state_is_read_with_its_integrity_check(pg_url):
     state = checks.read_db(pg_url)
     assert state.integrity == "ok" and state.runs[run_id]["status"] == "pending" and state.step_rows == 0
     assert state.runs[run_id]["concurrency_key"] == "k"
+
+
+def with_waits():
+    """clean() plus R6, a chaos-wait run: w0; flaky failed once (pid 3) and passed on its
+    retry; a 200 ms sleep from 0.6; the signal; w1 after the sleep."""
+    ledger, db, tl, events = clean()
+    ledger += [ex("R6", "w0", 3, 0.3, 0.35), ex("R6", "flaky", 3, 0.36, 0.4, "fail"),
+               ex("R6", "flaky", 3, 0.5, 0.55), ex("R6", "w1", 3, 0.9, 0.95)]
+    rows = {"w0": (0.3, 0.351), "flaky": (0.5, 0.551), "nap": (0.6, 0.8), "go": (0.85, 0.86), "w1": (0.9, 0.951)}
+    for name, (a, b) in rows.items():
+        db.steps[("R6", name)] = {"status": "completed", "started_at": T + a - 0.0001, "completed_at": T + b,
+                                  "output": '{"run":"R6"}' if name == "go" else "1"}
+    db.step_rows += len(rows)
+    db.runs["R6"] = {"status": "completed", "concurrency_key": None, "output": '{"signal":{"run":"R6"}}',
+                     "completed_steps": 5, "completed_at": T + 1.0, "job_name": "chaos-wait",
+                     "input": {"nap_ms": 200}}
+    db.signals[("R6", "go")] = [{"signal_id": "sig-R6", "payload": {"run": "R6"}}]
+    db.attempts[("R6", "flaky")] = 1
+    tl.expected["R6"] = "completed"
+    return ledger, db, tl, events
+
+
+def test_a_run_that_waited_passes_and_its_retry_is_no_re_execution():
+    rep = run(*with_waits())
+    assert rep.ok, rep.failures
+    assert (rep.waits, rep.retried, rep.woken, rep.signalled, rep.reexecuted) == (1, 1, 1, 1, 2)
+    assert "waits 1 (retried attempts 1, sleepers woken 1, signals delivered once 1)" in rep.line()
+
+
+def doctor_woke_early(ledger, db, tl, events):
+    ledger[-1] = ex("R6", "w1", 3, 0.7, 0.75)
+
+
+def doctor_signal_twice(ledger, db, tl, events):
+    db.signals[("R6", "go")].append({"signal_id": "other", "payload": {"run": "X"}})
+
+
+def doctor_wrong_signal(ledger, db, tl, events):
+    db.runs["R6"]["output"] = '{"signal":{"run":"X"}}'
+
+
+def doctor_phantom_attempt(ledger, db, tl, events):
+    db.attempts[("R6", "flaky")] = 2
+
+
+def doctor_waiting_for_ever(ledger, db, tl, events):
+    db.runs["R6"]["status"] = "waiting"
+
+
+@pytest.mark.parametrize("doctor, needle", [
+    (doctor_woke_early, "woke from its 200 ms sleep early"),
+    (doctor_signal_twice, "2 stored signals 'go'"),
+    (doctor_wrong_signal, "is not the signal it was sent"),
+    (doctor_phantom_attempt, "2 failed attempts recorded for step flaky, 1 in the ledger"),
+    (doctor_waiting_for_ever, "run R6 is waiting, expected completed"),
+])
+def test_each_check_of_runs_that_wait_fails_on_a_doctored_record(doctor, needle):
+    data = copy.deepcopy(with_waits())
+    doctor(*data)
+    rep = run(*data)
+    assert not rep.ok and any(needle in f for f in rep.failures), rep.failures

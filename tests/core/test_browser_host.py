@@ -399,3 +399,36 @@ async def test_subscriptions_are_kept_per_tab_and_each_event_is_posted_once(db_p
     await call(host, "waitForRun", {"id": run["id"], "timeout": 5})
     assert posted == [] and not host.app._events.wants("run:complete")
     await host.stop()
+
+
+@job("ask")
+async def ask(step, input):
+    return await step.wait_for_signal("answer")
+
+
+async def test_the_page_signals_a_waiting_run_and_sees_what_it_waits_for(db_path):
+    posted: list[dict] = []
+    host = BrowserHost(
+        post_event=lambda text: posted.append(json.loads(text)), jobs=[ask], driver=Sqlite3Driver(db_path),
+        options={"pollingInterval": 0.05},
+    )
+    await host.start()
+    await call(host, "subscribe", {"types": ["run:wait", "run:signal"]})
+    run = (await call(host, "trigger", {"job": "ask"}))["ok"]
+    while posted == []:
+        await asyncio.sleep(0.01)
+    waiting = (await call(host, "getRun", {"id": run["id"]}))["ok"]
+    assert (waiting["status"], waiting["waiting_for"], waiting["wait_step"], waiting["wake_at"]) == (
+        "waiting", "signal", "answer", None)
+    steps = (await call(host, "getSteps", {"id": run["id"]}))["ok"]
+    assert [(s["name"], s["status"], s["attempts"]) for s in steps] == [("answer", "waiting", [])]
+    sent = (await call(host, "signal", {"id": run["id"], "name": "answer", "payload": [1, 2], "signalId": "p-1"}))
+    assert sent["ok"]["disposition"] == "delivered" and sent["ok"]["payload"] == [1, 2]
+    done = (await call(host, "waitForRun", {"id": run["id"], "timeout": 5}))["ok"]
+    assert done["output"] == [1, 2]
+    again = await call(host, "signal", {"id": run["id"], "name": "answer", "payload": 3})
+    assert again["error"]["name"] == "ConflictError"
+    bad = await call(host, "signal", {"id": run["id"], "name": "answer", "signal_id": "x"})
+    assert bad["error"]["name"] == "ValidationError" and "signal_id" in bad["error"]["message"]
+    assert [e["type"] for e in posted] == ["run:wait", "run:signal"]
+    await host.stop()

@@ -13,7 +13,7 @@ from durably import Durably, ValidationError
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "web"))
 import demo_jobs  # noqa: E402
 
-JOBS = [demo_jobs.crunch, demo_jobs.import_csv, demo_jobs.slow, demo_jobs.flaky]
+JOBS = [demo_jobs.crunch, demo_jobs.import_csv, demo_jobs.slow, demo_jobs.flaky, demo_jobs.approval]
 
 
 @pytest.fixture
@@ -119,3 +119,29 @@ async def test_flaky_fails_at_the_chosen_step_and_a_retrigger_fails_the_same_way
     ok = app.trigger("flaky", {"chance": 0.0})
     await app.process_until_idle()
     assert app.get_run(ok.id).output == {"steps": 3, "message": "all steps passed"}
+
+
+async def test_approval_retries_its_notification_pauses_and_waits_for_the_decision(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime(2026, 1, 5, 12, tzinfo=timezone.utc)]
+    app = Durably(tmp_path / "a.db", jobs=JOBS, clock=lambda: now[0])
+    draws = iter([0.1, 0.9])  # the notification fails once, then goes through
+    monkeypatch.setattr(demo_jobs.random, "random", lambda: next(draws))
+    run = app.trigger("approval", {"amount": 42, "pause": 3, "timeout": 60})
+    await app.process_until_idle()
+    assert app.get_run(run.id).waiting_for == "retry"
+    now[0] += timedelta(seconds=1)
+    await app.process_until_idle()  # notified; then the pause
+    assert app.get_run(run.id).waiting_for == "sleep"
+    now[0] += timedelta(seconds=3)
+    await app.process_until_idle()
+    waiting = app.get_run(run.id)
+    assert (waiting.status, waiting.waiting_for, waiting.wait_step) == ("waiting", "signal", "decision")
+    app.signal(run.id, "decision", {"approved": True})
+    await app.process_until_idle()
+    done = app.get_run(run.id)
+    assert done.output == {"amount": 42, "currency": "EUR", "approved": True, "decision": {"approved": True}}
+    notify = [s for s in app.get_steps(run.id) if s.name == "notify"][0]
+    assert [a.error for a in notify.attempts] == ["ConnectionError: the notification service did not answer"]
+    app.close()

@@ -11,19 +11,22 @@ BASE = {"errors", "limits", "clock"}
 
 # docs/architecture.md, "The module map": module -> what it may import (besides itself).
 IMPORTS: dict[str, set[str]] = {
-    "__init__": {"app", "errors", "events", "jobs", "models", "steps"},
+    "__init__": {"app", "errors", "events", "jobs", "models", "retries", "steps"},
     "__main__": {"cli"},
     "browser": {"__init__", "app", "settings", "validation", "jsondata", "events", "jobs", "models", "pyodide_driver"}
     | BASE,
-    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "driver", "pg_driver"} | BASE,
+    "cli": {
+        "app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver", "pg_driver",
+    }
+    | BASE,
     "app": {
         "worker", "runtime", "store", "copying", "driver", "pg_driver", "events", "jobs", "settings", "validation",
         "jsondata", "models",
     }
     | BASE,
-    "worker": {"__init__", "runtime", "store"} | BASE,
-    "runtime": {"steps", "store", "events", "jobs", "settings", "jsondata", "validation"} | BASE,
-    "steps": {"store", "jobs", "jsondata", "validation", "runtime"} | BASE,
+    "worker": {"__init__", "runtime", "store", "schedules", "jsondata"} | BASE,
+    "runtime": {"steps", "store", "events", "jobs", "retries", "settings", "jsondata", "validation"} | BASE,
+    "steps": {"store", "jobs", "retries", "jsondata", "validation", "runtime"} | BASE,
     "store": {"dialect", "rows", "driver", "models", "jsondata"} | BASE,
     "copying": {"store", "errors"},
     "dialect": {"migrations", "rows", "pg_sql"},
@@ -34,7 +37,9 @@ IMPORTS: dict[str, set[str]] = {
     "pyodide_driver": {"driver", "errors"},
     "pg_driver": {"errors"},
     "pg_sql": {"dialect", "migrations_postgres", "rows"},
-    "jobs": {"schemas", "validation", "errors"},
+    "jobs": {"schemas", "retries", "schedules", "validation"} | BASE,
+    "retries": {"validation"} | BASE,
+    "schedules": {"models"} | BASE,
     "events": {"clock", "errors", "validation"},
     "schemas": {"errors", "validation"},
     "settings": {"validation"} | BASE,

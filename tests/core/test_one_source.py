@@ -15,7 +15,7 @@ from durably import migrations_postgres as pg
 from durably.browser import BrowserHost
 from durably.cli import build_parser
 from durably.limits import MAX_MESSAGE_BYTES, as_dict
-from durably.models import ACTIVE, FINISHED, RUN_STATUSES, RunStatus, StepStatus
+from durably.models import ACTIVE, FINISHED, RUN_STATUSES, RunStatus, StepStatus, WAITING_FOR, WaitingFor
 from durably.settings import OPTIONS, PAGE_NAMES, Settings
 
 CHECK = re.compile(r"(\w+)\s+TEXT[^,]*?CHECK \(status IN\s*\(([^)]*)\)\)")
@@ -34,10 +34,18 @@ def test_the_schemas_status_checks_allow_exactly_the_statuses_of_the_models(tmp_
     tables = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
     conn.close()
     assert _checks(tables["durably_runs"]) == set(RUN_STATUSES) == set(get_args(RunStatus))
-    assert _checks(tables["durably_steps"]) == set(FINISHED) == set(get_args(StepStatus))
-    pg_tables = "\n".join(sql for _, statements in pg.MIGRATIONS for sql in statements)
-    assert _checks(pg_tables.split("CREATE TABLE durably_steps")[0]) == set(RUN_STATUSES)
-    assert _checks(pg_tables.split("CREATE TABLE durably_steps")[1]) == set(FINISHED)
+    assert _checks(tables["durably_steps"]) == set(FINISHED) | {"waiting"} == set(get_args(StepStatus))
+    waiting_for = re.search(r"waiting_for\s+TEXT CHECK \(waiting_for IN \(([^)]*)\)\)", tables["durably_runs"])
+    assert waiting_for and {v.strip().strip("'") for v in waiting_for.group(1).split(",")} == set(WAITING_FOR)
+    assert set(WAITING_FOR) == set(get_args(WaitingFor))
+    # PostgreSQL: the last status check each table was given (migration 5 replaced the first).
+    pg_statements = [sql for _, statements in pg.MIGRATIONS for sql in statements]
+    last = {}
+    for sql in pg_statements:
+        for table in ("durably_runs", "durably_steps"):
+            if re.search(rf"(CREATE|ALTER) TABLE {table}\b", sql) and "CHECK (status IN" in sql:
+                last[table] = {v.strip().strip("'") for v in re.search(r"CHECK \(status IN\s*\(([^)]*)\)\)", sql).group(1).split(",")}
+    assert last == {"durably_runs": set(RUN_STATUSES), "durably_steps": set(FINISHED) | {"waiting"}}
     assert set(ACTIVE) | set(FINISHED) == set(RUN_STATUSES) and not set(ACTIVE) & set(FINISHED)
 
 

@@ -4,13 +4,13 @@ every run, step and count kept, and its unfinished runs resume where they stoppe
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
-import dataclasses
-
 from durably import Durably, job
-from durably.dialect import SQLITE
 from durably.migrations import LATEST_VERSION, MIGRATIONS
+
+STEPS_1 = "run_id, idx, name, status, output, error, started_at, completed_at"  # schema 1's columns
 
 CALLS: list[str] = []
 BLOCK = {"paused:b"}  # step bodies that wait until the worker is stopped (first phase only)
@@ -31,23 +31,44 @@ async def three(step, input):
 
 
 
+T = "2026-01-02T03:04:05.000000Z"
+
+
 async def _write_schema_1(path):
-    if True:  # an app whose store knows migration 1 only, as the first release did
-        app = Durably(path, jobs=[three], polling_interval=0.05)
-        app._store.dialect = dataclasses.replace(SQLITE, migrations=MIGRATIONS[:1])
-        done = app.trigger(three, "done")
-        await app.process_one()
-        cancelled = app.trigger(three, "cancelled")
-        app.cancel(cancelled.id)
-        paused = app.trigger(three, "paused")
-        await app.start()
-        while not app.get_steps(paused.id):
-            await asyncio.sleep(0.01)
-        await app.stop(timeout=0.2)
-        waiting = app.trigger(three, "waiting")
-        assert app.schema_version() == 1
-        app.close()
-    return {"done": done.id, "cancelled": cancelled.id, "paused": paused.id, "waiting": waiting.id}
+    """A database as the first release left it (schema 1, written row by row here: today's
+    code reads columns schema 1 does not have): a completed run, a cancelled one, one handed
+    back after its first step by a stopped worker, and one never started."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE durably_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for sql in MIGRATIONS[0][1]:
+        conn.execute(sql)
+    conn.execute("INSERT INTO durably_migrations VALUES (1, ?)", (T,))
+    ids = {"done": "01A", "cancelled": "01B", "paused": "01C", "waiting": "01D"}
+
+    def run(key, status, generation=0, output=None, completed_at=None):
+        conn.execute(
+            "INSERT INTO durably_runs (id, job_name, status, input, output, lease_generation, created_at, "
+            "started_at, completed_at, updated_at) VALUES (?, 'three', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ids[key], status, json.dumps(key), output, generation, T, T if generation else None, completed_at, T),
+        )
+
+    def step(key, idx, name):
+        conn.execute(
+            "INSERT INTO durably_steps (run_id, idx, name, status, output, started_at, completed_at) "
+            "VALUES (?, ?, ?, 'completed', ?, ?, ?)",
+            (ids[key], idx, name, json.dumps(name.upper()), T, T),
+        )
+
+    run("done", "completed", 1, '"done"', T)
+    for idx, name in enumerate("abc"):
+        step("done", idx, name)
+    run("cancelled", "cancelled", completed_at=T)
+    run("paused", "pending", 1)
+    step("paused", 0, "a")
+    run("waiting", "pending")
+    conn.commit()
+    conn.close()
+    return ids
 
 
 async def test_a_schema_1_database_upgrades_and_resumes(tmp_path):
@@ -56,9 +77,8 @@ async def test_a_schema_1_database_upgrades_and_resumes(tmp_path):
     BLOCK.add("paused:b")
     ids = await _write_schema_1(path)
     conn = sqlite3.connect(path)
-    before_steps = conn.execute("SELECT * FROM durably_steps ORDER BY run_id, idx").fetchall()
+    before_steps = conn.execute(f"SELECT {STEPS_1} FROM durably_steps ORDER BY run_id, idx").fetchall()
     conn.close()
-    assert CALLS == ["done:a", "done:b", "done:c", "paused:a", "paused:b"]
 
     app = Durably(path, jobs=[three], polling_interval=0.05)
     runs = {name: app.get_run(run_id) for name, run_id in ids.items()}
@@ -67,8 +87,10 @@ async def test_a_schema_1_database_upgrades_and_resumes(tmp_path):
         "done": ("completed", 3), "cancelled": ("cancelled", 0),
         "paused": ("pending", 1), "waiting": ("pending", 0),
     }
+    # Schema 5's new fields read as a run that never waited.
+    assert all((r.attempt, r.wake_at, r.waiting_for, r.deadline_at) == (1, None, None, None) for r in runs.values())
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT * FROM durably_steps ORDER BY run_id, idx").fetchall() == before_steps
+    assert conn.execute(f"SELECT {STEPS_1} FROM durably_steps ORDER BY run_id, idx").fetchall() == before_steps
     table_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'durably_steps'").fetchone()[0]
     assert "WITHOUT ROWID" in table_sql
     assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] == 0

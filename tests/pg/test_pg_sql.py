@@ -122,8 +122,10 @@ def test_postgresql_at_version_2_has_the_tables_and_columns_of_sqlite_at_version
         for sql in statements:
             lite.execute(sql)
     tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    assert tables == ["durably_logs", "durably_requests", "durably_run_labels", "durably_runs", "durably_steps",
-                      "durably_workers"]
+    assert tables == [
+        "durably_attempts", "durably_logs", "durably_requests", "durably_run_labels", "durably_runs",
+        "durably_schedules", "durably_signals", "durably_steps", "durably_workers",
+    ]
     for table in tables:
         sqlite_columns = [r[1] for r in lite.execute(f"PRAGMA table_info({table})")]
         pg_columns = [r[0] for r in a.execute(
@@ -165,7 +167,7 @@ def test_a_claim_takes_over_an_expired_lease_and_bumps_its_generation(two):
     add_run(a, "R0", status="leased", generation=3, expires=T0)
     add_run(a, "R1")
     row = claim(a, "new", now=T1)
-    assert (row[0], row[17], row[18]) == ("R0", 4, "new")  # older than R1, and its lease expired
+    assert (row[0], row[-2], row[-1]) == ("R0", 4, "new")  # older than R1, and its lease expired
 
 
 def test_two_runs_of_one_key_never_hold_it_together_even_when_claimed_at_the_same_moment(two):
@@ -222,7 +224,7 @@ def test_a_stale_workers_step_waits_for_a_takeover_in_flight_and_then_writes_not
     new, old, observer = two
     add_run(new, "R0", status="leased", generation=1, expires=T0)
     new.execute("BEGIN")
-    assert claim(new, "new")[17] == 2
+    assert claim(new, "new")[-2] == 2
     pid = backend_pid(old)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(step, old, 1)
@@ -239,7 +241,7 @@ def test_a_takeover_skips_a_run_whose_step_commit_is_in_flight_then_resumes_afte
     assert step(old, 1) == 1
     assert claim(new, "new") is None  # the fenced insert's row lock: skipped, not waited for
     old.execute("COMMIT")
-    assert claim(new, "new")[17] == 2
+    assert claim(new, "new")[-2] == 2
     # The new holder resumes after the step the old one committed; the old one is fenced out.
     assert new.execute("SELECT idx FROM durably_steps WHERE run_id = 'R0'")[0] == [(0,)]
     assert step(old, 1, index=1) == 0 and step(new, 2, index=1) == 1

@@ -25,7 +25,7 @@ async def test_a_started_worker_records_itself_and_status_finds_pending_runs_nob
     trigger_only = make_app(clock=clock)
     empty = trigger_only.status()
     assert empty.workers == [] and empty.unhandled == {} and empty.healthy
-    assert empty.runs == {"pending": 0, "leased": 0, "completed": 0, "failed": 0, "cancelled": 0}
+    assert empty.runs == {"pending": 0, "leased": 0, "waiting": 0, "completed": 0, "failed": 0, "cancelled": 0}
 
     await worker.start()
     status = trigger_only.status()

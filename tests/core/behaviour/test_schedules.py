@@ -1,0 +1,143 @@
+"""Schedules: workers create one run per due slot, never twice, and catch up on missed
+slots as the job's policy says.
+
+Part of the core's behavioural suite (see helpers.py): host-independent, run on
+CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from durably import ValidationError, job
+
+UTC = timezone.utc
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@job("every-5", schedule="*/5 * * * *")
+async def every_5(step, input):
+    return input["scheduled_for"]
+
+
+async def test_a_schedule_creates_one_run_per_slot_with_an_idempotency_key(make_app, clock):
+    clock.now = at("2026-01-05T12:00:30")
+    app = make_app([every_5], clock=clock)
+    assert await app.process_one() is False  # registers the schedule; the next slot is 12:05
+    (schedule,) = app.get_schedules()
+    assert (schedule.job_name, schedule.cron, schedule.timezone, schedule.catch_up) == (
+        "every-5", "*/5 * * * *", "UTC", "latest",
+    )  # fmt: skip
+    assert schedule.next_at == at("2026-01-05T12:05:00") and schedule.last_slot is None
+    clock.now = at("2026-01-05T12:05:01")
+    assert await app.process_one() is True
+    (run,) = app.get_runs()
+    assert (run.status, run.output) == ("completed", "2026-01-05T12:05:00.000000Z")
+    assert run.idempotency_key == "schedule:2026-01-05T12:05:00.000000Z"
+    assert run.input == {"scheduled_for": "2026-01-05T12:05:00.000000Z"}
+    assert await app.process_one() is False
+    (schedule,) = app.get_schedules()
+    assert (schedule.last_slot, schedule.next_at) == (at("2026-01-05T12:05:00"), at("2026-01-05T12:10:00"))
+
+
+async def test_any_number_of_workers_create_a_slot_once(make_app, clock):
+    clock.now = at("2026-01-05T12:00:30")
+    workers = [make_app([every_5], clock=clock) for _ in range(3)]
+    for w in workers:
+        await w.process_one()
+    clock.now = at("2026-01-05T12:05:00")
+    for w in workers:
+        await w.process_one()
+    clock.now = at("2026-01-05T12:10:00")
+    for w in reversed(workers):
+        await w.process_one()
+    assert sorted(r.input["scheduled_for"] for r in workers[0].get_runs()) == [
+        "2026-01-05T12:05:00.000000Z", "2026-01-05T12:10:00.000000Z",
+    ]  # fmt: skip
+
+
+async def test_after_downtime_the_catch_up_policy_decides_what_missed_slots_get(make_app, clock):
+    jobs = []
+    for policy in ("latest", "all", "none"):
+
+        @job(f"c-{policy}", schedule="*/5 * * * *", catch_up=policy)
+        async def scheduled(step, input):
+            return input["scheduled_for"]
+
+        jobs.append(scheduled)
+    clock.now = at("2026-01-05T12:00:30")
+    app = make_app(jobs, clock=clock)
+    await app.process_until_idle()
+    clock.now = at("2026-01-05T12:31:30")  # down from 12:00:30: six slots missed, the last 90 s ago
+    await app.process_until_idle()
+
+    def slots(name):
+        return sorted(r.input["scheduled_for"][11:16] for r in app.get_runs(job_name=name))
+
+    assert slots("c-latest") == ["12:30"]
+    assert slots("c-all") == ["12:05", "12:10", "12:15", "12:20", "12:25", "12:30"]
+    assert slots("c-none") == []
+    clock.now = at("2026-01-05T12:35:20")  # on time: every policy runs it
+    await app.process_until_idle()
+    assert slots("c-none") == ["12:35"] and slots("c-latest")[-1] == "12:35"
+
+
+async def test_a_schedule_in_a_time_zone(make_app, clock):
+    @job("paris-9am", schedule="0 9 * * *", timezone="Europe/Paris")
+    async def paris(step, input):
+        return input["scheduled_for"]
+
+    clock.now = at("2026-01-05T07:00:00")  # 08:00 in Paris (UTC+1 in winter)
+    app = make_app([paris], clock=clock)
+    await app.process_one()
+    assert app.get_schedules()[0].next_at == at("2026-01-05T08:00:00")
+    clock.now = at("2026-07-05T06:59:00")  # summer (UTC+2): 9:00 in Paris is 07:00 UTC
+    await app.process_until_idle()
+    assert app.get_schedules()[0].next_at == at("2026-07-05T07:00:00")
+
+
+async def test_a_changed_or_removed_schedule_is_registered_again(make_app, clock):
+    clock.now = at("2026-01-05T12:00:30")
+    app = make_app([every_5], clock=clock)
+    await app.process_one()
+
+    @job("every-5", schedule="0 * * * *")
+    async def hourly(step, input):
+        pass
+
+    second = make_app([hourly], clock=clock)
+    await second.process_one()
+    (schedule,) = second.get_schedules()
+    assert (schedule.cron, schedule.next_at) == ("0 * * * *", at("2026-01-05T13:00:00"))
+
+    @job("every-5")
+    async def unscheduled(step, input):
+        pass
+
+    third = make_app([unscheduled], clock=clock)
+    await third.process_one()
+    assert third.get_schedules() == []
+    clock.now += timedelta(days=1)
+    assert await third.process_one() is False
+
+
+async def test_bad_schedules_are_refused_when_the_job_is_declared():
+    for options, text in (
+        ({"schedule": "61 * * * *"}, "cron expression"),
+        ({"schedule": "* * *"}, "cron expression"),
+        ({"schedule": 5}, "cron expression"),
+        ({"schedule": "* * */20 * 1L"}, "never"),
+        ({"schedule": "* * * * *", "timezone": "Mars/Olympus_Mons"}, "time zone"),
+        ({"schedule": "* * * * *", "catch_up": "some"}, "catch_up"),
+        ({"timezone": "UTC"}, "schedule"),
+    ):
+        with pytest.raises(ValidationError, match=text):
+
+            @job("bad", **options)
+            async def bad(step, input):
+                pass
