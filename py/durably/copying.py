@@ -1,16 +1,20 @@
-"""``durably copy``: every run of one database, with its steps, labels and log lines, into
-another, on either engine (SQLite to PostgreSQL, back, or SQLite to SQLite).
+"""``durably copy``: every run of one database, with its steps, labels, log lines, failed
+attempts and signals, and the schedules' slots, into another, on either engine (SQLite to
+PostgreSQL, back, or SQLite to SQLite).
 
 A copy is a snapshot, not a second home for the same runs: the source is read in one read
 transaction (one moment's state, even while its workers write), the target is written in
 one transaction (all or nothing), and a run leased in the source is written as pending in
 the copy, its lease handed back, so a worker on the target resumes it at its first
-unfinished step. Ids, timestamps and JSON move unchanged (both engines store the same
-text), so a copy back gives the same rows. The worker registry is not copied: it describes
-the processes connected to a database, not its runs.
+unfinished step. A waiting run stays waiting, with its due time and what it waits for, and
+a signal sent but not yet received is copied with it. Ids, timestamps and JSON move
+unchanged (both engines store the same text), so a copy back gives the same rows. Not
+copied: the worker registry (it describes the processes connected to a database, not its
+runs) and the browser's record of answered requests (kept for the seconds a hand-over
+between tabs takes); see ``store.COPY_TABLES``.
 
-The target must hold no runs, steps, labels or log lines, unless ``replace`` is given:
-then they are deleted first, in the same transaction.
+The target must hold no rows in the copied tables, unless ``replace`` is given: then they
+(and its worker registry and answered requests) are deleted first, in the same transaction.
 """
 
 from __future__ import annotations

@@ -60,6 +60,10 @@ class Dialect:
     #: a ``waiting`` row there (the step waited for a retry) takes the new status.
     #: Parameters: run_id, index, name, status, error, started_at, now.
     insert_step_record: str
+    #: Records a failed attempt, fenced like ``complete_step``. Parameters: run_id,
+    #: run_attempt, step_name, step_index, attempt, error, started_at, finished_at, run_id,
+    #: generation.
+    record_attempt: str
     #: The driver's ``StorageError.code`` for a unique violation (a claim that raced another
     #: for a concurrency key, on an engine where claims run at the same time).
     unique_violation: str
@@ -188,6 +192,11 @@ SQLITE = Dialect(
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, "
         "error = excluded.error, completed_at = excluded.completed_at, wake_at = NULL "
         "WHERE durably_steps.status = 'waiting'"
+    ),
+    record_attempt=(
+        "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
+        "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
+        "WHERE id = ? AND status = 'leased' AND lease_generation = ?)"
     ),
     unique_violation="SQLITE_CONSTRAINT_UNIQUE",
 )

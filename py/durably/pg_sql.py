@@ -37,37 +37,52 @@ WAKE_CHANNEL = "durably_wake"
 # durably_runs_key_holder makes "held by one run" hold across machines too.
 _HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
 
-#: Lease the oldest claimable run of the given jobs. Parameters: job names (a list), now,
-#: now, job names, now, owner, lease_until, now, now. Returns the run's RUN_COLUMNS, or no
-#: row. A 23505 (durably_runs_key_holder) means another worker took a run of the same key
-#: at the same moment: clear expired cancel holds (CLEAR_EXPIRED_CANCEL_HOLDS) and claim again.
-#: Each candidate is the first row of its own index range that no other claim has locked,
-#: so concurrent workers get different runs; the second candidate's lock is released at
-#: the end of the statement. ``job_name || ''`` keeps the planner off the job index, as
-#: SQLite's unary + does, so it walks the (status, id) index in order and stops at the first
-#: row it may take; an ordered index scan also marks the dead entries it passes (runs
-#: claimed since the last vacuum), so later claims skip them. (The driver turns bitmap
-#: scans off: they would visit and sort every entry of the status, dead ones included.)
+#: Lease the claimable run of the given jobs that fell due first. Parameters: job names (a
+#: list), now, now, job names, now, now, job names, now, owner, lease_until, now, now.
+#: Returns the run's RUN_COLUMNS, or no row. A 23505 (durably_runs_key_holder) means another
+#: worker took a run of the same key at the same moment: clear expired cancel holds
+#: (CLEAR_EXPIRED_CANCEL_HOLDS) and claim again.
+#: As on SQLite, three candidates: the oldest pending run, the oldest run whose lease
+#: expired (both due since they were created), and the waiting run whose wake_at fell due
+#: first (the partial index durably_runs_waking); a waiting run waits for its concurrency
+#: key like a pending one. Each is the first row of its own index range that no other claim
+#: has locked, so concurrent workers get different runs; the locks of the candidates not
+#: taken are released at the end of the statement. ``job_name || ''`` keeps the planner
+#: off the job index, as SQLite's unary + does, so it walks the (status, id) index in order
+#: and stops at the first row it may take; an ordered index scan also marks the dead
+#: entries it passes (runs claimed since the last vacuum), so later claims skip them. (The
+#: driver turns bitmap scans off: they would visit and sort every entry of the status,
+#: dead ones included.)
+_FREE_KEY_PENDING = (
+    f"(r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}"
+    " AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))"
+)
 CLAIM = f"""
 WITH pending AS (
-    SELECT r.id FROM durably_runs r
-    WHERE r.status = 'pending' AND (r.job_name || '') = ANY(?)
-      AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
-           AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))
+    SELECT r.id, r.created_at AS due FROM durably_runs r
+    WHERE r.status = 'pending' AND (r.job_name || '') = ANY(?) AND {_FREE_KEY_PENDING}
     ORDER BY r.id LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT r.id FROM durably_runs r
+    SELECT r.id, r.created_at AS due FROM durably_runs r
     WHERE r.status = 'leased' AND r.lease_expires_at < ? AND (r.job_name || '') = ANY(?)
       AND (r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}
            AND o.status IN ('leased', 'cancelled') AND o.lease_expires_at >= ?))
     ORDER BY r.id LIMIT 1
     FOR UPDATE SKIP LOCKED
+), waking AS (
+    SELECT r.id, r.wake_at AS due FROM durably_runs r
+    WHERE r.status = 'waiting' AND r.wake_at <= ? AND (r.job_name || '') = ANY(?) AND {_FREE_KEY_PENDING}
+    ORDER BY r.wake_at LIMIT 1
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE durably_runs
 SET status = 'leased', lease_owner = ?, lease_generation = lease_generation + 1,
-    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
-WHERE id = (SELECT min(id) FROM (SELECT id FROM pending UNION ALL SELECT id FROM expired) c)
+    lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?,
+    wake_at = NULL, waiting_for = NULL, wait_step = NULL
+WHERE id = (
+    SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired UNION ALL SELECT * FROM waking) c
+    ORDER BY due, id LIMIT 1)
 RETURNING {RUN_COLUMNS}
 """
 
@@ -90,11 +105,24 @@ COMPLETE_STEP = (
     "WHERE id = ? AND status = 'leased' AND lease_generation = ? FOR SHARE"
 )
 
-#: The failed or cancelled step that ends a run (inside the finishing transaction).
-#: Parameters: run_id, index, name, status, error, started_at, now.
+#: The failed or cancelled step that ends a run (inside the finishing transaction); a
+#: ``waiting`` row at its index (the step waited for a retry) takes the new status, any
+#: other row stays. Parameters: run_id, index, name, status, error, started_at, now.
 INSERT_STEP_RECORD = (
     "INSERT INTO durably_steps (run_id, idx, name, status, error, started_at, completed_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, "
+    "error = excluded.error, completed_at = excluded.completed_at, wake_at = NULL "
+    "WHERE durably_steps.status = 'waiting'"
+)
+
+#: Record a failed attempt, fenced as COMPLETE_STEP is (the run row locked FOR SHARE, so a
+#: claim in flight is waited for and the generation read after it). Parameters: run_id,
+#: run_attempt, step_name, step_index, attempt, error, started_at, finished_at, run_id,
+#: generation.
+RECORD_ATTEMPT = (
+    "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
+    "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM durably_runs "
+    "WHERE id = ? AND status = 'leased' AND lease_generation = ? FOR SHARE"
 )
 
 # -- triggering ------------------------------------------------------------------------------------
@@ -127,17 +155,17 @@ RECORD_MIGRATION = (
     """VALUES (?, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))"""
 )
 
-#: After ``durably copy`` wrote log lines with their ids: the identity column's next value
-#: goes past the largest one, or the next line logged would collide with a copied one.
-AFTER_COPY = (
-    "SELECT setval(pg_get_serial_sequence('durably_logs', 'id'), "
-    "COALESCE((SELECT MAX(id) FROM durably_logs), 0) + 1, false)",
+#: After ``durably copy`` wrote log lines and attempts with their ids: each identity
+#: column's next value goes past the largest one, or the next row would collide with a copied one.
+AFTER_COPY = tuple(
+    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+    for table in ("durably_logs", "durably_attempts")
 )
 
 
 def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> tuple[str, tuple[Any, ...]]:
     jobs = list(job_names)
-    return CLAIM, (jobs, now, now, jobs, now, owner, lease_until, now, now)
+    return CLAIM, (jobs, now, now, jobs, now, now, jobs, now, owner, lease_until, now, now)
 
 
 #: PostgreSQL's text for ``durably.dialect.Dialect``'s fields: what ``Durably("postgresql://...")``
@@ -160,6 +188,7 @@ POSTGRES = Dialect(
     claim=_claim,
     complete_step=COMPLETE_STEP,
     insert_step_record=INSERT_STEP_RECORD,
+    record_attempt=RECORD_ATTEMPT,
     unique_violation="23505",
     clear_expired_cancel_holds=CLEAR_EXPIRED_CANCEL_HOLDS,
     trigger_key_lock=TRIGGER_KEY_LOCK,

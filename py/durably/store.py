@@ -88,9 +88,10 @@ LOG_BATCH = 100
 
 #: What ``durably copy`` moves, table by table: ``(table, its columns, its key)``. Every
 #: column of the latest schema (tests/core/test_copy.py holds this list to the schema on
-#: both engines); the worker registry is not copied, since it describes the processes
-#: connected to a database, not its data, nor the record of answered requests (schema 4),
-#: which the browser keeps for the seconds a hand-over between tabs takes.
+#: both engines). Not copied: the worker registry, which describes the processes connected
+#: to a database, not its data, and the record of answered requests (schema 4), which the
+#: browser keeps for the seconds a hand-over between tabs takes. Schedules are copied with
+#: their last and next slots, so a worker on the copy goes on from the same slot.
 COPY_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "durably_runs",
@@ -98,16 +99,28 @@ COPY_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
             "id", "job_name", "status", "input", "output", "error", "failed_step", "labels", "idempotency_key",
             "concurrency_key", "progress", "lease_owner", "lease_generation", "lease_expires_at",
             "completed_steps", "retrigger_of", "created_at", "started_at", "completed_at", "updated_at",
+            "wake_at", "waiting_for", "wait_step", "attempt", "deadline_at",
         ),
         ("id",),
     ),
     ("durably_run_labels", ("run_id", "key", "value"), ("run_id", "key")),
     (
         "durably_steps",
-        ("run_id", "idx", "name", "status", "output", "error", "started_at", "completed_at"),
+        ("run_id", "idx", "name", "status", "output", "error", "started_at", "completed_at", "wake_at"),
         ("run_id", "idx"),
     ),
     ("durably_logs", ("id", "run_id", "step_name", "level", "message", "data", "created_at"), ("id",)),
+    (
+        "durably_attempts",
+        ("id", "run_id", "run_attempt", "step_name", "step_index", "attempt", "error", "started_at", "finished_at"),
+        ("id",),
+    ),
+    ("durably_signals", ("run_id", "name", "signal_id", "payload", "created_at"), ("run_id", "name")),
+    (
+        "durably_schedules",
+        ("job_name", "cron", "timezone", "catch_up", "last_slot", "next_at", "updated_at"),
+        ("job_name",),
+    ),
 )  # fmt: skip
 
 
@@ -898,6 +911,8 @@ class Store:
                 self._put_step(
                     lease.run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at
                 )
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)  # a waiting run holds no key: a run of any job may wait for it
         return True
 
     def await_signal(
@@ -943,6 +958,8 @@ class Store:
                 (run_wake_at, step.name),
             )
             self._put_step(run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at)
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)
         return SignalWait("waiting")
 
     def finish_step(
@@ -1003,9 +1020,7 @@ class Store:
         statement. False, and nothing written, if the lease is not ours."""
         with self._write(several=False):
             _, changes = self._x(
-                "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
-                "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
-                "WHERE id = ? AND status = 'leased' AND lease_generation = ?)",
+                self.dialect.record_attempt,
                 (
                     lease.run_id,
                     attempt.run_attempt,
@@ -1024,10 +1039,12 @@ class Store:
     def count_attempts(self, run_id: str, step_name: str | None, run_attempt: int) -> int:
         """How many failed attempts of this step (None: of the job between steps) the run
         recorded in its job-level attempt ``run_attempt``."""
+        # "step_name IS ?" is SQLite's; "IS NULL" and "= ?" are every engine's.
+        step = "step_name IS NULL" if step_name is None else "step_name = ?"
+        params = (run_id, run_attempt) if step_name is None else (run_id, step_name, run_attempt)
         with self._read():
             rows, _ = self._x(
-                "SELECT COUNT(*) FROM durably_attempts WHERE run_id = ? AND step_name IS ? AND run_attempt = ?",
-                (run_id, step_name, run_attempt),
+                f"SELECT COUNT(*) FROM durably_attempts WHERE run_id = ? AND {step} AND run_attempt = ?", params
             )
         return int(rows[0][0])
 
@@ -1066,7 +1083,11 @@ class Store:
         it (``stored``). Raises ``NotFoundError`` for an unknown run, ``ConflictError`` for
         a finished run or one whose wait for this name is over (it timed out)."""
         with self._write():
-            row = self._run_row(run_id)
+            # Locked where writers run at the same time (PostgreSQL): a worker's await_signal
+            # (which holds the row from its fence) either commits its wait before this looks
+            # at the run, or reads this signal after it commits; and two signals of one name
+            # take turns, so the second sees the first.
+            row = self._run_row(run_id, lock=True)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
             rows, _ = self._x(
@@ -1101,6 +1122,8 @@ class Store:
                 "AND waiting_for = 'signal' AND wait_step = ?",
                 (now, now, run_id, name),
             )
+            if woken:
+                self._wake(row[1])  # its job: the run is due now
         return signal_from_row((run_id, name, signal_id, payload_json, now), "delivered" if woken else "stored")
 
     # -- schedules ------------------------------------------------------------------------------
@@ -1130,7 +1153,10 @@ class Store:
                         f"INSERT INTO durably_schedules ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?) "
                         "ON CONFLICT (job_name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, "
                         "catch_up = excluded.catch_up, last_slot = NULL, next_at = excluded.next_at, "
-                        "updated_at = excluded.updated_at",
+                        "updated_at = excluded.updated_at "
+                        # A worker that registered the same expression at the same moment (on
+                        # an engine where two registrations run at once) keeps its row.
+                        "WHERE durably_schedules.cron <> excluded.cron OR durably_schedules.timezone <> excluded.timezone",
                         (spec.job_name, spec.cron, spec.timezone, spec.catch_up, spec.next_at, now),
                     )
             if not specs:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import durably
-from durably import ConflictError, Durably, SchemaError, ValidationError, job
+from durably import ConflictError, Durably, Retry, SchemaError, ValidationError, job
 from durably.store import COPY_TABLES
 
 from .conftest import FakeClock
@@ -65,10 +65,53 @@ async def work(step, input):
     return {"done": input["steps"]}
 
 
+CALLS: list[str] = []
+
+
+@job("nap")
+async def nap(step, input):
+    await step.run("before", lambda: CALLS.append("nap:before"))
+    await step.sleep("nap", 3600)
+    await step.run("after", lambda: CALLS.append("nap:after"))
+    return "rested"
+
+
+@job("approve")
+async def approve(step, input):
+    await step.run("ask", lambda: CALLS.append("approve:ask"))
+    answer = await step.wait_for_signal("go", timeout=7200)
+    return {"answer": answer}
+
+
+def _fails_once():
+    CALLS.append("flaky:call")
+    if CALLS.count("flaky:call") == 1:
+        raise RuntimeError("not yet")
+    return "ok"
+
+
+@job("flaky")
+async def flaky(step, input):
+    return await step.run("call", _fails_once, retries=Retry(max_attempts=3, initial=60, jitter=False))
+
+
+@job("yearly", schedule="0 0 1 1 *")
+async def yearly(step, input):
+    return None
+
+
 async def fill(app: Durably, clock: FakeClock) -> dict[str, str]:
     """Runs in every state a copy meets: completed, failed, cancelled, pending, leased
-    (live lease: handed back in the copy), with labels, keys, steps, logs and progress."""
+    (live lease: handed back in the copy), waiting (for a sleep, for a signal, for a retry
+    with its failed attempt; pending with a signal kept until it waits), with labels, keys,
+    steps, logs, progress and a schedule."""
+    CALLS.clear()
+    for waits in (nap, approve, flaky, yearly):
+        app.register(waits)
     ids = {}
+    ids["sleeping"] = app.trigger(nap, None).id
+    ids["awaiting"] = app.trigger(approve, None, concurrency_key="a").id
+    ids["retrying"] = app.trigger(flaky, None).id
     ids["completed"] = app.trigger(work, {"steps": 3}, labels={"team": "a", "n": "1"}, idempotency_key="i1").id
     ids["failed"] = app.trigger(work, {"steps": 1, "fail": True}, concurrency_key="k").id
     await app.process_until_idle()
@@ -91,6 +134,8 @@ async def fill(app: Durably, clock: FakeClock) -> dict[str, str]:
             break
         await asyncio.sleep(0.01)
     ids["pending"] = app.trigger(work, {"steps": 2}).id
+    ids["signalled"] = app.trigger(approve, None).id
+    app.signal(ids["signalled"], "go", {"early": True}, signal_id="s-early")  # kept until it waits
     return ids, gate, task
 
 
@@ -105,6 +150,8 @@ async def test_a_copy_moves_every_row_unchanged_and_hands_leases_back(dbs, sourc
     ids, gate, task = await fill(source, clock)
     try:
         before = rows_of(source)
+        statuses = {name: source.get_run(run_id).status for name, run_id in ids.items()}
+        assert statuses["sleeping"] == statuses["awaiting"] == statuses["retrying"] == "waiting", statuses
         result = source.copy_to(target)
         assert result.handed_back == 1 and result.schema_version == source.schema_version() == target.schema_version()
         assert result.rows == {table: len(rows) for table, rows in before.items()}
@@ -135,6 +182,7 @@ async def test_a_copy_moves_every_row_unchanged_and_hands_leases_back(dbs, sourc
             a, b = source.get_run(run_id), target.get_run(run_id)
             assert (a.input, a.output, a.error, a.labels, a.progress, a.created_at, a.completed_at) == (
                 b.input, b.output, b.error, b.labels, b.progress, b.created_at, b.completed_at)
+            assert (a.wake_at, a.waiting_for, a.wait_step) == (b.wake_at, b.waiting_for, b.wait_step)
             assert source.get_steps(run_id) == target.get_steps(run_id)
             assert source.get_logs(run_id) == target.get_logs(run_id)
     finally:
@@ -142,6 +190,56 @@ async def test_a_copy_moves_every_row_unchanged_and_hands_leases_back(dbs, sourc
         await task
         for app in (source, target, back):
             app.close()
+
+
+@pytest.mark.parametrize("source_engine,target_engine", [("sqlite", "postgres"), ("postgres", "sqlite")])
+async def test_runs_that_wait_go_on_in_the_copy_and_finish_there_then_copy_back(dbs, source_engine, target_engine):
+    """A sleeping run wakes in the copy at its stored time, a run waiting for a signal gets
+    one sent to the copy, a signal sent before its run waited is received there, and a
+    retry goes on from its recorded attempt; none of them redoes a committed step. Copied
+    back, the finished runs read the same."""
+    clock = FakeClock()
+    source = Durably(dbs(source_engine), jobs=[work], clock=clock)
+    ids, gate, task = await fill(source, clock)
+    gate.set()
+    await task
+    target_db = dbs(target_engine)
+    target = Durably(target_db, clock=clock)
+    worker = back = None
+    try:
+        source.copy_to(target)
+        before = list(CALLS)
+        worker = Durably(target_db, jobs=[work, nap, approve, flaky, yearly], clock=clock)
+        await worker.process_until_idle()  # the pending runs, and the early signal's run
+        assert worker.get_run(ids["signalled"]).output == {"answer": {"early": True}}
+        assert worker.get_run(ids["sleeping"]).status == "waiting"
+        # The signal is copied as sent: sending it again to the copy is a duplicate.
+        again = worker.signal(ids["signalled"], "go", {"early": True}, signal_id="s-early")
+        assert again.disposition == "duplicate"
+        assert worker.signal(ids["awaiting"], "go", "yes").disposition == "delivered"
+        clock.advance(3600)
+        await worker.process_until_idle()
+        runs = {name: worker.get_run(ids[name]) for name in ("sleeping", "awaiting", "retrying")}
+        assert {name: run.status for name, run in runs.items()} == dict.fromkeys(runs, "completed")
+        assert (runs["sleeping"].output, runs["awaiting"].output, runs["retrying"].output) == (
+            "rested", {"answer": "yes"}, "ok")
+        after = CALLS[len(before):]
+        # Committed before the copy: only the run still pending then asks.
+        assert "nap:before" not in after and after.count("approve:ask") == 1
+        assert after.count("nap:after") == 1 and after.count("flaky:call") == 1
+        retried = [s for s in worker.get_steps(ids["retrying"]) if s.name == "call"][0]
+        assert len(retried.attempts) == 1 and "not yet" in retried.attempts[0].error
+        # And back to the first engine, finished as they are in the copy.
+        back = Durably(dbs(source_engine), clock=clock)
+        worker.copy_to(back)
+        for run_id in ids.values():
+            assert back.get_run(run_id) == worker.get_run(run_id)
+            assert back.get_steps(run_id) == worker.get_steps(run_id)
+        assert [s.job_name for s in back.get_schedules()] == ["yearly"]
+    finally:
+        for app in (source, target, worker, back):
+            if app is not None:
+                app.close()
 
 
 async def test_the_copy_resumes_a_handed_back_run_at_its_first_unfinished_step_and_logs_get_new_ids(dbs):
@@ -168,7 +266,7 @@ async def test_the_copy_resumes_a_handed_back_run_at_its_first_unfinished_step_a
 
     worker = Durably(target_db, jobs=[held, work], clock=clock)
     try:
-        assert await worker.process_until_idle() == 2
+        assert await worker.process_until_idle() == 2  # the leased run and the pending one
         assert worker.get_run(ids["leased"]).output == "resumed" and calls == ["wait"]
         copied_ids = [log.id for log in source.get_logs(ids["completed"])]
         new = worker.get_logs(ids["leased"])
