@@ -512,7 +512,8 @@ class Durably:
         name wins: sent again with the same ``signal_id`` and payload it is returned as
         ``duplicate``, any other raises ``ConflictError``. A run waiting for it is due at
         once (``disposition`` ``"delivered"``; a worker in this process starts it now, one
-        in another process at its next poll); otherwise the signal is kept until the run
+        in another process at its next poll, or at once on PostgreSQL, whose ``NOTIFY``
+        wakes it); otherwise the signal is kept until the run
         waits for it (``"stored"``). A finished run, or one whose wait for this name timed
         out, raises ``ConflictError``; an unknown run ``NotFoundError``. ``signal_id``
         defaults to a new id, returned in the record.

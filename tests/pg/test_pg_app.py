@@ -107,6 +107,62 @@ async def test_a_keyed_run_ending_in_another_process_wakes_the_run_waiting_for_i
         other.close()
 
 
+@job("approve")
+async def approve(step, input):
+    return await step.wait_for_signal("go")
+
+
+async def test_a_signal_from_another_process_resumes_the_waiting_run_without_waiting_for_the_poll(pg_url):
+    worker = Durably(pg_url, jobs=[approve], polling_interval=60)
+    other = Durably(pg_url)
+    run = other.trigger("approve", None)
+    await worker.start()
+    try:
+        await until(lambda: worker.get_run(run.id).status == "waiting", what="the run to wait for its signal")
+        await until(listening(worker), what="the worker to listen")
+        t0 = time.monotonic()
+        assert other.signal(run.id, "go", "yes").disposition == "delivered"
+        assert (await worker.wait_for_run(run.id, timeout=10)).output == "yes"
+        assert time.monotonic() - t0 < 5  # the poll would take 60 s
+    finally:
+        await worker.stop()
+        worker.close()
+        other.close()
+
+
+async def test_a_keyed_run_that_starts_to_sleep_in_another_process_frees_its_key_at_once(pg_url):
+    gate = asyncio.Event()
+
+    @job("nap")
+    async def nap(step, input):
+        await step.run("wait", gate.wait)
+        await step.sleep("nap", 3600)
+
+    sleeper = Durably(pg_url, jobs=[nap], polling_interval=60)
+    waiter = Durably(pg_url, jobs=[j], polling_interval=60)
+    other = Durably(pg_url)
+    first = other.trigger("nap", None, concurrency_key="k")
+    await sleeper.start()
+    await waiter.start()
+    try:
+        await until(lambda: sleeper.get_run(first.id).status == "leased", what="the sleeper to start")
+        await until(listening(waiter), what="the waiter to listen")
+        second = other.trigger("j", 1, concurrency_key="k")
+        await asyncio.sleep(0.3)
+        assert waiter.get_run(second.id).status == "pending"  # the key is held
+        t0 = time.monotonic()
+        gate.set()
+        await waiter.wait_for_run(second.id, timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert waiter.get_run(first.id).status == "waiting"
+    finally:
+        gate.set()
+        for app in (sleeper, waiter):
+            await app.stop()
+            app.close()
+        other.close()
+
+
 # -- the server restarts ----------------------------------------------------------------------------
 
 

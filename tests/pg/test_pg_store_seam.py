@@ -13,7 +13,8 @@ from durably import migrations_postgres as S
 from durably import pg_sql as Q
 from durably.dialect import SQLITE, for_driver
 from durably.pg_driver import PostgresDriver
-from durably.store import Lease, NewRun, Store
+from durably.errors import ConflictError
+from durably.store import Lease, NewRun, Store, WaitingStep
 
 T0 = "2026-11-30T12:00:00.000000Z"
 T1 = "2026-11-30T12:00:01.000000Z"
@@ -115,6 +116,10 @@ def test_a_run_handed_back_or_a_keyed_run_ending_wakes_the_workers(pg_url):
         with store.transaction():
             store.insert_run(_new("r1", "j"))
             store.insert_run(_new("r2", "j", key="k"))
+        for _ in range(100):  # the triggers' own wake-up first: it may arrive late
+            if "j" in heard:
+                break
+            threading.Event().wait(0.05)
         first = store.claim(owner="w", job_names=["j"], now=T1, lease_until=LATER)
         second = store.claim(owner="w", job_names=["j"], now=T1, lease_until=LATER)
         assert first.lease == Lease("r1", 1, None, "j") and second.lease.concurrency_key == "k"
@@ -156,3 +161,113 @@ def test_a_claim_that_meets_a_key_taken_at_the_same_moment_claims_again(pg_url):
     finally:
         store.close()
         other.close()
+
+
+# -- runs that wait (schema 5) ---------------------------------------------------------------------
+
+
+def _a_backend_waits_on_a_lock(observer: Store, timeout: float = 5.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        rows, _ = observer.driver.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        if rows[0][0]:
+            return True
+        done.wait(0.02)
+    return False
+
+
+def test_a_signal_sent_while_a_worker_parks_its_run_is_received_not_lost(pg_url):
+    """A signal's transaction holds the run's row: a worker's await_signal (its fence writes
+    that row) waits for it, then reads the signal and goes on. Without the row lock the
+    worker would read no signal (not committed yet), park the run with no due time, and
+    the signal, stored a moment later, would wake nothing."""
+    worker, sender, observer = (Store(PostgresDriver(pg_url)) for _ in range(3))
+    try:
+        worker.migrate()
+        with worker.transaction():
+            worker.insert_run(_new("r1", "approve"))
+        lease = worker.claim(owner="w", job_names=["approve"], now=T1, lease_until=LATER).lease
+        got: list = []
+        with sender.transaction():
+            record = sender.signal("r1", "go", signal_id="s1", payload_json='"yes"', now=T1)
+            assert record.disposition == "stored"  # the run is leased: kept until it waits
+            parking = threading.Thread(target=lambda: got.append(worker.await_signal(
+                lease, step=WaitingStep(0, "go", T1, None), run_wake_at=None, timeout_error="timed out",
+                now=T1, pending=None)))
+            parking.start()
+            assert _a_backend_waits_on_a_lock(observer)
+            assert not got
+        parking.join(10)
+        assert got and got[0].outcome == "received" and got[0].payload_json == '"yes"'
+        assert worker.get_run("r1").status == "leased"
+    finally:
+        for store in (worker, sender, observer):
+            store.close()
+
+
+def test_two_signals_of_one_name_at_once_the_second_sees_the_first(pg_url):
+    first, second = Store(PostgresDriver(pg_url)), Store(PostgresDriver(pg_url))
+    try:
+        first.migrate()
+        with first.transaction():
+            first.insert_run(_new("r1", "approve"))
+        outcome: list = []
+        with first.transaction():
+            first.signal("r1", "go", signal_id="a", payload_json="1", now=T1)
+
+            def send() -> None:
+                try:
+                    outcome.append(second.signal("r1", "go", signal_id="b", payload_json="2", now=T1))
+                except Exception as exc:
+                    outcome.append(exc)
+
+            racing = threading.Thread(target=send)
+            racing.start()
+            racing.join(0.3)
+            assert racing.is_alive()  # waits for the first one's row lock
+        racing.join(10)
+        assert isinstance(outcome[0], ConflictError) and "signal id a" in str(outcome[0])
+        assert second.signal("r1", "go", signal_id="a", payload_json="1", now=T1).disposition == "duplicate"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_delivered_signal_and_a_keyed_run_that_waits_wake_the_workers(pg_url):
+    store = Store(PostgresDriver(pg_url))
+    heard: list = []
+    listening = threading.Event()
+    listener = store.listen(lambda p: (heard.append(p), p is None and listening.set()))
+    try:
+        assert listening.wait(5)
+        with store.transaction():
+            store.insert_run(_new("r1", "approve"))
+            store.insert_run(_new("r2", "nap", key="k"))
+        for _ in range(100):  # the triggers' own wake-ups first
+            if {"approve", "nap"} <= set(heard):
+                break
+            threading.Event().wait(0.05)
+        one = store.claim(owner="w", job_names=["approve"], now=T1, lease_until=LATER).lease
+        two = store.claim(owner="w", job_names=["nap"], now=T1, lease_until=LATER).lease
+        assert store.await_signal(one, step=WaitingStep(0, "go", T1, None), run_wake_at=None,
+                                  timeout_error="t", now=T1, pending=None).outcome == "waiting"
+        heard.clear()
+        # A sleep frees the key: runs of any job may wait for it; a signal makes r1 due.
+        assert store.wait(two, now=T1, waiting_for="sleep", wake_at=LATER, wait_step="nap",
+                          step=WaitingStep(0, "nap", T1, LATER), pending=None)
+        assert store.signal("r1", "go", signal_id="s", payload_json="1", now=T1).disposition == "delivered"
+        for _ in range(100):
+            if len([p for p in heard if p]) >= 2:
+                break
+            threading.Event().wait(0.05)
+        assert [p for p in heard if p] == ["*", "approve"]
+        # The signalled run is due at once; the sleeper only at its wake-up time.
+        again = store.claim(owner="w2", job_names=["approve", "nap"], now=T1, lease_until=LATER)
+        assert again.run.id == "r1" and again.run.status == "leased" and again.run.waiting_for is None
+        assert store.claim(owner="w2", job_names=["approve", "nap"], now=T1, lease_until=LATER) is None
+        assert store.claim(owner="w2", job_names=["nap"], now=LATER, lease_until=LATER).run.id == "r2"
+    finally:
+        listener.close()
+        store.close()
