@@ -54,3 +54,7 @@ def test_a_small_chaos_run_on_postgresql_with_restarts_loses_nothing(tmp_path, p
     for figure in ("lost runs 0", "duplicate completions 0", "half-written 0", "overlapping executions 0",
                    "integrity ok", "PASS"):
         assert figure in line, line
+    # Runs that waited (a retried step, a durable sleep, a signal) were among them.
+    waits = re.search(r"waits (\d+) \(retried attempts (\d+), sleepers woken (\d+), signals delivered once (\d+)\)", line)
+    assert waits and int(waits.group(1)) > 0 and int(waits.group(2)) > 0, line
+    assert int(waits.group(3)) == int(waits.group(4)) > 0, line
