@@ -9,8 +9,8 @@ Why they differ, in one line each:
 
 - a claim must skip rows another worker is claiming instead of waiting for them
   (``FOR UPDATE SKIP LOCKED``); SQLite has one writer at a time and needs none;
-- a fenced step insert must lock the run row it checks (``FOR SHARE``), or under READ
-  COMMITTED it could read a generation that a claim is replacing at that moment;
+- a fenced step or attempt insert must lock the run row it checks (``FOR SHARE``), or
+  under READ COMMITTED it could read a generation that a claim is replacing at that moment;
 - ``+job_name`` (SQLite's "do not use this index") is not valid on text in PostgreSQL,
   and a list of job names is one array parameter (``= ANY(?)``);
 - ``INSERT OR IGNORE`` is ``ON CONFLICT DO NOTHING``;
