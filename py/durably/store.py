@@ -1156,7 +1156,8 @@ class Store:
                         "updated_at = excluded.updated_at "
                         # A worker that registered the same expression at the same moment (on
                         # an engine where two registrations run at once) keeps its row.
-                        "WHERE durably_schedules.cron <> excluded.cron OR durably_schedules.timezone <> excluded.timezone",
+                        "WHERE durably_schedules.cron <> excluded.cron "
+                        "OR durably_schedules.timezone <> excluded.timezone",
                         (spec.job_name, spec.cron, spec.timezone, spec.catch_up, spec.next_at, now),
                     )
             if not specs:

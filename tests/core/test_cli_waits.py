@@ -1,6 +1,6 @@
 """The CLI for runs that wait: `durably signal` from another process wakes a worker's run,
 and `durably schedules` lists what the workers registered, with the next times. On both
-engines (test_processes's ``db`` fixture: a file, or a PostgreSQL URL)."""
+engines (``db``: a file, or a PostgreSQL URL, as in test_processes)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from durably import Durably
 
-from .test_processes import cli, db, start_worker, stop, wait_until  # noqa: F401 (db: the fixture)
+from .test_processes import cli, start_worker, stop, wait_until
 
 JOBS = textwrap.dedent(
     """
@@ -34,6 +34,13 @@ JOBS = textwrap.dedent(
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "ledger_jobs.py").write_text(JOBS)  # start_worker runs the module ledger_jobs
     return tmp_path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, workdir: Path) -> str:
+    if request.param == "sqlite":
+        return str(workdir / "jobs.db")
+    return request.getfixturevalue("pg_url")
 
 
 def run_status(db: str, run_id: str) -> tuple[str, object]:
