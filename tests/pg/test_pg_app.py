@@ -265,6 +265,10 @@ def test_connection_errors_are_one_line_with_their_exit_status(pg_cluster, pg_ur
     missing_db = pg_cluster.url("no_such_db")
     nobody_there = good.replace(f":{pg_cluster.port}/", ":1/")
     bare_schema = pg_url  # a schema without durably's tables
+    source = str(tmp_path / "source.db")
+    made = Durably(source)  # an SQLite database with durably's tables
+    made.migrate()
+    made.close()
     cases = [
         # (args, exit status, what the line says)
         (("trigger", "--db", wrong_password, "j"), 1, "the user name or password is wrong"),
@@ -275,6 +279,12 @@ def test_connection_errors_are_one_line_with_their_exit_status(pg_cluster, pg_ur
         (("worker", "json", "--db", nobody_there), 2, "defines no jobs"),
         (("trigger", "--db", nobody_there, "j"), 1, "is the server running"),
         (("runs", "--db", bare_schema), 2, "holds no durably tables"),
+        (("signal", "--db", nobody_there, "R1", "go"), 1, "is the server running"),
+        (("signal", "--db", wrong_password, "R1", "go"), 1, "password authentication failed"),
+        (("signal", "--db", missing_db, "R1", "go"), 2, "no durably database at"),
+        (("schedules", "--db", bare_schema), 2, "holds no durably tables"),
+        (("copy", "--from", bare_schema, "--to", str(tmp_path / "c.db")), 2, "holds no durably tables"),
+        (("copy", "--from", source, "--to", nobody_there), 1, "is the server running"),
         (("trigger", "--db", "postgresql://u@h:notaport/db", "j"), 2, "not a valid PostgreSQL URL"),
         (("trigger", "--db", "mysql://u@h/db", "j"), 2, "is a URL durably cannot open"),
     ]
