@@ -212,6 +212,50 @@ async def test_a_worker_lives_through_a_server_restart_and_loses_nothing(pg_serv
         worker.close()
 
 
+async def test_runs_that_wait_through_a_server_restart_wake_and_finish(pg_server, pg_url):
+    """A run asleep and a run waiting for its signal while the server restarts: the sleeper
+    wakes at its stored time, the signal sent once the server is back is received, and
+    neither redoes its first step."""
+    firsts: list[str] = []
+
+    @job("nap")
+    async def nap(step, input):
+        await step.run("first", lambda: firsts.append("nap"))
+        await step.sleep("nap", 1.5)
+        return "rested"
+
+    @job("ask")
+    async def ask(step, input):
+        await step.run("first", lambda: firsts.append("ask"))
+        return await step.wait_for_signal("go")
+
+    worker = Durably(pg_url, jobs=[nap, ask], polling_interval=0.2)
+    other = Durably(pg_url)
+    await worker.start()
+    try:
+        sleeper, asker = other.trigger("nap", None), other.trigger("ask", None)
+        await until(lambda: {worker.get_run(sleeper.id).status, worker.get_run(asker.id).status} == {"waiting"},
+                    what="both runs to wait")
+        # "fast": the test server commits asynchronously, which an immediate stop may undo.
+        await asyncio.to_thread(pg_server.restart, "fast")
+        sent = None
+        for _ in range(100):  # the sender is a client like any other: it tries again
+            try:
+                sent = other.signal(asker.id, "go", "yes", signal_id="after-restart")
+                break
+            except StorageError as exc:
+                assert exc.transient, exc
+                await asyncio.sleep(0.1)
+        assert sent is not None and sent.disposition == "delivered"
+        assert (await worker.wait_for_run(asker.id, timeout=20)).output == "yes"
+        assert (await worker.wait_for_run(sleeper.id, timeout=20)).output == "rested"
+        assert sorted(firsts) == ["ask", "nap"] and worker.running
+    finally:
+        await worker.stop()
+        worker.close()
+        other.close()
+
+
 async def test_after_a_restart_wake_ups_reach_the_worker_again(pg_server, pg_url):
     worker = Durably(pg_url, jobs=[j], polling_interval=60)
     other = Durably(pg_url)
