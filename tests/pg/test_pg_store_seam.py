@@ -14,7 +14,7 @@ from durably import pg_sql as Q
 from durably.dialect import SQLITE, for_driver
 from durably.pg_driver import PostgresDriver
 from durably.errors import ConflictError
-from durably.store import Lease, NewRun, Store, WaitingStep
+from durably.store import Lease, NewRun, ScheduleSpec, Store, WaitingStep
 
 T0 = "2026-11-30T12:00:00.000000Z"
 T1 = "2026-11-30T12:00:01.000000Z"
@@ -271,3 +271,57 @@ def test_a_delivered_signal_and_a_keyed_run_that_waits_wake_the_workers(pg_url):
     finally:
         listener.close()
         store.close()
+
+
+def test_two_workers_firing_one_schedule_slot_at_once_make_one_run(pg_url):
+    """Firing a slot is a compare-and-set on next_at: the second worker's update waits for
+    the first one's commit, re-reads next_at, finds it moved and creates nothing."""
+    first, second = Store(PostgresDriver(pg_url)), Store(PostgresDriver(pg_url))
+    slot, following = "2026-11-30T12:05:00.000000Z", "2026-11-30T12:10:00.000000Z"
+    try:
+        first.migrate()
+        spec = ScheduleSpec("tick", "*/5 * * * *", "UTC", "latest", slot)
+        first.sync_schedules(["tick"], [spec], T0)
+        second.sync_schedules(["tick"], [spec], T0)  # the same expression: its row is kept
+        assert [s.next_at for s in second.schedules()] == [first.schedules()[0].next_at]
+
+        def fire(store: Store, run_id: str):
+            new = NewRun(run_id, "tick", "null", None, {}, f"schedule:{slot}", None, None, T1)
+            return store.fire_schedule("tick", seen_next_at=slot, next_at=following, last_slot=slot,
+                                       runs=[new], now=T1)
+
+        late: list = []
+        with first.transaction():
+            made = fire(first, "r1")
+            racing = threading.Thread(target=lambda: late.append(fire(second, "r2")))
+            racing.start()
+            racing.join(0.3)
+            assert racing.is_alive()  # waits for the first one's row lock
+        racing.join(10)
+        assert [disposition for _, disposition in made] == ["created"] and late == [None]
+        assert [r.id for r in first.get_runs(statuses=None, job_names=None, labels=None, limit=None, offset=0)] == [
+            "r1"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_workers_registering_one_schedule_at_once_keep_the_first_ones_slots(pg_url):
+    first, second = Store(PostgresDriver(pg_url)), Store(PostgresDriver(pg_url))
+    try:
+        first.migrate()
+        mine = ScheduleSpec("tock", "*/5 * * * *", "UTC", "latest", "2026-11-30T12:05:00.000000Z")
+        theirs = replace(mine, next_at="2026-11-30T12:10:00.000000Z")  # its clock read later
+        got: list = []
+        with first.transaction():
+            first.sync_schedules(["tock"], [mine], T0)
+            racing = threading.Thread(target=lambda: got.append(second.sync_schedules(["tock"], [theirs], T1)))
+            racing.start()
+            racing.join(0.3)
+            assert racing.is_alive()  # its insert waits for ours
+        racing.join(10)
+        kept = [s.next_at for s in first.schedules()]
+        assert [s.next_at for s in got[0]] == kept and [t.minute for t in kept] == [5]  # ours, not 12:10
+    finally:
+        first.close()
+        second.close()
