@@ -36,6 +36,12 @@ WAKE_CHANNEL = "durably_wake"
 # A concurrency key is held as in the SQLite claim (see Store.claim); the unique index
 # durably_runs_key_holder makes "held by one run" hold across machines too.
 _HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurrency_key AND o.id <> r.id"
+# A pending or due waiting run waits while another run of its key is leased, or cancelled
+# with a lease its worker has not acknowledged. Parameter: now.
+_FREE_KEY_PENDING = (
+    f"(r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}"
+    " AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))"
+)
 
 #: Lease the claimable run of the given jobs that fell due first. Parameters: job names (a
 #: list), now, now, job names, now, now, job names, now, owner, lease_until, now, now.
@@ -46,17 +52,13 @@ _HOLDS_KEY = "SELECT 1 FROM durably_runs o WHERE o.concurrency_key = r.concurren
 #: expired (both due since they were created), and the waiting run whose wake_at fell due
 #: first (the partial index durably_runs_waking); a waiting run waits for its concurrency
 #: key like a pending one. Each is the first row of its own index range that no other claim
-#: has locked, so concurrent workers get different runs; the locks of the candidates not
-#: taken are released at the end of the statement. ``job_name || ''`` keeps the planner
+#: has locked, so concurrent workers get different runs; the claim is a transaction of its
+#: own, so the locks of the candidates not taken end with it. ``job_name || ''`` keeps the planner
 #: off the job index, as SQLite's unary + does, so it walks the (status, id) index in order
 #: and stops at the first row it may take; an ordered index scan also marks the dead
 #: entries it passes (runs claimed since the last vacuum), so later claims skip them. (The
 #: driver turns bitmap scans off: they would visit and sort every entry of the status,
 #: dead ones included.)
-_FREE_KEY_PENDING = (
-    f"(r.concurrency_key IS NULL OR NOT EXISTS ({_HOLDS_KEY}"
-    " AND (o.status = 'leased' OR (o.status = 'cancelled' AND o.lease_expires_at >= ?))))"
-)
 CLAIM = f"""
 WITH pending AS (
     SELECT r.id, r.created_at AS due FROM durably_runs r
