@@ -39,8 +39,10 @@ function formatBytes(n) {
  * Start the durably worker and resolve once it is ready.
  *
  * @param {object} [options]
- * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json)
- * @param {object} [options.options] Durably options: pollingInterval, leaseDuration,
+ * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json;
+ *   default: every one it lists)
+ * @param {object} [options.options] Durably options (over the site's defaults, [tool.durably.site]
+ *   options): pollingInterval, leaseDuration,
  *   leaseRenewInterval (seconds), maxConcurrentRuns, preserveSteps, retainRuns (an age as
  *   text: "30d", "12h", "15m")
  * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
@@ -86,7 +88,7 @@ function reportStatus(onStatus, msg) {
 
 // The worker and its client; `connected` resolves with the client once the worker is ready.
 function startWorker({
-  jobs = [],
+  jobs,
   options = {},
   debug = false,
   onStatus = () => {},
@@ -377,7 +379,7 @@ function startWorker({
   worker.postMessage({
     type: "init",
     protocol: PROTOCOL_VERSION,
-    jobs: typeof jobs === "string" ? [jobs] : jobs,
+    jobs: typeof jobs === "string" ? [jobs] : jobs, // undefined: every job module of the site
     options,
     debug: debug === true,
   });

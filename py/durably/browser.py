@@ -81,7 +81,8 @@ def jobs_in_modules(names: Iterable[str]) -> list[Job]:
 
 def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     """Check the page's init message (``{jobs, options, debug}``, as JSON text) against the
-    job modules the site was built with; returns it with its defaults filled in.
+    job modules the site was built with; returns it with its defaults filled in (no ``jobs``:
+    every one of ``known_modules``).
 
     The worker checks the protocol version itself (it is the side that speaks it); the rest
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
@@ -91,15 +92,16 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
+    known = list(known_modules)
     jobs = init.get("jobs")
-    jobs = [] if jobs is None else jobs
+    # Not given: every job module the site was built with (manifest.json's jobModules).
+    jobs = known if jobs is None else jobs
     if not isinstance(jobs, list) or not all(isinstance(j, str) and _MODULE_NAME.fullmatch(j) for j in jobs):
         raise ValidationError(f"init.jobs must be a list of module names, got {json.dumps(jobs)}")
     options = init.get("options")
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise ValidationError(f"init.options must be an object, got {json.dumps(options)}")
-    known = list(known_modules)
     unknown = [name for name in jobs if name not in known]
     if unknown:
         plural = len(unknown) > 1
@@ -107,7 +109,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
             f"job module{'s' if plural else ''} {', '.join(json.dumps(n) for n in unknown)} "
             f"{'are' if plural else 'is'} not in this site's manifest.json; it has: "
             f"{', '.join(json.dumps(n) for n in known) or 'none'} "
-            "(add job files to JOB_MODULES in scripts/build.mjs)"
+            "(add it to jobs in [tool.durably.site] and build the site again: docs/site.md)"
         )
     return {"jobs": jobs, "options": options, "debug": init.get("debug") is True}
 
