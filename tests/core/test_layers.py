@@ -15,7 +15,10 @@ IMPORTS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "browser": {"__init__", "app", "settings", "validation", "jsondata", "events", "jobs", "models", "pyodide_driver"}
     | BASE,
-    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver"} | BASE,
+    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver", "site"}
+    | BASE,
+    # The site build (durably site build): the configuration and the requirements.
+    "site": {"__init__", "errors", "settings"},
     "app": {"worker", "runtime", "store", "driver", "events", "jobs", "settings", "validation", "jsondata", "models"}
     | BASE,
     "worker": {"__init__", "runtime", "store", "schedules", "jsondata"} | BASE,
