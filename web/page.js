@@ -600,7 +600,9 @@ async function main() {
   $("signal-form").addEventListener("submit", onSignal);
   $("update-btn").addEventListener("click", onApplyUpdate);
   try {
-    durably = await connect({ jobs: ["demo_jobs"], options: {}, debug: false, onStatus });
+    // Every job module of the site (manifest.json), with the site's options: the page of any
+    // site built with page = "demo", not only this repository's.
+    durably = await connect({ debug: false, onStatus });
   } catch (err) {
     showBootError(err);
     return;

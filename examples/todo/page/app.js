@@ -13,7 +13,7 @@ function show(state, text) {
 }
 
 async function refresh(durably) {
-  const runs = await durably.getRuns({ job: "plan" });
+  const runs = await durably.getRuns({ jobName: "plan" });
   const items = runs.map((run) => {
     const li = document.createElement("li");
     li.dataset.status = run.status;
