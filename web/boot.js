@@ -230,7 +230,11 @@ async function openDatabase(boot, sqlite3, res) {
     const removeDb = (name) => {
       for (const suffix of ["", "-wal", "-journal"]) res.pool.unlink(name + suffix);
     };
-    return createBridge(sqlite3, res.db, { open: openDb, remove: removeDb });
+    // For importDatabase and exportDatabase (web/leader.js): other files of the pool.
+    res.openDb = openDb;
+    res.removeDb = removeDb;
+    res.makeBridge = (db) => createBridge(sqlite3, db, { open: openDb, remove: removeDb });
+    return res.makeBridge(res.db);
   });
 }
 
