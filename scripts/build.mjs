@@ -10,7 +10,9 @@
 //   options: --plan FILE        the build plan durably site build writes (JSON): jobs
 //                               [{module, file, package}] (a package is a zip of its folder),
 //                               wheels [{file}] (the requirements' wheels), requirements,
-//                               page ("demo" or an HTML file), assets, options
+//                               page ("demo" or an HTML file), assets, options, and
+//                               durablyWheel (the worker's durably wheel, when the kit is
+//                               an installed package's and has no py/ to build it from)
 //            --out DIR          write the site there instead of site/
 //            --test-page        add test.html, the browser tests' page; it takes job
 //                               modules, options and debug from its URL, so it is never part
@@ -278,7 +280,9 @@ async function main() {
   if (args["test-page"]) copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
 
   const micropip = placeWheel(micropipWheel());
-  const durably = placeWheel(durablyWheel());
+  // An installed durably's kit has no py/: durably site build then passes the wheel it built
+  // from the installed package.
+  const durably = placeWheel(plan.durablyWheel ?? durablyWheel());
   const modules = jobSources.map(({ file, module, package: isPackage }) => {
     if (isPackage) {
       // A job package: the zip of its folder (durably site build made it), unpacked on sys.path.

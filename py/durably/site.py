@@ -483,6 +483,37 @@ def _pip_failure(text: str, platform: Platform) -> str:
     return "pip could not resolve the requirements:\n  " + "\n  ".join(lines[-8:])
 
 
+def browser_wheel(work: Path) -> Path:
+    """The worker's durably wheel, built from this installed package (an installed kit has no
+    sources of its own): the package's files without the site kit, fixed file dates."""
+    from . import __version__
+
+    package = Path(__file__).resolve().parent
+    src = work / "durably-src"
+    shutil.copytree(package, src / "py" / "durably", ignore=shutil.ignore_patterns("site_kit", "__pycache__", "*.pyc"))
+    (src / "README.md").write_text("durably\n")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68", "wheel"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "durably"\nversion = "{__version__}"\nreadme = "README.md"\n'
+        'requires-python = ">=3.11"\ndependencies = ["cronsim>=2.6", "tzdata; sys_platform == \'win32\'"]\n\n'
+        '[tool.setuptools]\npackage-dir = { "" = "py" }\n\n'
+        '[tool.setuptools.packages.find]\nwhere = ["py"]\ninclude = ["durably*"]\n\n'
+        '[tool.setuptools.package-data]\ndurably = ["py.typed"]\n'
+    )
+    out = work / "durably-wheel"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    wheels = list(out.glob("durably-*.whl")) if out.exists() else []
+    if result.returncode != 0 or len(wheels) != 1:
+        raise SiteBuildError(f"cannot build the worker's durably wheel:\n{result.stdout}\n{result.stderr}")
+    return wheels[0]
+
+
 # -- the build ---------------------------------------------------------------------------------
 
 
@@ -512,7 +543,7 @@ def build(
         for source in config.jobs:
             file = zip_package(source, work) if source.package else source.path
             jobs.append({"module": source.module, "file": str(file), "package": source.package})
-        plan = {
+        plan: dict[str, Any] = {
             "jobs": jobs,
             "wheels": [{"file": str(w)} for w in wheels],
             "requirements": config.requirements,
@@ -520,6 +551,8 @@ def build(
             "assets": [str(a) for a in config.assets],
             "options": config.options,
         }
+        if not (kit / "py" / "durably").is_dir():
+            plan["durablyWheel"] = str(browser_wheel(work))
         plan_file = work / "plan.json"
         plan_file.write_text(json.dumps(plan, indent=1))
         command = [node, str(kit / "scripts" / "build.mjs"), "--plan", str(plan_file), "--out", str(site)]

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,9 @@ def test_the_todo_example_boots_offline_and_runs_its_jobs_with_humanize(browser,
         "module": "todo_jobs", "url": "jobs/todo_jobs.zip", "sha256": None, "package": True,
     }
     assert manifest["options"] == {"pollingInterval": 0.5}
+    # The worker's durably wheel does not carry the site kit (the package's wheel does).
+    durably_wheel = todo_site / manifest["wheels"][0]["url"]
+    assert not [n for n in zipfile.ZipFile(durably_wheel).namelist() if "site_kit" in n]
     # The snapshot was made with the job package (and so humanize) imported.
     assert manifest["snapshot"] and manifest["snapshot"]["jobModules"] == ["todo_jobs"]
     assert sorted(p.name for p in todo_site.iterdir() if p.suffix in (".js", ".html")) == [

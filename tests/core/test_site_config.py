@@ -6,6 +6,8 @@ saying which and what to do. The builds themselves are tested in tests/browser/t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -209,3 +211,20 @@ def test_the_platform_is_read_from_the_kits_pyodide_lock_file():
     platform = site.pyodide_platform(ROOT)
     assert platform.python == "3.14" and platform.tag == "pyemscripten_2026_0_wasm32"
     assert "numpy" in platform.lock_packages
+
+
+@pytest.mark.slow
+def test_the_package_wheel_carries_the_site_kit(tmp_path):
+    """pip install durably gets the site kit (setup.py's build_py step), as package data."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("durably-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for rel in ("worker.js", "index.html", "web/client.js", "web/boot.js", "scripts/build.mjs",
+                "scripts/snapshot.mjs", "package.json", "package-lock.json"):
+        assert f"durably/site_kit/{rel}" in names, rel
+    assert (ROOT / "web" / "client.js").read_bytes() == zipfile.ZipFile(wheel).read("durably/site_kit/web/client.js")
