@@ -19,7 +19,15 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 #: What the kit is made of, relative to the repository's root.
-KIT = ["worker.js", "index.html", "web", "scripts/build.mjs", "scripts/snapshot.mjs", "package.json", "package-lock.json"]
+KIT = [
+    "worker.js",
+    "index.html",
+    "web",
+    "scripts/build.mjs",
+    "scripts/snapshot.mjs",
+    "package.json",
+    "package-lock.json",
+]
 
 
 class BuildPyWithSiteKit(build_py):
