@@ -517,6 +517,20 @@ def browser_wheel(work: Path) -> Path:
 # -- the build ---------------------------------------------------------------------------------
 
 
+def check_out(site: Path, project: Path) -> None:
+    """Each build deletes the output folder and writes it anew: refuse one that holds the
+    project, or an existing folder with files that is not a site this command built."""
+    if site == project or site in project.parents:
+        raise SiteBuildError(
+            f'the output folder {site} holds the project itself; name a folder of its own (out = "site")'
+        )
+    if site.is_dir() and any(site.iterdir()) and not (site / "manifest.json").is_file():
+        raise SiteBuildError(
+            f"the output folder {site} has files but no manifest.json, so it is not a site this command built, and "
+            "each build replaces the whole folder: empty it or name another one"
+        )
+
+
 def build(
     config: SiteConfig,
     *,
@@ -526,9 +540,10 @@ def build(
     log: Any = print,
 ) -> Path:
     """Build the site of ``config`` into ``out`` (default: the config's ``out``); returns it."""
+    site = (out or config.out).resolve()
+    check_out(site, config.config_file.parent)
     node = check_node()
     kit = ready_kit(find_kit(), log)
-    site = (out or config.out).resolve()
     links = [*config.find_links, *(p.resolve() for p in find_links or [])]
     for folder in links:
         if not folder.is_dir():

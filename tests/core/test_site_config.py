@@ -228,3 +228,15 @@ def test_the_package_wheel_carries_the_site_kit(tmp_path):
                 "scripts/snapshot.mjs", "package.json", "package-lock.json"):
         assert f"durably/site_kit/{rel}" in names, rel
     assert (ROOT / "web" / "client.js").read_bytes() == zipfile.ZipFile(wheel).read("durably/site_kit/web/client.js")
+
+
+def test_the_output_folder_is_never_the_project_or_a_folder_of_other_files(tmp_path):
+    config = load_config(project(tmp_path, 'jobs = ["my_jobs.py"]\nout = "."'))
+    with pytest.raises(SiteBuildError, match=r"holds the project itself"):
+        site.build(config)
+    other = tmp_path / "docs"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SiteBuildError, match=r"has files but no manifest.json, so it is not a site this command built"):
+        site.build(config, out=other)
+    assert (other / "notes.txt").read_text() == "keep me"
