@@ -1005,6 +1005,8 @@ class Store:
         self,
         job_name: str,
         *,
+        cron: str,
+        timezone: str,
         seen_next_at: str,
         next_at: str,
         last_slot: str | None,
@@ -1014,13 +1016,15 @@ class Store:
         """Move the schedule on from the next slot a worker read (``seen_next_at``) to
         ``next_at`` and create the runs of the slots that fell due (``runs``, each with its
         slot's idempotency key), in one transaction. None, and nothing written, when the
-        schedule's next slot is no longer ``seen_next_at``: another worker fired it first. A
-        slot whose run exists already comes back as ``idempotent``: no slot is created twice."""
+        schedule's next slot is no longer ``seen_next_at`` (another worker fired it first)
+        or the schedule is no longer registered as ``cron`` in ``timezone`` (a worker with
+        other code registered it since). A slot whose run exists already comes back as
+        ``idempotent``: no slot is created twice."""
         with self._write():
             _, changed = self._x(
                 "UPDATE durably_schedules SET next_at = ?, last_slot = COALESCE(?, last_slot), updated_at = ? "
-                "WHERE job_name = ? AND next_at = ?",
-                (next_at, last_slot, now, job_name, seen_next_at),
+                "WHERE job_name = ? AND next_at = ? AND cron = ? AND timezone = ?",
+                (next_at, last_slot, now, job_name, seen_next_at, cron, timezone),
             )
             if not changed:
                 return None

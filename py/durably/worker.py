@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from .clock import add_seconds, iso, parse_iso
+from .errors import ConflictError
 from .jsondata import to_json
 from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
 from .runtime import Runtime
@@ -275,16 +276,32 @@ class Worker:
             )
         results = runtime.store.fire_schedule(
             name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
             seen_next_at=iso(next_at),
             next_at=iso(following),
             last_slot=iso(slots[-1]) if slots else None,
             runs=news,
             now=stamp,
         )
-        if results is None:  # another worker fired it first: read where it is now
+        if results is None:  # another worker fired it first, or registered other code
+            self._schedules.pop(name, None)
             for row in runtime.store.schedules():
-                if row.job_name == name and row.next_at is not None:
-                    self._schedules[name] = (schedule, row.next_at)
+                if row.job_name != name or row.next_at is None:
+                    continue
+                if (row.cron, row.timezone) == (schedule.cron, schedule.timezone):
+                    self._schedules[name] = (schedule, row.next_at)  # go on from where it is now
+                else:
+                    # The last worker to register a job's schedule decides it (during a
+                    # deploy, the newer code): this one leaves the schedule to it.
+                    runtime.report(
+                        ConflictError(
+                            f"job {name!r} is scheduled {row.cron!r} ({row.timezone}) by another worker, "
+                            f"and {schedule.cron!r} ({schedule.timezone}) here; this worker creates no runs "
+                            "for that schedule until it is restarted: run the same code on every worker"
+                        ),
+                        "firing a schedule registered differently by another worker",
+                    )
             return 0
         self._schedules[name] = (schedule, following)
         created = 0

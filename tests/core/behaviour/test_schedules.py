@@ -13,6 +13,8 @@ import pytest
 
 from durably import ValidationError, job
 
+from .helpers import record
+
 UTC = timezone.utc
 
 
@@ -124,6 +126,35 @@ async def test_a_changed_or_removed_schedule_is_registered_again(make_app, clock
     assert third.get_schedules() == []
     clock.now += timedelta(days=1)
     assert await third.process_one() is False
+
+
+async def test_workers_with_different_schedules_for_a_job_leave_it_to_the_last_registered(make_app, clock):
+    @job("report", schedule="*/5 * * * *")
+    async def old(step, input):
+        return input["scheduled_for"]
+
+    @job("report", schedule="*/7 * * * *")
+    async def new(step, input):
+        return input["scheduled_for"]
+
+    clock.now = at("2026-01-05T12:00:30")
+    first = make_app([old], clock=clock)
+    errors = record(first, "worker:error")
+    await first.process_one()  # registers */5
+    second = make_app([new], clock=clock)
+    await second.process_one()  # a worker with newer code registers */7: it decides
+    (schedule,) = first.get_schedules()
+    assert (schedule.cron, schedule.next_at) == ("*/7 * * * *", at("2026-01-05T12:07:00"))
+    for minute in range(1, 31):
+        clock.now = at("2026-01-05T12:00:30") + timedelta(minutes=minute)
+        await first.process_until_idle()
+        await second.process_until_idle()
+    # Only the registered expression's slots, each once: none of the first worker's */5.
+    assert sorted(r.input["scheduled_for"][11:16] for r in first.get_runs()) == ["12:07", "12:14", "12:21", "12:28"]
+    (schedule,) = first.get_schedules()
+    assert (schedule.cron, schedule.last_slot) == ("*/7 * * * *", at("2026-01-05T12:28:00"))
+    assert len(errors) == 1, [e["error"] for e in errors]
+    assert "'*/7 * * * *'" in errors[0]["error"] and "'*/5 * * * *'" in errors[0]["error"]
 
 
 async def test_bad_schedules_are_refused_when_the_job_is_declared():
