@@ -74,8 +74,11 @@ class WaitRequested(BaseException):
 # What a step body may raise that is not the step failing: the run is stopped, cancelled
 # or interrupted, and ends some other way (see Runtime._run_job).
 _NOT_FAILURES = (StopRequested, WaitRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
-# Failures that another attempt cannot change: a replay raises them again at once.
-_NOT_RETRIED = (RunTimeoutError, SignalTimeoutError)
+# Failures that another attempt cannot change: a replay raises them again at once. A
+# ValidationError is durably refusing what the run gave it (its input or output, a step
+# name used twice, a step result it cannot store): another attempt would be refused the
+# same way, after running the refused step's body again.
+_NOT_RETRIED = (RunTimeoutError, SignalTimeoutError, ValidationError)
 
 
 def _nothing(run_id: str) -> None:
