@@ -286,22 +286,22 @@ class Worker:
         )
         if results is None:  # another worker fired it first, or registered other code
             self._schedules.pop(name, None)
-            for row in runtime.store.schedules():
-                if row.job_name != name or row.next_at is None:
-                    continue
-                if (row.cron, row.timezone) == (schedule.cron, schedule.timezone):
+            row = next((r for r in runtime.store.schedules() if r.job_name == name), None)
+            if row is not None and (row.cron, row.timezone) == (schedule.cron, schedule.timezone):
+                if row.next_at is not None:
                     self._schedules[name] = (schedule, row.next_at)  # go on from where it is now
-                else:
-                    # The last worker to register a job's schedule decides it (during a
-                    # deploy, the newer code): this one leaves the schedule to it.
-                    runtime.report(
-                        ConflictError(
-                            f"job {name!r} is scheduled {row.cron!r} ({row.timezone}) by another worker, "
-                            f"and {schedule.cron!r} ({schedule.timezone}) here; this worker creates no runs "
-                            "for that schedule until it is restarted: run the same code on every worker"
-                        ),
-                        "firing a schedule registered differently by another worker",
-                    )
+                return 0
+            # The last worker to register a job's schedule decides it (during a deploy, the
+            # newer code): this one leaves the schedule to it.
+            theirs = "has no schedule" if row is None else f"is scheduled {row.cron!r} ({row.timezone})"
+            runtime.report(
+                ConflictError(
+                    f"job {name!r} {theirs} in the code of the last worker that registered it, and "
+                    f"{schedule.cron!r} ({schedule.timezone}) here; this worker creates no runs for that "
+                    "schedule until it is restarted: run the same code on every worker"
+                ),
+                "firing a schedule registered differently by another worker",
+            )
             return 0
         self._schedules[name] = (schedule, following)
         created = 0

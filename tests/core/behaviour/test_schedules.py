@@ -157,6 +157,29 @@ async def test_workers_with_different_schedules_for_a_job_leave_it_to_the_last_r
     assert "'*/7 * * * *'" in errors[0]["error"] and "'*/5 * * * *'" in errors[0]["error"]
 
 
+async def test_a_worker_whose_schedule_another_worker_removed_stops_firing_it_and_says_so(make_app, clock):
+    @job("digest", schedule="*/5 * * * *")
+    async def scheduled(step, input):
+        return input
+
+    @job("digest")
+    async def unscheduled(step, input):
+        return input
+
+    clock.now = at("2026-01-05T12:00:30")
+    first = make_app([scheduled], clock=clock)
+    errors = record(first, "worker:error")
+    await first.process_one()
+    second = make_app([unscheduled], clock=clock)
+    await second.process_one()  # its code has no schedule for the job: the row goes
+    assert first.get_schedules() == []
+    for minute in (5, 10, 15):
+        clock.now = at("2026-01-05T12:00:30") + timedelta(minutes=minute)
+        await first.process_until_idle()
+    assert first.get_runs() == [] and first.get_schedules() == []
+    assert len(errors) == 1 and "has no schedule" in errors[0]["error"], [e["error"] for e in errors]
+
+
 async def test_bad_schedules_are_refused_when_the_job_is_declared():
     for options, text in (
         ({"schedule": "61 * * * *"}, "cron expression"),
