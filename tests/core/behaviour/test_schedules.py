@@ -7,6 +7,7 @@ CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -195,3 +196,26 @@ async def test_bad_schedules_are_refused_when_the_job_is_declared():
             @job("bad", **options)
             async def bad(step, input):
                 pass
+
+
+async def test_a_scheduled_job_whose_input_schema_refuses_its_runs_input_is_refused_when_declared():
+    @dataclass
+    class Report:
+        day: str
+
+    # Every slot's run would get {"scheduled_for": ...} and fail: refused up front instead.
+    with pytest.raises(ValidationError, match="scheduled_for"):
+
+        @job("daily", schedule="0 6 * * *", input=Report)
+        async def daily(step, input):
+            pass
+
+    @dataclass
+    class Slot:
+        scheduled_for: str
+
+    @job("daily", schedule="0 6 * * *", input=Slot)
+    async def fitting(step, input):
+        return input.scheduled_for
+
+    assert fitting.schedule is not None
