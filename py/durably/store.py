@@ -1237,8 +1237,19 @@ def _has_logs(pending: PendingWrites | None) -> bool:
 
 
 def _same_json(stored: str, given: str) -> bool:
-    """Do two JSON texts hold the same data (object keys in any order)?"""
+    """Do two JSON texts hold the same data (object keys in any order; 1 and 1.0 are the
+    same number, as in JavaScript, but true is not 1)?"""
     try:
-        return bool(stored == given or json.loads(stored) == json.loads(given))
+        return stored == given or _same_data(json.loads(stored), json.loads(given))
     except ValueError:
         return False
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):  # Python's True == 1; JSON's true is not 1
+        return a is b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_data(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same_data, a, b))
+    return bool(a == b)
