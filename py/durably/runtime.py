@@ -375,9 +375,9 @@ class Runtime:
         record = NewAttempt(ctx.attempt, attempt, name, failure.index, error, failure.started_at, self.now())
         if not self.store.record_attempt(ctx.lease, record):
             self._raise_lost(ctx)
-        if retries is None or attempt >= retries.max_attempts or isinstance(exc, _NOT_RETRIED):
+        if retries is None or attempt >= retries.max_attempts:
             return
-        if not retries.retries(exc):
+        if isinstance(exc, _NOT_RETRIED) or not retries.retries(exc):
             failure.max_attempts = attempt  # not worth another: this one was the last
             return
         delay = retries.delay(attempt)

@@ -169,8 +169,20 @@ async def test_a_job_level_retry_does_not_retry_what_durably_refuses_nor_run_a_c
     async def unstorable(step, input):
         await step.run("send", lambda: calls.append("send") or {"a set"})
 
-    app = make_app([reuse, unstorable], clock=clock)
-    for fn, body, text in ((reuse, "charge", "used twice"), (unstorable, "send", "cannot store")):
+    @job("refused")
+    async def refused(step, input):
+        def body():
+            calls.append("refused")
+            raise ValidationError("a durably call inside the step was refused")
+
+        await step.run("refused", body, retries=Retry(max_attempts=3, initial=60, jitter=False))
+
+    app = make_app([reuse, unstorable, refused], clock=clock)
+    for fn, body, text in (
+        (reuse, "charge", "used twice"),
+        (unstorable, "send", "cannot store"),
+        (refused, "refused", "was refused"),
+    ):
         run = app.trigger(fn, None)
         for _ in range(3):
             await app.process_one()
@@ -179,7 +191,7 @@ async def test_a_job_level_retry_does_not_retry_what_durably_refuses_nor_run_a_c
         # Refused at once: another attempt would be refused the same way, and must not
         # run the step's body (its side effects) again.
         assert (failed.status, failed.attempt) == ("failed", 1), failed.error
-        assert text in failed.error and "run attempt" not in failed.error
+        assert text in failed.error and "attempt 2" not in failed.error and "of 3" not in failed.error
         assert calls.count(body) == 1, calls
 
 
