@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock, add_seconds, iso, parse_iso
+from .clock import Clock, add_seconds, iso, now_text, parse_iso
 from .errors import LeaseLostError, RunTimeoutError, SignalTimeoutError, StorageError, ValidationError
 from .events import EventBus
 from .jobs import JobRegistry
@@ -103,6 +103,8 @@ class Runtime:
         self.events = events
         self.jobs = jobs
         self.clock = clock
+        #: ``iso(clock())``, with a faster formatter for the system clock.
+        self.now = now_text(clock)
         self.settings = settings
         self.worker_id = worker_id
         # Read for every step and renewal: kept as plain attributes.
@@ -119,10 +121,6 @@ class Runtime:
         self._lease_until: dict[str, str] = {}
         self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
         self._yielded = time.monotonic()  # when the runtime last gave the event loop a turn
-
-    def now(self) -> str:
-        """The clock's time as the database stores it."""
-        return iso(self.clock())
 
     def bind_loop(self) -> None:
         """Runs execute in the running event loop: other threads reach them through it."""
@@ -172,13 +170,15 @@ class Runtime:
         self._schedule_renew(ctx)
         started = time.monotonic()
         try:
-            ctx.emit(
-                "run:leased",
-                worker_id=self.worker_id,
-                lease_generation=ctx.generation,
-                lease_expires_at=self._lease_until.pop(run.id, None),
-                resumed_steps=len(ctx.done),
-            )
+            lease_until = self._lease_until.pop(run.id, None)
+            if self.events.wants("run:leased"):
+                ctx.emit(
+                    "run:leased",
+                    worker_id=self.worker_id,
+                    lease_generation=ctx.generation,
+                    lease_expires_at=lease_until,
+                    resumed_steps=len(ctx.done),
+                )
             await self._run_job(ctx, started)
         finally:
             ctx.ended = True
@@ -240,7 +240,7 @@ class Runtime:
                 return
             self._fail(ctx, exc)
             return
-        if self._write_end(ctx, self.store.complete_run, output_json=output_json):
+        if self._write_end(ctx, self.store.complete_run, output_json=output_json) and self.events.wants("run:complete"):
             ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
 
     def _step_boundary(self, ctx: RunContext) -> None:
@@ -288,11 +288,14 @@ class Runtime:
         if ctx.deadline is not None:
             self.check_deadline(ctx, StepInFlight(index, name, started_at))
         ctx.current = StepInFlight(index, name, started_at)
-        ctx.emit("step:start", step_name=name, step_index=index)
+        wants = self.events.wants
+        if wants("step:start"):
+            ctx.emit("step:start", step_name=name, step_index=index)
         t0 = time.monotonic()
         try:
             value = fn()
-            if inspect.isawaitable(value):
+            # A plain value (most synchronous steps) is not awaitable: skip isawaitable's ABC check.
+            if type(value) not in SCALARS and inspect.isawaitable(value):
                 if timeout is None:
                     value = await value
                 else:
@@ -312,8 +315,13 @@ class Runtime:
             # Scalars go straight to the encoder; containers are checked for non-string keys
             # and nesting first, in one walk (JSON would turn a key 1 into "1", and
             # {1: "a", "1": "b"} would lose a value). The size is the encoded text's length.
+            kind = type(value)
             output_json = (
-                to_json(value) if type(value) in SCALARS else check_json(value, "the result", "MAX_STEP_RESULT_BYTES")
+                str(value)  # an int's JSON text (bool is another type)
+                if kind is int
+                else to_json(value)
+                if kind in SCALARS
+                else check_json(value, "the result", "MAX_STEP_RESULT_BYTES")
             )
             if len(output_json) > MAX_STEP_RESULT_BYTES:
                 raise too_large("the result", len(output_json), "MAX_STEP_RESULT_BYTES")
@@ -357,7 +365,8 @@ class Runtime:
         if self._strikes:
             self._strikes.pop(ctx.run_id, None)
         ctx.current = None
-        ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
+        if wants("step:complete"):
+            ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
         return value
 
     def _step_failed(self, ctx: RunContext, failure: StepFailure, retries: Retry | None) -> None:
