@@ -121,6 +121,10 @@ class Runtime:
         self._lease_until: dict[str, str] = {}
         self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
         self._yielded = time.monotonic()  # when the runtime last gave the event loop a turn
+        # The one renewal timer (see _schedule_renew) and the loop it was set in.
+        self._renew_timer: asyncio.TimerHandle | None = None
+        self._renew_timer_loop: asyncio.AbstractEventLoop | None = None
+        self._renew_timer_at = 0.0
 
     def bind_loop(self) -> None:
         """Runs execute in the running event loop: other threads reach them through it."""
@@ -184,8 +188,7 @@ class Runtime:
             ctx.ended = True
             if ctx.deadline_handle is not None:
                 ctx.deadline_handle.cancel()
-            if ctx.renew_handle is not None:
-                ctx.renew_handle.cancel()
+            ctx.renew_at = None  # the shared renewal timer skips it from now on
             if ctx.flush_handle is not None:
                 ctx.flush_handle.cancel()
             self.active.pop(run.id, None)
@@ -818,14 +821,43 @@ class Runtime:
     # -- leases, flushes, interruptions -------------------------------------------------------
 
     def _schedule_renew(self, ctx: RunContext) -> None:
+        """Renew the run's lease ``lease_renew_interval`` from now. One timer serves every
+        run, set for the renewal due first: a run that ends before its renewal costs no
+        timer of its own to set and cancel (in Pyodide each is a call into JS)."""
         loop = asyncio.get_running_loop()
-        ctx.renew_handle = loop.call_later(self._renew_interval, self._renew, ctx)
+        due = ctx.renew_at = loop.time() + self._renew_interval
+        self._set_renew_timer(loop, due)
+
+    def _set_renew_timer(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """Make the renewal timer fire at ``due`` at the latest."""
+        timer = self._renew_timer
+        if timer is not None:
+            if self._renew_timer_loop is loop and self._renew_timer_at <= due:
+                return  # it fires first, and sets itself again for the later renewals
+            timer.cancel()
+        self._renew_timer = loop.call_at(due, self._renew_due)
+        self._renew_timer_loop = loop
+        self._renew_timer_at = due
+
+    def _renew_due(self) -> None:
+        """The renewal timer: renew each run whose renewal is due, then set the timer for
+        the next one (none when no run executes)."""
+        self._renew_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for ctx in list(self.active.values()):
+            due = ctx.renew_at
+            if due is not None and due <= now and not ctx.ended:
+                self._renew(ctx)
+        later = [ctx.renew_at for ctx in self.active.values() if ctx.renew_at is not None and not ctx.ended]
+        if later:
+            self._set_renew_timer(loop, min(later))
 
     def _renew(self, ctx: RunContext) -> None:
         """Extend the lease (fenced) and write buffered progress and logs; every
         ``lease_renew_interval`` while the run executes. A refused renewal means the run
         was cancelled elsewhere or the lease was taken over: the run is interrupted."""
-        ctx.renew_handle = None
+        ctx.renew_at = None
         if ctx.ended:
             return
         now = self.clock()

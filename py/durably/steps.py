@@ -80,7 +80,8 @@ class RunContext:
         self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
         self.task: asyncio.Task[Any] | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
-        self.renew_handle: asyncio.TimerHandle | None = None
+        #: When (event loop time) the lease is renewed next; None once renewed or ended.
+        self.renew_at: float | None = None
         self.ended = False
         #: The job-level attempt this execution is (``Run.attempt``).
         self.attempt = run.attempt
