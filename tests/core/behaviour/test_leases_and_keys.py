@@ -38,6 +38,40 @@ async def test_leases_are_renewed_while_a_run_executes(make_app, clock):
     assert worker.get_run(run.id).status == "completed"
 
 
+async def test_runs_started_at_different_times_are_each_renewed_while_they_execute(make_app):
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @job("long")
+    async def long(step, input):
+        await step.run("wait", gates[input].wait)
+
+    worker = make_app([long], lease_duration=30, lease_renew_interval=0.03)
+    a = worker.trigger(long, "a")
+    started_a = next_event(worker, "step:start", run_id=a.id)
+    task_a = asyncio.ensure_future(worker.process_one())
+    await started_a
+    b = worker.trigger(long, "b")
+    started_b = next_event(worker, "step:start", run_id=b.id)
+    task_b = asyncio.ensure_future(worker.process_one())
+    await started_b
+    await asyncio.wait_for(
+        asyncio.gather(
+            next_event(worker, "run:lease-renewed", run_id=a.id), next_event(worker, "run:lease-renewed", run_id=b.id)
+        ),
+        5,
+    )
+    gates["a"].set()
+    await task_a
+    # a has ended: b goes on being renewed, and a is not renewed any more.
+    renewed = record(worker, "run:lease-renewed")
+    await asyncio.wait_for(next_event(worker, "run:lease-renewed", run_id=b.id), 5)
+    await asyncio.wait_for(next_event(worker, "run:lease-renewed", run_id=b.id), 5)
+    assert {event.run_id for event in renewed} == {b.id}
+    gates["b"].set()
+    await task_b
+    assert [worker.get_run(r.id).status for r in (a, b)] == ["completed", "completed"]
+
+
 async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(make_app, clock):
     @job("j")
     async def j(step, input):
