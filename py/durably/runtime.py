@@ -162,10 +162,16 @@ class Runtime:
 
     # -- executing a run ------------------------------------------------------------------
 
-    async def execute(self, claimed: Claimed) -> None:
-        """Execute a claimed run to its end (see the module docstring)."""
+    async def execute(self, claimed: Claimed, claim_next: bool = False) -> Claimed | None:
+        """Execute a claimed run to its end (see the module docstring).
+
+        ``claim_next``: when the job completes, claim the next run in the completion's
+        transaction (``Store.complete_run_and_claim``: one commit instead of two for a
+        worker that goes straight on) and return it, now leased to this worker, for the
+        caller to execute (or hand back with ``release_claimed``). None otherwise."""
         run = claimed.run
         ctx = RunContext(self, claimed, self.jobs[run.job_name])
+        ctx.claim_next = claim_next
         ctx.task = asyncio.current_task()
         self.active[run.id] = ctx
         # Renewal is a timer callback, not a task: the store is synchronous, and a task
@@ -184,6 +190,11 @@ class Runtime:
                     resumed_steps=len(ctx.done),
                 )
             await self._run_job(ctx, started)
+        except BaseException:
+            if ctx.next_claimed is not None:  # claimed, but nobody will execute it now
+                self.release_claimed(ctx.next_claimed)
+                ctx.next_claimed = None
+            raise
         finally:
             ctx.ended = True
             if ctx.deadline_handle is not None:
@@ -193,6 +204,15 @@ class Runtime:
                 ctx.flush_handle.cancel()
             self.active.pop(run.id, None)
             self._on_finished(run.id)
+        return ctx.next_claimed
+
+    def release_claimed(self, claimed: Claimed) -> None:
+        """Hand back a run claimed for this worker that it will not execute (it stops)."""
+        self._lease_until.pop(claimed.run.id, None)
+        try:
+            self.store.release(claimed.lease, now=self.now(), pending=None)
+        except StorageError as exc:
+            self.report(exc, "handing a claimed run back (it resumes when its lease expires)")
 
     async def _run_job(self, ctx: RunContext, started: float) -> None:
         job = ctx.job
@@ -243,8 +263,40 @@ class Runtime:
                 return
             self._fail(ctx, exc)
             return
-        if self._write_end(ctx, self.store.complete_run, output_json=output_json) and self.events.wants("run:complete"):
+        if ctx.claim_next and not self.stopping and self.jobs.names:
+            completed = self._complete_and_claim(ctx, output_json)
+        else:
+            completed = self._write_end(ctx, self.store.complete_run, output_json=output_json)
+        if completed and self.events.wants("run:complete"):
             ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
+
+    def _complete_and_claim(self, ctx: RunContext, output_json: str) -> bool:
+        """``_write_end`` of a completed run, with the claim of the next run in the same
+        commit (kept in ``ctx.next_claimed``). If that transaction fails, the completion is
+        written again alone (``_write_end`` handles its failure)."""
+        now = self.clock()
+        lease_until = iso(add_seconds(now, self.lease_duration))
+        try:
+            ok, claimed = self.store.complete_run_and_claim(
+                ctx.lease,
+                now=iso(now),
+                output_json=output_json,
+                pending=ctx.pending,
+                preserve_steps=self._preserve_steps,
+                owner=self.worker_id,
+                job_names=self.jobs.names,
+                lease_until=lease_until,
+            )
+        except StorageError:
+            return self._write_end(ctx, self.store.complete_run, output_json=output_json)
+        if not ok:
+            self._lost(ctx)
+            return False
+        ctx.pending.clear()
+        if claimed is not None:
+            self._lease_until[claimed.run.id] = lease_until
+            ctx.next_claimed = claimed
+        return True
 
     def _step_boundary(self, ctx: RunContext) -> None:
         """What every step checks before it starts (after ``maybe_yield``): stop, cancel, a

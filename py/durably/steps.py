@@ -83,6 +83,10 @@ class RunContext:
         #: When (event loop time) the lease is renewed next; None once renewed or ended.
         self.renew_at: float | None = None
         self.ended = False
+        #: Claim the next run with this one's completion (``Runtime.execute``), and the run
+        #: so claimed.
+        self.claim_next = False
+        self.next_claimed: Claimed | None = None
         #: The job-level attempt this execution is (``Run.attempt``).
         self.attempt = run.attempt
         #: The run's deadline (``@job(timeout=...)``), once known; and the error it failed

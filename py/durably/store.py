@@ -653,6 +653,31 @@ class Store:
         """Complete a run with its output (fenced)."""
         return self._finish(lease, now, pending, preserve_steps, None, "completed", output_json, None, None)
 
+    def complete_run_and_claim(
+        self,
+        lease: Lease,
+        *,
+        now: str,
+        output_json: str,
+        pending: PendingWrites | None,
+        preserve_steps: bool,
+        owner: str,
+        job_names: Sequence[str],
+        lease_until: str,
+    ) -> tuple[bool, Claimed | None]:
+        """``complete_run``, then ``claim`` of the next run, in one transaction: a worker that
+        goes straight on to its next run pays one commit for both (and the run's row and
+        the status index pages they share are written once). Returns ``(completed,
+        claimed)``: ``(False, None)``, nothing written and nothing claimed, if the lease is
+        no longer ours; ``claimed`` is None when no run is claimable. Both or neither are
+        written: a failure rolls back the completion too."""
+        with self._write():
+            if not self.complete_run(
+                lease, now=now, output_json=output_json, pending=pending, preserve_steps=preserve_steps
+            ):
+                return False, None
+            return True, self.claim(owner=owner, job_names=job_names, now=now, lease_until=lease_until)
+
     def fail_run(
         self,
         lease: Lease,
