@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from bench.common import percentile, remove_db, spread
-from bench.contenders import BROWSER, BROWSER_LOAD, BROWSER_RESUME, CPYTHON, POSTGRES, host, supports
+from bench.contenders import BROWSER, BROWSER_LOAD, BROWSER_RESUME, CPYTHON, POSTGRES, engine, host, supports
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TMP = os.path.join(ROOT, "results", "tmp")
@@ -211,8 +211,8 @@ def summarise(case: Case, per_round: dict[str, list[dict]]) -> dict:
     ratios: dict = {}
     names = [n for n in per_round if any(figures[n])]
     for a, b in itertools.combinations(names, 2):
-        if host(a) != host(b):
-            continue  # a browser figure against a CPython one says nothing
+        if host(a) != host(b) or engine(a) != engine(b):
+            continue  # a browser figure against a CPython one, or SQLite's against PostgreSQL's, says nothing
         pair = {}
         for m, _, higher in METRICS[case.kind]:
             if m == "last_over_first":

@@ -127,6 +127,10 @@ function pinnedWheel({ requirement, file: name, sha256: pinned }) {
   return file;
 }
 
+// PostgreSQL's modules: the browser never opens PostgreSQL (durably imports them only for a
+// postgresql:// URL or a PostgreSQL driver), so the wheel the site serves leaves them out.
+const SERVER_ONLY = new Set(["pg_driver.py", "pg_sql.py", "migrations_postgres.py"]);
+
 function micropipWheel() {
   return pinnedWheel({ requirement: "micropip==0.11.1", file: MICROPIP, sha256: MICROPIP_SHA256 });
 }
@@ -139,7 +143,7 @@ function durablyWheel() {
     const src = path.join(tmp, "src");
     fs.cpSync(path.join(root, "py"), path.join(src, "py"), {
       recursive: true,
-      filter: (p) => !p.includes("__pycache__") && !p.endsWith(".egg-info"),
+      filter: (p) => !p.includes("__pycache__") && !p.endsWith(".egg-info") && !SERVER_ONLY.has(path.basename(p)),
     });
     fs.copyFileSync(path.join(root, "pyproject.toml"), path.join(src, "pyproject.toml"));
     const readme = path.join(root, "README.md");

@@ -1,4 +1,5 @@
 """``python -m bench.chaos --host cpython --kills 300 [--workers 3 --runs 400 --seed N]``
+``python -m bench.chaos --host cpython --db postgres --kills 300 --workers 4 [--restarts 2]``
 ``python -m bench.chaos --host browser --interruptions 30 [--followers 2 --runs N --seed N]``
 
 Prints one summary line; exits 1 when a check fails (the failures go to stderr).
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="cpython: worker processes killed; browser: reloads, closed tabs, terminated workers")
     p.add_argument("--interruptions", type=int, default=30,
                    help="browser: reloads, closed tabs and terminated workers, in equal shares")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                   help="cpython: the workers share an SQLite file, or a PostgreSQL server the run starts "
+                   "(and restarts mid-run)")
+    p.add_argument("--restarts", type=int, help="--db postgres: server restarts, alternately fast and "
+                   "immediate (default 2)")
     p.add_argument("--followers", type=int, default=0,
                    help="browser: follower tabs kept open; each interruption of the leader is then a hand-over")
     p.add_argument("--kills", type=int, default=300, help="SIGKILLs of workers (each restarted)")
@@ -45,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     a.runs = 400 if a.runs is None else a.runs
     opts = Options(kills=a.kills, workers=a.workers, runs=a.runs, seed=seed, stops=a.stops, terms=a.terms,
                    cancels=a.cancels, lease_duration=a.lease_duration,
-                   lease_renew_interval=a.lease_renew_interval, verbose=a.verbose)
+                   lease_renew_interval=a.lease_renew_interval, verbose=a.verbose, db=a.db, restarts=a.restarts)
+    if a.restarts and a.db != "postgres":
+        p.error("--restarts needs --db postgres")
     if a.keep:
         Path(a.keep).mkdir(parents=True, exist_ok=True)
         rep = Chaos(opts, Path(a.keep)).run()

@@ -19,6 +19,10 @@ from .ledger import Execution
 # A ledger time is taken a few microseconds after the step's started_at, and a step body's
 # end a few microseconds before its completed_at; allow for clock reads on both sides.
 SLACK = 0.002
+# A step body in flight while PostgreSQL restarts, or this long after it is back, may lose
+# its commit: the connection was cut, or the write failed and the run's lease (1 s) expired
+# before it was taken over at a poll. Such a body may run again (its step never committed).
+RESTART_GRACE = 2.0
 # The steps of chaos-wait that have no body (a durable sleep, a signal wait): checked by 10.
 WAIT_STEPS = ("nap", "go")
 
@@ -30,6 +34,7 @@ class Timeline:
     kills: list[tuple[int, float]] = field(default_factory=list)  # (pid, t)
     stops: list[tuple[int, float, float]] = field(default_factory=list)  # (pid, t_stop, t_cont)
     terms: list[tuple[int, float]] = field(default_factory=list)  # (pid, t)
+    restarts: list[tuple[str, float, float]] = field(default_factory=list)  # (mode, t_stop, t_back): PostgreSQL
     exits: dict[int, float] = field(default_factory=dict)  # pid -> when it was seen dead
     expected: dict[str, str] = field(default_factory=dict)  # run id -> "completed" | "cancelled"
 
@@ -41,6 +46,8 @@ class Report:
     kills: int = 0
     stops: int = 0
     terms: int = 0
+    restarts: int = 0  # PostgreSQL restarts (--db postgres)
+    db: str = "sqlite"
     cancelled: int = 0
     reexecuted: int = 0
     lost: int = 0
@@ -66,9 +73,12 @@ class Report:
         return not self.failures
 
     def line(self, host: str = "cpython") -> str:
+        where = f"{host} on postgresql" if self.db == "postgres" else host
+        restarts = f", PostgreSQL restarts {self.restarts}" if self.db == "postgres" else ""
         return (
-            f"chaos {host}: runs {self.runs} ({self.cancelled} cancelled), steps {self.steps}, "
-            f"interruptions {self.interruptions} (SIGKILL {self.kills}, SIGSTOP {self.stops}, SIGTERM {self.terms}), "
+            f"chaos {where}: runs {self.runs} ({self.cancelled} cancelled), steps {self.steps}, "
+            f"interruptions {self.interruptions} (SIGKILL {self.kills}, SIGSTOP {self.stops}, SIGTERM {self.terms}"
+            f"{restarts}), "
             f"re-executed step bodies {self.reexecuted}, lost runs {self.lost}, "
             f"duplicate completions {self.duplicates}, half-written {self.half_written}, "
             f"overlapping executions {self.overlaps} (stale tails after SIGCONT {self.stale_tails}), "
@@ -98,49 +108,104 @@ class DbState:
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # (run id, step) -> failed attempts recorded
 
 
-def read_db(path: str | Path) -> DbState:
-    """The runs and steps tables and ``PRAGMA integrity_check``. A database too damaged to
-    read gives empty tables and the error as its integrity verdict (so every run is lost)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+_RUNS_SQL = (
+    # A finished run stores its count of completed steps; an unfinished one's is counted
+    # from the steps table (schema 2: a step's commit does not touch the run).
+    "SELECT id, status, concurrency_key, output, "
+    "CASE WHEN completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
+    "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
+    "ELSE completed_steps END, completed_at, job_name, input FROM durably_runs"
+)
+_STEPS_SQL = "SELECT run_id, name, status, started_at, completed_at, output FROM durably_steps"
+_SIGNALS_SQL = "SELECT run_id, name, signal_id, payload FROM durably_signals"  # schema 5
+_ATTEMPTS_SQL = "SELECT run_id, step_name, COUNT(*) FROM durably_attempts GROUP BY 1, 2"
+
+
+def _state(run_rows: Iterable, step_rows: list, integrity: str, signal_rows: Iterable = (),
+           attempt_rows: Iterable = ()) -> DbState:
     runs: dict[str, dict] = {}
     steps: dict[tuple[str, str], dict] = {}
     signals: dict[tuple[str, str], list[dict]] = {}
     attempts: dict[tuple[str, str], int] = {}
+    for r in run_rows:
+        runs[r[0]] = {"status": r[1], "concurrency_key": r[2], "output": r[3],
+                      "completed_steps": r[4], "completed_at": ts(r[5]), "job_name": r[6],
+                      "input": _json_or_none(r[7])}
+    for run_id, name, status, started, completed, output in step_rows:
+        steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed),
+                                 "output": output}
+    for run_id, name, signal_id, payload in signal_rows:
+        signals.setdefault((run_id, name), []).append({"signal_id": signal_id, "payload": _json_or_none(payload)})
+    for run_id, step, count in attempt_rows:
+        attempts[(run_id, step)] = count
+    return DbState(runs, steps, len(step_rows), integrity, signals, attempts)
+
+
+def read_db(path: str | Path) -> DbState:
+    """The runs, steps, signals and attempts tables and the engine's integrity check
+    (SQLite's ``PRAGMA integrity_check``; on PostgreSQL, a ``postgresql://`` URL, amcheck's
+    check of every durably index against its table). A database too damaged to read gives
+    empty tables and the error as its integrity verdict (so every run is lost)."""
+    if str(path).startswith("postgresql://"):
+        return _read_postgres(str(path))
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     rows: list = []
     try:
         try:
             integrity = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
         except sqlite3.DatabaseError as exc:
             return DbState({}, {}, 0, f"unreadable: {exc}")
+        run_rows: list = []
+        signal_rows: list = []
+        attempt_rows: list = []
         try:
-            # A finished run stores its count of completed steps; an unfinished one's is
-            # counted from the steps table (schema 2: a step's commit does not touch the run).
-            for r in conn.execute("SELECT id, status, concurrency_key, output, "
-                                  "CASE WHEN completed_at IS NULL THEN (SELECT COUNT(*) FROM durably_steps s "
-                                  "WHERE s.run_id = durably_runs.id AND s.status = 'completed') "
-                                  "ELSE completed_steps END, completed_at, job_name, input FROM durably_runs"):
-                runs[r[0]] = {"status": r[1], "concurrency_key": r[2], "output": r[3],
-                              "completed_steps": r[4], "completed_at": ts(r[5]), "job_name": r[6],
-                              "input": _json_or_none(r[7])}
-            rows = conn.execute(
-                "SELECT run_id, name, status, started_at, completed_at, output FROM durably_steps").fetchall()
+            run_rows = conn.execute(_RUNS_SQL).fetchall()
+            rows = conn.execute(_STEPS_SQL).fetchall()
             tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "durably_signals" in tables:  # schema 5
-                for run_id, name, signal_id, payload in conn.execute(
-                        "SELECT run_id, name, signal_id, payload FROM durably_signals"):
-                    signals.setdefault((run_id, name), []).append({"signal_id": signal_id,
-                                                                   "payload": _json_or_none(payload)})
-                for run_id, step, count in conn.execute(
-                        "SELECT run_id, step_name, COUNT(*) FROM durably_attempts GROUP BY 1, 2"):
-                    attempts[(run_id, step)] = count
+                signal_rows = conn.execute(_SIGNALS_SQL).fetchall()
+                attempt_rows = conn.execute(_ATTEMPTS_SQL).fetchall()
         except sqlite3.DatabaseError as exc:
             integrity = f"{integrity}; unreadable: {exc}"
-        for run_id, name, status, started, completed, output in rows:
-            steps[(run_id, name)] = {"status": status, "started_at": ts(started), "completed_at": ts(completed),
-                                     "output": output}
     finally:
         conn.close()
-    return DbState(runs, steps, len(rows), integrity, signals, attempts)
+    return _state(run_rows, rows, integrity, signal_rows, attempt_rows)
+
+
+def _read_postgres(url: str) -> DbState:
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as exc:
+        return DbState({}, {}, 0, f"unreadable: {exc}")
+    try:
+        problems = []
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            indexes = conn.execute(
+                "SELECT c.oid, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_am a ON a.oid = c.relam "
+                "WHERE t.relname LIKE 'durably_%' AND a.amname = 'btree' "
+                "AND t.relnamespace = current_schema()::regnamespace").fetchall()
+            for oid, name in indexes:
+                try:
+                    conn.execute("SELECT bt_index_check(%s, true)", (oid,))  # heapallindexed
+                except psycopg.Error as exc:
+                    problems.append(f"{name}: {exc}")
+            integrity = "; ".join(problems) or ("ok" if indexes else "no durably indexes found")
+        except psycopg.Error as exc:
+            integrity = f"amcheck unavailable: {exc}"
+        try:
+            run_rows = conn.execute(_RUNS_SQL).fetchall()
+            rows = conn.execute(_STEPS_SQL).fetchall()
+            signal_rows = conn.execute(_SIGNALS_SQL).fetchall()
+            attempt_rows = conn.execute(_ATTEMPTS_SQL).fetchall()
+        except psycopg.Error as exc:
+            return DbState({}, {}, 0, f"{integrity}; unreadable: {exc}")
+    finally:
+        conn.close()
+    return _state(run_rows, rows, integrity, signal_rows, attempt_rows)
 
 
 def _json_or_none(text: str | None):
@@ -166,6 +231,12 @@ def parse_events(lines: Iterable[tuple[int, str]]) -> list[tuple[int, str, str, 
                 payload = {}
         out.append((pid, parts[1], parts[2], payload))
     return out
+
+
+def _at_restart(ex: Execution, tl: Timeline) -> bool:
+    """Was this body in flight during a PostgreSQL restart (or just after it)?"""
+    return any(ex.start < t_back + RESTART_GRACE and (ex.end is None or ex.end > t_stop)
+               for _, t_stop, t_back in tl.restarts)
 
 
 def _segments(ex: Execution, tl: Timeline, horizon: float) -> list[tuple[float, float, bool]]:
@@ -216,7 +287,7 @@ def _overlaps(groups: dict[str, list[Execution]], tl: Timeline, horizon: float,
 
 def check(ledger: list[Execution], db: DbState, tl: Timeline,
           events: list[tuple[int, str, str, dict]] | None = None, horizon: float | None = None) -> Report:
-    rep = Report(kills=len(tl.kills), stops=len(tl.stops), terms=len(tl.terms))
+    rep = Report(kills=len(tl.kills), stops=len(tl.stops), terms=len(tl.terms), restarts=len(tl.restarts))
     fail = rep.failures.append
     horizon = horizon if horizon is not None else max([e.end or e.start for e in ledger] + [0.0]) + 1
     rep.runs = len(tl.expected)
@@ -265,10 +336,12 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
             if e.start > s["completed_at"] + SLACK:
                 fail(f"step {key[0]}/{key[1]} was executed again (pid {e.pid}) after it committed")
 
-    # 4. Re-executions: only bodies in flight at a SIGKILL or in a SIGSTOPped worker.
-    # A killed worker's last body may have ended (or not) before the kill; either way its
-    # commit may not have happened. Only that last execution is excused, not earlier ones.
+    # 4. Re-executions: only bodies in flight at a SIGKILL, in a SIGSTOPped worker or during a
+    # PostgreSQL restart. A killed worker's last body may have ended (or not) before the
+    # kill; either way its commit may not have happened. Only that last execution is
+    # excused, not earlier ones. (Check 3 holds for all: no body ran after its step committed.)
     killed = {pid for pid, _ in tl.kills}
+    at_restarts = 0
     last_start: dict[int, float] = {}
     for ex in ledger:
         last_start[ex.pid] = max(last_start.get(ex.pid, ex.start), ex.start)
@@ -285,10 +358,14 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
             if any(pid == e.pid and e.start < t_stop and (e.end is None or e.end > t_stop)
                    for pid, t_stop, _ in tl.stops):
                 continue
+            if _at_restart(e, tl):
+                at_restarts += 1
+                continue
             fail(f"step {key[0]}/{key[1]} ran again although its execution by pid {e.pid} "
-                 f"was not interrupted by a kill or a stop ({e.outcome})")
-    if rep.reexecuted > rep.kills + rep.stops:
-        fail(f"{rep.reexecuted} re-executed step bodies for {rep.kills} kills and {rep.stops} stops")
+                 f"was not interrupted by a kill, a stop or a restart ({e.outcome})")
+    if rep.reexecuted > rep.kills + rep.stops + at_restarts:
+        fail(f"{rep.reexecuted} re-executed step bodies for {rep.kills} kills, {rep.stops} stops "
+             f"and {at_restarts} bodies in flight at restarts")
 
     # 5. SIGTERM: the step in flight finishes, and is never executed again.
     for pid, t in tl.terms:
@@ -296,6 +373,8 @@ def check(ledger: list[Execution], db: DbState, tl: Timeline,
             if e.pid == pid and e.start <= t and (e.end is None or e.end >= t):
                 if e.outcome not in ("end", "fail"):
                     fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} did not finish ({e.outcome})")
+                if _at_restart(e, tl):
+                    continue  # its commit may have met the restart
                 if e.outcome == "end" and any(o.start > e.start for o in by_step[(e.run_id, e.step)]):
                     fail(f"step {e.run_id}/{e.step} in flight at SIGTERM of pid {pid} was executed again")
 

@@ -1,9 +1,13 @@
-"""The CPython chaos run: worker processes on one database file, signals at random moments.
+"""The CPython chaos run: worker processes on one database, signals at random moments.
+
+The database is an SQLite file, or (``--db postgres``) a PostgreSQL server of the run's
+own (``bench.pg_cluster``) that the harness also restarts mid-run: every connection is
+cut, the steps in flight fail their commits, and the workers must live on and lose nothing.
 
 The harness process only triggers and cancels (it registers no jobs), like any other
-process sharing the file. It keeps its own timeline of what it did (kills, stops, terms,
-cancels), the workers' stdout (one line per event) and the ledger the job bodies write;
-``checks.check`` compares the three with the database at the end.
+process sharing the database. It keeps its own timeline of what it did (kills, stops,
+terms, cancels, restarts), the workers' stdout (one line per event) and the ledger the job
+bodies write; ``checks.check`` compares the three with the database at the end.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import warnings
+
 from durably import Durably
-from durably.errors import ConflictError, NotFoundError
+from durably.errors import ConflictError, NotFoundError, NoWorkerWarning, StorageError
 
 from . import checks, ledger
 
@@ -54,6 +60,8 @@ class Options:
     settle_timeout: float = 180.0
     workdir: str | None = None
     verbose: bool = False
+    db: str = "sqlite"  # or "postgres": a server of the run's own, restarted mid-run
+    restarts: int | None = None  # PostgreSQL restarts (default 2: one "fast", one "immediate")
 
     def resolved(self) -> "Options":
         if self.stops is None:
@@ -62,6 +70,10 @@ class Options:
             self.terms = max(1, self.kills // 15)
         if self.cancels is None:
             self.cancels = max(1, self.runs // 12)
+        if self.restarts is None:
+            self.restarts = 2 if self.db == "postgres" else 0
+        if self.restarts and self.db != "postgres":
+            raise ValueError("restarts are for --db postgres")
         return self
 
 
@@ -95,10 +107,23 @@ class Chaos:
     _last_signal_look: float = 0.0
 
     def __post_init__(self) -> None:
-        self.db = str(self.workdir / "chaos.db")
+        self.cluster = None
+        self.opts.resolved()
+        if self.opts.db == "postgres":
+            from bench import pg_cluster
+
+            # fsync off (only the server is restarted, never the machine), but every commit
+            # written to the OS at once: an "immediate" stop must not lose committed steps.
+            self.cluster = pg_cluster.PgCluster(settings={"synchronous_commit": "on", "max_connections": 200})
+            self.db = self.cluster.create_database("chaos")
+        else:
+            self.db = str(self.workdir / "chaos.db")
         self.ledger_path = str(self.workdir / "ledger.tsv")
         self.rng = random.Random(self.opts.seed)
-        self.app = Durably(self.db)  # trigger-only: no jobs registered
+        # Trigger-only: no jobs registered. Its first triggers come before the workers it
+        # just started have recorded themselves: no warning about that.
+        warnings.simplefilter("ignore", NoWorkerWarning)
+        self.app = Durably(self.db)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(ROOT / "py"), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
 
@@ -184,7 +209,7 @@ class Chaos:
         self.log(f"SIGCONT {w.name} pid {w.pid} after {t_cont - t_stop:.2f}s")
 
     def _taken_since(self, run_id: str, pid: int, t: float) -> bool:
-        run = self.app.get_run(run_id)
+        run = self._db(self.app.get_run, run_id, what="reading a run")
         if run is None or run.status in FINISHED:
             return True
         return any(e.run_id == run_id and e.pid != pid and e.start > t for e in self._recent)
@@ -198,6 +223,41 @@ class Chaos:
                 self.tl.exits[w.pid] = time.time()
                 self._retire(w)
                 self.spawn()
+
+    # -- PostgreSQL restarts ------------------------------------------------------------------
+
+    def restart(self, mode: str) -> None:
+        """Restart the server under the workers. Only once every worker is past its start
+        (a worker starting while the server is down exits, as any program that cannot
+        reach its database at start; systemd's Restart= covers that, not durably)."""
+        assert self.cluster is not None
+        deadline = time.time() + 30
+        while not all(self._ready(w) for w in self.workers) and time.time() < deadline:
+            self._check_alive()
+            time.sleep(0.02)
+        t = time.time()
+        self.cluster.restart(mode)
+        self.tl.restarts.append((mode, t, time.time()))
+        self.log(f"PostgreSQL restarted ({mode}) in {time.time() - t:.2f}s")
+
+    def _ready(self, w: Worker) -> bool:
+        try:
+            return b" ready: " in (self.workdir / f"{w.name}.err").read_bytes()
+        except OSError:
+            return False
+
+    def _db(self, call, *args, what: str = "a database call"):
+        """``call(*args)``, tried again while the database is away (a restart): the harness
+        is a client like any other, and must not stop because the server did."""
+        deadline = time.time() + 60
+        while True:
+            try:
+                return call(*args)
+            except StorageError as exc:
+                if not exc.transient or time.time() > deadline:
+                    raise
+                self.log(f"{what}: {exc}; trying again")
+                time.sleep(0.1)
 
     # -- the ledger, read as it grows -------------------------------------------------------
 
@@ -243,6 +303,8 @@ class Chaos:
                 "input": data,
                 "key": f"k{rng.randrange(o.keys)}" if rng.random() < o.keyed_fraction else None,
                 "labels": {"chaos": "1", "n": str(i)},
+                # A trigger whose reply was lost (a restart) is sent again: the same run.
+                "idempotency_key": f"chaos-{i}",
             }
             specs.append(spec)
         return specs
@@ -252,15 +314,24 @@ class Chaos:
         signal id, so sending it again is harmless (and checked to be)."""
         payload = {"run": run_id}
         if via_cli:
-            proc = subprocess.run(
-                [sys.executable, "-m", "durably", "signal", "--db", self.db, run_id, "go", json.dumps(payload),
-                 "--signal-id", f"sig-{run_id}"],
-                cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+            deadline = time.time() + 60
+            while True:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "durably", "signal", "--db", self.db, run_id, "go", json.dumps(payload),
+                     "--signal-id", f"sig-{run_id}"],
+                    cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+                # Exit 1: the database failed or could not be reached (a PostgreSQL restart);
+                # the same signal id makes sending it again harmless.
+                if proc.returncode != 1 or self.opts.db != "postgres" or time.time() > deadline:
+                    break
+                self.log(f"durably signal {run_id}: {proc.stderr.strip()}; trying again")
+                time.sleep(0.1)
             if proc.returncode != 0 and "cancelled" not in proc.stderr:
                 self.failures.append(f"durably signal {run_id} exited {proc.returncode}: {proc.stderr.strip()}")
         else:
             try:
-                sent = self.app.signal(run_id, "go", payload, signal_id=f"sig-{run_id}")
+                sent = self._db(lambda: self.app.signal(run_id, "go", payload, signal_id=f"sig-{run_id}"),
+                                what="sending a signal")
             except (ConflictError, NotFoundError) as exc:
                 if self.tl.expected.get(run_id) != "cancelled" and "cancelled" not in str(exc):
                     self.failures.append(f"signal to {run_id} refused: {exc}")
@@ -274,8 +345,9 @@ class Chaos:
         if time.time() - self._last_signal_look < 0.1:
             return
         self._last_signal_look = time.time()
-        rows, _ = self.app.driver.execute(
-            "SELECT id FROM durably_runs WHERE status = 'waiting' AND waiting_for = 'signal'")
+        rows, _ = self._db(self.app.driver.execute,
+                           "SELECT id FROM durably_runs WHERE status = 'waiting' AND waiting_for = 'signal'",
+                           what="reading runs that wait")
         for (run_id,) in rows:
             if run_id not in self.signalled:
                 self.send_signal(run_id, via_cli=self.rng.random() < 0.1)
@@ -288,7 +360,9 @@ class Chaos:
             tries -= 1
             spec = specs.popleft()
             try:
-                run = self.app.trigger(spec["job"], spec["input"], concurrency_key=spec["key"], labels=spec["labels"])
+                run = self._db(lambda: self.app.trigger(
+                    spec["job"], spec["input"], concurrency_key=spec["key"], labels=spec["labels"],
+                    idempotency_key=spec["idempotency_key"]), what="triggering")
             except ConflictError:
                 specs.append(spec)  # a pending run of this job and key exists: later
                 continue
@@ -298,14 +372,15 @@ class Chaos:
                 self.send_signal(run.id)  # before it waits: kept until it does
 
     def unfinished(self) -> list[str]:
-        rows, _ = self.app.driver.execute(
-            "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased', 'waiting')")
+        rows, _ = self._db(self.app.driver.execute,
+                           "SELECT id FROM durably_runs WHERE status IN ('pending', 'leased', 'waiting')",
+                           what="reading runs")
         return [r[0] for r in rows]
 
     def cancel_one(self, via_cli: bool) -> bool:
-        rows, _ = self.app.driver.execute(
-            "SELECT id FROM durably_runs WHERE status = 'leased' AND EXISTS "
-            "(SELECT 1 FROM durably_steps s WHERE s.run_id = durably_runs.id)")
+        rows, _ = self._db(self.app.driver.execute,
+                           "SELECT id FROM durably_runs WHERE status = 'leased' AND EXISTS "
+                           "(SELECT 1 FROM durably_steps s WHERE s.run_id = durably_runs.id)", what="reading runs")
         if not rows:
             return False
         run_id = self.rng.choice(rows)[0]
@@ -322,12 +397,26 @@ class Chaos:
                 self.tl.expected[run_id] = "cancelled"
             except ConflictError:
                 pass  # it finished first: it stays expected to complete
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                # The connection went away (a restart): the cancel may have committed or not.
+                run = self._db(self.app.get_run, run_id, what="reading a cancelled run")
+                if run is not None and run.status == "cancelled":
+                    self.tl.expected[run_id] = "cancelled"
         self.log(f"cancel {run_id} ({'cli' if via_cli else 'api'}): {self.tl.expected[run_id]}")
         return self.tl.expected[run_id] == "cancelled"
 
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> checks.Report:
+        try:
+            return self._run()
+        finally:
+            if self.cluster is not None:
+                self.cluster.destroy()  # the server process never outlives the run
+
+    def _run(self) -> checks.Report:
         o = self.opts.resolved()
         self.app.migrate()
         for _ in range(o.workers):
@@ -335,6 +424,11 @@ class Chaos:
         specs = self.make_specs()
         actions = ["kill"] * o.kills + ["stop"] * o.stops + ["term"] * o.terms
         self.rng.shuffle(actions)
+        # Restarts spread evenly through the run, the first one "fast" (as systemd stops a
+        # server), then "immediate" (a crash of the server process: no shutdown checkpoint).
+        for i in range(o.restarts or 0):
+            at = len(actions) * (i + 1) // ((o.restarts or 0) + 1)
+            actions.insert(at, "restart-fast" if i % 2 == 0 else "restart-immediate")
         n_actions = len(actions)
         cancels_left = o.cancels
         backlog = max(2 * o.workers, 4)
@@ -351,7 +445,7 @@ class Chaos:
                 # each, or the runs can all finish before it (a slow machine makes the
                 # interruptions slower than the workers) and it has nothing to interrupt.
                 done_frac = 1 - len(actions) / n_actions if n_actions else 1
-                reserve = sum(1 for kind in actions if kind != "kill")
+                reserve = sum(1 for kind in actions if kind in ("stop", "term"))
                 want = min(o.runs - reserve, int(o.runs * done_frac) + backlog) + extra
                 triggered = len(self.tl.expected)
                 if want > triggered or not actions:
@@ -361,6 +455,9 @@ class Chaos:
                 if cancels_left and o.cancels - cancels_left < cancel_budget and self.rng.random() < 0.05:
                     if self.cancel_one(via_cli=cancels_left % 3 == 0):
                         cancels_left -= 1
+                if actions and actions[-1].startswith("restart-"):
+                    self.restart(actions.pop().split("-", 1)[1])
+                    continue
                 if actions and time.time() >= next_action:
                     kind = actions[-1]
                     busy = [w for w in self.busy() if time.time() - w.started > 0.2]
@@ -415,6 +512,7 @@ class Chaos:
                 events.append((w.pid, line))
         rep = checks.check(ledger.read(self.ledger_path), checks.read_db(self.db), self.tl,
                            checks.parse_events(events), horizon=time.time())
+        rep.db = self.opts.db
         rep.failures[:0] = self.failures
         rep.elapsed = elapsed  # type: ignore[attr-defined]
         return rep

@@ -11,15 +11,22 @@ CPYTHON: dict[str, tuple[str, dict]] = {
     "huey": ("bench.contenders.huey_sqlite", {}),
     # On the bench's own PostgreSQL server: only with python -m bench --postgres.
     "dbos-pg": ("bench.contenders.dbos_postgres", {}),
+    "durably-pg": ("bench.contenders.durably_postgres", {"notify": True}),
+    # The same without NOTIFY: the worker finds runs by polling (workload 3 only).
+    "durably-pg-poll": ("bench.contenders.durably_postgres", {"notify": False}),
+    # The commits a durable runtime cannot avoid, with psycopg on the same server.
+    "pg-floor": ("bench.contenders.pg_floor", {}),
 }
 
 # The contenders that need the bench's PostgreSQL server (python -m bench --postgres).
-POSTGRES: set[str] = {"dbos-pg"}
+POSTGRES: set[str] = {"dbos-pg", "durably-pg", "durably-pg-poll", "pg-floor"}
 
 # Workload 7 (one-step runs/s against 1, 2, 4, 8 worker processes on one PostgreSQL server):
-# the contenders that have a runs_workers(k, workers, db_path). durably's comes with the
-# PostgreSQL engine (issue 13).
-WORKERS: set[str] = {"dbos-pg"}
+# the contenders that have a runs_workers(k, workers, db_path).
+WORKERS: set[str] = {"dbos-pg", "durably-pg"}
+
+# Contenders that run only some workloads' kinds (a setting measured where it matters).
+ONLY_KINDS: dict[str, set[str]] = {"durably-pg-poll": {"trigger"}}
 
 # Browser contenders of workloads 1-3: label -> page (driven by bench.browser). durably's is
 # its own site's test page (a private copy, under /site/) with a bench-only job module.
@@ -51,6 +58,11 @@ def host(name: str) -> str:
     return "browser" if name in BROWSER or name in BROWSER_LOAD else "cpython"
 
 
+def engine(name: str) -> str:
+    """The database a contender stores in: its figures are set against those on the same one."""
+    return "postgresql" if name in POSTGRES else "sqlite"
+
+
 def supports(name: str, kind: str) -> bool:
     """Workload 4 (load), 5 (resume) and 7 (workers) have their own lists; workloads 1-3 are
     for the CPython and BROWSER contenders."""
@@ -60,4 +72,6 @@ def supports(name: str, kind: str) -> bool:
         return name in BROWSER_RESUME
     if kind == "workers":
         return name in WORKERS
+    if name in ONLY_KINDS:
+        return kind in ONLY_KINDS[name]
     return name in CPYTHON or name in BROWSER

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from .clock import Clock, UlidFactory, add_seconds, iso, system_clock
+from .copying import CopyResult, copy_database
 from .driver import Driver, Sqlite3Driver
 from .errors import (
     CancelledError,
@@ -72,7 +74,7 @@ class _Setting(Generic[T]):
 
 
 class Durably:
-    """A durable job runtime on one SQLite database.
+    """A durable job runtime on one database: an SQLite file, or PostgreSQL.
 
     Example::
 
@@ -82,7 +84,9 @@ class Durably:
         await app.wait_for_run(run.id, timeout=10)
         await app.stop()
 
-    ``db`` is a path, ``":memory:"``, or a driver object (see ``durably.driver``). The first
+    ``db`` is a path, ``":memory:"``, a ``postgresql://USER:PASSWORD@HOST:PORT/DBNAME`` URL
+    (``pip install 'durably[postgres]'``; docs/postgres.md), or a driver object (see
+    ``durably.driver``). The first
     database call creates or upgrades the schema, so a process that only triggers never
     needs ``start()``. The options and their defaults are ``durably.settings.Settings``'s.
     ``worker_host`` is the ``(host, pid)`` a started worker records in the registry
@@ -128,7 +132,7 @@ class Durably:
         # Job name -> when (monotonic) a live worker was last seen registering it, so that a
         # trigger-only process does not ask the registry on every trigger.
         self._jobs_seen: dict[str, float] = {}
-        self._store = Store(_driver_for(db))
+        self._store = Store(_driver_for(db, self.settings))
         self._ids = UlidFactory()
         self._events = EventBus(self._clock)
         self._jobs = JobRegistry()
@@ -203,6 +207,24 @@ class Durably:
         reclaimed = self._store.reclaim_all_leases(self._now())
         self._store.forget_other_workers(self.worker_id)
         return reclaimed
+
+    def copy_to(self, target: Durably, *, replace: bool = False) -> CopyResult:
+        """Copy every run of this database, with its steps, labels and log lines, into
+        ``target``'s (any engine to any engine: ``durably copy``). The copy is a snapshot:
+        runs leased here are pending there (their leases handed back), ids and timestamps
+        are unchanged, and the target is written in one transaction. A target that holds
+        runs is refused (``ConflictError``) unless ``replace=True``, which deletes them first.
+
+        Example::
+
+            with_sqlite = Durably("jobs.db")
+            with_sqlite.copy_to(Durably("postgresql://app:secret@db/jobs"))
+        """
+        self._check_open()
+        target._check_open()
+        if target is self or target._store.driver is self._store.driver:
+            raise ValidationError("copy_to() needs another database than this one as its target")
+        return copy_database(self._store, target._store, replace=replace)
 
     # -- requests answered once ------------------------------------------------------------
 
@@ -490,7 +512,8 @@ class Durably:
         name wins: sent again with the same ``signal_id`` and payload it is returned as
         ``duplicate``, any other raises ``ConflictError``. A run waiting for it is due at
         once (``disposition`` ``"delivered"``; a worker in this process starts it now, one
-        in another process at its next poll); otherwise the signal is kept until the run
+        in another process at its next poll, or at once on PostgreSQL, whose ``NOTIFY``
+        wakes it); otherwise the signal is kept until the run
         waits for it (``"stored"``). A finished run, or one whose wait for this name timed
         out, raises ``ConflictError``; an unknown run ``NotFoundError``. ``signal_id``
         defaults to a new id, returned in the record.
@@ -766,16 +789,34 @@ class Durably:
         self.close()
 
 
-def _driver_for(db: object) -> Driver:
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _driver_for(db: object, settings: Settings) -> Driver:
     if isinstance(db, (str, os.PathLike)):
         path = os.fspath(db)
         if not path:
-            raise ValidationError("db must be a file path, ':memory:' or a driver object; got an empty path")
+            raise ValidationError(
+                "db must be a file path, ':memory:', a postgresql:// URL or a driver object; got an empty path"
+            )
+        if isinstance(path, str) and _URL.match(path):
+            # Imported only for a URL: the browser's build leaves PostgreSQL's modules out.
+            from .pg_driver import PostgresDriver, is_postgres_url
+
+            if not is_postgres_url(path):
+                raise ValidationError(
+                    f"db {path.split('://')[0]}://... is a URL durably cannot open: give a file path, ':memory:' "
+                    "or a postgresql://USER:PASSWORD@HOST:PORT/DBNAME URL"
+                )
+            # A worker frozen inside a transaction (SIGSTOP, a suspended machine) loses it,
+            # and its row locks, before its lease could expire.
+            return PostgresDriver(path, idle_in_transaction_timeout=min(10.0, settings.lease_duration))
         return Sqlite3Driver(str(path))
     if isinstance(db, Driver):
         return db
     raise ValidationError(
-        f"db must be a file path, ':memory:' or a driver object with execute() and close(), got {db!r}"
+        f"db must be a file path, ':memory:', a postgresql:// URL or a driver object with execute() and close(), "
+        f"got {db!r}"
     )
 
 

@@ -1,20 +1,22 @@
 """The ``durably`` command (also ``python -m durably``): the CPython host.
 
-    durably worker MODULE --db PATH [--concurrency N]    run jobs until SIGTERM/SIGINT
-    durably trigger --db PATH JOB [INPUT_JSON]           insert a run, no job code needed
-    durably runs --db PATH [--status S] [--job J]        list runs, newest first
-    durably show --db PATH RUN_ID                        one run with its steps and its last logs
-    durably status --db PATH [--json] [--check]          workers, runs, pending runs nobody runs
-    durably cancel --db PATH RUN_ID
-    durably retrigger --db PATH RUN_ID
-    durably delete --db PATH RUN_ID
-    durably signal --db PATH RUN_ID NAME [PAYLOAD_JSON] [--signal-id ID]
-    durably schedules --db PATH [--json]                  scheduled jobs and their next times
+    durably worker MODULE --db DB [--concurrency N]    run jobs until SIGTERM/SIGINT
+    durably trigger --db DB JOB [INPUT_JSON]           insert a run, no job code needed
+    durably runs --db DB [--status S] [--job J]        list runs, newest first
+    durably show --db DB RUN_ID                        one run with its steps and its last logs
+    durably status --db DB [--json] [--check]          workers, runs, pending runs nobody runs
+    durably cancel --db DB RUN_ID
+    durably retrigger --db DB RUN_ID
+    durably delete --db DB RUN_ID
+    durably signal --db DB RUN_ID NAME [PAYLOAD_JSON] [--signal-id ID]
+    durably schedules --db DB [--json]                 scheduled jobs and their next times
+    durably copy --from DB --to DB [--replace]         every run into another database
 
-``--db`` defaults to the ``DURABLY_DB`` environment variable; every command but ``worker``
-and ``trigger`` opens an existing database only. Exit status: 0 on success, 2 for usage
-errors and bad input (one line on stderr, no traceback), 1 for other failures, 3 for
-``status --check`` when a job with pending runs has no live worker.
+``DB`` is an SQLite file or a ``postgresql://`` URL. ``--db`` defaults to the ``DURABLY_DB``
+environment variable; every command but ``worker`` and ``trigger`` opens an existing
+database only. Exit status: 0 on success, 2 for usage errors and bad input (one line on
+stderr, no traceback), 1 for other failures (the database failed or cannot be reached, a
+newer schema), 3 for ``status --check`` when a job with pending runs has no live worker.
 """
 
 from __future__ import annotations
@@ -63,12 +65,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="durably", description="Durable Python jobs on SQLite.")
+    parser = _Parser(prog="durably", description="Durable Python jobs on SQLite or PostgreSQL.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def db_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--db", default=os.environ.get("DURABLY_DB"), help="the SQLite database file (default: $DURABLY_DB)"
+            "--db",
+            default=os.environ.get("DURABLY_DB"),
+            metavar="DB",
+            help="the database: an SQLite file or a postgresql://USER:PASSWORD@HOST:PORT/DBNAME URL "
+            "(default: $DURABLY_DB)",
         )
 
     w = sub.add_parser("worker", help="run the jobs of MODULE until SIGTERM or SIGINT")
@@ -136,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         db_option(p)
         p.add_argument("run_id", metavar="RUN_ID")
+
+    c = sub.add_parser(
+        "copy",
+        help="copy every run, with its steps, labels and logs, into another database (SQLite or PostgreSQL)",
+    )
+    c.add_argument("--from", dest="source", metavar="DB", required=True, help="the database to copy (it must exist)")
+    c.add_argument("--to", dest="target", metavar="DB", required=True, help="the database to copy into")
+    c.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete the runs the target holds first (in the same transaction); without it a target "
+        "that holds runs is refused",
+    )
     return parser
 
 
@@ -161,8 +180,12 @@ def _main(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "copy":
+        return _copy(args)
     if not args.db:
-        raise UsageError(f"{args.command}: --db PATH is required (or set DURABLY_DB)")
+        raise UsageError(
+            f"{args.command}: --db PATH is required (an SQLite file or a postgresql:// URL; or set DURABLY_DB)"
+        )
     if args.command == "worker":
         return _worker(args)
     app = _open_existing(args.db, args.command) if args.command in EXISTING_ONLY else Durably(args.db)
@@ -178,6 +201,8 @@ EXISTING_ONLY = ("runs", "show", "status", "cancel", "retrigger", "delete", "sig
 
 
 def _open_existing(path: str, command: str) -> Durably:
+    if _is_url(path):
+        return _open_existing_url(path, command)
     missing = NotFoundError(
         f"no durably database at {path!r}: `durably {command}` reads an existing database and "
         "does not create one; check --db (or $DURABLY_DB)"
@@ -200,6 +225,66 @@ def _open_existing(path: str, command: str) -> Durably:
         app.close()
         raise
     return app
+
+
+def _is_url(db: str) -> bool:
+    return "://" in db
+
+
+def _shown(db: str) -> str:
+    """The database as messages name it: a URL without its password."""
+    if _is_url(db):
+        from .pg_driver import describe_url
+
+        return db.split("://", 1)[0] + "://" + describe_url(db)
+    return db
+
+
+def _open_existing_url(url: str, command: str) -> Durably:
+    try:
+        app = Durably(url)
+    except StorageError as exc:
+        if exc.code == "3D000":  # the database does not exist: like a missing file
+            raise NotFoundError(f"no durably database at {_shown(url)}: {exc}") from None
+        raise
+    try:
+        if app.schema_version() == 0:  # reads only: nothing is created
+            raise NotFoundError(
+                f"{_shown(url)} holds no durably tables (in the schema its search_path names first); "
+                f"`durably {command}` does not create them; check --db (or $DURABLY_DB)"
+            )
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def _copy(args: argparse.Namespace) -> int:
+    source_db, target_db = args.source, args.target
+    if not _is_url(source_db) and not _is_url(target_db) and os.path.exists(target_db):
+        if os.path.exists(source_db) and os.path.samefile(source_db, target_db):
+            raise UsageError("copy: --from and --to name the same database file")
+    if source_db == target_db:
+        raise UsageError("copy: --from and --to name the same database")
+    source = _open_existing(source_db, "copy")
+    try:
+        target = Durably(target_db)
+        try:
+            result = source.copy_to(target, replace=args.replace)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    out = {"from": _shown(source_db), "to": _shown(target_db), **result.to_dict()}
+    print(json.dumps(out))
+    if result.handed_back:
+        print(
+            f"durably: {result.handed_back} run(s) were leased in the source; they are pending in the copy "
+            "and resume at their first unfinished step there. Stop the source's workers before the "
+            "target's start, or both execute them",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _labels(pairs: list[str]) -> dict[str, str] | None:
@@ -455,7 +540,7 @@ def _worker(args: argparse.Namespace) -> int:
         )
 
     print(
-        f"durably: worker {app.worker_id} ready: jobs {', '.join(sorted(app.jobs))}; db {args.db}; "
+        f"durably: worker {app.worker_id} ready: jobs {', '.join(sorted(app.jobs))}; db {_shown(args.db)}; "
         f"concurrency {app.max_concurrent_runs}",
         file=sys.stderr,
         flush=True,

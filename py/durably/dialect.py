@@ -1,11 +1,14 @@
 """The SQL that differs between database engines, as data the store sends.
 
 The store writes every statement once; where an engine needs other text, the store sends
-``store.dialect.<name>`` instead, and it never asks which engine it has. ``SQLITE`` is the
-one dialect the store uses today (a file on CPython, OPFS in the browser). A PostgreSQL
-dialect fills the same fields from ``pg_sql`` and ``migrations_postgres`` (docs/postgres.md
-lists each statement and why it differs): ``begin`` is ``"BEGIN"``, ``migration_lock`` an
-advisory lock, ``claim`` passes the job names as one array parameter.
+``store.dialect.<name>`` instead, and it never asks which engine it has. ``SQLITE`` is
+SQLite's (a file on CPython, OPFS in the browser); ``durably.pg_sql.POSTGRES`` is
+PostgreSQL's, filled from ``pg_sql`` and ``migrations_postgres`` (docs/postgres.md lists
+each statement and why it differs). :func:`for_driver` picks one from the driver's name,
+importing the PostgreSQL half only for a PostgreSQL driver, so the browser never loads it.
+
+Fields that are ``None`` (or empty) on SQLite are steps SQLite does not need: its
+``BEGIN IMMEDIATE`` serialises every writer, and nothing listens for wake-ups.
 
 Statements take ``?`` placeholders on every engine (the PostgreSQL driver translates them).
 """
@@ -35,6 +38,8 @@ class Dialect:
     name: str
     #: Opens a write transaction that holds the write lock (or row locks) it needs up front.
     begin: str
+    #: Opens a read transaction that sees one moment's state (``durably copy``'s source).
+    begin_read: str
     #: The numbered migrations: ``(version, [statement, ...])``, oldest first.
     migrations: Sequence[tuple[int, Sequence[str]]]
     #: Creates the table of applied migrations if it is missing (inside the migration).
@@ -55,6 +60,38 @@ class Dialect:
     #: a ``waiting`` row there (the step waited for a retry) takes the new status.
     #: Parameters: run_id, index, name, status, error, started_at, now.
     insert_step_record: str
+    #: Records a failed attempt, fenced like ``complete_step``. Parameters: run_id,
+    #: run_attempt, step_name, step_index, attempt, error, started_at, finished_at, run_id,
+    #: generation.
+    record_attempt: str
+    #: The driver's ``StorageError.code`` for a unique violation (a claim that raced another
+    #: for a concurrency key, on an engine where claims run at the same time).
+    unique_violation: str
+    #: Cleared before a claim is tried again after ``unique_violation``: holds of runs
+    #: cancelled while leased whose lease expired (their worker died). Parameter: now.
+    clear_expired_cancel_holds: str | None = None
+    #: Taken inside a trigger's transaction before it looks for a pending run of the same
+    #: job and concurrency key, where triggers run at the same time. Parameters: job, key.
+    trigger_key_lock: str | None = None
+    #: Appended to a ``SELECT`` of one run that is then written in the same transaction, so
+    #: a concurrent write waits (``" FOR UPDATE"``); empty where ``begin`` locks already.
+    lock_row: str = ""
+    #: Appended to purge's ``SELECT``: two purges in parallel take different runs.
+    skip_locked: str = ""
+    #: Tells waiting workers a run became claimable (one parameter: the job name, or
+    #: ``"*"`` for any job); sent in the transaction that does it. None: nobody listens.
+    wake: str | None = None
+    #: The channel a worker listens on for ``wake`` (``Store.listen``); None: polling only.
+    wake_channel: str | None = None
+    #: Turns an ``INSERT INTO durably_runs`` into one statement that also sends ``wake``
+    #: for the inserted run's job (same parameters): for an insert sent alone, with no
+    #: transaction to carry the wake-up. None where ``wake`` is None.
+    waking: Callable[[str], str] | None = None
+    #: Sent after ``durably copy`` wrote rows with their ids (PostgreSQL's identity columns
+    #: must be moved past them).
+    after_copy: Sequence[str] = ()
+    #: Whether text may hold NUL (``"\x00"``): SQLite's may, PostgreSQL's may not.
+    text_takes_nul: bool = True
 
     @property
     def latest_version(self) -> int:
@@ -132,6 +169,7 @@ def _sqlite_claim(owner: str, job_names: Sequence[str], now: str, lease_until: s
 SQLITE = Dialect(
     name="sqlite",
     begin="BEGIN IMMEDIATE",
+    begin_read="BEGIN",  # deferred: the snapshot starts at the first read (WAL)
     migrations=MIGRATIONS,
     create_migrations_table=(
         "CREATE TABLE IF NOT EXISTS durably_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -155,4 +193,21 @@ SQLITE = Dialect(
         "error = excluded.error, completed_at = excluded.completed_at, wake_at = NULL "
         "WHERE durably_steps.status = 'waiting'"
     ),
+    record_attempt=(
+        "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
+        "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
+        "WHERE id = ? AND status = 'leased' AND lease_generation = ?)"
+    ),
+    unique_violation="SQLITE_CONSTRAINT_UNIQUE",
 )
+
+
+def for_driver(driver: Any) -> Dialect:
+    """The dialect of a driver's engine, by its ``name``: ``"postgresql"`` (``PostgresDriver``)
+    gets PostgreSQL's, every other driver SQLite's. A PostgreSQL driver with ``notify=False``
+    gets PostgreSQL's without wake-ups (polling only: for comparisons)."""
+    if getattr(driver, "name", None) != "postgresql":
+        return SQLITE
+    from . import pg_sql  # only here: the browser's build leaves PostgreSQL's modules out
+
+    return pg_sql.POSTGRES if getattr(driver, "notify", True) else pg_sql.POSTGRES_POLLING

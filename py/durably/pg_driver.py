@@ -6,9 +6,10 @@ imported when a driver is created.
 
 Connections. One connection per driver, in autocommit mode: the store serialises its calls
 with one lock and sends its own ``BEGIN``/``COMMIT``, so a pool would only hold connections
-nobody uses at the same time. ``listen()`` opens one more connection, on a thread of its
-own, for ``LISTEN``. A worker process therefore holds two connections, a process that only
-triggers or reads holds one.
+nobody uses at the same time. The connection turns bitmap scans off (``enable_bitmapscan``):
+durably's statements are written for ordered index scans, as on SQLite (see ``_connect``).
+``listen()`` opens one more connection, on a thread of its own, for ``LISTEN``. A worker
+process therefore holds two connections, a process that only triggers or reads holds one.
 
 Reconnecting. When the server goes away (restart, failover, a cut network), the statement
 in flight fails with ``StorageError`` (``code`` ``"08006"``, or the server's own code such
@@ -16,7 +17,10 @@ as ``"57P01"``): its outcome is unknown only if it was a ``COMMIT`` or a lone wr
 driver never re-sends it. The next ``execute`` opens a new connection, except inside a
 transaction that the lost connection held: those statements are refused (the server
 rolled the transaction back) until the caller sends ``ROLLBACK``, which the driver answers
-itself, so a transaction is never continued on a connection that did not start it.
+itself, so a transaction is never continued on a connection that did not start it. A
+connection that was idle when the server closed it (outside a transaction, the server's
+goodbye or end of stream waiting unread on its socket) is replaced before the next
+statement is sent, so a process that was idle through a restart sees no error at all.
 
 Parameters. The store writes ``?`` placeholders (SQLite's style); this driver turns each
 ``?`` outside quotes and comments into psycopg's ``%s`` and doubles every ``%`` (psycopg
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,6 +53,7 @@ __all__ = [
     "MIN_SERVER_VERSION",
     "PostgresDriver",
     "Listener",
+    "describe_url",
     "is_postgres_url",
     "is_transient",
     "translate_placeholders",
@@ -188,7 +194,7 @@ def _connect_error(exc: Exception, where: str) -> StorageError:
     return _error(f"cannot connect to PostgreSQL at {where}: {text}", CANNOT_CONNECT)
 
 
-def _describe(url: str) -> str:
+def describe_url(url: str) -> str:
     """``user@host:port/dbname`` for messages: never the password."""
     try:
         parts = urlsplit(url)
@@ -212,7 +218,7 @@ def _check_url(url: str) -> dict[str, Any]:
         urlsplit(url).port  # noqa: B018 - raises ValueError for a port that is not a number
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         raise ValidationError(
-            f"not a valid PostgreSQL URL ({_describe(url)}): {' '.join(str(exc).split())}; "
+            f"not a valid PostgreSQL URL ({describe_url(url)}): {' '.join(str(exc).split())}; "
             "the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...]"
         ) from None
     return params
@@ -229,7 +235,9 @@ class PostgresDriver:
     ``idle_in_transaction_timeout``: seconds after which the server ends a session that
     sits inside a transaction (a frozen or killed client), releasing its row locks; 0 keeps
     the server's setting. ``prepare=False`` turns off server-side prepared statements
-    (needed behind PgBouncer in transaction mode).
+    (needed behind PgBouncer in transaction mode). ``notify=False``: no wake-ups, workers
+    find other processes' runs by polling alone (for comparisons, or where ``LISTEN`` cannot
+    reach the server, as behind PgBouncer in transaction mode).
 
     Example::
 
@@ -248,6 +256,7 @@ class PostgresDriver:
         application_name: str = "durably",
         prepare: bool = True,
         min_server_version: int = MIN_SERVER_VERSION,
+        notify: bool = True,
     ) -> None:
         try:
             import psycopg
@@ -264,7 +273,7 @@ class PostgresDriver:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400:
                 raise ValidationError(f"{label} must be a number of seconds from 0 to 86400, got {value!r}")
         self.url = url
-        self.where = _describe(url)
+        self.where = describe_url(url)
         self._connect_kwargs: dict[str, Any] = {"autocommit": True}
         if connect_timeout:
             self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))
@@ -273,6 +282,9 @@ class PostgresDriver:
         if not prepare:
             self._connect_kwargs["prepare_threshold"] = None
         self._idle_ms = int(idle_in_transaction_timeout * 1000)
+        #: Whether the store sends and listens for wake-ups (``NOTIFY``); False leaves the
+        #: workers to polling alone (``durably.dialect.for_driver``).
+        self.notify = bool(notify)
         self._min_version = min_server_version
         self._lock = threading.RLock()
         self._conn: Any = None
@@ -302,6 +314,13 @@ class PostgresDriver:
                 )
             if self._idle_ms:
                 conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_ms}")
+            # durably's statements are written for ordered index scans (SQLite has nothing
+            # else): the claim walks (status, id) in order and stops at the first row it may
+            # take, marking the dead entries it passes so later claims skip them. On a table
+            # without statistics yet (a new database, before autovacuum's first ANALYZE) the
+            # planner picks a bitmap scan instead, which visits and sorts every entry of the
+            # status, dead ones included, at every claim: O(runs claimed since the last vacuum).
+            conn.execute("SET enable_bitmapscan = off")
         except BaseException:
             conn.close()
             raise
@@ -343,8 +362,11 @@ class PostgresDriver:
                 if len(self._sql) >= 512:
                     self._sql.clear()
                 self._sql[sql] = query
-            cur = self._cur
             in_transaction = self._conn.info.transaction_status != 0  # 0: IDLE
+            if not in_transaction and self._closed_while_idle():
+                self._drop_connection()
+                self._connect()
+            cur = self._cur
             try:
                 cur.execute(query, params)
                 rows = cur.fetchall() if cur.description is not None else []
@@ -355,6 +377,17 @@ class PostgresDriver:
                 raise StorageError(f"cannot store a value: {exc}", code=BAD_TEXT) from exc
             changes = cur.rowcount if status.startswith(("INSERT", "UPDATE", "DELETE", "MERGE")) else 0
             return rows, max(changes, 0)
+
+    def _closed_while_idle(self) -> bool:
+        """Did the server close this idle connection (a restart, an idle timeout)? Nothing
+        is owed on an idle connection of the driver (it never listens on it), so anything
+        readable is the server's goodbye (``57P01``) or the end of the stream. A select()
+        per statement: about a microsecond."""
+        try:
+            readable, _, _ = select.select([self._conn.pgconn.socket], [], [], 0)
+        except Exception:  # the socket is gone
+            return True
+        return bool(readable)
 
     def _failed(self, exc: Exception, in_transaction: bool) -> StorageError:
         conn = self._conn
@@ -404,7 +437,7 @@ class Listener:
         callback: Callable[[str | None], Any],
         *,
         max_delay: float = 2.0,
-        poll: float = 0.2,
+        poll: float = 0.05,
     ) -> None:
         if not isinstance(channel, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", channel):
             raise ValidationError(f"a channel name is lower-case letters, digits and _, got {channel!r}")

@@ -22,10 +22,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from .clock import parse_iso
-from .dialect import NO_LIMIT, SQLITE, Dialect
+from .dialect import NO_LIMIT, Dialect, for_driver
 from .driver import Driver, Row
 from .errors import ConflictError, NotFoundError, SchemaError, StorageError
 from .jsondata import read_stored, to_json
@@ -66,6 +67,70 @@ _FINISHED_SQL = "(" + ", ".join(f"'{status}'" for status in FINISHED) + ")"
 # preserve_steps=False.
 _DETAIL_TABLES = ("durably_steps", "durably_logs", "durably_attempts", "durably_signals")
 
+INSERT_RUN = (
+    "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
+    "concurrency_key, retrigger_of, created_at, updated_at) "
+    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+)
+#: With an idempotency key: a concurrent trigger may have inserted the run since we looked
+#: (on an engine where triggers run at the same time); no row back means "that one".
+INSERT_RUN_IDEMPOTENT = (
+    INSERT_RUN + " ON CONFLICT (job_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+)
+#: A claim that met a concurrency key taken by another worker at the same moment tries again
+#: this many more times before it gives up until the next poll.
+CLAIM_RETRIES = 2
+#: The payload of a wake-up for any job (a concurrency key became free).
+ANY_JOB = "*"
+#: Log lines written by one statement (6 parameters each; SQLite takes 32,766 at most).
+LOG_BATCH = 100
+
+
+#: What ``durably copy`` moves, table by table: ``(table, its columns, its key)``. Every
+#: column of the latest schema (tests/core/test_copy.py holds this list to the schema on
+#: both engines). Not copied: the worker registry, which describes the processes connected
+#: to a database, not its data, and the record of answered requests (schema 4), which the
+#: browser keeps for the seconds a hand-over between tabs takes. Schedules are copied with
+#: their last and next slots, so a worker on the copy goes on from the same slot.
+COPY_TABLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        "durably_runs",
+        (
+            "id", "job_name", "status", "input", "output", "error", "failed_step", "labels", "idempotency_key",
+            "concurrency_key", "progress", "lease_owner", "lease_generation", "lease_expires_at",
+            "completed_steps", "retrigger_of", "created_at", "started_at", "completed_at", "updated_at",
+            "wake_at", "waiting_for", "wait_step", "attempt", "deadline_at",
+        ),
+        ("id",),
+    ),
+    ("durably_run_labels", ("run_id", "key", "value"), ("run_id", "key")),
+    (
+        "durably_steps",
+        ("run_id", "idx", "name", "status", "output", "error", "started_at", "completed_at", "wake_at"),
+        ("run_id", "idx"),
+    ),
+    ("durably_logs", ("id", "run_id", "step_name", "level", "message", "data", "created_at"), ("id",)),
+    (
+        "durably_attempts",
+        ("id", "run_id", "run_attempt", "step_name", "step_index", "attempt", "error", "started_at", "finished_at"),
+        ("id",),
+    ),
+    ("durably_signals", ("run_id", "name", "signal_id", "payload", "created_at"), ("run_id", "name")),
+    (
+        "durably_schedules",
+        ("job_name", "cron", "timezone", "catch_up", "last_slot", "next_at", "updated_at"),
+        ("job_name",),
+    ),
+)  # fmt: skip
+
+
+@lru_cache(maxsize=LOG_BATCH)
+def _insert_logs_sql(lines: int) -> str:
+    return "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) VALUES " + ", ".join(
+        ["(?, ?, ?, ?, ?, ?)"] * lines
+    )
+
+
 # -- records the store takes and returns ------------------------------------------------------
 
 
@@ -96,6 +161,17 @@ class Lease:
 
     run_id: str
     generation: int
+    #: The run's concurrency key and job: a run handed back, or the end of a keyed run,
+    #: wakes the workers that wait for them (``Store.listen``).
+    concurrency_key: str | None = None
+    job_name: str | None = None
+
+    @property
+    def wakes(self) -> str:
+        """The wake-up payload when this run gives its slot back: its job, or any job when
+        it also frees a concurrency key."""
+        job = self.job_name
+        return job if self.concurrency_key is None and isinstance(job, str) else ANY_JOB
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +247,8 @@ class Claimed:
 
     @property
     def lease(self) -> Lease:
-        return Lease(self.run.id, self.generation)
+        run = self.run
+        return Lease(run.id, self.generation, run.concurrency_key, run.job_name)
 
 
 class RunState(NamedTuple):
@@ -229,13 +306,16 @@ class PendingWrites:
 
 
 class Store:
-    """The database: ``driver`` runs the SQL, ``dialect`` holds the text that differs."""
+    """The database: ``driver`` runs the SQL, ``dialect`` holds the text that differs
+    (by default the one ``durably.dialect.for_driver`` picks for the driver)."""
 
-    def __init__(self, driver: Driver, dialect: Dialect = SQLITE) -> None:
+    def __init__(self, driver: Driver, dialect: Dialect | None = None) -> None:
         self.driver = driver
-        self.dialect = dialect
+        self.dialect = dialect if dialect is not None else for_driver(driver)
         self._lock = threading.RLock()
         self._migrated = False
+        # Wake-ups to send before the open transaction commits (None: no transaction open).
+        self._wakes: set[str] | None = None
         self._in_write = False  # inside a _write(): a nested one joins it
 
     # -- plumbing -----------------------------------------------------------------------
@@ -271,8 +351,13 @@ class Store:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._x(self.dialect.begin)
+        self._wakes = set()
         try:
             yield
+            wake = self.dialect.wake
+            if wake is not None:
+                for payload in sorted(self._wakes):  # delivered when the transaction commits
+                    self._x(wake, (payload,))
             # A failed COMMIT can leave the transaction open (SQLITE_BUSY always does;
             # SQLITE_IOERR and SQLITE_FULL may): roll it back like any other failure, or
             # the connection keeps the write lock and every later BEGIN fails.
@@ -283,6 +368,30 @@ class Store:
             except StorageError:
                 pass  # the failed statement may already have rolled it back
             raise
+        finally:
+            self._wakes = None
+
+    def _wake(self, payload: str) -> None:
+        """Tell the workers that listen (``listen``) a run of job ``payload`` (``ANY_JOB``:
+        of any job) became claimable: with the open transaction's commit, or now after a
+        lone statement. Nothing on an engine where nobody listens."""
+        if self.dialect.wake is None:
+            return
+        if self._wakes is not None:
+            self._wakes.add(payload)
+        else:
+            self._x(self.dialect.wake, (payload,))
+
+    def listen(self, callback: Callable[[str | None], Any]) -> Any:
+        """Call ``callback(job_name)`` (from another thread) when another process makes a run
+        claimable: ``"*"`` for any job, None after the listener (re)connected and may have
+        missed some. Returns an object to ``close()``, or None where the engine sends no
+        wake-ups (SQLite: the worker polls)."""
+        channel = self.dialect.wake_channel
+        listen = getattr(self.driver, "listen", None)
+        if channel is None or listen is None:
+            return None
+        return listen(channel, callback)
 
     @contextmanager
     def _read(self) -> Iterator[None]:
@@ -364,6 +473,10 @@ class Store:
             if rows:
                 return run_from_row(rows[0], "idempotent"), "idempotent"
         if new.concurrency_key is not None:
+            if self.dialect.trigger_key_lock is not None:
+                # Two triggers of this job and key take turns here, so the second one's
+                # look for a pending run sees the first one's.
+                self._x(self.dialect.trigger_key_lock, (new.job_name, new.concurrency_key))
             rows, _ = self._x(
                 f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? "
                 "AND concurrency_key = ? AND status = 'pending' ORDER BY id LIMIT 1",
@@ -377,22 +490,35 @@ class Store:
                     f"concurrency key {new.concurrency_key!r}; wait for it to start, or pass "
                     "coalesce='skip' to get that run back instead of an error"
                 )
-        self._x(
-            "INSERT INTO durably_runs (id, job_name, status, input, labels, idempotency_key, "
-            "concurrency_key, retrigger_of, created_at, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.run_id,
-                new.job_name,
-                new.input_json,
-                json.dumps(new.labels, sort_keys=True),
-                new.idempotency_key,
-                new.concurrency_key,
-                new.retrigger_of,
-                new.now,
-                new.now,
-            ),
+        values = (
+            new.run_id,
+            new.job_name,
+            new.input_json,
+            json.dumps(new.labels, sort_keys=True),
+            new.idempotency_key,
+            new.concurrency_key,
+            new.retrigger_of,
+            new.now,
+            new.now,
         )
+        woken = False
+        if new.idempotency_key is None:
+            waking = self.dialect.waking
+            if self._wakes is None and waking is not None:
+                # A lone insert (a plain trigger): its wake-up rides in the same statement,
+                # so it commits (and flushes) once, not twice.
+                self._x(waking(INSERT_RUN), values)
+                woken = True
+            else:
+                self._x(INSERT_RUN, values)
+        else:
+            inserted, _ = self._x(INSERT_RUN_IDEMPOTENT, values)
+            if not inserted:  # a concurrent trigger with this key committed first
+                rows, _ = self._x(
+                    f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE job_name = ? AND idempotency_key = ?",
+                    (new.job_name, new.idempotency_key),
+                )
+                return run_from_row(rows[0], "idempotent"), "idempotent"
         for key, value in new.labels.items():
             self._x("INSERT INTO durably_run_labels (run_id, key, value) VALUES (?, ?, ?)", (new.run_id, key, value))
         created_at = parse_iso(new.now)
@@ -417,6 +543,8 @@ class Store:
             retrigger_of=new.retrigger_of,
             disposition="created",
         )
+        if not woken:
+            self._wake(new.job_name)
         return run, "created"
 
     # -- requests (the browser's forwarded calls) -------------------------------------------
@@ -448,8 +576,11 @@ class Store:
             row = self._run_row(run_id)
         return run_from_row(row) if row is not None else None
 
-    def _run_row(self, run_id: str) -> Row | None:
-        rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?", (run_id,))
+    def _run_row(self, run_id: str, *, lock: bool = False) -> Row | None:
+        """The run's row; with ``lock`` (inside a write transaction) other writers of the
+        row wait until this transaction ends."""
+        suffix = self.dialect.lock_row if lock else ""
+        rows, _ = self._x(f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE id = ?{suffix}", (run_id,))
         return rows[0] if rows else None
 
     def get_runs(
@@ -563,9 +694,20 @@ class Store:
         """
         if not job_names:
             return None
-        sql, params = self.dialect.claim(owner, job_names, now, lease_until)
+        dialect = self.dialect
         with self._write(several=False):
-            rows, _ = self._x(sql, params)
+            for attempt in range(CLAIM_RETRIES + 1):
+                try:
+                    rows, _ = self._x(*dialect.claim(owner, job_names, now, lease_until))
+                    break
+                except StorageError as exc:
+                    # Another worker claimed a run of the same concurrency key at the same
+                    # moment (the engine's unique index on key holders refused ours): a
+                    # new look sees it held. A dead worker's expired cancel hold is cleared.
+                    if exc.code != dialect.unique_violation or attempt == CLAIM_RETRIES:
+                        raise
+                    if dialect.clear_expired_cancel_holds is not None:
+                        self._x(dialect.clear_expired_cancel_holds, (now,))
             if not rows:
                 return None
             row = rows[0]
@@ -606,12 +748,15 @@ class Store:
         if not changes:
             return False
         if pending is not None and pending.logs:
-            for line in pending.logs:
-                self._x(
-                    "INSERT INTO durably_logs (run_id, step_name, level, message, data, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (run_id, *line),
-                )
+            # Several lines a statement: over a network each statement is a round trip.
+            logs = pending.logs
+            for start in range(0, len(logs), LOG_BATCH):
+                batch = logs[start : start + LOG_BATCH]
+                params: list[Any] = []
+                for line in batch:
+                    params.append(run_id)
+                    params.extend(line)
+                self._x(_insert_logs_sql(len(batch)), params)
         return True
 
     def complete_step(
@@ -669,14 +814,24 @@ class Store:
         goes straight on to its next run pays one commit for both (and the run's row and
         the status index pages they share are written once). Returns ``(completed,
         claimed)``: ``(False, None)``, nothing written and nothing claimed, if the lease is
-        no longer ours; ``claimed`` is None when no run is claimable. Both or neither are
-        written: a failure rolls back the completion too."""
+        no longer ours; ``claimed`` is None when no run is claimable, or when the claim
+        failed: it runs under a savepoint, so its failure (PostgreSQL aborts a transaction
+        at a concurrent claim's unique violation) rolls back only the claim, and the
+        caller claims on its own. A failure of the completion or of the commit raises
+        ``StorageError`` with nothing written."""
         with self._write():
             if not self.complete_run(
                 lease, now=now, output_json=output_json, pending=pending, preserve_steps=preserve_steps
             ):
                 return False, None
-            return True, self.claim(owner=owner, job_names=job_names, now=now, lease_until=lease_until)
+            self._x("SAVEPOINT durably_claim")
+            try:
+                claimed = self.claim(owner=owner, job_names=job_names, now=now, lease_until=lease_until)
+            except StorageError:
+                self._x("ROLLBACK TO SAVEPOINT durably_claim")
+                claimed = None
+            self._x("RELEASE SAVEPOINT durably_claim")
+            return True, claimed
 
     def fail_run(
         self,
@@ -717,6 +872,8 @@ class Store:
                 self._insert_step_record(lease.run_id, step, now)
             if not preserve_steps:
                 self._delete_details(lease.run_id)
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)  # its key is free: a run of any job may wait for it
         return True
 
     def _insert_step_record(self, run_id: str, step: StepEnd, now: str) -> None:
@@ -739,13 +896,20 @@ class Store:
                 self._insert_step_record(lease.run_id, step, now)
             if not preserve_steps:
                 self._delete_details(lease.run_id)
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)
         return True
 
     def release(self, lease: Lease, *, now: str, pending: PendingWrites | None) -> bool:
         """Hand a lease back: the run is pending again, its steps kept, and the next worker
         takes it at once instead of waiting for the lease to expire."""
         with self._write(_has_logs(pending)):
-            return self._fence(lease, now, pending, ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL")
+            if not self._fence(
+                lease, now, pending, ", status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
+            ):
+                return False
+            self._wake(lease.wakes)
+        return True
 
     # -- runs that wait (retries, sleeps, signals) --------------------------------------------
 
@@ -782,6 +946,8 @@ class Store:
                 self._put_step(
                     lease.run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at
                 )
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)  # a waiting run holds no key: a run of any job may wait for it
         return True
 
     def await_signal(
@@ -827,6 +993,8 @@ class Store:
                 (run_wake_at, step.name),
             )
             self._put_step(run_id, step.index, step.name, "waiting", None, None, step.started_at, None, step.wake_at)
+            if lease.concurrency_key is not None:
+                self._wake(ANY_JOB)
         return SignalWait("waiting")
 
     def finish_step(
@@ -887,9 +1055,7 @@ class Store:
         statement. False, and nothing written, if the lease is not ours."""
         with self._write(several=False):
             _, changes = self._x(
-                "INSERT INTO durably_attempts (run_id, run_attempt, step_name, step_index, attempt, error, "
-                "started_at, finished_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM durably_runs "
-                "WHERE id = ? AND status = 'leased' AND lease_generation = ?)",
+                self.dialect.record_attempt,
                 (
                     lease.run_id,
                     attempt.run_attempt,
@@ -908,10 +1074,12 @@ class Store:
     def count_attempts(self, run_id: str, step_name: str | None, run_attempt: int) -> int:
         """How many failed attempts of this step (None: of the job between steps) the run
         recorded in its job-level attempt ``run_attempt``."""
+        # "step_name IS ?" is SQLite's; "IS NULL" and "= ?" are every engine's.
+        step = "step_name IS NULL" if step_name is None else "step_name = ?"
+        params = (run_id, run_attempt) if step_name is None else (run_id, step_name, run_attempt)
         with self._read():
             rows, _ = self._x(
-                "SELECT COUNT(*) FROM durably_attempts WHERE run_id = ? AND step_name IS ? AND run_attempt = ?",
-                (run_id, step_name, run_attempt),
+                f"SELECT COUNT(*) FROM durably_attempts WHERE run_id = ? AND {step} AND run_attempt = ?", params
             )
         return int(rows[0][0])
 
@@ -950,7 +1118,11 @@ class Store:
         it (``stored``). Raises ``NotFoundError`` for an unknown run, ``ConflictError`` for
         a finished run or one whose wait for this name is over (it timed out)."""
         with self._write():
-            row = self._run_row(run_id)
+            # Locked where writers run at the same time (PostgreSQL): a worker's await_signal
+            # (which holds the row from its fence) either commits its wait before this looks
+            # at the run, or reads this signal after it commits; and two signals of one name
+            # take turns, so the second sees the first.
+            row = self._run_row(run_id, lock=True)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
             rows, _ = self._x(
@@ -985,6 +1157,8 @@ class Store:
                 "AND waiting_for = 'signal' AND wait_step = ?",
                 (now, now, run_id, name),
             )
+            if woken:
+                self._wake(row[1])  # its job: the run is due now
         return signal_from_row((run_id, name, signal_id, payload_json, now), "delivered" if woken else "stored")
 
     # -- schedules ------------------------------------------------------------------------------
@@ -1014,7 +1188,11 @@ class Store:
                         f"INSERT INTO durably_schedules ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, ?) "
                         "ON CONFLICT (job_name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone, "
                         "catch_up = excluded.catch_up, last_slot = NULL, next_at = excluded.next_at, "
-                        "updated_at = excluded.updated_at",
+                        "updated_at = excluded.updated_at "
+                        # A worker that registered the same expression at the same moment (on
+                        # an engine where two registrations run at once) keeps its row.
+                        "WHERE durably_schedules.cron <> excluded.cron "
+                        "OR durably_schedules.timezone <> excluded.timezone",
                         (spec.job_name, spec.cron, spec.timezone, spec.catch_up, spec.next_at, now),
                     )
             if not specs:
@@ -1087,8 +1265,8 @@ class Store:
         for it would be earlier than the steps other workers commit meanwhile, and the
         run would read as cancelled before its last steps completed."""
         with self._write():
+            row = self._run_row(run_id, lock=True)
             stamp = now()
-            row = self._run_row(run_id)
             if row is None:
                 raise NotFoundError(f"no run with id {run_id!r}")
             run = run_from_row(row)
@@ -1112,10 +1290,11 @@ class Store:
             )
         return run
 
-    def finished_run(self, run_id: str, action: str) -> Run:
+    def finished_run(self, run_id: str, action: str, *, lock: bool = False) -> Run:
         """The run, which must be finished for ``action`` (``NotFoundError``, or
-        ``ConflictError`` naming its status). Call inside ``transaction()``."""
-        row = self._run_row(run_id)
+        ``ConflictError`` naming its status). Call inside ``transaction()``; ``lock`` when
+        the run is written next."""
+        row = self._run_row(run_id, lock=lock)
         if row is None:
             raise NotFoundError(f"no run with id {run_id!r}")
         run = run_from_row(row)
@@ -1132,7 +1311,7 @@ class Store:
         expired): until then its step may still be running, and deleting the run would free
         its concurrency key for another run at once."""
         with self._write():
-            run = self.finished_run(run_id, "delete")
+            run = self.finished_run(run_id, "delete", lock=True)
             held, _ = self._x(
                 "SELECT lease_owner, lease_expires_at FROM durably_runs "
                 "WHERE id = ? AND status = 'cancelled' AND lease_expires_at >= ?",
@@ -1162,7 +1341,8 @@ class Store:
             rows, _ = self._x(
                 f"SELECT {RUN_COLUMNS} FROM durably_runs WHERE completed_at IS NOT NULL "
                 f"AND completed_at < ? AND status IN {_FINISHED_SQL} "
-                "AND (lease_expires_at IS NULL OR lease_expires_at < ?) ORDER BY completed_at LIMIT ?",
+                "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
+                f"ORDER BY completed_at LIMIT ?{self.dialect.skip_locked}",
                 (cutoff, now, limit),
             )
             runs = [run_from_row(r) for r in rows]
@@ -1247,6 +1427,59 @@ class Store:
                 (now,),
             )
         return RunCounts(dict(by_status), dict(pending))
+
+    # -- durably copy -----------------------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees the database as it was at its first
+        read (a copy taken while workers write is still one moment's state)."""
+        with self._read():
+            self._x(self.dialect.begin_read)
+            try:
+                yield
+            finally:
+                try:
+                    self._x("COMMIT")
+                except StorageError:
+                    pass  # a read transaction has nothing to lose
+
+    def copy_page(
+        self, table: str, columns: Sequence[str], key: Sequence[str], after: Row | None, limit: int
+    ) -> list[Row]:
+        """Up to ``limit`` rows of ``table`` (one of ``COPY_TABLES``) in key order, after the
+        row whose key is ``after`` (None: from the first)."""
+        keys = ", ".join(key)
+        where = f" WHERE ({keys}) > ({', '.join('?' * len(key))})" if after is not None else ""
+        sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY {keys} LIMIT ?"
+        rows, _ = self._x(sql, (*(after or ()), limit))
+        return rows
+
+    def count_copied(self) -> dict[str, int]:
+        """Rows in each of ``COPY_TABLES``."""
+        with self._read():
+            return {table: int(self._x(f"SELECT COUNT(*) FROM {table}")[0][0][0]) for table, _, _ in COPY_TABLES}
+
+    def write_copied(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert rows as they are, ids included (inside ``transaction()``)."""
+        if not rows:
+            return
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        params: list[Any] = []
+        for row in rows:
+            params.extend(row)
+        self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
+
+    def clear_copied(self) -> None:
+        """Delete every row of ``COPY_TABLES``, the worker registry and the record of answered
+        requests (inside ``transaction()``)."""
+        for table, _, _ in (*COPY_TABLES, ("durably_workers", (), ()), ("durably_requests", (), ())):
+            self._x(f"DELETE FROM {table}")
+
+    def after_copy(self) -> None:
+        """What the engine needs once rows were written with their ids (inside ``transaction()``)."""
+        for sql in self.dialect.after_copy:
+            self._x(sql)
 
     def close(self) -> None:
         with self._lock:

@@ -51,7 +51,13 @@ def check_name(value: Any, what: str) -> str:
 
 
 def check_text(value: str, what: str) -> str:
-    """Text that SQLite can store: no lone surrogates (e.g. "\\ud800"), which UTF-8 cannot encode."""
+    """Text that every engine can store: no lone surrogates (e.g. "\\ud800"), which UTF-8
+    cannot encode, and no NUL ("\\x00"), which PostgreSQL's text cannot hold."""
+    if "\x00" in value:
+        raise ValidationError(
+            f"{what} {value!r} holds a NUL character (\\x00), which PostgreSQL cannot store; "
+            "durably refuses it on every engine"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -66,7 +72,10 @@ def cut_text(value: str, max_bytes: int, what: str, limit: str | None = None) ->
     """``value`` if its UTF-8 form fits in ``max_bytes``; else its head (whole characters)
     with a note of what was cut (naming ``limit``, a name in durably.limits, if given).
     Lone surrogates, which UTF-8 cannot encode (a file name that is not UTF-8, read with
-    ``os.listdir``), are written as escapes (``\\udcff``): text that is cut is never an error."""
+    ``os.listdir``), are written as escapes (``\\udcff``), and NUL, which PostgreSQL cannot
+    store, as ``\\x00`` (on every engine): text that is cut is never an error."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
     try:
         data = value.encode("utf-8")
     except UnicodeEncodeError:
@@ -87,8 +96,6 @@ def safe_text(value: Any, max_bytes: int) -> str:
         text = value if isinstance(value, str) else str(value)
     except Exception as exc:  # an exception whose __str__ itself fails
         text = f"<{type(value).__name__} whose message cannot be shown: {type(exc).__name__}>"
-    if "\x00" in text:  # storable in SQLite, not in PostgreSQL: the same text on both
-        text = text.replace("\x00", "\\x00")
     return cut_text(text, max_bytes, "the error text", "MAX_ERROR_BYTES")
 
 

@@ -1,8 +1,15 @@
 """The worker loop: keeps up to ``max_concurrent_runs`` runs executing, sleeps until woken
-(a trigger in this process), until the next poll (runs other processes inserted) or until
-the next run or schedule falls due, whichever comes first; creates the runs of its jobs'
-schedules as their slots fall due; purges old runs when idle (``retain_runs``), and records
-this worker in the registry that ``Durably.status()`` reads, with a heartbeat.
+(a trigger or a run's end in this process), until the next poll or until the next run
+or schedule falls due, whichever comes first; creates the runs of its jobs' schedules as
+their slots fall due; purges old runs when idle (``retain_runs``), and records this worker
+in the registry that ``Durably.status()`` reads, with a heartbeat.
+
+What wakes it (its wake sources): a trigger or a run's end in this process
+(``wake``/``wake_from_anywhere``), the time the next waiting run or schedule slot of its
+jobs falls due, and, where the engine sends them, the wake-ups of other processes
+(``Store.listen``: PostgreSQL's ``NOTIFY``, for a trigger, a run handed back, a freed
+concurrency key, a signal delivered). Polling finds everything else (runs other processes
+wrote on SQLite, leases that expired) and is the fallback when a wake-up is missed.
 
 It drives a :class:`durably.runtime.Runtime`, which claims and executes each run.
 """
@@ -22,7 +29,7 @@ from .jsondata import to_json
 from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
 from .runtime import Runtime
 from .schedules import Schedule
-from .store import Claimed, NewRun, ScheduleSpec
+from .store import ANY_JOB, Claimed, NewRun, ScheduleSpec
 
 #: How often idle maintenance (``retain_runs``) runs at most, in seconds.
 MAINTENANCE_INTERVAL = 60.0
@@ -55,6 +62,7 @@ class Worker:
         self._started_at: str | None = None  # set while started: this worker is in the registry
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._last_prune = float("-inf")
+        self._listener: Any = None  # Store.listen's, while started on an engine that sends wake-ups
         # The schedules of the registered jobs: job name -> (schedule, its next slot), as of
         # the job names they were read for (the registry's names tuple).
         self._schedules: dict[str, tuple[Schedule, datetime]] = {}
@@ -76,6 +84,10 @@ class Worker:
         self._started_at = runtime.now()
         self._last_prune = float("-inf")
         self._heartbeat()  # records this worker; then every HEARTBEAT_INTERVAL
+        try:
+            self._listener = runtime.store.listen(self._woken_by)
+        except Exception as exc:  # polling still finds every run
+            runtime.report(exc, "listening for wake-ups (the worker polls instead)")
         self._loop_task = asyncio.ensure_future(self._run_loop())
 
     async def wait_stopped(self) -> None:
@@ -103,6 +115,7 @@ class Worker:
                     if ctx.task in late:
                         runtime.interrupt(ctx, "stop")
                 await asyncio.gather(*late, return_exceptions=True)
+        self._stop_listening()
         self._forget_self()
         runtime.stopping = False
 
@@ -117,6 +130,20 @@ class Worker:
     def wake_from_anywhere(self) -> None:
         """``wake``, from any thread."""
         self.runtime.call_in_loop(self.wake)
+
+    def _woken_by(self, job_name: str | None) -> None:
+        """Another process made a run of ``job_name`` claimable (``"*"``: of any job; None:
+        the listener reconnected and may have missed some). Called from its thread."""
+        if job_name is None or job_name == ANY_JOB or job_name in self.runtime.jobs.names:
+            self.wake_from_anywhere()
+
+    def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except Exception as exc:
+                self.runtime.report(exc, "closing the wake-up listener")
 
     async def _sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()

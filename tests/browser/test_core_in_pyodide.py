@@ -29,9 +29,10 @@ NOT_IN_BROWSER: dict[str, str] = {}
 
 
 def _suite_files() -> dict[str, str]:
-    """Module name (in the package ``behaviour``) -> source, helpers first: every file."""
+    """Module name (in the package ``behaviour``) -> source, helpers first: every file but
+    ``conftest.py``, whose fixture (SQLite and PostgreSQL on CPython) this harness replaces."""
     files = sorted(SUITE.glob("*.py"), key=lambda p: (p.stem != "helpers", p.stem))
-    return {p.stem: p.read_text() for p in files if p.stem != "__init__"}
+    return {p.stem: p.read_text() for p in files if p.stem not in ("__init__", "conftest")}
 
 
 def _suite_tests() -> list[str]:

@@ -127,6 +127,22 @@ def test_the_build_ships_the_micropip_wheel_whose_hash_it_pins(production_site):
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == manifest["micropip"]["sha256"] == pinned.group(1)
 
 
+def test_the_wheel_the_site_serves_leaves_out_postgresqls_modules_and_nothing_else(production_site):
+    """The browser never opens PostgreSQL: its three modules stay out of the site's wheel
+    (scripts/build.mjs), and every other module of the package is in it. The browser tests
+    that boot the site prove that nothing there imports them."""
+    import zipfile
+
+    manifest = json.loads((production_site / "manifest.json").read_text())
+    (durably_wheel,) = [w for w in manifest["wheels"] if "durably-" in w["file"]]
+    with zipfile.ZipFile(production_site / durably_wheel["url"]) as wheel:
+        shipped = {Path(n).name for n in wheel.namelist() if n.startswith("durably/") and n.endswith(".py")}
+    package = {p.name for p in (ROOT / "py" / "durably").glob("*.py")}
+    server_only = {"pg_driver.py", "pg_sql.py", "migrations_postgres.py"}
+    assert server_only <= package
+    assert shipped == package - server_only
+
+
 ALTERED = [
     ("**/jobs/demo_jobs.py", "install", r"jobs/demo_jobs\.py"),
     ("**/micropip-*.whl", "install", r"wheels/\w{12}/micropip-0\.11\.1-py3-none-any\.whl"),

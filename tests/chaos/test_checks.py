@@ -168,7 +168,7 @@ def doctor_integrity(ledger, db, tl, events):
     (doctor_counter, "counts 2 completed steps"),
     (doctor_no_output, "completed without an output"),
     (doctor_rerun_after_commit, "executed again (pid 7) after it committed"),
-    (doctor_rerun_without_kill, "was not interrupted by a kill or a stop"),
+    (doctor_rerun_without_kill, "was not interrupted by a kill, a stop or a restart"),
     (doctor_rerun_of_an_earlier_step_of_a_killed_worker, "R1/s0 ran again although its execution by pid 2"),
     (doctor_too_many_reruns, "re-executed step bodies for 0 kills"),
     (doctor_overlap_in_run, "R1: R1/s1 (pid 2) and R1/s1 (pid 3) executed at the same time"),
@@ -216,6 +216,50 @@ def test_the_ledger_pairs_starts_with_ends_and_keeps_killed_bodies_open(tmp_path
     note(path, "start", "R", "s1")
     got = read(path)
     assert [(e.step, e.outcome, e.end is None) for e in got] == [("s0", "end", False), ("s1", "running", True)]
+
+
+def _rerun_of_r3(ledger, db):
+    """R3's s0 ran twice, by pid 6 (its commit lost) and pid 7 (committed at 5.1)."""
+    ledger[4] = ex("R3", "s0", 6, 0.0, 0.1)
+    ledger.append(ex("R3", "s0", 7, 5.0, 5.1))
+    db.steps[("R3", "s0")] = {"status": "completed", "started_at": T + 5.0 - 0.0001, "completed_at": T + 5.101}
+    db.runs["R3"]["completed_at"] = T + 5.2
+
+
+def test_a_body_in_flight_at_a_postgresql_restart_may_run_again_and_only_that_one():
+    ledger, db, tl, events = clean()
+    _rerun_of_r3(ledger, db)
+    # Far from any restart: a re-execution nothing explains.
+    rep = run(ledger, db, tl, events)
+    assert not rep.ok and any("not interrupted by a kill, a stop or a restart" in f for f in rep.failures)
+    # The server restarted while the body ran: its commit met the restart.
+    tl.restarts = [("fast", T + 0.05, T + 0.6)]
+    rep = run(ledger, db, tl, events)
+    assert rep.ok, rep.failures
+    assert rep.restarts == 1 and "PostgreSQL restarts" not in rep.line()  # only said for --db postgres
+    rep.db = "postgres"
+    assert rep.line().startswith("chaos cpython on postgresql:") and "PostgreSQL restarts 1)" in rep.line()
+
+
+def test_a_committed_step_that_runs_again_fails_even_during_a_restart():
+    ledger, db, tl, events = clean()
+    ledger.append(ex("R3", "s0", 7, 0.5, 0.6))  # after its commit at 0.101
+    tl.restarts = [("immediate", T + 0.4, T + 0.7)]
+    rep = run(ledger, db, tl, events)
+    assert any("was executed again (pid 7) after it committed" in f for f in rep.failures), rep.failures
+
+
+def test_postgresql_state_is_read_with_its_integrity_check(pg_url):
+    from durably import Durably
+
+    app = Durably(pg_url)
+    try:
+        run_id = app.trigger("j", 1, concurrency_key="k").id
+    finally:
+        app.close()
+    state = checks.read_db(pg_url)
+    assert state.integrity == "ok" and state.runs[run_id]["status"] == "pending" and state.step_rows == 0
+    assert state.runs[run_id]["concurrency_key"] == "k"
 
 
 def with_waits():

@@ -34,7 +34,9 @@ json_data = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
     max_leaves=12,
 )
-good_labels = st.none() | st.dictionaries(good_name, text, max_size=5)
+# Label values are stored as text, which on PostgreSQL cannot hold NUL: refused everywhere.
+label_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+good_labels = st.none() | st.dictionaries(good_name, label_text, max_size=5)
 
 not_json_leaf = st.one_of(
     st.binary(max_size=4), st.sets(st.integers(), min_size=1, max_size=2), st.just(float("nan")),
@@ -56,6 +58,7 @@ bad_labels = st.one_of(
     st.lists(st.tuples(good_name, text), min_size=1, max_size=2),
     st.dictionaries(bad_name.filter(lambda k: _hashable(k)), text, min_size=1, max_size=2),
     st.dictionaries(good_name, non_str, min_size=1, max_size=2),
+    st.dictionaries(good_name, st.tuples(label_text, label_text).map("\x00".join), min_size=1, max_size=2),
     st.dictionaries(good_name, st.text(min_size=1001, max_size=1005), min_size=1, max_size=1),
     st.dictionaries(st.from_regex(r"k[0-9]{3}", fullmatch=True), text, min_size=33, max_size=36),
 )

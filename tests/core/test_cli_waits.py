@@ -1,5 +1,6 @@
 """The CLI for runs that wait: `durably signal` from another process wakes a worker's run,
-and `durably schedules` lists what the workers registered, with the next times."""
+and `durably schedules` lists what the workers registered, with the next times. On both
+engines (``db``: a file, or a PostgreSQL URL, as in test_processes)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, workdir: Path) -> str:
+    if request.param == "sqlite":
+        return str(workdir / "jobs.db")
+    return request.getfixturevalue("pg_url")
+
+
 def run_status(db: str, run_id: str) -> tuple[str, object]:
     app = Durably(db)
     try:
@@ -44,8 +52,7 @@ def run_status(db: str, run_id: str) -> tuple[str, object]:
         app.close()
 
 
-def test_durably_signal_wakes_a_run_that_a_worker_in_another_process_holds_waiting(workdir):
-    db = str(workdir / "jobs.db")
+def test_durably_signal_wakes_a_run_that_a_worker_in_another_process_holds_waiting(workdir, db):
     run_id = json.loads(cli("trigger", "--db", db, "approval", cwd=workdir).stdout)["id"]
     worker = start_worker(workdir, db)
     try:
@@ -74,8 +81,7 @@ def test_durably_signal_wakes_a_run_that_a_worker_in_another_process_holds_waiti
     assert missing.returncode == 2 and "does not create one" in missing.stderr
 
 
-def test_durably_schedules_lists_the_registered_schedules_with_their_next_times(workdir):
-    db = str(workdir / "jobs.db")
+def test_durably_schedules_lists_the_registered_schedules_with_their_next_times(workdir, db):
     Durably(db).migrate()
     assert "no schedules" in cli("schedules", "--db", db, cwd=workdir).stdout
     worker = start_worker(workdir, db)

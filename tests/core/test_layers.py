@@ -15,21 +15,28 @@ IMPORTS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "browser": {"__init__", "app", "settings", "validation", "jsondata", "events", "jobs", "models", "pyodide_driver"}
     | BASE,
-    "cli": {"app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver"} | BASE,
-    "app": {"worker", "runtime", "store", "driver", "events", "jobs", "settings", "validation", "jsondata", "models"}
+    "cli": {
+        "app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver", "pg_driver",
+    }
+    | BASE,
+    "app": {
+        "worker", "runtime", "store", "copying", "driver", "pg_driver", "events", "jobs", "settings", "validation",
+        "jsondata", "models",
+    }
     | BASE,
     "worker": {"__init__", "runtime", "store", "schedules", "jsondata"} | BASE,
     "runtime": {"steps", "store", "events", "jobs", "retries", "settings", "jsondata", "validation"} | BASE,
     "steps": {"store", "jobs", "retries", "jsondata", "validation", "runtime"} | BASE,
     "store": {"dialect", "rows", "driver", "models", "jsondata"} | BASE,
-    "dialect": {"migrations", "rows"},
+    "copying": {"store", "errors"},
+    "dialect": {"migrations", "rows", "pg_sql"},
     "rows": {"models", "jsondata", "clock"},
     "migrations": set(),
     "migrations_postgres": {"migrations"},
     "driver": {"errors"},
     "pyodide_driver": {"driver", "errors"},
     "pg_driver": {"errors"},
-    "pg_sql": {"rows"},
+    "pg_sql": {"dialect", "migrations_postgres", "rows"},
     "jobs": {"schemas", "retries", "schedules", "validation"} | BASE,
     "retries": {"validation"} | BASE,
     "schedules": {"models"} | BASE,

@@ -1,7 +1,9 @@
-"""Real processes on one database file: the CLI worker, SIGKILL, SIGTERM, and two workers.
+"""Real processes on one database: the CLI worker, SIGKILL, SIGTERM, and two workers.
 
-The job bodies write a ledger (a file the runtime never touches) of every execution of a
-step body, with the worker's pid, so the checks compare against an independent record.
+The tests that are not about SQLite files run on both engines (the ``db`` fixture: a file,
+or a fresh schema of the session's PostgreSQL server). The job bodies write a ledger (a
+file the runtime never touches) of every execution of a step body, with the worker's pid,
+so the checks compare against an independent record.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ JOBS = textwrap.dedent(
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "ledger_jobs.py").write_text(JOBS)
     return tmp_path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, workdir: Path) -> str:
+    """The database the processes share: an SQLite file in the work folder, or a URL."""
+    if request.param == "sqlite":
+        return str(workdir / "jobs.db")
+    return request.getfixturevalue("pg_url")
 
 
 # The durably these tests import, first on the children's path too: otherwise a child could
@@ -129,8 +139,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, str, s
     return proc.returncode, out, err
 
 
-def test_sigkill_mid_run_then_another_worker_resumes_without_rerunning_finished_steps(workdir):
-    db = str(workdir / "jobs.db")
+def test_sigkill_mid_run_then_another_worker_resumes_without_rerunning_finished_steps(workdir, db):
     path = workdir / "ledger.txt"
     run_id = trigger(workdir, db, path, steps=6, sleep=0.15)
     first = start_worker(workdir, db, "--lease-duration", "1", "--lease-renew-interval", "0.2")
@@ -154,8 +163,7 @@ def test_sigkill_mid_run_then_another_worker_resumes_without_rerunning_finished_
     assert committed_steps(db, run_id) == [f"s{i}" for i in range(6)]
 
 
-def test_sigterm_lets_the_step_in_flight_finish_and_the_next_worker_resumes_at_the_next_step(workdir):
-    db = str(workdir / "jobs.db")
+def test_sigterm_lets_the_step_in_flight_finish_and_the_next_worker_resumes_at_the_next_step(workdir, db):
     path = workdir / "ledger.txt"
     run_id = trigger(workdir, db, path, steps=4, sleep=0.3)
     first = start_worker(workdir, db)  # default 30 s lease: a resume must not wait for it
@@ -179,8 +187,7 @@ def test_sigterm_lets_the_step_in_flight_finish_and_the_next_worker_resumes_at_t
     assert {e[3] for e in ledger(path) if e[2] in ("s2", "s3")} == {second.pid}
 
 
-def test_two_workers_on_one_file_never_run_steps_of_the_same_run_or_key_at_once(workdir):
-    db = str(workdir / "jobs.db")
+def test_two_workers_on_one_database_never_run_steps_of_the_same_run_or_key_at_once(workdir, db):
     path = workdir / "ledger.txt"
     ids = [trigger(workdir, db, path, steps=3, sleep=0.1) for _ in range(12)]
     keyed = [trigger(workdir, db, path, steps=2, sleep=0.03, concurrency_key="shared") for _ in range(1)]
@@ -215,8 +222,7 @@ def test_two_workers_on_one_file_never_run_steps_of_the_same_run_or_key_at_once(
     assert len({pid for *_, pid in (i for r in ids for i in by_run[r])}) == 2, "both workers did work"
 
 
-def test_cli_trigger_runs_show_cancel_retrigger_delete_and_exit_codes(workdir):
-    db = str(workdir / "jobs.db")
+def test_cli_trigger_runs_show_cancel_retrigger_delete_and_exit_codes(workdir, db):
     out = cli("trigger", "--db", db, "multi", '{"steps": 0, "sleep": 0, "ledger": "x"}',
               "--label", "team=a", "--idempotency-key", "k1", cwd=workdir)
     first = json.loads(out.stdout)
@@ -256,8 +262,7 @@ def test_cli_trigger_runs_show_cancel_retrigger_delete_and_exit_codes(workdir):
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_cli_worker_prints_one_line_per_event_and_runs_module_files(workdir):
-    db = str(workdir / "jobs.db")
+def test_cli_worker_prints_one_line_per_event_and_runs_module_files(workdir, db):
     run_id = trigger(workdir, db, workdir / "ledger.txt", steps=2, sleep=0)
     proc = subprocess.Popen(
         [sys.executable, "-m", "durably", "worker", str(workdir / "ledger_jobs.py"), "--db", db,
@@ -274,6 +279,9 @@ def test_cli_worker_prints_one_line_per_event_and_runs_module_files(workdir):
     assert types == ["run:leased", "step:start", "step:complete", "step:start", "step:complete", "run:complete"]
     assert all(run_id in line for line in lines)
     assert "worker stopped" in err
+    if "://" in db:  # the ready line names the server, never the password
+        password = db.split("@")[0].rsplit(":", 1)[1]
+        assert password not in err and "db postgresql://postgres@127.0.0.1:" in err, err
 
 
 def test_a_database_from_a_newer_schema_is_refused_and_left_untouched(workdir):
@@ -384,10 +392,9 @@ def test_read_commands_open_existing_databases_only_and_say_so(workdir):
     assert empty.read_bytes() == b""
 
 
-def test_cli_status_lists_workers_and_check_fails_for_pending_runs_no_worker_runs(workdir):
+def test_cli_status_lists_workers_and_check_fails_for_pending_runs_no_worker_runs(workdir, db):
     """Runs nobody will ever execute: `durably status` and its health check, and the one
     warning line of a trigger no worker will pick up."""
-    db = str(workdir / "jobs.db")
     typo = cli("trigger", "--db", db, "mutli", "{}", cwd=workdir)
     assert typo.stderr.startswith("durably: warning: no worker has registered job 'mutli'")
     assert len(typo.stderr.strip().splitlines()) == 1
@@ -412,10 +419,9 @@ def test_cli_status_lists_workers_and_check_fails_for_pending_runs_no_worker_run
     assert json.loads(cli("status", "--db", db, "--json", cwd=workdir).stdout)["workers"] == []
 
 
-def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_run(workdir):
+def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_run(workdir, db):
     """Guards defects 1, 4 and 9 from the CLI: a deep INPUT_JSON printed a traceback, and
     --lease-duration inf killed the worker loop silently at its first claim."""
-    db = str(workdir / "jobs.db")
     cli("trigger", "--db", db, "multi", '{"steps": 0, "sleep": 0, "ledger": "x"}', cwd=workdir)
     for args, needle in [
         (("trigger", "--db", db, "multi", "[" * 50_000 + "]" * 50_000), "nested too deep"),
@@ -436,16 +442,15 @@ def test_bad_input_on_the_command_line_is_refused_with_one_line_and_leaves_no_ru
     assert len(statuses(db)) == 1
 
 
-def test_show_prints_the_last_thousand_log_lines_and_says_how_many_it_left_out(workdir):
-    db = str(workdir / "jobs.db")
+def test_show_prints_the_last_thousand_log_lines_and_says_how_many_it_left_out(workdir, db):
     run_id = json.loads(cli("trigger", "--db", db, "multi", "{}", cwd=workdir).stdout)["id"]
-    conn = sqlite3.connect(db)
-    conn.executemany(
-        "INSERT INTO durably_logs (run_id, level, message, created_at) VALUES (?, 'info', ?, '2026-01-01T00:00:00.000000Z')",
-        [(run_id, f"line {i}") for i in range(1500)],
-    )
-    conn.commit()
-    conn.close()
+    app = Durably(db)
+    for i in range(1500):
+        app.driver.execute(
+            "INSERT INTO durably_logs (run_id, level, message, created_at) VALUES (?, 'info', ?, '2026-01-01T00:00:00.000000Z')",
+            (run_id, f"line {i}"),
+        )
+    app.close()
     proc = cli("show", "--db", db, run_id, cwd=workdir)
     shown = json.loads(proc.stdout)
     assert [log["message"] for log in shown["logs"]] == [f"line {i}" for i in range(500, 1500)]

@@ -5,6 +5,7 @@ without a transaction open, and LISTEN/NOTIFY across a restart. No mocks."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 import pytest
@@ -167,16 +168,36 @@ def test_bad_timeouts_are_refused(pg_url, option, value):
 # -- the server goes away ----------------------------------------------------------------------
 
 
-def test_after_a_restart_one_statement_fails_and_the_next_reconnects(pg_server, pg_url):
+def test_the_statement_in_flight_at_a_restart_fails_and_the_next_reconnects(pg_server, pg_url):
     d = PostgresDriver(pg_url)
     try:
         d.execute("CREATE TABLE t (id TEXT)")
-        pg_server.restart()
-        with pytest.raises(StorageError) as err:
-            d.execute("INSERT INTO t VALUES (?)", ("during",))
+        pid = d.execute("SELECT pg_backend_pid()")[0][0][0]
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(d.execute, "SELECT pg_sleep(30)")
+            wait_until(lambda: pg_server.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'", (pid,), dbname="durably_test"))
+            pg_server.restart()
+            with pytest.raises(StorageError) as err:
+                in_flight.result(30)
         assert is_transient(err.value) and "the next call reconnects" in str(err.value)
         d.execute("INSERT INTO t VALUES (?)", ("after",))
         assert d.execute("SELECT id FROM t")[0] == [("after",)]
+    finally:
+        d.close()
+
+
+def test_a_connection_idle_through_a_restart_reconnects_before_its_next_statement(pg_server, pg_url):
+    """Nothing was in flight: the next statement is sent on a new connection, no error
+    (a trigger-only process idle through a server restart never sees it)."""
+    d = PostgresDriver(pg_url)
+    try:
+        d.execute("CREATE TABLE t (id TEXT)")
+        first = d.execute("SELECT pg_backend_pid()")[0][0][0]
+        for mode in ("fast", "immediate"):
+            pg_server.restart(mode)
+            d.execute("INSERT INTO t VALUES (?)", (mode,))
+        assert d.execute("SELECT pg_backend_pid()")[0][0][0] != first
     finally:
         d.close()
 
@@ -265,9 +286,7 @@ def test_a_listener_hears_notifications_and_reconnects_after_a_restart(pg_server
         pg_server.restart()
         wait_for(3)
         assert heard[2] is None and listener.connections == 2
-        with pytest.raises(StorageError):
-            d.execute("SELECT 1")  # the statement connection finds out on its next call
-        d.execute("SELECT pg_notify(?, ?)", ("durably_test_wake", "job-b"))
+        d.execute("SELECT pg_notify(?, ?)", ("durably_test_wake", "job-b"))  # reconnects first
         wait_for(4)
         assert heard[3] == "job-b"
     finally:

@@ -14,6 +14,7 @@ from durably import pg_sql as Q
 from durably import migrations_postgres as S
 from durably.errors import StorageError
 from durably.pg_driver import PostgresDriver
+from durably.store import INSERT_RUN_IDEMPOTENT
 
 T0 = "2026-01-01T00:00:00.000000Z"
 T1 = "2026-01-01T00:00:01.000000Z"
@@ -62,7 +63,7 @@ def add_run(d, run_id, *, key=None, status="pending", generation=0, expires=None
 
 
 def claim(d, owner="w", now=T1, jobs=("j",)):
-    rows, _ = d.execute(Q.CLAIM, (list(jobs), now, now, list(jobs), now, owner, LATER, now, now))
+    rows, _ = d.execute(*Q.POSTGRES.claim(owner, list(jobs), now, LATER))
     return rows[0] if rows else None
 
 
@@ -292,10 +293,10 @@ def test_an_idempotency_key_makes_one_run_even_when_two_triggers_insert_at_once(
     a, b, observer = two
     values = lambda run_id: (run_id, "j", "{}", "{}", "idem", None, None, T0, T0)  # noqa: E731
     a.execute("BEGIN")
-    assert a.execute(Q.INSERT_RUN_IDEMPOTENT, values("R0")) == ([("R0",)], 1)
+    assert a.execute(INSERT_RUN_IDEMPOTENT, values("R0")) == ([("R0",)], 1)
     pid = backend_pid(b)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(b.execute, Q.INSERT_RUN_IDEMPOTENT, values("R1"))
+        pending = pool.submit(b.execute, INSERT_RUN_IDEMPOTENT, values("R1"))
         wait_until(lambda: waiting_on_a_lock(observer, pid), what="the second insert to wait for the first")
         a.execute("COMMIT")
         assert pending.result(10) == ([], 0)  # "look it up and return it as idempotent"
@@ -338,3 +339,22 @@ def test_no_limit_is_a_number_both_engines_accept(two, tmp_path):
     assert a.execute(sql, (Q.NO_LIMIT, 0))[0] == [("R0",)]
     lite = sqlite3.connect(":memory:")
     assert lite.execute("SELECT 1 LIMIT ? OFFSET ?", (Q.NO_LIMIT, 0)).fetchall() == [(1,)]
+
+
+def test_the_claim_walks_the_status_index_in_order_even_before_the_table_has_statistics(two):
+    """A new database has no statistics until autovacuum's first ANALYZE. The planner then
+    chose bitmap scans of the job and status indexes and a sort, visiting every entry of
+    the status at each claim, dead ones left by claimed runs included: claims got slower
+    with every run claimed since the last vacuum. The claim must walk (status, id) in order."""
+    a, _, _ = two
+    for i in range(300):
+        add_run(a, f"R{i:04d}")
+    for i in range(200):
+        assert claim(a, now=T1)[0] == f"R{i:04d}"
+    sql, params = Q.POSTGRES.claim("w", ["j"], T1, LATER)
+    rows, _ = a.execute("EXPLAIN " + sql, params)
+    plan = "\n".join(r[0] for r in rows)
+    # The one sort is of the three candidates (one row each), to take the one due first.
+    assert "Bitmap" not in plan and plan.count("Sort  (") == 1 and "Sort Key: pending.due" in plan, plan
+    assert plan.count("Index Scan using durably_runs_status") == 2, plan
+    assert plan.count("Index Scan using durably_runs_waking") == 1, plan

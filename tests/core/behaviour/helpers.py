@@ -42,3 +42,17 @@ def nested(depth: int, leaf: Any = 1) -> Any:
 
 def table_rows(app: Durably, table: str) -> int:
     return app.driver.execute(f"SELECT COUNT(*) FROM {table}")[0][0][0]
+
+
+def engine(make_app: Any) -> str:
+    """``"sqlite"`` or ``"postgres"``: the engine ``make_app`` builds apps on (Pyodide's
+    make_app, which has no ``engine``, builds them on SQLite)."""
+    return getattr(make_app, "engine", "sqlite")
+
+
+def only_on(make_app: Any, wanted: str, reason: str) -> None:
+    """Skip the test unless ``make_app`` builds apps on the engine ``wanted``."""
+    import pytest
+
+    if engine(make_app) != wanted:
+        pytest.skip(f"only on {wanted}: {reason}")

@@ -14,7 +14,7 @@ import pytest
 
 from durably import ConflictError, RunFailedError, ValidationError, job, limits
 
-from .helpers import nested, next_event, record, table_rows
+from .helpers import nested, next_event, only_on, record, table_rows
 
 
 async def test_data_nested_deeper_than_the_limit_is_refused_before_anything_is_written(make_app):
@@ -352,6 +352,7 @@ async def test_a_run_row_without_an_id_does_not_block_the_claims_of_its_job(make
     """SQLite lets a TEXT primary key be NULL. A hand edit that cleared a run's id made
     that row the first claim candidate of its job (NULL sorts first), and a claim of
     `id = NULL` matches nothing: no run of the job was ever claimed again."""
+    only_on(make_app, "sqlite", "PostgreSQL refuses a NULL primary key, so no such row can exist there")
 
     @job("j")
     async def j(step, input):
@@ -385,3 +386,29 @@ async def test_log_and_progress_text_that_utf8_cannot_encode_is_escaped_not_an_e
     assert done.status == "completed" and done.progress["message"] == "at report-\\udcff.csv"
     assert [log.message for log in app.get_logs(run.id)] == ["reading report-\\udcff.csv"]
     assert [e["message"] for e in events] == ["reading report-\\udcff.csv"]
+
+
+async def test_nul_is_refused_in_labels_and_escaped_in_log_progress_and_error_text(make_app):
+    """PostgreSQL's text cannot hold NUL: a label value holding one is refused before
+    anything is written, and log, progress and error text escape it as \\x00, the same on
+    every engine (on PostgreSQL the run's writes failed before)."""
+
+    @job("j")
+    async def j(step, input):
+        step.log.info("a\x00b", {"k": "c\x00d"})
+        step.progress(1, 2, "e\x00f")
+        await step.run("s", lambda: "g\x00h")
+        raise RuntimeError("i\x00j")
+
+    app = make_app([j])
+    with pytest.raises(ValidationError, match="NUL"):
+        app.trigger(j, None, labels={"k": "a\x00b"})
+    assert app.get_runs() == []
+    run = app.trigger(j, "x\x00y")  # JSON escapes it: stored and given back as it was
+    await app.process_until_idle()
+    done = app.get_run(run.id)
+    assert done.status == "failed" and done.error == "RuntimeError: i\\x00j" and done.input == "x\x00y"
+    assert done.progress["message"] == "e\\x00f"
+    assert app.get_steps(run.id)[0].output == "g\x00h"
+    (log,) = app.get_logs(run.id)
+    assert log.message == "a\\x00b" and log.data == {"k": "c\x00d"}
