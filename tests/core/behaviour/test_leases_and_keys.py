@@ -104,6 +104,35 @@ async def test_a_completion_that_claims_the_next_run_writes_both_or_neither(make
     assert app.get_run(third.id).status == "pending"
 
 
+async def test_a_claim_that_fails_with_the_completion_leaves_the_completion_written(make_app, clock):
+    # The claim runs under a savepoint: its failure rolls back only itself.
+    from durably.errors import StorageError
+
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], clock=clock)
+    first, second = app.trigger(j, 1), app.trigger(j, 2)
+    store, runtime = app._store, app._runtime
+    held = runtime.claim()
+
+    def refused(**kwargs):
+        raise StorageError("database is locked (injected)", transient=True)
+
+    store.claim = refused
+    try:
+        done, following = store.complete_run_and_claim(
+            held.lease, now=app._now(), output_json="1", pending=None, preserve_steps=True,
+            owner=runtime.worker_id, job_names=["j"], lease_until="9999-01-01T00:00:00.000000Z",
+        )  # fmt: skip
+    finally:
+        del store.claim
+    assert done and following is None
+    assert app.get_run(first.id).status == "completed" and app.get_run(second.id).status == "pending"
+    assert runtime.claim().run.id == second.id
+
+
 async def test_a_worker_executes_queued_runs_back_to_back_each_leased_once(make_app):
     @job("j")
     async def j(step, input):
