@@ -80,8 +80,13 @@ class RunContext:
         self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
         self.task: asyncio.Task[Any] | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
-        self.renew_handle: asyncio.TimerHandle | None = None
+        #: When (event loop time) the lease is renewed next; None once renewed or ended.
+        self.renew_at: float | None = None
         self.ended = False
+        #: Claim the next run with this one's completion (``Runtime.execute``), and the run
+        #: so claimed.
+        self.claim_next = False
+        self.next_claimed: Claimed | None = None
         #: The job-level attempt this execution is (``Run.attempt``).
         self.attempt = run.attempt
         #: The run's deadline (``@job(timeout=...)``), once known; and the error it failed

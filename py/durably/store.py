@@ -798,6 +798,41 @@ class Store:
         """Complete a run with its output (fenced)."""
         return self._finish(lease, now, pending, preserve_steps, None, "completed", output_json, None, None)
 
+    def complete_run_and_claim(
+        self,
+        lease: Lease,
+        *,
+        now: str,
+        output_json: str,
+        pending: PendingWrites | None,
+        preserve_steps: bool,
+        owner: str,
+        job_names: Sequence[str],
+        lease_until: str,
+    ) -> tuple[bool, Claimed | None]:
+        """``complete_run``, then ``claim`` of the next run, in one transaction: a worker that
+        goes straight on to its next run pays one commit for both (and the run's row and
+        the status index pages they share are written once). Returns ``(completed,
+        claimed)``: ``(False, None)``, nothing written and nothing claimed, if the lease is
+        no longer ours; ``claimed`` is None when no run is claimable, or when the claim
+        failed: it runs under a savepoint, so its failure (PostgreSQL aborts a transaction
+        at a concurrent claim's unique violation) rolls back only the claim, and the
+        caller claims on its own. A failure of the completion or of the commit raises
+        ``StorageError`` with nothing written."""
+        with self._write():
+            if not self.complete_run(
+                lease, now=now, output_json=output_json, pending=pending, preserve_steps=preserve_steps
+            ):
+                return False, None
+            self._x("SAVEPOINT durably_claim")
+            try:
+                claimed = self.claim(owner=owner, job_names=job_names, now=now, lease_until=lease_until)
+            except StorageError:
+                self._x("ROLLBACK TO SAVEPOINT durably_claim")
+                claimed = None
+            self._x("RELEASE SAVEPOINT durably_claim")
+            return True, claimed
+
     def fail_run(
         self,
         lease: Lease,

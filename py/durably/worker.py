@@ -216,20 +216,26 @@ class Worker:
         # Runs back to back in one task while there are runs to claim: going through the
         # worker loop between two runs costs several turns of the event loop (each ~0.15 ms
         # in Pyodide, as much as a short run's SQL).
+        # A run that completes claims the next one in its own commit (claim_next).
         runtime = self.runtime
         while claimed is not None:
+            following = None
             try:
-                await runtime.execute(claimed)
+                following = await runtime.execute(claimed, claim_next=True)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # a bug in durably itself: report it, keep the worker
                 runtime.report(exc, f"executing run {claimed.run.id}")
                 if isinstance(exc, Exception):
                     runtime.fail_claimed(claimed, exc)
-            claimed = None
+            claimed = following
             await runtime.maybe_yield()
             if runtime.stopping:
+                if claimed is not None:
+                    runtime.release_claimed(claimed)
                 break
+            if claimed is not None:
+                continue
             try:
                 claimed = runtime.claim()
             except Exception as exc:
