@@ -45,7 +45,7 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import StorageError, ValidationError
 
@@ -186,16 +186,69 @@ _CONNECT_PATTERNS = [
 ]
 
 
-def _connect_error(exc: Exception, where: str) -> StorageError:
-    text = " ".join(str(exc).split())
+def _connect_error(exc: Exception, where: str, url: str = "") -> StorageError:
+    text = _scrub(" ".join(str(exc).split()), url)
     for pattern, code, hint in _CONNECT_PATTERNS:
         if pattern.search(text):
             return _error(f"cannot connect to PostgreSQL at {where}: {text} ({hint})", code)
     return _error(f"cannot connect to PostgreSQL at {where}: {text}", CANNOT_CONNECT)
 
 
+def _userinfo(url: str) -> str:
+    """The ``USER:PASSWORD`` part of a URL, found as libpq or a careless user may write it:
+    up to the last ``@`` before the query string, or, when the password holds a ``?`` or
+    ``#``, up to the first ``@`` after it. Empty when there is none."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if "@" in head:
+        return head[: head.rfind("@")]
+    if "@" in rest and "/" not in head:
+        return rest[: rest.find("@")]
+    return ""
+
+
+def _passwords(url: str) -> list[str]:
+    """Every spelling of the URL's password(s) that an error message could echo."""
+    found = []
+    user, sep, password = _userinfo(url).partition(":")
+    if sep and password:
+        found.append(password)
+    found += [p for p in re.findall(r"[?&]password=([^&#]*)", url) if p]
+    out = set()
+    for secret in found:
+        out.add(secret)
+        out.add(unquote(secret))
+        out.update(piece for piece in re.split(r"[@/?#:&]", secret) if len(piece) >= 2)
+    return sorted((s for s in out if s), key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with every spelling of ``url``'s password replaced by ``***``."""
+    for secret in _passwords(url):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
 def describe_url(url: str) -> str:
-    """``user@host:port/dbname`` for messages: never the password."""
+    """``user@host:port/dbname`` for messages: never the password. Several hosts (libpq's
+    ``host1:port1,host2:port2``) are listed, an IPv6 host is bracketed, a Unix-socket
+    folder is shown as a path."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(url)
+    except Exception:  # no psycopg, or a URL it cannot read
+        params = None
+    if params is not None:
+        hosts = str(params.get("host") or "localhost").split(",")
+        ports = str(params.get("port") or "").split(",")
+        if len(ports) == 1:
+            ports = ports * len(hosts)
+        where = ",".join(
+            (f"[{h}]" if ":" in h else h) + (f":{p}" if p else "") for h, p in zip(hosts, ports + [""] * len(hosts))
+        )
+        user = f"{params['user']}@" if params.get("user") else ""
+        return f"{user}{where}/{params.get('dbname') or ''}"
     try:
         parts = urlsplit(url)
         user = f"{parts.username}@" if parts.username else ""
@@ -213,12 +266,22 @@ def _check_url(url: str) -> dict[str, Any]:
         )
     from psycopg.conninfo import conninfo_to_dict
 
+    user, sep, password = _userinfo(url).partition(":")
+    bad = sorted({c for c in password if c in "@/?#"} | ({"%"} if re.search(r"%(?![0-9A-Fa-f]{2})", password) else set()))
+    if sep and bad:
+        codes = ", ".join(f"{c} as %{ord(c):02X}" for c in bad)
+        raise ValidationError(
+            f"the password in the PostgreSQL URL holds {' '.join(bad)}, which a URL must percent-encode "
+            f"({codes}); the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
     try:
         params = conninfo_to_dict(url)
-        urlsplit(url).port  # noqa: B018 - raises ValueError for a port that is not a number
+        for port in str(params.get("port") or "").split(","):  # libpq lists one per host
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"the port {port!r} is not a number from 1 to 65535")
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         raise ValidationError(
-            f"not a valid PostgreSQL URL ({describe_url(url)}): {' '.join(str(exc).split())}; "
+            f"not a valid PostgreSQL URL ({describe_url(url)}): {_scrub(' '.join(str(exc).split()), url)}; "
             "the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...]"
         ) from None
     return params
@@ -303,7 +366,7 @@ class PostgresDriver:
         try:
             conn = psycopg.connect(self.url, **self._connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc, self.where) from None
+            raise _connect_error(exc, self.where, self.url) from None
         try:
             version = conn.info.server_version // 10000
             if version < self._min_version:
@@ -481,7 +544,7 @@ class Listener:
                         "durably: LISTEN %s at %s: %s; reconnecting in %.1f s",
                         self.channel,
                         self._where,
-                        " ".join(str(exc).split()),
+                        _scrub(" ".join(str(exc).split()), self._url),
                         delay,
                     )
                     self._stop.wait(delay)
