@@ -90,6 +90,11 @@ class Dialect:
     #: Sent after ``durably copy`` wrote rows with their ids (PostgreSQL's identity columns
     #: must be moved past them).
     after_copy: Sequence[str] = ()
+    #: Where tables are found through a search path (PostgreSQL): rows ``(schema holding
+    #: the migrations table, schema new tables go to)`` when the two differ, else none. An
+    #: upgrade is refused then: its new tables would land apart from the runs. None: no
+    #: search path (SQLite).
+    tables_elsewhere: str | None = None
     #: Whether text may hold NUL (``"\x00"``): SQLite's may, PostgreSQL's may not.
     text_takes_nul: bool = True
 

@@ -47,6 +47,14 @@ MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('durably:migrate
 # Does this schema hold durably's tables? (SQLite asks sqlite_master.)
 HAS_MIGRATIONS_TABLE = "SELECT to_regclass('durably_migrations') IS NOT NULL"
 
+# Does search_path find durably_migrations in a schema other than the one CREATE TABLE
+# writes to (its first existing schema)? An upgrade would then build a second, empty set of
+# tables there, and every statement after it would read those instead of the runs.
+TABLES_ELSEWHERE = (
+    "SELECT n.nspname, current_schema() FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = to_regclass('durably_migrations') AND n.nspname IS DISTINCT FROM current_schema()"
+)
+
 FIRST_VERSION = 2
 
 MIGRATIONS: list[tuple[int, list[str]]] = [

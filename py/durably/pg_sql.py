@@ -185,6 +185,7 @@ POSTGRES = Dialect(
     migrations=schema.MIGRATIONS,
     create_migrations_table=schema.MIGRATIONS_TABLE,
     has_migrations_table=schema.HAS_MIGRATIONS_TABLE,
+    tables_elsewhere=schema.TABLES_ELSEWHERE,
     record_migration=RECORD_MIGRATION,
     migration_lock=schema.MIGRATION_LOCK,
     claim=_claim,

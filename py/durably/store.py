@@ -426,6 +426,16 @@ class Store:
                     "the database was not modified."
                 )
             if version < latest:
+                if version and dialect.tables_elsewhere is not None:
+                    rows, _ = self._x(dialect.tables_elsewhere)
+                    if rows:
+                        found, first = rows[0]
+                        raise SchemaError(
+                            f"durably's tables (schema version {version}) are in schema {found!r}, but "
+                            f"new tables would be created in {first!r}, the first schema of search_path, "
+                            f"apart from the runs. Put {found!r} first in search_path (in the URL: "
+                            f"?options=-csearch_path%3D{found}); the database was not modified."
+                        )
                 with self._transaction():
                     if dialect.migration_lock is not None:
                         self._x(dialect.migration_lock)

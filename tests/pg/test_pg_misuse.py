@@ -5,9 +5,13 @@ found by trying, kept so it stays fixed. On the session's throwaway server
 
 from __future__ import annotations
 
-import pytest
+import secrets
 
-from durably.errors import StorageError, ValidationError
+import pytest
+from pg_fixtures import TEST_DATABASE
+
+from durably import Durably
+from durably.errors import SchemaError, StorageError, ValidationError
 from durably.pg_driver import PostgresDriver
 
 # -- URLs written by hand -------------------------------------------------------------------------
@@ -62,3 +66,56 @@ def test_ipv6_and_unix_socket_hosts_are_named_as_written(psycopg_installed, url,
 def test_a_port_out_of_range_is_bad_input(psycopg_installed, url):
     with pytest.raises(ValidationError, match="is not a number from 1 to 65535"):
         PostgresDriver(url)
+
+
+# -- schemas shared with other applications ---------------------------------------------------------
+
+
+@pytest.fixture
+def two_schemas(pg_cluster):
+    """Schemas ``base`` (durably's tables at schema 4, one run) and ``app`` (empty), and a
+    URL whose search_path puts ``app`` first, as ``"$user", public`` does for a user ``app``
+    who owns a schema of that name."""
+    import psycopg
+
+    from durably import migrations_postgres
+
+    suffix = secrets.token_hex(4)
+    base, app = f"base_{suffix}", f"app_{suffix}"
+    with psycopg.connect(pg_cluster.url(TEST_DATABASE), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {base}; CREATE SCHEMA {app}; SET search_path = {base}")
+        conn.execute(migrations_postgres.MIGRATIONS_TABLE)
+        for number, statements in migrations_postgres.MIGRATIONS:
+            if number > 4:
+                break
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO durably_migrations VALUES (%s, '2026-01-01T00:00:00.000000Z')", (number,))
+        conn.execute(
+            "INSERT INTO durably_runs (id, job_name, status, input, created_at, updated_at) "
+            "VALUES ('r1', 'j', 'pending', '1', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')"
+        )
+    yield base, app, pg_cluster.url(TEST_DATABASE, options=f"-csearch_path={app},{base}")
+    pg_cluster.execute(f"DROP SCHEMA {base} CASCADE; DROP SCHEMA {app} CASCADE", dbname=TEST_DATABASE)
+
+
+def test_an_upgrade_never_builds_a_second_set_of_tables_in_the_first_schema_of_search_path(pg_cluster, two_schemas):
+    base, app, url = two_schemas
+    durably = Durably(url)
+    try:
+        with pytest.raises(SchemaError) as err:
+            durably.get_runs()  # reading upgrades too: a second, empty set would hide run r1
+        assert f"are in schema '{base}'" in str(err.value) and f"-csearch_path%3D{base}" in str(err.value)
+    finally:
+        durably.close()
+    tables = pg_cluster.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (app,), dbname=TEST_DATABASE
+    )
+    assert tables == [(0,)]
+    # Told where the tables are, the upgrade runs there and the run is still there.
+    durably = Durably(pg_cluster.url(TEST_DATABASE, options=f"-csearch_path={base}"))
+    try:
+        durably.trigger("j", 2)
+        assert durably.schema_version() == 5 and len(durably.get_runs()) == 2
+    finally:
+        durably.close()
