@@ -55,6 +55,11 @@ def copy_database(source: Store, target: Store, *, replace: bool = False) -> Cop
     rows_written = {table: 0 for table, _, _ in COPY_TABLES}
     handed_back = 0
     with target.transaction():
+        if source.same_tables_as(target):
+            raise ValidationError(
+                "the source and the target of the copy are the same tables (one database and schema "
+                "reached by two URLs); nothing was copied. Give another database or schema as the target"
+            )
         held = {table: n for table, n in target.count_copied().items() if n}
         if held and not replace:
             listed = ", ".join(f"{n:,} rows in {table}" for table, n in held.items())

@@ -95,6 +95,14 @@ class Dialect:
     #: upgrade is refused then: its new tables would land apart from the runs. None: no
     #: search path (SQLite).
     tables_elsewhere: str | None = None
+    #: ``durably copy`` asks whether its source and target are the same tables reached by
+    #: two spellings of one URL. Inside the target's transaction, ``copy_mark`` (parameter: a
+    #: random 63-bit key) takes a mark only that transaction holds and returns one row: the
+    #: runs table's identity. ``copy_seen`` (parameters: the key's high and low 32 bits), on
+    #: the source, returns that identity when it sees the mark in its own database, else no
+    #: row. None: the engine cannot tell (SQLite's CLI compares the files instead).
+    copy_mark: str | None = None
+    copy_seen: str | None = None
     #: Whether text may hold NUL (``"\x00"``): SQLite's may, PostgreSQL's may not.
     text_takes_nul: bool = True
 

@@ -165,6 +165,20 @@ AFTER_COPY = tuple(
 )
 
 
+#: ``Dialect.copy_mark``: a transaction-scoped advisory lock on a random key (released when
+#: the copy's transaction ends), and the runs table's oid (unique within a database).
+COPY_MARK = "SELECT CAST(to_regclass('durably_runs') AS oid) FROM (SELECT pg_advisory_xact_lock(?)) AS l"
+
+#: ``Dialect.copy_seen``: the runs table's oid when this database holds the copy's mark (a
+#: 64-bit advisory key shows as classid, objid and objsubid 1 in pg_locks, which every role
+#: may read). Parameters: the key's high 32 bits, its low 32 bits.
+COPY_SEEN = (
+    "SELECT CAST(to_regclass('durably_runs') AS oid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND CAST(classid AS bigint) = ? AND CAST(objid AS bigint) = ? AND objsubid = 1"
+)
+
+
 def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> tuple[str, tuple[Any, ...]]:
     jobs = list(job_names)
     return CLAIM, (jobs, now, now, jobs, now, now, jobs, now, owner, lease_until, now, now)
@@ -201,6 +215,8 @@ POSTGRES = Dialect(
     wake_channel=WAKE_CHANNEL,
     waking=_waking,
     after_copy=AFTER_COPY,
+    copy_mark=COPY_MARK,
+    copy_seen=COPY_SEEN,
     text_takes_nul=False,
 )
 

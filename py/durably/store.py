@@ -18,6 +18,7 @@ Methods take and return records (the dataclasses and named tuples below, and tho
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1444,6 +1445,20 @@ class Store:
         for row in rows:
             params.extend(row)
         self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
+
+    def same_tables_as(self, target: Store) -> bool:
+        """Are ``target``'s tables this store's own, reached through another connection (one
+        PostgreSQL database by two spellings of its URL)? Call inside ``target.transaction()``.
+        False where the engines cannot tell (``Dialect.copy_mark``)."""
+        mark, seen = target.dialect.copy_mark, self.dialect.copy_seen
+        if mark is None or seen is None:
+            return False
+        key = secrets.randbits(63)
+        rows, _ = target._x(mark, (key,))
+        table = rows[0][0]
+        with self._read():
+            rows, _ = self._x(seen, (key >> 32, key & 0xFFFFFFFF))
+        return any(row[0] == table for row in rows)
 
     def clear_copied(self) -> None:
         """Delete every row of ``COPY_TABLES``, the worker registry and the record of answered

@@ -119,3 +119,33 @@ def test_an_upgrade_never_builds_a_second_set_of_tables_in_the_first_schema_of_s
         assert durably.schema_version() == 5 and len(durably.get_runs()) == 2
     finally:
         durably.close()
+
+
+# -- durably copy pointed at the wrong place ---------------------------------------------------------
+
+
+def test_copy_refuses_the_source_itself_reached_by_another_spelling_of_its_url(pg_url):
+    source = Durably(pg_url)
+    same = Durably(pg_url + "&application_name=another")  # the same database and schema
+    try:
+        runs = [source.trigger("j", n).id for n in range(3)]
+        with pytest.raises(ValidationError, match="the same tables"):
+            source.copy_to(same, replace=True)
+        assert sorted(run.id for run in same.get_runs()) == sorted(runs)
+    finally:
+        source.close()
+        same.close()
+
+
+def test_copy_between_two_schemas_of_one_database_is_not_the_same_tables(pg_cluster, pg_url):
+    other = f"c_{secrets.token_hex(4)}"
+    pg_cluster.execute(f"CREATE SCHEMA {other}", dbname=TEST_DATABASE)
+    source, target = Durably(pg_url), Durably(pg_cluster.url(TEST_DATABASE, options=f"-csearch_path={other}"))
+    try:
+        run = source.trigger("j", 1)
+        assert source.copy_to(target).rows["durably_runs"] == 1
+        assert target.get_run(run.id).input == 1
+    finally:
+        source.close()
+        target.close()
+        pg_cluster.execute(f"DROP SCHEMA {other} CASCADE", dbname=TEST_DATABASE)
