@@ -78,6 +78,21 @@ AUTH_REJECTED = "28000"  # invalid_authorization_specification: unknown role, pg
 MISSING_DATABASE = "3D000"  # invalid_catalog_name
 SERVER_TOO_OLD = "0A000"  # feature_not_supported
 BAD_TEXT = "22021"  # character_not_in_repertoire: NUL or a lone surrogate in text
+NO_SCHEMA = "3F000"  # invalid_schema_name: no schema of search_path exists to create in
+DUPLICATE_TABLE = "42P07"  # duplicate_table
+
+# What to do, added to the server's message for the failures a user causes by configuration.
+_HINTS = {
+    NO_SCHEMA: (
+        "no schema named by the connection's search_path exists at {where}: create it "
+        "(CREATE SCHEMA name) or name an existing one in the URL: ?options=-csearch_path%3Dname"
+    ),
+    DUPLICATE_TABLE: (
+        "the schema durably creates its tables in already holds a table of that name, and durably "
+        "has no record of creating it (another application's?); give durably a schema of its own: "
+        "CREATE SCHEMA durably, then ?options=-csearch_path%3Ddurably in the URL"
+    ),
+}
 
 # Worth trying again later: the connection went away (admin_shutdown, crash_shutdown,
 # cannot_connect_now, idle-in-transaction timeout, the 08 class) or the server chose this
@@ -435,7 +450,7 @@ class PostgresDriver:
                 rows = cur.fetchall() if cur.description is not None else []
                 status = cur.statusmessage or ""
             except self._psycopg.Error as exc:
-                raise self._failed(exc, in_transaction) from exc
+                raise self._failed(exc, in_transaction, sql) from exc
             except (UnicodeError, OverflowError) as exc:  # a value psycopg cannot send
                 raise StorageError(f"cannot store a value: {exc}", code=BAD_TEXT) from exc
             changes = cur.rowcount if status.startswith(("INSERT", "UPDATE", "DELETE", "MERGE")) else 0
@@ -452,7 +467,7 @@ class PostgresDriver:
             return True
         return bool(readable)
 
-    def _failed(self, exc: Exception, in_transaction: bool) -> StorageError:
+    def _failed(self, exc: Exception, in_transaction: bool, sql: str = "") -> StorageError:
         conn = self._conn
         code = getattr(exc, "sqlstate", None)
         text = " ".join(str(exc).split())
@@ -465,6 +480,9 @@ class PostgresDriver:
             )
         if code is None and isinstance(exc, self._psycopg.DataError) and "NUL" in text:
             code = BAD_TEXT  # psycopg refuses NUL in text before sending anything
+        hint = _HINTS.get(code or "")
+        if hint and (code != DUPLICATE_TABLE or sql.lstrip().upper().startswith("CREATE")):
+            text = f"{text} ({hint.format(where=self.where)})"
         return _error(text, code)
 
     def close(self) -> None:

@@ -149,3 +149,31 @@ def test_copy_between_two_schemas_of_one_database_is_not_the_same_tables(pg_clus
         source.close()
         target.close()
         pg_cluster.execute(f"DROP SCHEMA {other} CASCADE", dbname=TEST_DATABASE)
+
+
+def test_a_schema_where_another_application_has_a_durably_runs_table_is_named_with_what_to_do(pg_cluster, pg_url):
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    pg_cluster.execute(f"CREATE TABLE {schema}.durably_runs (id int, name text)", dbname=TEST_DATABASE)
+    pg_cluster.execute(f"INSERT INTO {schema}.durably_runs VALUES (1, 'theirs')", dbname=TEST_DATABASE)
+    durably = Durably(pg_url)
+    try:
+        with pytest.raises(StorageError) as err:
+            durably.trigger("j", 1)
+        assert err.value.code == "42P07" and "give durably a schema of its own" in str(err.value)
+    finally:
+        durably.close()
+    # Theirs is untouched and nothing of durably's was left behind.
+    assert pg_cluster.execute(f"SELECT * FROM {schema}.durably_runs", dbname=TEST_DATABASE) == [(1, "theirs")]
+    assert pg_cluster.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,), dbname=TEST_DATABASE
+    ) == [("durably_runs",)]
+
+
+def test_a_search_path_naming_no_schema_that_exists_says_to_create_one(pg_cluster):
+    durably = Durably(pg_cluster.url(TEST_DATABASE, options="-csearch_path=no_such_schema"))
+    try:
+        with pytest.raises(StorageError) as err:
+            durably.trigger("j", 1)
+        assert err.value.code == "3F000" and "CREATE SCHEMA" in str(err.value)
+    finally:
+        durably.close()
