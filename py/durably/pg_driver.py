@@ -80,12 +80,17 @@ SERVER_TOO_OLD = "0A000"  # feature_not_supported
 BAD_TEXT = "22021"  # character_not_in_repertoire: NUL or a lone surrogate in text
 NO_SCHEMA = "3F000"  # invalid_schema_name: no schema of search_path exists to create in
 DUPLICATE_TABLE = "42P07"  # duplicate_table
+READ_ONLY = "25006"  # read_only_sql_transaction: a standby, or default_transaction_read_only
 
 # What to do, added to the server's message for the failures a user causes by configuration.
 _HINTS = {
     NO_SCHEMA: (
         "no schema named by the connection's search_path exists at {where}: create it "
         "(CREATE SCHEMA name) or name an existing one in the URL: ?options=-csearch_path%3Dname"
+    ),
+    READ_ONLY: (
+        "the server at {where} takes no writes for this session: a standby (a read replica), or "
+        "default_transaction_read_only set for the database or role; point durably at the primary"
     ),
     DUPLICATE_TABLE: (
         "the schema durably creates its tables in already holds a table of that name, and durably "

@@ -177,3 +177,15 @@ def test_a_search_path_naming_no_schema_that_exists_says_to_create_one(pg_cluste
         assert err.value.code == "3F000" and "CREATE SCHEMA" in str(err.value)
     finally:
         durably.close()
+
+
+def test_a_database_that_takes_no_writes_says_to_use_the_primary(pg_cluster, pg_database):
+    name = pg_database.rsplit("/", 1)[1]
+    pg_cluster.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    durably = Durably(pg_database)
+    try:
+        with pytest.raises(StorageError) as err:
+            durably.trigger("j", 1)
+        assert err.value.code == "25006" and "point durably at the primary" in str(err.value)
+    finally:
+        durably.close()
