@@ -404,6 +404,13 @@ class PostgresDriver:
             # planner picks a bitmap scan instead, which visits and sorts every entry of the
             # status, dead ones included, at every claim: O(runs claimed since the last vacuum).
             conn.execute("SET enable_bitmapscan = off")
+        except psycopg.Error as exc:  # the new session ended at once (terminated, a restart)
+            conn.close()
+            text = _scrub(" ".join(str(exc).split()), self.url)
+            raise _error(
+                f"the connection to PostgreSQL at {self.where} was lost as it opened ({text}); the next call reconnects",
+                getattr(exc, "sqlstate", None) or CONNECTION_LOST,
+            ) from None
         except BaseException:
             conn.close()
             raise

@@ -189,3 +189,79 @@ def test_a_database_that_takes_no_writes_says_to_use_the_primary(pg_cluster, pg_
         assert err.value.code == "25006" and "point durably at the primary" in str(err.value)
     finally:
         durably.close()
+
+
+# -- connections cut at the wrong moment ----------------------------------------------------------
+
+
+def test_a_connection_terminated_as_it_opens_is_a_transient_storage_error(pg_cluster, pg_url, monkeypatch):
+    """pg_terminate_backend (or a restart) between the connect and the driver's SETs: the
+    worker must see a StorageError it retries, never a bare psycopg error (which the worker
+    took for a bug in durably and failed the run for)."""
+    import psycopg
+
+    real_connect = psycopg.connect
+    armed = []
+
+    def connect_then_terminate(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if armed:
+            armed.pop()
+            pid = conn.info.backend_pid
+            pg_cluster.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        return conn
+
+    driver = PostgresDriver(pg_url)
+    try:
+        monkeypatch.setattr(psycopg, "connect", connect_then_terminate)
+        pg_cluster.execute("SELECT pg_terminate_backend(%s, 10000)", (driver.execute("SELECT pg_backend_pid()")[0][0][0],))
+        armed.append(True)
+        with pytest.raises(StorageError) as err:  # the old session is gone; the new one ends at once
+            driver.execute("SELECT 1")
+        assert err.value.transient and "was lost" in str(err.value)
+        assert driver.execute("SELECT 1")[0] == [(1,)]  # and the next call reconnects
+    finally:
+        driver.close()
+
+
+async def test_a_run_whose_connection_is_cut_as_it_reopens_is_retried_not_failed(pg_cluster, pg_url, monkeypatch):
+    import psycopg
+
+    from durably import job
+
+    real_connect = psycopg.connect
+    armed = []
+
+    def connect_then_terminate(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if armed:
+            armed.pop()
+            pg_cluster.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.info.backend_pid,))
+        return conn
+
+    worker = Durably(pg_url, jobs=[], polling_interval=0.05)
+    calls = []
+
+    @job("cut")
+    async def cut(step, input):
+        async def first():
+            calls.append(1)
+            if len(calls) == 1:  # the worker's session ends, and so does the next one it opens
+                pid = worker._store.driver.execute("SELECT pg_backend_pid()")[0][0][0]
+                pg_cluster.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+                armed.append(True)
+            return "done"
+
+        return await step.run("first", first)
+
+    worker.register(cut)
+    monkeypatch.setattr(psycopg, "connect", connect_then_terminate)
+    await worker.start()
+    try:
+        run = worker.trigger("cut", 1)
+        final = await worker.wait_for_run(run.id, timeout=30)
+        assert final.status == "completed" and final.output == "done", final.error
+        assert len(calls) == 2  # the step's commit was lost with the connection: it ran again
+    finally:
+        await worker.stop()
+        worker.close()
