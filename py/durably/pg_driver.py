@@ -357,7 +357,9 @@ class PostgresDriver:
                 raise ValidationError(f"{label} must be a number of seconds from 0 to 86400, got {value!r}")
         self.url = url
         self.where = describe_url(url)
-        self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF-8 whatever the server's default for the database or role (a client_encoding of
+        # LATIN1 there would refuse, or fail to read back, any text outside it).
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         if connect_timeout:
             self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))
         if "application_name" not in params:

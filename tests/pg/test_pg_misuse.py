@@ -265,3 +265,20 @@ async def test_a_run_whose_connection_is_cut_as_it_reopens_is_retried_not_failed
     finally:
         await worker.stop()
         worker.close()
+
+
+# -- server settings a DBA may have chosen ----------------------------------------------------------------
+
+
+def test_text_outside_latin1_is_stored_and_read_back_where_the_database_defaults_to_latin1(pg_cluster, pg_database):
+    name = pg_database.rsplit("/", 1)[1]
+    pg_cluster.execute(f"ALTER DATABASE {name} SET client_encoding = 'LATIN1'")
+    pg_cluster.execute(f"ALTER DATABASE {name} SET TimeZone = 'Pacific/Chatham'")
+    durably = Durably(pg_database)
+    try:
+        run = durably.trigger("j", {"s": "caf\u00e9 \U0001f600"}, labels={"city": "\u5317\u4eac"})
+        again = durably.get_run(run.id)
+        assert again.labels == {"city": "\u5317\u4eac"} and again.input == {"s": "caf\u00e9 \U0001f600"}
+        assert [r.id for r in durably.get_runs(labels={"city": "\u5317\u4eac"})] == [run.id]
+    finally:
+        durably.close()
