@@ -563,6 +563,10 @@ class Listener:
             conn = None
             try:
                 conn = psycopg.connect(self._url, **self._kwargs)
+                if conn.info.server_version >= 140000:
+                    # Idle is this session's whole job: a server that ends idle sessions
+                    # (idle_session_timeout, PostgreSQL 14+) would cut it again and again.
+                    conn.execute("SET idle_session_timeout = 0")
                 conn.execute(f"LISTEN {self.channel}")
                 self.connections += 1
                 delay = 0.1

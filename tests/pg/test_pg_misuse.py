@@ -282,3 +282,33 @@ def test_text_outside_latin1_is_stored_and_read_back_where_the_database_defaults
         assert [r.id for r in durably.get_runs(labels={"city": "\u5317\u4eac"})] == [run.id]
     finally:
         durably.close()
+
+
+async def test_a_server_that_ends_idle_sessions_does_not_cut_the_listener(pg_cluster, pg_database):
+    import asyncio
+    import time
+
+    from durably import job
+
+    @job("j")
+    async def j(step, input):
+        return await step.run("only", lambda: input)
+
+    name = pg_database.rsplit("/", 1)[1]
+    pg_cluster.execute(f"ALTER DATABASE {name} SET idle_session_timeout = '200ms'")
+    worker = Durably(pg_database, jobs=[j], polling_interval=60)
+    other = Durably(pg_database)
+    await worker.start()
+    try:
+        listener = worker._worker._listener
+        deadline = time.monotonic() + 10
+        while listener.connections < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # five idle timeouts
+        assert listener.connections == 1
+        run = other.trigger("j", 5)  # other's connection was idle too: it reconnects unseen
+        assert (await worker.wait_for_run(run.id, timeout=10)).output == 5
+    finally:
+        await worker.stop()
+        worker.close()
+        other.close()
