@@ -103,6 +103,11 @@ class Dialect:
     #: row. None: the engine cannot tell (SQLite's CLI compares the files instead).
     copy_mark: str | None = None
     copy_seen: str | None = None
+    #: Sent first in the migrating transaction, before ``migration_lock``: lifts the
+    #: server's statement and lock timeouts for that transaction alone, since waiting for
+    #: another process's migration, or a migration over a large table, may take longer than
+    #: any statement should. None: nothing to lift.
+    migration_settings: str | None = None
     #: Whether text may hold NUL (``"\x00"``): SQLite's may, PostgreSQL's may not.
     text_takes_nul: bool = True
 

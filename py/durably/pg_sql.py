@@ -202,6 +202,7 @@ POSTGRES = Dialect(
     tables_elsewhere=schema.TABLES_ELSEWHERE,
     record_migration=RECORD_MIGRATION,
     migration_lock=schema.MIGRATION_LOCK,
+    migration_settings=schema.MIGRATION_SETTINGS,
     claim=_claim,
     complete_step=COMPLETE_STEP,
     insert_step_record=INSERT_STEP_RECORD,

@@ -438,6 +438,8 @@ class Store:
                             f"?options=-csearch_path%3D{found}); the database was not modified."
                         )
                 with self._transaction():
+                    if dialect.migration_settings is not None:
+                        self._x(dialect.migration_settings)
                     if dialect.migration_lock is not None:
                         self._x(dialect.migration_lock)
                     self._x(dialect.create_migrations_table)

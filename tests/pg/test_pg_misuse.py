@@ -312,3 +312,25 @@ async def test_a_server_that_ends_idle_sessions_does_not_cut_the_listener(pg_clu
         await worker.stop()
         worker.close()
         other.close()
+
+
+def test_a_server_statement_timeout_does_not_stop_a_process_waiting_for_another_ones_migration(pg_cluster, pg_database):
+    import threading
+
+    import psycopg
+
+    name = pg_database.rsplit("/", 1)[1]
+    pg_cluster.execute(f"ALTER DATABASE {name} SET statement_timeout = '100ms'")
+    # Another process migrates (slowly: a large table) and holds the migration lock meanwhile.
+    migrating = psycopg.connect(pg_database)
+    migrating.execute("SELECT pg_advisory_xact_lock(hashtextextended('durably:migrate:' || current_schema(), 0))")
+    done = threading.Timer(0.6, migrating.commit)
+    done.start()
+    durably = Durably(pg_database)
+    try:
+        assert durably.trigger("j", 1).status == "pending"  # waited 0.6 s for the lock, then migrated
+        assert durably.schema_version() == 5
+    finally:
+        done.join()
+        migrating.close()
+        durably.close()
