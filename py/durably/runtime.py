@@ -56,6 +56,9 @@ FLUSH_DELAY = 0.5
 MAX_STORAGE_STRIKES = 5
 #: The longest the runtime keeps the event loop between two turns it gives to other tasks.
 YIELD_EVERY = 0.05
+#: How long a run claimed past its deadline may take to replay its stored steps before the
+#: deadline's timer interrupts it (the step it waited in fails it first, naming that step).
+PAST_DEADLINE_GRACE = 1.0
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -543,8 +546,13 @@ class Runtime:
                 self._raise_lost(ctx)
             ctx.deadline = deadline
         delay = (ctx.deadline - self.clock()).total_seconds()
+        if delay <= 0:
+            # Claimed past its deadline (it woke at it): the replay reaches the step the run
+            # waited in, whose check fails the run naming that step, whatever the machine's
+            # speed. The timer only catches a job that awaits something outside its steps.
+            delay = PAST_DEADLINE_GRACE
         loop = asyncio.get_running_loop()
-        ctx.deadline_handle = loop.call_later(max(0.0, delay), self._deadline_passed, ctx)
+        ctx.deadline_handle = loop.call_later(delay, self._deadline_passed, ctx)
 
     def _timeout_error(self, ctx: RunContext, step: StepInFlight | None) -> RunTimeoutError:
         deadline = ctx.deadline

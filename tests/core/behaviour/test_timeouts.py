@@ -59,6 +59,28 @@ async def test_the_deadline_counts_from_the_first_start_and_survives_waits_and_r
     assert caught.value.failed_step == "long-pause" and "RunTimeoutError" in caught.value.error
 
 
+async def test_a_run_that_wakes_at_its_deadline_fails_naming_the_step_it_waited_in(make_app, clock):
+    # The job gives the event loop turns while it replays (as a slow or busy machine would):
+    # the run still fails in the step it waited in, not "after its last step".
+    @job("slow-replay", timeout=100)
+    async def slow_replay(step, input):
+        await step.run("a", lambda: 1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await step.sleep("long-pause", 1000)
+        return "never"
+
+    app = make_app([slow_replay], clock=clock)
+    run = app.trigger(slow_replay, None)
+    await app.process_one()
+    assert app.get_run(run.id).status == "waiting"
+    clock.advance(100)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert (failed.status, failed.failed_step) == ("failed", "long-pause")
+    assert "RunTimeoutError" in failed.error
+
+
 async def test_a_job_cannot_catch_its_way_past_its_deadline(make_app, clock):
     @job("stubborn", timeout=10)
     async def stubborn(step, input):
