@@ -262,10 +262,9 @@ def describe_url(url: str) -> str:
     if params is not None:
         hosts = str(params.get("host") or "localhost").split(",")
         ports = str(params.get("port") or "").split(",")
-        if len(ports) == 1:
-            ports = ports * len(hosts)
+        ports = ports * len(hosts) if len(ports) == 1 else (ports + [""] * len(hosts))[: len(hosts)]
         where = ",".join(
-            (f"[{h}]" if ":" in h else h) + (f":{p}" if p else "") for h, p in zip(hosts, ports + [""] * len(hosts))
+            (f"[{h}]" if ":" in h else h) + (f":{p}" if p else "") for h, p in zip(hosts, ports, strict=True)
         )
         user = f"{params['user']}@" if params.get("user") else ""
         return f"{user}{where}/{params.get('dbname') or ''}"
@@ -287,7 +286,9 @@ def _check_url(url: str) -> dict[str, Any]:
     from psycopg.conninfo import conninfo_to_dict
 
     user, sep, password = _userinfo(url).partition(":")
-    bad = sorted({c for c in password if c in "@/?#"} | ({"%"} if re.search(r"%(?![0-9A-Fa-f]{2})", password) else set()))
+    bad = sorted(
+        {c for c in password if c in "@/?#"} | ({"%"} if re.search(r"%(?![0-9A-Fa-f]{2})", password) else set())
+    )
     if sep and bad:
         codes = ", ".join(f"{c} as %{ord(c):02X}" for c in bad)
         raise ValidationError(
@@ -410,7 +411,8 @@ class PostgresDriver:
             conn.close()
             text = _scrub(" ".join(str(exc).split()), self.url)
             raise _error(
-                f"the connection to PostgreSQL at {self.where} was lost as it opened ({text}); the next call reconnects",
+                f"the connection to PostgreSQL at {self.where} was lost as it opened ({text}); "
+                "the next call reconnects",
                 getattr(exc, "sqlstate", None) or CONNECTION_LOST,
             ) from None
         except BaseException:
