@@ -278,6 +278,12 @@ def describe_url(url: str) -> str:
         return "the given URL"
 
 
+# What libpq sends in the start-up message, which the server refuses past 10,000 bytes
+# (closing the connection with no reason given). Room is left for the names and the rest.
+_STARTUP_PARAMETERS = ("user", "dbname", "options", "application_name")
+MAX_STARTUP_BYTES = 9000
+
+
 def _check_url(url: str) -> dict[str, Any]:
     if not isinstance(url, str) or not is_postgres_url(url):
         raise ValidationError(
@@ -300,6 +306,12 @@ def _check_url(url: str) -> dict[str, Any]:
         for port in str(params.get("port") or "").split(","):  # libpq lists one per host
             if port and not (port.isdigit() and 0 < int(port) < 65536):
                 raise ValueError(f"the port {port!r} is not a number from 1 to 65535")
+        startup = sum(len(str(params.get(k) or "").encode()) for k in _STARTUP_PARAMETERS)
+        if startup > MAX_STARTUP_BYTES:
+            raise ValueError(
+                f"its {', '.join(_STARTUP_PARAMETERS)} come to {startup:,} bytes; PostgreSQL closes a "
+                f"connection whose start-up message passes 10,000 bytes, so keep them under {MAX_STARTUP_BYTES:,}"
+            )
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         raise ValidationError(
             f"not a valid PostgreSQL URL ({describe_url(url)}): {_scrub(' '.join(str(exc).split()), url)}; "

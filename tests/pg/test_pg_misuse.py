@@ -334,3 +334,9 @@ def test_a_server_statement_timeout_does_not_stop_a_process_waiting_for_another_
         done.join()
         migrating.close()
         durably.close()
+
+
+def test_a_url_too_long_for_postgresqls_start_up_message_is_bad_input_not_a_dead_server(pg_cluster):
+    url = pg_cluster.url(TEST_DATABASE, application_name="a" * 12000)
+    with pytest.raises(ValidationError, match="start-up message passes 10,000 bytes"):
+        PostgresDriver(url)
