@@ -206,8 +206,18 @@ _CONNECT_PATTERNS = [
 ]
 
 
-def _connect_error(exc: Exception, where: str, url: str = "") -> StorageError:
+# libpq's own refusal of a parameter's value (sslmode=bogus, keepalives=x): bad input, found
+# only when connecting since the URL's reader checks names, not values.
+_BAD_VALUE = re.compile(r"invalid [\w ]+ value|invalid integer value", re.I)
+
+
+def _connect_error(exc: Exception, where: str, url: str = "") -> StorageError | ValidationError:
     text = _scrub(" ".join(str(exc).split()), url)
+    if _BAD_VALUE.search(text):
+        return ValidationError(
+            f"not a valid PostgreSQL URL ({where}): {text}; fix that parameter in the query string "
+            "(the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...])"
+        )
     for pattern, code, hint in _CONNECT_PATTERNS:
         if pattern.search(text):
             return _error(f"cannot connect to PostgreSQL at {where}: {text} ({hint})", code)

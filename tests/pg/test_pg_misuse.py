@@ -340,3 +340,10 @@ def test_a_url_too_long_for_postgresqls_start_up_message_is_bad_input_not_a_dead
     url = pg_cluster.url(TEST_DATABASE, application_name="a" * 12000)
     with pytest.raises(ValidationError, match="start-up message passes 10,000 bytes"):
         PostgresDriver(url)
+
+
+@pytest.mark.parametrize("query", ["sslmode=bogus", "target_session_attrs=nope", "keepalives=x"])
+def test_a_url_parameter_with_a_value_libpq_refuses_is_bad_input_not_a_transient_failure(psycopg_installed, query):
+    with pytest.raises(ValidationError) as err:
+        PostgresDriver(f"postgresql://app:pw@127.0.0.1:1/jobs?{query}", connect_timeout=1)
+    assert query.split("=")[0] in str(err.value) and "not a valid PostgreSQL URL" in str(err.value)
