@@ -347,3 +347,23 @@ def test_a_url_parameter_with_a_value_libpq_refuses_is_bad_input_not_a_transient
     with pytest.raises(ValidationError) as err:
         PostgresDriver(f"postgresql://app:pw@127.0.0.1:1/jobs?{query}", connect_timeout=1)
     assert query.split("=")[0] in str(err.value) and "not a valid PostgreSQL URL" in str(err.value)
+
+
+def test_copy_into_a_target_of_a_newer_durably_names_the_target_and_writes_nothing(pg_cluster, pg_url, tmp_path):
+    source = Durably(str(tmp_path / "jobs.db"))
+    target = Durably(pg_url)
+    try:
+        source.trigger("j", 1)
+        target.schema_version()
+        target._store.migrate()
+        target._store.driver.execute("INSERT INTO durably_migrations (version, applied_at) VALUES (99, 'later')")
+        newer = Durably(pg_url)
+        try:
+            with pytest.raises(SchemaError, match=r"^the target of the copy: .*schema version 99"):
+                source.copy_to(newer)
+            assert newer._store.driver.execute("SELECT count(*) FROM durably_runs")[0] == [(0,)]
+        finally:
+            newer.close()
+    finally:
+        source.close()
+        target.close()
