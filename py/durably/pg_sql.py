@@ -131,10 +131,13 @@ RECORD_ATTEMPT = (
 
 #: Inside the trigger's transaction, before looking for a pending run of the same job and
 #: concurrency key: concurrent triggers of one (job, key) take turns, and each one's check
-#: (a new snapshot under READ COMMITTED) sees the run the previous one inserted.
-#: Parameters: job_name, concurrency_key.
+#: (a new snapshot under READ COMMITTED) sees the run the previous one inserted. The lock is
+#: named after the runs table the statement reaches (its oid), not the first schema of
+#: search_path: processes whose search_path spells the way to one table differently still
+#: take the same lock. Parameters: job_name, concurrency_key.
 TRIGGER_KEY_LOCK = (
-    "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
+    "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || "
+    "CAST(CAST(to_regclass('durably_runs') AS oid) AS text) || ':' || ? || ':' || ?, 0))"
 )
 
 #: Wake the workers that LISTEN: delivered when the sending transaction commits (never for

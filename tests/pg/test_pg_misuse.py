@@ -367,3 +367,37 @@ def test_copy_into_a_target_of_a_newer_durably_names_the_target_and_writes_nothi
     finally:
         source.close()
         target.close()
+
+
+def test_triggers_reaching_one_runs_table_through_different_search_paths_take_turns_on_a_key(two_schemas):
+    """``two_schemas``' tables are at schema 4: bring them up to date first, in place."""
+    import threading
+
+    import psycopg
+
+    from durably import ConflictError, pg_sql
+
+    base, app, url = two_schemas
+    base_url = url.replace(f"search_path%3D{app}%2C{base}", f"search_path%3D{base}")
+    assert base_url != url
+    up = Durably(base_url)
+    up.get_runs()  # migrates base to the latest schema
+    up.close()
+    # A trigger in another process, spelling search_path as "base": it holds the key's lock
+    # and has inserted its pending run, not yet committed.
+    other = psycopg.connect(base_url)
+    other.execute(pg_sql.TRIGGER_KEY_LOCK.replace("?", "%s"), ("j", "k"))
+    other.execute(
+        "INSERT INTO durably_runs (id, job_name, status, input, concurrency_key, created_at, updated_at) "
+        "VALUES ('r2', 'j', 'pending', '2', 'k', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')"
+    )
+    commit = threading.Timer(0.5, other.commit)
+    commit.start()
+    durably = Durably(url)  # search_path "app, base": the same tables
+    try:
+        with pytest.raises(ConflictError, match="already has a pending run"):
+            durably.trigger("j", 3, concurrency_key="k")  # waits for the other trigger, then sees its run
+    finally:
+        commit.join()
+        other.close()
+        durably.close()
