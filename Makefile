@@ -33,13 +33,14 @@ lint: lint-deps node_modules/.package-lock.json
 lint-deps:
 	@$(PYTHON) -c "import ruff, mypy" 2>/dev/null || $(PYTHON) -m pip install -e '.[lint]'
 
-# The production site (what is deployed): no test page.
+# The production site (what is deployed): no test page. The same command a user runs in their
+# own project (docs/site.md), with this repository's [tool.durably.site] (the demo).
 build: node_modules/.package-lock.json
-	PYTHON=$(PYTHON) node scripts/build.mjs
+	PYTHONPATH=py $(PYTHON) -m durably site build
 
 # The tests' and benchmarks' build: the same site plus test.html, in .cache/test-site.
 test-site: node_modules/.package-lock.json
-	PYTHON=$(PYTHON) node scripts/build.mjs --test-page --out .cache/test-site
+	PYTHONPATH=py $(PYTHON) -m durably site build --test-page --out .cache/test-site
 
 serve:
 	$(PYTHON) scripts/serve.py --port $(PORT)

@@ -1,16 +1,30 @@
 // Builds site/: one self-contained static folder (no CDN, no server code, no special
 // headers) that can be uploaded as is to GitHub Pages, Netlify or any static host.
 //
-//   node scripts/build.mjs                       (npm run build): the production site in site/
-//   node scripts/build.mjs --test-page --out DIR (npm run build:test): adds the tests' page
-//   options: --out DIR          write the site there instead of site/
+// Users run it through `durably site build` (py/durably/site.py, docs/site.md), which reads
+// [tool.durably.site], resolves the requirements' wheels with pip and passes this script a
+// plan (--plan FILE). Run directly, it builds the demo (web/demo_jobs.py, the demo page).
+//
+//   durably site build                            (npm run build): the site of [tool.durably.site]
+//   durably site build --test-page --out DIR      (npm run build:test): adds the tests' page
+//   options: --plan FILE        the build plan durably site build writes (JSON): jobs
+//                               [{module, file, package}] (a package is a zip of its folder),
+//                               wheels [{file}] (the requirements' wheels), requirements,
+//                               page ("demo" or an HTML file), assets, options, and
+//                               durablyWheel (the worker's durably wheel, when the kit is
+//                               an installed package's and has no py/ to build it from)
+//            --out DIR          write the site there instead of site/
 //            --test-page        add test.html, the browser tests' page; it takes job
 //                               modules, options and debug from its URL, so it is never part
 //                               of a production build (a crafted link could purge runs)
 //            --job-module FILE  ship this job module instead of the demo's (repeatable)
 //
 // Layout of the output, all relative so the site works under any base path:
-//   index.html, page.js, worker.js     our code (esbuild, ESM)
+//   index.html, page.js, worker.js     our code (esbuild, ESM); index.html is the user's page
+//                                      when the plan names one (then no page.js)
+//   client.js                          the page API (web/client.js) for a user's own page:
+//                                      import { connect } from "./client.js"
+//   <assets>                           the user's page's files and folders, as they are
 //   sw.js                              the service worker (web/sw.js) with the precache list:
 //                                      every file below with its revision and SRI hash
 //   test.html, test_page.js            only with --test-page (web/test_page.*)
@@ -20,7 +34,8 @@
 //   wheels/<hash>/<name>.whl           micropip, durably and its dependencies; the hash in the folder name
 //                                      changes with the content, so no browser or CDN cache
 //                                      ever serves an old wheel under the same URL
-//   jobs/<module>.py                   the job modules the worker imports (demo_jobs)
+//   jobs/<module>.py, jobs/<pkg>.zip   the job modules the worker imports (demo_jobs); a job
+//                                      package is a zip of its folder, unpacked on sys.path
 //   snapshots/<key>.gz                 Python's memory with durably and the job modules
 //                                      imported, which the worker boots from (snapshot.mjs)
 
@@ -65,10 +80,13 @@ const args = parseArgs({
     out: { type: "string", default: path.join(root, "site") },
     "test-page": { type: "boolean", default: false },
     "job-module": { type: "string", multiple: true },
+    plan: { type: "string" },
   },
 }).values;
 const site = path.resolve(args.out);
-const jobModules = (args["job-module"] ?? JOB_MODULES.map((rel) => path.join(root, rel))).map((f) => path.resolve(f));
+const plan = args.plan ? JSON.parse(fs.readFileSync(args.plan, "utf8")) : {};
+const jobSources = plan.jobs ?? (args["job-module"] ?? JOB_MODULES.map((rel) => path.join(root, rel))).map((f) => ({ file: path.resolve(f) }));
+const userPage = plan.page && plan.page !== "demo" ? path.resolve(plan.page) : null;
 
 function fail(message) {
   console.error(`build failed: ${message}`);
@@ -184,7 +202,10 @@ async function bundle(facts) {
     define: { __DURABLY_PROTOCOL_VERSION__: JSON.stringify(facts.protocol) },
   };
   await esbuild.build({ ...common, entryPoints: [path.join(root, "worker.js")], outfile: path.join(site, "worker.js") });
-  await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "page.js")], outfile: path.join(site, "page.js") });
+  if (!userPage) await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "page.js")], outfile: path.join(site, "page.js") });
+  // The page API on its own, for the user's page (import { connect } from "./client.js"):
+  // next to worker.js and sw.js, which it finds relative to itself.
+  await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "client.js")], outfile: path.join(site, "client.js") });
   if (args["test-page"]) {
     await esbuild.build({ ...common, entryPoints: [path.join(root, "web", "test_page.js")], outfile: path.join(site, "test_page.js") });
   }
@@ -254,17 +275,33 @@ async function main() {
   const facts = protocolFacts();
   await bundle(facts);
   vendor();
-  copy(path.join(root, "index.html"), path.join(site, "index.html"));
+  copy(userPage ?? path.join(root, "index.html"), path.join(site, "index.html"));
+  for (const asset of plan.assets ?? []) {
+    const to = path.join(site, path.basename(asset));
+    if (fs.existsSync(to)) fail(`the asset ${asset} would replace the site's own ${path.basename(asset)}: rename it`);
+    fs.cpSync(asset, to, { recursive: true });
+  }
   if (args["test-page"]) copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
 
   const micropip = placeWheel(micropipWheel());
-  const durably = placeWheel(durablyWheel());
-  const modules = jobModules.map((file) => {
+  // An installed durably's kit has no py/: durably site build then passes the wheel it built
+  // from the installed package.
+  const durably = placeWheel(plan.durablyWheel ?? durablyWheel());
+  const modules = jobSources.map(({ file, module, package: isPackage }) => {
+    if (isPackage) {
+      // A job package: the zip of its folder (durably site build made it), unpacked on sys.path.
+      const rel = `jobs/${module}.zip`;
+      copy(file, path.join(site, rel));
+      return { module, url: rel, sha256: sha256(file), package: true };
+    }
     const name = path.basename(file);
     if (!/^[A-Za-z_][A-Za-z0-9_]*\.py$/.test(name)) fail(`job module ${file}: the file name must be a Python module name ending in .py`);
     copy(file, path.join(site, "jobs", name));
     return { module: name.replace(/\.py$/, ""), url: `jobs/${name}`, sha256: sha256(file) };
   });
+  // The requirements' wheels (durably site build resolved them with pip for this Pyodide):
+  // unpacked into site-packages at boot, after durably's own, each checked against its SHA-256.
+  const requirementWheels = (plan.wheels ?? []).map((w) => ({ ...placeWheel(w.file), requirement: true }));
 
   const manifest = {
     // The worker refuses a manifest whose format it does not know.
@@ -274,8 +311,12 @@ async function main() {
     versions: { pyodide: versionOf("pyodide"), sqliteWasm: versionOf("@sqlite.org/sqlite-wasm") },
     micropip,
     // durably first; its dependencies go on sys.path as zip files ("zip": true).
-    wheels: [durably, ...DEPENDENCIES.map((d) => ({ ...placeWheel(pinnedWheel(d)), zip: true }))],
+    wheels: [durably, ...DEPENDENCIES.map((d) => ({ ...placeWheel(pinnedWheel(d)), zip: true })), ...requirementWheels],
+    // What [tool.durably.site] asked for (the wheels above are what pip resolved it to).
+    requirements: plan.requirements ?? [],
     jobModules: modules,
+    // The page's default options ([tool.durably.site] options); connect()'s own win.
+    options: plan.options ?? {},
   };
   manifest.snapshot = await buildSnapshot({ root, site, manifest });
   fs.writeFileSync(path.join(site, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

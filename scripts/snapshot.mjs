@@ -129,7 +129,10 @@ async function make({ root, site, manifest, jobModules, key, out, meta }) {
   }
   pyodide.FS.mkdirTree(JOBS_DIR);
   for (const m of manifest.jobModules.filter((m) => jobModules.includes(m.module))) {
-    pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, fs.readFileSync(path.join(site, m.url)));
+    const bytes = new Uint8Array(fs.readFileSync(path.join(site, m.url)));
+    // As the worker's install phase does (web/boot.js writeJobModule): a package is a zip.
+    if (m.package) pyodide.unpackArchive(bytes, "zip", { extractDir: JOBS_DIR });
+    else pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, bytes);
   }
   try {
     pyodide.runPython(preludePython(jobModules));

@@ -230,7 +230,11 @@ async function openDatabase(boot, sqlite3, res) {
     const removeDb = (name) => {
       for (const suffix of ["", "-wal", "-journal"]) res.pool.unlink(name + suffix);
     };
-    return createBridge(sqlite3, res.db, { open: openDb, remove: removeDb });
+    // For importDatabase and exportDatabase (web/leader.js): other files of the pool.
+    res.openDb = openDb;
+    res.removeDb = removeDb;
+    res.makeBridge = (db) => createBridge(sqlite3, db, { open: openDb, remove: removeDb });
+    return res.makeBridge(res.db);
   });
 }
 
@@ -306,6 +310,16 @@ function unpackWheel(pyodide, wheel, phase) {
   }
 }
 
+/**
+ * Put a checked job module where Python imports it from: a .py file, or a job package (a zip
+ * of its folder, "package" in the manifest) unpacked into the jobs folder.
+ * @param {any} pyodide @param {{module: string, bytes: Uint8Array, package?: boolean}} m
+ */
+export function writeJobModule(pyodide, m) {
+  if (m.package) pyodide.unpackArchive(m.bytes, "zip", { extractDir: JOBS_DIR });
+  else pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
+}
+
 // Write a checked pure-Python wheel, as the zip file it is, where it goes on sys.path.
 function writeZipWheel(pyodide, wheel) {
   const file = `${WHEELS_DIR}/${wheel.file}`;
@@ -363,7 +377,7 @@ export async function loadPython(boot, manifest, downloads, snapshot) {
     zips.push(zipped);
     const modules = await downloads.modules;
     pyodide.FS.mkdirTree(JOBS_DIR);
-    for (const m of modules) pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
+    for (const m of modules) writeJobModule(pyodide, m);
     pyodide.runPython(
       `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\n` +
         `for _zip in ${JSON.stringify(zips)}:\n    if _zip not in sys.path: sys.path.append(_zip)\n` +
@@ -385,8 +399,10 @@ async function importJobs(pyodide, init, manifest) {
   try {
     let checked;
     try {
+      // The site's default options ([tool.durably.site] options) under the page's own.
+      const merged = { ...init, options: { ...(manifest.options ?? {}), ...(init.options ?? {}) } };
       const proxy = browser.parse_init(
-        JSON.stringify(init),
+        JSON.stringify(merged),
         manifest.jobModules.map((m) => m.module),
       );
       checked = proxy.toJs({ dict_converter: Object.fromEntries });

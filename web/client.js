@@ -39,8 +39,10 @@ function formatBytes(n) {
  * Start the durably worker and resolve once it is ready.
  *
  * @param {object} [options]
- * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json)
- * @param {object} [options.options] Durably options: pollingInterval, leaseDuration,
+ * @param {string[]|string} [options.jobs] job modules to import (from the site's manifest.json;
+ *   default: every one it lists)
+ * @param {object} [options.options] Durably options (over the site's defaults, [tool.durably.site]
+ *   options): pollingInterval, leaseDuration,
  *   leaseRenewInterval (seconds), maxConcurrentRuns, preserveSteps, retainRuns (an age as
  *   text: "30d", "12h", "15m")
  * @param {boolean} [options.debug] enable evalPython and sql (tests and development)
@@ -86,7 +88,7 @@ function reportStatus(onStatus, msg) {
 
 // The worker and its client; `connected` resolves with the client once the worker is ready.
 function startWorker({
-  jobs = [],
+  jobs,
   options = {},
   debug = false,
   onStatus = () => {},
@@ -306,8 +308,20 @@ function startWorker({
     signal: (id, name, payload, { signalId } = {}) => call("signal", defined({ id, name, payload, signalId })),
     purgeRuns: ({ olderThan, limit } = {}) => call("purgeRuns", defined({ olderThan, limit })),
     waitForRun: (id, { timeout } = {}) => call("waitForRun", defined({ id, timeout })),
-    /** The database file (WAL folded in) as a Uint8Array: it opens with CPython's durably. */
-    exportDatabase: () => call("exportDatabase"),
+    /**
+     * The database file (WAL folded in) as a Uint8Array: it opens with CPython's durably, and
+     * its runs' leases are handed back in it, so `durably worker` on it resumes them at once.
+     * `{move: true}`: the unfinished runs move to the copy: resolves with {bytes, moved}, and
+     * here they are cancelled with the error "moved: ..." so only the copy finishes them.
+     */
+    exportDatabase: ({ move } = {}) => call("exportDatabase", defined({ move })),
+    /**
+     * Replace this site's database with an exported one (a Uint8Array or ArrayBuffer, from
+     * exportDatabase or CPython). Checked before anything is replaced; a bad file changes
+     * nothing and the error says what is wrong. Refused (ConflictError) while runs are in
+     * progress, unless `{replace: true}`. Resolves with {runs, schemaVersion, reclaimed}.
+     */
+    importDatabase: (bytes, { replace } = {}) => call("importDatabase", defined({ bytes, replace })),
     /**
      * Switch to a new version of the site that is ready ({type: "update", state: "ready"}):
      * closes this worker (its run hands its lease back), lets the new version take over, and
@@ -377,7 +391,7 @@ function startWorker({
   worker.postMessage({
     type: "init",
     protocol: PROTOCOL_VERSION,
-    jobs: typeof jobs === "string" ? [jobs] : jobs,
+    jobs: typeof jobs === "string" ? [jobs] : jobs, // undefined: every job module of the site
     options,
     debug: debug === true,
   });

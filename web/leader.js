@@ -1,14 +1,25 @@
 // @ts-check
 // The worker that holds the database: boots (web/boot.js), then answers calls, its own
 // page's and those other tabs forward (web/tabs.js), through durably.browser.BrowserHost,
-// which checks every request (method, parameters, size) itself. Only exportDatabase is
-// answered here: it reads the OPFS file, which Python cannot reach.
+// which checks every request (method, parameters, size) itself. Only exportDatabase and
+// importDatabase are answered here: they read and replace the OPFS file, which Python cannot
+// reach (the checks of the file's contents are Python's: durably.browser.check_import).
 
 import { DB_FILE, lastLine } from "./boot.js";
 import { BootError } from "./errors.js";
 
 // close(): how long the runtime may take to hand back the lease of the run in flight.
 const STOP_TIMEOUT_MS = 2_000;
+// Scratch files of the pool: an imported file is checked (and migrated) here before it
+// replaces the database; an exported copy has its leases handed back here.
+const IMPORT_SCRATCH = "/durably-import.db";
+const EXPORT_SCRATCH = "/durably-export.db";
+// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER = "SQLite format 3\u0000";
+// Files the pool must have room for besides the database and its WAL: a scratch file and its WAL.
+const SCRATCH_FILES = 3;
+// exportDatabase({move: true}): how long the runs in flight may take to finish their step.
+const MOVE_STOP_TIMEOUT_S = 10;
 
 export class Leader {
   /**
@@ -62,6 +73,7 @@ export class Leader {
     if (this.crashed) return fail("WorkerCrashedError", this.crashedMessage());
     if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
     if (method === "exportDatabase") return this.exportDatabase(params);
+    if (method === "importDatabase") return this.importDatabase(params);
     let json;
     try {
       json = JSON.stringify(params ?? {});
@@ -83,19 +95,164 @@ export class Leader {
     }
   }
 
-  // The database file as bytes, after folding the WAL into it so the copy holds every commit.
-  // Safe between two store calls: each is synchronous and no transaction spans an await.
-  exportDatabase(params) {
-    const keys = params && typeof params === "object" && !Array.isArray(params) ? Object.keys(params) : null;
-    if (params != null && (keys === null || keys.length)) {
-      return fail("ValidationError", `exportDatabase: takes no parameters, got ${keys ? keys.join(", ") : JSON.stringify(params)}`);
-    }
+  /**
+   * The database file as bytes, after folding the WAL into it so the copy holds every commit.
+   * Taken between two store calls (each is synchronous and no transaction spans an await), so
+   * it is consistent while runs go on. In the copy every lease is handed back (a copy is a
+   * snapshot, not a shared database: `durably worker` on it resumes those runs at once).
+   * `move: true`: the runtime stops first (the runs in flight hand their leases back), and
+   * once the copy is taken every unfinished run here is cancelled with the reason "moved: ..."
+   * as its error (BrowserHost.move_unfinished), so the two copies never both finish a run.
+   */
+  async exportDatabase(params) {
+    const bad = checkParams("exportDatabase", params, ["move"]);
+    if (bad) return bad;
+    const move = params?.move ?? false;
+    if (typeof move !== "boolean") return fail("ValidationError", `exportDatabase: move must be true or false, got ${JSON.stringify(move)}`);
+    const { db, pool, host } = this.res;
+    let bytes;
+    let moved = 0;
     try {
-      this.res.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-      const bytes = this.res.pool.exportFile(DB_FILE);
-      return { body: { ok: bytes }, transfer: [bytes.buffer] };
+      await pool.reserveMinimumCapacity(pool.getFileCount() + SCRATCH_FILES);
+      // The runs in flight finish their current step (within MOVE_STOP_TIMEOUT_S; a step still
+      // running then is cancelled, uncommitted, and runs again in the copy).
+      if (move) await host.stop(MOVE_STOP_TIMEOUT_S);
+      // No await from here to the end of the move: nothing can change the database between
+      // the copy and the marking of the moved runs.
+      db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      bytes = pool.exportFile(DB_FILE);
+      if (move) moved = host.move_unfinished();
     } catch (err) {
+      if (move) await this.restart();
       return fail("StorageError", `cannot export the database: ${err?.message ?? err}`);
+    }
+    if (move) await this.restart();
+    try {
+      bytes = this.withScratch(EXPORT_SCRATCH, bytes, (bridge, browser) => browser.hand_back_leases(bridge));
+    } catch (err) {
+      return fail("StorageError", `cannot hand back the leases in the exported copy: ${err?.message ?? err}`);
+    }
+    const ok = move ? { bytes, moved } : bytes;
+    return { body: { ok }, transfer: [bytes.buffer] };
+  }
+
+  /**
+   * Replace the database with `bytes` (an exported durably database, from this page or from
+   * CPython). The file is checked on a scratch copy in the pool first (SQLite header,
+   * PRAGMA integrity_check, durably's tables, a schema this durably knows; an older one is
+   * migrated there): a bad file leaves the database untouched and the error says what is
+   * wrong. Refused while runs are leased unless `replace: true`. Then the runtime stops (its
+   * runs hand their leases back), the file is swapped in the pool, and the runtime starts on
+   * it (start hands back the leases in the imported file, so its runs resume at once).
+   */
+  async importDatabase(params) {
+    const bad = checkParams("importDatabase", params, ["bytes", "replace"], ["bytes"]);
+    if (bad) return bad;
+    let { bytes, replace = false } = params;
+    if (bytes instanceof ArrayBuffer) bytes = new Uint8Array(bytes);
+    if (!(bytes instanceof Uint8Array)) {
+      return fail("ValidationError", `importDatabase: bytes must be a Uint8Array or an ArrayBuffer (the file's contents), got ${typeName(bytes)}`);
+    }
+    if (typeof replace !== "boolean") return fail("ValidationError", `importDatabase: replace must be true or false, got ${JSON.stringify(replace)}`);
+    const header = new TextDecoder("latin1").decode(bytes.subarray(0, 16));
+    if (bytes.length < 512 || header !== SQLITE_HEADER || bytes.length % 512 !== 0) {
+      return fail(
+        "ValidationError",
+        `importDatabase: the file is not an SQLite database (${bytes.length < 16 || header !== SQLITE_HEADER ? "its first bytes are not \"SQLite format 3\"" : `its size, ${bytes.length} bytes, is not a whole number of pages`}); nothing was changed`,
+      );
+    }
+    const { db, pool, host } = this.res;
+    const leased = host.leased_runs();
+    if (leased > 0 && !replace) {
+      return fail(
+        "ConflictError",
+        `importDatabase: ${leased} run${leased === 1 ? " is" : "s are"} in progress in this database; importing would replace ` +
+          "it and stop them. Wait for them, export them first, or pass {replace: true} to replace the database anyway",
+      );
+    }
+    let checked;
+    try {
+      await pool.reserveMinimumCapacity(pool.getFileCount() + SCRATCH_FILES);
+      let info;
+      const migrated = this.withScratch(IMPORT_SCRATCH, bytes, (bridge, browser) => {
+        info = JSON.parse(browser.check_import(bridge));
+      });
+      checked = { migrated, info };
+    } catch (err) {
+      const text = String(err?.message ?? err);
+      const name = /SchemaError/.test(text) ? "SchemaError" : "ValidationError";
+      return fail(name, `importDatabase: ${lastLine(text).replace(/^[\w.]*Error: /, "")}; nothing was changed`);
+    }
+    // The swap. The current file is kept in memory until the imported one runs, and put back
+    // if anything fails on the way.
+    await host.stop(0);
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    const backup = pool.exportFile(DB_FILE);
+    try {
+      const started = await this.swapIn(checked.migrated);
+      return { body: { ok: { runs: checked.info.runs, schemaVersion: checked.info.version, reclaimed: started.reclaimed } } };
+    } catch (err) {
+      try {
+        await this.swapIn(backup);
+      } catch (again) {
+        this.checkFatal(again);
+        return fail("StorageError", `importDatabase: swapping the file in failed (${err?.message ?? err}), and putting the previous one back failed too (${again?.message ?? again}); reload the page`);
+      }
+      return fail("StorageError", `importDatabase: swapping the file in failed (${err?.message ?? err}); the previous database was put back`);
+    }
+  }
+
+  // Close the database, put `bytes` in its place in the pool, open it and start the host on it.
+  async swapIn(bytes) {
+    const res = this.res;
+    try {
+      res.db.close();
+    } catch {
+      // closed already (a failed first attempt)
+    }
+    res.removeDb(DB_FILE);
+    res.pool.importDb(DB_FILE, bytes);
+    res.db = res.openDb(DB_FILE);
+    const bridge = res.makeBridge(res.db);
+    res.pyodide.registerJsModule("durably_bridge", bridge);
+    const result = await res.host.swap_database(bridge);
+    const started = result.toJs({ dict_converter: Object.fromEntries });
+    result.destroy();
+    return started;
+  }
+
+  // Start the runtime again after a move (it was stopped for it).
+  async restart() {
+    try {
+      await this.res.host.app.start();
+    } catch (err) {
+      console.error("[durably] restarting the runtime after an export:", err);
+    }
+  }
+
+  // Write `bytes` to a scratch file of the pool, call fn(bridge, durably.browser) on it, and
+  // return the file's bytes afterwards; the scratch file is removed whatever happens.
+  withScratch(name, bytes, fn) {
+    const { pool, removeDb, openDb, makeBridge, pyodide } = this.res;
+    removeDb(name);
+    let scratch = null;
+    const browser = pyodide.pyimport("durably.browser");
+    try {
+      pool.importDb(name, bytes);
+      scratch = openDb(name);
+      fn(makeBridge(scratch), browser);
+      scratch.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      scratch.close();
+      scratch = null;
+      return pool.exportFile(name);
+    } finally {
+      browser.destroy();
+      try {
+        scratch?.close();
+      } catch {
+        // already closed
+      }
+      removeDb(name);
     }
   }
 
@@ -161,6 +318,22 @@ export class Leader {
 }
 
 const fail = (name, message) => ({ body: { error: { name, message } } });
+
+const typeName = (v) => (v === null ? "null" : Array.isArray(v) ? "an array" : v?.constructor?.name ?? typeof v);
+
+// A method's params: an object with only `allowed` keys and every `required` one; the failure
+// reply, or null when they are fine.
+function checkParams(method, params, allowed, required = []) {
+  if (params == null && !required.length) return null;
+  if (params === null || typeof params !== "object" || Array.isArray(params)) {
+    return fail("ValidationError", `${method}: params must be an object, got ${typeName(params)}`);
+  }
+  const unknown = Object.keys(params).filter((k) => !allowed.includes(k));
+  if (unknown.length) return fail("ValidationError", `${method}: unknown parameter(s) ${unknown.join(", ")}; it takes: ${allowed.join(", ")}`);
+  const missing = required.filter((k) => params[k] === undefined);
+  if (missing.length) return fail("ValidationError", `${method}: ${missing.join(", ")} is required`);
+  return null;
+}
 
 function withTimeout(promise, ms, what) {
   let timer;

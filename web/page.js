@@ -330,7 +330,38 @@ async function onTrigger(event) {
 
 async function onExport() {
   const bytes = await act(() => durably.exportDatabase());
-  if (!bytes) return;
+  if (bytes) download(bytes);
+}
+
+// The unfinished runs go to the file: here they are cancelled as "moved" (docs/site.md).
+async function onMove() {
+  const confirmed = window.confirm(
+    "Download the database and stop its unfinished runs in this browser? They go on wherever the file is opened (durably worker); here they show as cancelled, moved.",
+  );
+  if (!confirmed) return;
+  const moved = await act(() => durably.exportDatabase({ move: true }));
+  if (!moved) return;
+  download(moved.bytes);
+  await refreshRuns.now();
+}
+
+async function onImportFile() {
+  const input = $("import-file");
+  const file = input.files?.[0];
+  input.value = "";
+  if (!file) return;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let result = await act(() => durably.importDatabase(bytes));
+  if (result === undefined && $("api-error").dataset.name === "ConflictError") {
+    const replace = window.confirm(`${$("api-error-text").textContent}\n\nReplace the database anyway?`);
+    if (replace) result = await act(() => durably.importDatabase(bytes, { replace: true }));
+  }
+  if (!result) return;
+  selectedRun = null;
+  await refreshRuns.now();
+}
+
+function download(bytes) {
   const url = URL.createObjectURL(new Blob([bytes], { type: "application/vnd.sqlite3" }));
   const link = el("a", { href: url, download: "durably.db" });
   document.body.append(link);
@@ -600,7 +631,9 @@ async function main() {
   $("signal-form").addEventListener("submit", onSignal);
   $("update-btn").addEventListener("click", onApplyUpdate);
   try {
-    durably = await connect({ jobs: ["demo_jobs"], options: {}, debug: false, onStatus });
+    // Every job module of the site (manifest.json), with the site's options: the page of any
+    // site built with page = "demo", not only this repository's.
+    durably = await connect({ debug: false, onStatus });
   } catch (err) {
     showBootError(err);
     return;
@@ -620,6 +653,9 @@ async function main() {
   $("example-btn").addEventListener("click", fillExample);
   $("trigger-form").addEventListener("submit", onTrigger);
   $("export-btn").addEventListener("click", onExport);
+  $("move-btn").addEventListener("click", onMove);
+  $("import-btn").addEventListener("click", () => $("import-file").click());
+  $("import-file").addEventListener("change", onImportFile);
   $("runs").addEventListener("click", onRunsClick);
   $("app").hidden = false;
 

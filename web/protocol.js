@@ -73,7 +73,8 @@ export class PageProtocol {
       );
       return;
     }
-    this.resolveInit({ jobs: msg.jobs ?? [], options: msg.options ?? {}, debug: msg.debug === true });
+    // No jobs: every job module of the site (durably.browser.parse_init reads the manifest's).
+    this.resolveInit({ jobs: msg.jobs ?? null, options: msg.options ?? {}, debug: msg.debug === true });
   }
 
   onCall(msg) {

@@ -301,7 +301,9 @@ export class Tab {
     for (const call of [...this.pending.values()]) {
       if (call.to === null) this.send(call);
       else if (call.to === oldLeader || call.to !== this.leaderId) {
-        if (RETRY_SAFE.has(call.method)) this.send(call);
+        // A move is not safe to repeat: the old leader may have marked the runs moved and
+        // gone before its copy reached this page.
+        if (RETRY_SAFE.has(call.method) && !(call.method === "exportDatabase" && call.params?.move)) this.send(call);
         else {
           this.pending.delete(call.rid);
           call.resolve(

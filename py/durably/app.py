@@ -465,12 +465,15 @@ class Durably:
 
     # -- operations -------------------------------------------------------------------------
 
-    def cancel(self, run_id: str) -> Run:
+    def cancel(self, run_id: str, *, reason: str | None = None) -> Run:
         """Cancel a pending, leased or waiting run at once. A step running in this process is
         interrupted at its next ``await`` and its result is never stored; a worker in
-        another process notices at its next step boundary or lease renewal."""
+        another process notices at its next step boundary or lease renewal. ``reason``, when
+        given, is stored as the run's ``error`` (the browser's move says where the run went)."""
         self._check_open()
-        before = self._store.cancel(check_id(run_id), self._now)
+        if reason is not None:
+            check_text(reason, "a cancel reason")
+        before = self._store.cancel(check_id(run_id), self._now, reason)
         self._runtime.interrupt_run(before.id, "user")
         self._events.emit("run:cancel", before.id, before.job_name, before.labels)
         self._waiters.notify(before.id)

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import __version__, limits
 from .app import Durably
-from .clock import parse_iso
+from .clock import iso, parse_iso, system_clock
 from .errors import DurablyError, NotFoundError, ValidationError
 from .events import EVENT_TYPES, Event
 from .jobs import Job
@@ -48,7 +48,21 @@ logger = logging.getLogger("durably")
 PROTOCOL_VERSION = 2
 # Requests larger than limits.MAX_MESSAGE_BYTES are refused here, and only here: the worker
 # sends every request on. (Imported under that name for the tests and the chaos suite.)
-__all__ = ["MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "BrowserHost", "import_job_modules", "make_host", "parse_init"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "BrowserHost",
+    "check_import",
+    "hand_back_leases",
+    "import_job_modules",
+    "make_host",
+    "parse_init",
+]
+#: The tables a durably database has at every schema version; an imported file without
+#: them is not one (importDatabase).
+REQUIRED_TABLES = ("durably_migrations", "durably_runs", "durably_steps")
+#: What the tab stores as the ``error`` of a run that exportDatabase({move: true}) moved.
+MOVED_REASON = "moved: exported with exportDatabase({move: true}) at AT; it goes on in the exported copy"
 #: What the page's init message may name as a job module.
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
@@ -81,7 +95,8 @@ def jobs_in_modules(names: Iterable[str]) -> list[Job]:
 
 def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
     """Check the page's init message (``{jobs, options, debug}``, as JSON text) against the
-    job modules the site was built with; returns it with its defaults filled in.
+    job modules the site was built with; returns it with its defaults filled in (no ``jobs``:
+    every one of ``known_modules``).
 
     The worker checks the protocol version itself (it is the side that speaks it); the rest
     is checked here. Raises ``ValidationError`` saying what is wrong and what to do."""
@@ -91,15 +106,16 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
         raise ValidationError("the init message is not JSON data") from None
     if not isinstance(init, dict):
         raise ValidationError(f"the init message must be an object, got {type(init).__name__}")
+    known = list(known_modules)
     jobs = init.get("jobs")
-    jobs = [] if jobs is None else jobs
+    # Not given: every job module the site was built with (manifest.json's jobModules).
+    jobs = known if jobs is None else jobs
     if not isinstance(jobs, list) or not all(isinstance(j, str) and _MODULE_NAME.fullmatch(j) for j in jobs):
         raise ValidationError(f"init.jobs must be a list of module names, got {json.dumps(jobs)}")
     options = init.get("options")
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise ValidationError(f"init.options must be an object, got {json.dumps(options)}")
-    known = list(known_modules)
     unknown = [name for name in jobs if name not in known]
     if unknown:
         plural = len(unknown) > 1
@@ -107,7 +123,7 @@ def parse_init(init_json: str, known_modules: Iterable[str]) -> dict[str, Any]:
             f"job module{'s' if plural else ''} {', '.join(json.dumps(n) for n in unknown)} "
             f"{'are' if plural else 'is'} not in this site's manifest.json; it has: "
             f"{', '.join(json.dumps(n) for n in known) or 'none'} "
-            "(add job files to JOB_MODULES in scripts/build.mjs)"
+            "(add it to jobs in [tool.durably.site] and build the site again: docs/site.md)"
         )
     return {"jobs": jobs, "options": options, "debug": init.get("debug") is True}
 
@@ -122,6 +138,54 @@ def import_job_modules(names: Iterable[str]) -> str:
         except BaseException:
             failures.append({"module": name, "traceback": traceback.format_exc()})
     return json.dumps(failures)
+
+
+def check_import(bridge: Any) -> str:
+    """Check a database file the page wants to import, opened in the pool as ``bridge``
+    (a scratch copy, never the tab's own file): SQLite's ``PRAGMA integrity_check``,
+    durably's tables, a schema version this durably knows. An older schema is migrated
+    here, on the copy. Closes the bridge. Returns JSON ``{version, runs}``; raises
+    ``ValidationError`` (or ``SchemaError``, for a newer durably) saying what is wrong."""
+    from .pyodide_driver import PyodideDriver
+
+    driver = PyodideDriver(bridge)
+    try:
+        try:
+            rows, _ = driver.execute("PRAGMA integrity_check")
+        except Exception as exc:
+            raise ValidationError(f"the file is not a readable SQLite database: {exc}") from None
+        # One line: the worker shows the last line of the error.
+        problems = [" ".join(str(r[0]).split()) for r in rows]
+        if problems != ["ok"]:
+            raise ValidationError(
+                "the file is damaged (SQLite's integrity check says: " + "; ".join(problems[:3]) + ")"
+            )
+        rows, _ = driver.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        missing = [t for t in REQUIRED_TABLES if t not in {r[0] for r in rows}]
+        if missing:
+            raise ValidationError(
+                f"the file is an SQLite database but not a durably one: it has no {', '.join(missing)} "
+                "table(s). Export a database from durably (exportDatabase, or the file of `durably worker --db`)"
+            )
+        app = Durably(driver)
+        version = app.migrate()  # SchemaError for a newer durably's file, which is left as it was
+        runs = len(app.get_runs(limit=None))
+        return json.dumps({"version": version, "runs": runs})
+    finally:
+        driver.close()
+
+
+def hand_back_leases(bridge: Any) -> int:
+    """In an exported copy (opened as ``bridge``, a scratch file): hand back every lease, so
+    a worker that opens the copy resumes those runs at once instead of waiting out the
+    tab's leases. Closes the bridge; returns how many leases were handed back."""
+    from .pyodide_driver import PyodideDriver
+
+    app = Durably(PyodideDriver(bridge))
+    try:
+        return app.reclaim_all_leases()
+    finally:
+        app.close()
 
 
 def make_host(post_event: Callable[[str], Any], init_json: str) -> BrowserHost:
@@ -160,13 +224,14 @@ class BrowserHost:
                 raise ValidationError(f"unknown option {key!r}; the options are: {', '.join(PAGE_NAMES)}")
             kwargs[PAGE_NAMES[key]] = value
         all_jobs = [*jobs, *jobs_in_modules(job_modules)]
-        self.app = Durably(
-            driver,
-            jobs=all_jobs,
-            worker_id=f"browser:{os.urandom(4).hex()}",
-            worker_host=("browser", None),
+        # Kept for swap_database(), which opens the imported file with the same jobs and options.
+        self._app_args: dict[str, Any] = {
+            "jobs": all_jobs,
+            "worker_id": f"browser:{os.urandom(4).hex()}",
+            "worker_host": ("browser", None),
             **kwargs,
-        )
+        }
+        self.app = Durably(driver, **self._app_args)
         self._post_event = post_event
         # The types each subscriber asked for: None is this worker's own page, a string
         # another tab whose calls the worker forwards here.
@@ -219,6 +284,39 @@ class BrowserHost:
 
     async def stop(self, timeout: float | None = 0) -> None:
         await self.app.stop(timeout)
+
+    # -- import and export (web/leader.js) ----------------------------------------------------
+
+    def leased_runs(self) -> int:
+        """How many runs are in progress here (leased): importDatabase refuses to replace
+        them unless told to."""
+        return len(self.app.get_runs(status="leased", limit=None))
+
+    def move_unfinished(self) -> int:
+        """exportDatabase({move: true}), once the copy is taken: every unfinished run
+        (pending, leased, waiting) is cancelled here with ``MOVED_REASON`` as its error, so
+        this tab never finishes a run the copy will. Returns how many. The runtime is stopped."""
+        at = iso(system_clock())
+        moved = 0
+        for run in self.app.get_runs(status=["pending", "leased", "waiting"], limit=None):
+            self.app.cancel(run.id, reason=MOVED_REASON.replace("AT", at))
+            moved += 1
+        return moved
+
+    async def swap_database(self, bridge: Any) -> dict[str, Any]:
+        """Use another database (an imported file, opened as ``bridge``): the old one is
+        closed (the runtime must be stopped), a new ``Durably`` with the same jobs and options
+        opens this one, the subscriptions carry over, and start() migrates, hands back
+        leases and starts the runtime."""
+        from .pyodide_driver import PyodideDriver
+
+        for unsubscribe in self._types.values():
+            unsubscribe()
+        self._types = {}
+        self.app.close()
+        self.app = Durably(PyodideDriver(bridge), **self._app_args)
+        self._sync_listeners()
+        return await self.start()
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@
     durably signal --db DB RUN_ID NAME [PAYLOAD_JSON] [--signal-id ID]
     durably schedules --db DB [--json]                 scheduled jobs and their next times
     durably copy --from DB --to DB [--replace]         every run into another database
+    durably site build [--config FILE] [--out DIR] [--find-links DIR]
+                                                        build the browser site (docs/site.md)
 
 ``DB`` is an SQLite file or a ``postgresql://`` URL. ``--db`` defaults to the ``DURABLY_DB``
 environment variable; every command but ``worker`` and ``trigger`` opens an existing
@@ -133,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     db_option(sc)
     sc.add_argument("--json", action="store_true", help="print JSON lines")
 
+    site = sub.add_parser("site", help="the browser site of your jobs (docs/site.md)")
+    site_sub = site.add_subparsers(dest="site_command", metavar="SITE_COMMAND", parser_class=_Parser)
+    sb = site_sub.add_parser("build", help="build the static site [tool.durably.site] describes")
+    sb.add_argument(
+        "--config", default="pyproject.toml", help="the file with [tool.durably.site] (default pyproject.toml)"
+    )
+    sb.add_argument("--out", help="the output folder (default: the config's out, else site)")
+    sb.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of wheels to resolve requirements from, e.g. Pyodide's own (repeatable)",
+    )
+    sb.add_argument("--test-page", action="store_true", help="add test.html, the browser tests' page (never deploy it)")
+
     for name, text in (
         ("show", "one run with its steps and logs"),
         ("cancel", "cancel a pending or leased run"),
@@ -180,6 +198,8 @@ def _main(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "site":
+        return _site(args)
     if args.command == "copy":
         return _copy(args)
     if not args.db:
@@ -198,6 +218,26 @@ def _main(argv: list[str]) -> int:
 # Commands about runs that must already exist: they open an existing database only, and
 # never create one (a mistyped --db would otherwise leave a new, empty database behind).
 EXISTING_ONLY = ("runs", "show", "status", "cancel", "retrigger", "delete", "signal", "schedules")
+
+
+def _site(args: argparse.Namespace) -> int:
+    from .site import SiteBuildError, build, load_config
+
+    if args.site_command != "build":
+        raise UsageError("site: give a command: durably site build [--config FILE] [--out DIR] [--find-links DIR]")
+    config = load_config(args.config)
+    try:
+        site = build(
+            config,
+            out=Path(args.out) if args.out else None,
+            find_links=[Path(p) for p in args.find_links],
+            test_page=args.test_page,
+        )
+    except SiteBuildError as exc:
+        print(f"durably: site build failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"durably: the site is in {site}; serve it over http://localhost or https:// (docs/site.md)")
+    return 0
 
 
 def _open_existing(path: str, command: str) -> Durably:

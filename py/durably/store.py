@@ -1236,8 +1236,9 @@ class Store:
 
     # -- operations on runs -----------------------------------------------------------------
 
-    def cancel(self, run_id: str, now: Callable[[], str]) -> Run:
+    def cancel(self, run_id: str, now: Callable[[], str], reason: str | None = None) -> Run:
         """Cancel a pending, leased or waiting run at once. Returns the run as it was before.
+        ``reason``, when given, is stored as the run's ``error`` (a moved run says where it went).
 
         ``now`` is called once the write lock is held: a timestamp taken before waiting
         for it would be earlier than the steps other workers commit meanwhile, and the
@@ -1256,9 +1257,9 @@ class Store:
                 # A leased run keeps its lease (owner, expiry) until its worker has stopped
                 # it (record_cancelled), so its concurrency key stays held meanwhile.
                 "UPDATE durably_runs SET status = 'cancelled', completed_at = ?, updated_at = ?, "
-                f"completed_steps = {COMPLETED_STEPS_SQL}, wake_at = NULL, waiting_for = NULL, wait_step = NULL "
-                "WHERE id = ?",
-                (stamp, stamp, run_id),
+                f"completed_steps = {COMPLETED_STEPS_SQL}, wake_at = NULL, waiting_for = NULL, wait_step = NULL, "
+                "error = COALESCE(?, error) WHERE id = ?",
+                (stamp, stamp, reason, run_id),
             )
             # The step it waited at, if any, will never go on.
             self._x(

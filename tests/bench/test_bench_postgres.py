@@ -46,7 +46,9 @@ def test_durably_on_postgres_runs_every_workload_and_leaves_no_database_behind(b
     assert durably_postgres.runs(10, bench_server)["runs_per_s"] > 0
     for notify in (True, False):
         latency = durably_postgres.trigger_latency(3, bench_server, notify=notify)
-        assert len(latency["start_ms"]) == 3 and all(ms > 0 for ms in latency["start_ms"])
+        # A worker stamps started_at with the time it took just before its claim, which may
+        # be a hair before the trigger's own clock reading: allow a few ms below zero.
+        assert len(latency["start_ms"]) == 3 and all(-5 < ms < 60_000 for ms in latency["start_ms"])
     scaled = durably_postgres.runs_workers(40, 2, bench_server)
     assert scaled["k"] == 40 and scaled["workers"] == 2 and scaled["runs_per_s"] > 0 and scaled["wall_runs_per_s"] > 0
     left = pg_cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_%'")

@@ -260,7 +260,7 @@ def test_a_job_module_that_is_not_in_the_manifest_is_a_boot_error_naming_the_one
     assert (error["name"], error["phase"]) == ("BootError", "import")
     assert error["message"] == (
         'job module "no_such_jobs" is not in this site\'s manifest.json; it has: "demo_jobs" '
-        "(add job files to JOB_MODULES in scripts/build.mjs)"
+        "(add it to jobs in [tool.durably.site] and build the site again: docs/site.md)"
     )
 
 

@@ -333,3 +333,34 @@ def test_a_run_that_waits_shows_what_it_waits_for_and_takes_a_signal_from_its_pa
                                ("decision", "completed")]
     events = page.eval_on_selector_all("#events li", "items => items.map(li => li.dataset.type)")
     assert "run:wait" in events and "run:signal" in events
+
+
+def test_the_move_and_import_buttons_move_runs_out_and_load_a_file_back(page, site_url, durably, tmp_path):
+    open_demo(page, site_url, durably)
+    moved = trigger(page, "slow", {"steps": 20, "seconds": 0.5})
+    wait_for_status(page, moved, "leased")
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_download() as download:
+        page.click("#move-btn")
+    path = tmp_path / "moved.db"
+    download.value.save_as(path)
+    wait_for_status(page, moved, "cancelled")
+    assert page.evaluate("(id) => window.durably.getRun(id)", moved)["error"].startswith("moved: ")
+
+    # A file that is not a database: the page says so and keeps its runs.
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 100)
+    with page.expect_file_chooser() as chooser:
+        page.click("#import-btn")
+    chooser.value.set_files(junk)
+    page.wait_for_selector("#api-error:not([hidden])")
+    assert page.inner_text("#api-error-text").startswith("ValidationError: importDatabase: the file is not an SQLite database")
+    assert shown_run_ids(page) == [moved]
+
+    # The moved file back: its run is pending there (the move happened after the copy), and
+    # it resumes in this page.
+    with page.expect_file_chooser() as chooser:
+        page.click("#import-btn")
+    chooser.value.set_files(path)
+    wait_for_status(page, moved, "completed")
+    assert page.is_hidden("#api-error")

@@ -181,7 +181,9 @@ def test_the_init_message_is_checked_against_the_sites_job_modules():
     assert parse_init('{"jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2}, "debug": true}', known) == {
         "jobs": ["demo_jobs"], "options": {"maxConcurrentRuns": 2}, "debug": True,
     }
-    assert parse_init("{}", known) == {"jobs": [], "options": {}, "debug": False}
+    # No jobs: every job module of the site; an empty list: none.
+    assert parse_init("{}", known) == {"jobs": known, "options": {}, "debug": False}
+    assert parse_init('{"jobs": []}', known)["jobs"] == []
     with pytest.raises(ValidationError, match='job module "no_such" is not in this site\'s manifest.json; it has: "demo_jobs", "more_jobs"'):
         parse_init('{"jobs": ["no_such"]}', known)
     with pytest.raises(ValidationError, match="init.jobs must be a list of module names"):

@@ -17,8 +17,11 @@ IMPORTS: dict[str, set[str]] = {
     | BASE,
     "cli": {
         "app", "settings", "validation", "jsondata", "events", "jobs", "models", "schedules", "driver", "pg_driver",
+        "site",
     }
     | BASE,
+    # The site build (durably site build): the configuration and the requirements.
+    "site": {"__init__", "errors", "settings"},
     "app": {
         "worker", "runtime", "store", "copying", "driver", "pg_driver", "events", "jobs", "settings", "validation",
         "jsondata", "models",

@@ -1,0 +1,235 @@
+"""One database, both hosts: exportDatabase (leases handed back in the copy; {move: true})
+and importDatabase (checked before anything is replaced), against CPython's durably.
+
+CPython's side runs in a subprocess (Playwright's sync API keeps an event loop running in
+this process, so asyncio.run cannot). The demo's ``slow`` job logs one line per execution
+of a step body, so "no step ran twice" is read from the logs of the finished run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TO_B64 = """(bytes) => { let bin = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(bin); }"""
+FROM_B64 = "(b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))"
+
+# Runs on CPython: finish every run of the file at once, then report runs, steps and logs.
+FINISH = """
+import asyncio, json, sys, time
+sys.path.insert(0, {web!r})
+import demo_jobs
+from durably import Durably, Job
+jobs = [v for v in vars(demo_jobs).values() if isinstance(v, Job)]
+app = Durably({db!r}, jobs=jobs, lease_duration=30)
+t0 = time.monotonic()
+done = asyncio.run(app.process_until_idle())
+runs = [r.to_dict() for r in app.get_runs()]
+print(json.dumps({{"done": done, "seconds": time.monotonic() - t0, "runs": runs,
+    "steps": {{r["id"]: [s.to_dict() for s in app.get_steps(r["id"])] for r in runs}},
+    "logs": {{r["id"]: [l.message for l in app.get_logs(r["id"])] for r in runs}}}}))
+app.close()
+"""
+
+
+def cpython(code: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def finish_on_cpython(db: Path) -> dict:
+    return cpython(FINISH.format(web=str(ROOT / "web"), db=str(db)))
+
+
+def boot(page, site_url, durably):
+    durably.open(page, site_url, jobs=["demo_jobs"], options={"leaseRenewInterval": 1, "leaseDuration": 30})
+
+
+def start_slow(page, steps: int, seconds: float, done: int) -> str:
+    """Trigger a slow run and wait until `done` of its steps are committed."""
+    run_id = page.evaluate(f"window.durably.trigger('slow', {{steps: {steps}, seconds: {seconds}}}).then((r) => r.id)")
+    page.evaluate(
+        """async ([id, n]) => { const d = window.durably; const t0 = Date.now();
+            while ((await d.getSteps(id)).filter((s) => s.status === "completed").length < n) {
+              if (Date.now() - t0 > 60000) throw new Error(`run ${id} did not commit ${n} steps in 60 s`);
+              await new Promise((r) => setTimeout(r, 50));
+            } }""",
+        [run_id, done],
+    )
+    return run_id
+
+
+def export(page, move: bool = False) -> tuple[bytes, dict]:
+    got = page.evaluate(
+        f"""async () => {{ const r = await window.durably.exportDatabase({{move: {json.dumps(move)}}});
+            const bytes = r instanceof Uint8Array ? r : r.bytes;
+            return {{b64: ({TO_B64})(bytes), moved: r.moved ?? null}}; }}"""
+    )
+    return base64.b64decode(got["b64"]), got
+
+
+def import_error(page, data: bytes, replace: bool | None = None) -> dict | None:
+    options = "{}" if replace is None else json.dumps({"replace": replace})
+    return page.evaluate(
+        f"""(b64) => window.durably.importDatabase(({FROM_B64})(b64), {options})
+            .then(() => null, (e) => ({{name: e.name, message: e.message}}))""",
+        base64.b64encode(data).decode(),
+    )
+
+
+def executions(logs: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in logs:
+        if line.endswith(" executing"):
+            counts[line.split()[0]] = counts.get(line.split()[0], 0) + 1
+    return counts
+
+
+def test_a_run_exported_mid_run_is_finished_at_once_by_cpython_and_no_browser_step_runs_again(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=6, seconds=0.5, done=2)
+    data, _ = export(page)  # while the run goes on in the tab
+    db = tmp_path / "exported.db"
+    db.write_bytes(data)
+    with sqlite3.connect(db) as con:
+        status, owner = con.execute("SELECT status, lease_owner FROM durably_runs WHERE id = ?", (run_id,)).fetchone()
+        committed = [r[0] for r in con.execute("SELECT name FROM durably_steps WHERE run_id = ? AND status = 'completed'", (run_id,))]
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # A copy is a snapshot: the tab's lease is handed back in it.
+    assert (status, owner) == ("pending", None)
+    assert len(committed) >= 2
+
+    result = finish_on_cpython(db)
+    # At once: not after the tab's 30 s lease (the run's own steps take ~2 s).
+    assert result["done"] == 1 and result["seconds"] < 20
+    (run,) = result["runs"]
+    assert run["status"] == "completed" and run["output"] == {"steps": 6}
+    counts = executions(result["logs"][run_id])
+    assert counts == {f"step-{i}": 1 for i in range(1, 7)}, counts
+
+
+def test_a_move_stops_the_runs_in_the_tab_marks_them_moved_and_cpython_finishes_them(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=5, seconds=1, done=1)
+    data, got = export(page, move=True)
+    assert got["moved"] == 1
+    here = page.evaluate("(id) => window.durably.getRun(id)", run_id)
+    assert here["status"] == "cancelled" and here["error"].startswith("moved: exported with exportDatabase({move: true}) at ")
+    steps_here = page.evaluate("(id) => window.durably.getSteps(id)", run_id)
+    page.wait_for_timeout(1500)  # a tab that went on would commit step 2 within this
+    assert page.evaluate("(id) => window.durably.getSteps(id)", run_id) == steps_here
+    # The tab keeps working: a new run completes there.
+    ok = page.evaluate("async () => { const r = await window.durably.trigger('slow', {steps: 1, seconds: 0});"
+                       " return (await window.durably.waitForRun(r.id, {timeout: 30})).status; }")
+    assert ok == "completed"
+
+    db = tmp_path / "moved.db"
+    db.write_bytes(data)
+    result = finish_on_cpython(db)
+    (run,) = [r for r in result["runs"] if r["id"] == run_id]
+    assert run["status"] == "completed" and run["error"] is None
+    assert executions(result["logs"][run_id]) == {f"step-{i}": 1 for i in range(1, 6)}
+
+
+CPYTHON_DB = """
+import asyncio, json, sys
+sys.path.insert(0, {web!r})
+import demo_jobs
+from durably import Durably, Job
+jobs = [v for v in vars(demo_jobs).values() if isinstance(v, Job)]
+app = Durably({db!r}, jobs=jobs)
+done = app.trigger("crunch", {{"n": 1000, "chunks": 2}})
+asyncio.run(app.process_until_idle())
+waiting = app.trigger("crunch", {{"n": 2000, "chunks": 4}}, labels={{"from": "cpython"}})
+print(json.dumps({{"done": done.id, "waiting": waiting.id}}))
+app.close()
+"""
+
+
+def test_a_database_written_on_cpython_imports_from_a_follower_tab_and_its_runs_show_and_resume(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    before = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    db = tmp_path / "cpython.db"
+    ids = cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(db)))
+    follower = page.context.new_page()
+    durably.open(follower, site_url, jobs=["demo_jobs"])
+    assert follower.evaluate("window.durably.role") == "follower"
+    page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", before)
+    result = follower.evaluate(
+        f"(b64) => window.durably.importDatabase(({FROM_B64})(b64))", base64.b64encode(db.read_bytes()).decode()
+    )
+    assert result["runs"] == 2 and result["schemaVersion"] >= 5
+    # Both tabs see the imported database: the CPython runs, not the tab's earlier one.
+    for tab in (page, follower):
+        shown = tab.evaluate("window.durably.getRuns()")
+        assert {r["id"] for r in shown} == {ids["done"], ids["waiting"]}
+    finished = follower.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", ids["waiting"])
+    assert finished["status"] == "completed" and finished["output"]["primes"] == 303
+    assert finished["labels"] == {"from": "cpython"}
+    assert page.evaluate("(id) => window.durably.getRun(id)", ids["done"])["output"]["primes"] == 168
+
+
+def sqlite_file(path: Path, sql: str) -> bytes:
+    with sqlite3.connect(path) as con:
+        con.executescript(sql)
+    con.close()
+    return path.read_bytes()
+
+
+def test_a_bad_file_is_refused_saying_why_and_the_database_is_untouched(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", run_id)
+    good = tmp_path / "good.db"
+    cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(good)))
+    newer = tmp_path / "newer.db"
+    newer.write_bytes(good.read_bytes())
+    sqlite_file(newer, "INSERT INTO durably_migrations (version, applied_at) VALUES (999, '2030-01-01T00:00:00Z');")
+    damaged = bytearray(good.read_bytes())
+    page_size = int.from_bytes(damaged[16:18], "big")
+    damaged[page_size * 2 : page_size * 2 + 64] = b"\xff" * 64
+
+    cases = [
+        (b"hello, this is not a database" * 40, "ValidationError", "the file is not an SQLite database (its first bytes are not \"SQLite format 3\")"),
+        (good.read_bytes()[:1000], "ValidationError", "is not a whole number of pages"),
+        (sqlite_file(tmp_path / "other.db", "CREATE TABLE notes (x);"), "ValidationError",
+         "the file is an SQLite database but not a durably one: it has no durably_migrations, durably_runs, durably_steps table(s)"),
+        (newer.read_bytes(), "SchemaError", "this database was written by a newer durably (schema version 999"),
+        (bytes(damaged), "ValidationError", "the file is"),
+    ]
+    for data, name, text in cases:
+        err = import_error(page, data)
+        assert err is not None and err["name"] == name and text in err["message"], err
+        assert err["message"].endswith("nothing was changed"), err
+        runs = page.evaluate("window.durably.getRuns()")
+        assert [r["id"] for r in runs] == [run_id]
+    bad = page.evaluate("window.durably.importDatabase('not bytes').then(() => null, (e) => e.message)")
+    assert bad == "importDatabase: bytes must be a Uint8Array or an ArrayBuffer (the file's contents), got String"
+
+
+def test_an_import_is_refused_while_runs_are_leased_unless_replace(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=50, seconds=0.5, done=1)
+    good = tmp_path / "good.db"
+    ids = cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(good)))
+    err = import_error(page, good.read_bytes())
+    assert err == {
+        "name": "ConflictError",
+        "message": "importDatabase: 1 run is in progress in this database; importing would replace it and stop them. "
+        "Wait for them, export them first, or pass {replace: true} to replace the database anyway",
+    }
+    assert page.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "leased"
+    assert import_error(page, good.read_bytes(), replace=True) is None
+    assert {r["id"] for r in page.evaluate("window.durably.getRuns()")} == {ids["done"], ids["waiting"]}
