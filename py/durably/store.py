@@ -18,6 +18,7 @@ Methods take and return records (the dataclasses and named tuples below, and tho
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -426,7 +427,19 @@ class Store:
                     "the database was not modified."
                 )
             if version < latest:
+                if version and dialect.tables_elsewhere is not None:
+                    rows, _ = self._x(dialect.tables_elsewhere)
+                    if rows:
+                        found, first = rows[0]
+                        raise SchemaError(
+                            f"durably's tables (schema version {version}) are in schema {found!r}, but "
+                            f"new tables would be created in {first!r}, the first schema of search_path, "
+                            f"apart from the runs. Put {found!r} first in search_path (in the URL: "
+                            f"?options=-csearch_path%3D{found}); the database was not modified."
+                        )
                 with self._transaction():
+                    if dialect.migration_settings is not None:
+                        self._x(dialect.migration_settings)
                     if dialect.migration_lock is not None:
                         self._x(dialect.migration_lock)
                     self._x(dialect.create_migrations_table)
@@ -1474,6 +1487,20 @@ class Store:
         for row in rows:
             params.extend(row)
         self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
+
+    def same_tables_as(self, target: Store) -> bool:
+        """Are ``target``'s tables this store's own, reached through another connection (one
+        PostgreSQL database by two spellings of its URL)? Call inside ``target.transaction()``.
+        False where the engines cannot tell (``Dialect.copy_mark``)."""
+        mark, seen = target.dialect.copy_mark, self.dialect.copy_seen
+        if mark is None or seen is None:
+            return False
+        key = secrets.randbits(63)
+        rows, _ = target._x(mark, (key,))
+        table = rows[0][0]
+        with self._read():
+            rows, _ = self._x(seen, (key >> 32, key & 0xFFFFFFFF))
+        return any(row[0] == table for row in rows)
 
     def clear_copied(self) -> None:
         """Delete every row of ``COPY_TABLES``, the worker registry and the record of answered
