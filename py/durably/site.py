@@ -57,7 +57,15 @@ _RESERVED = {
     "wheels",
     "jobs",
     "snapshots",
+    # esbuild's source maps of the site's scripts
+    "page.js.map",
+    "client.js.map",
+    "worker.js.map",
+    "test_page.js.map",
 }
+# Modules the worker imports itself: a job module of the same name would shadow one (or be
+# shadowed by it, if already imported), and its jobs would never register.
+_WORKER_MODULES = {"durably", "durably_bridge", "js", "pyodide", "pyodide_js", "_pyodide", "micropip", "cronsim", "tzdata"}
 
 
 class SiteConfigError(ValidationError):
@@ -127,6 +135,12 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
         raise SiteConfigError("[tool.durably.site] jobs is empty: list at least one job module or package")
     seen: dict[str, Path] = {}
     for source in jobs:
+        if source.module in _WORKER_MODULES or source.module in sys.stdlib_module_names:
+            raise SiteConfigError(
+                f"[tool.durably.site] jobs: {source.path} would be the module {source.module!r}, which is "
+                f"{'a module of the standard library' if source.module in sys.stdlib_module_names else 'a module the worker uses itself'}; "
+                "Python would import that one instead (or yours instead of it): rename your job module"
+            )
         if source.module in seen:
             raise SiteConfigError(
                 f"[tool.durably.site] jobs: two job modules are named {source.module!r} "
@@ -135,7 +149,8 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
         seen[source.module] = source.path
     requirements = _strings(table, "requirements")
     for req in requirements:
-        if not req.strip() or req.strip().startswith("-"):
+        # One requirement per string: pip must never read an option out of one.
+        if not req.strip() or req.strip().startswith("-") or re.search(r"\s-|[\r\n]", req):
             raise SiteConfigError(
                 f"[tool.durably.site] requirements: {req!r} is not a requirement; give PEP 508 strings "
                 'such as "humanize==4.17.0" (pip options are not accepted here)'
@@ -158,15 +173,22 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
             raise SiteConfigError(
                 f'[tool.durably.site] page: {page_value!r} is not an HTML file ({page}); give "demo" or your own page'
             )
-    assets = []
+    assets: list[Path] = []
     for item in _strings(table, "assets"):
-        asset = (where / item).resolve()
+        # Not resolved: a symlink keeps its own name in the site (the build copies its target).
+        asset = Path(os.path.abspath(where / item))
         if not asset.exists():
             raise SiteConfigError(f"[tool.durably.site] assets: {item!r} does not exist ({asset})")
-        if asset.name in _RESERVED:
+        if asset.name.lower() in _RESERVED or asset.name in ("", ".", ".."):
             raise SiteConfigError(
-                f"[tool.durably.site] assets: {item!r} would replace the site's own {asset.name}; rename it "
+                f"[tool.durably.site] assets: {item!r} would replace the site's own {asset.name or asset}; rename it "
                 f"(reserved names: {', '.join(sorted(_RESERVED))})"
+            )
+        same = [a for a in assets if a.name.lower() == asset.name.lower()]
+        if same:
+            raise SiteConfigError(
+                f"[tool.durably.site] assets: {same[0]} and {asset} would both be {asset.name} at the site's root; "
+                "rename one, or list the folder that holds them"
             )
         assets.append(asset)
     if assets and page == "demo":
@@ -517,18 +539,37 @@ def browser_wheel(work: Path) -> Path:
 # -- the build ---------------------------------------------------------------------------------
 
 
-def check_out(site: Path, project: Path) -> None:
+def check_out(site: Path, project: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
     """Each build deletes the output folder and writes it anew: refuse one that holds the
-    project, or an existing folder with files that is not a site this command built."""
+    project or one of the build's inputs (job modules, page, assets, find-links folders), one
+    inside an input folder (a job package would ship the site in itself), a file, or an
+    existing folder with files that is not a site this command built."""
     if site == project or site in project.parents:
         raise SiteBuildError(
             f'the output folder {site} holds the project itself; name a folder of its own (out = "site")'
         )
-    if site.is_dir() and any(site.iterdir()) and not (site / "manifest.json").is_file():
+    for item in inputs:
+        if site == item or site in item.parents or (item.is_dir() and item in site.parents):
+            raise SiteBuildError(
+                f"the output folder {site} {'is inside' if item in site.parents else 'holds'} {item}, which the "
+                'site is built from, and each build replaces the whole folder: name a folder of its own (out = "site")'
+            )
+    if site.exists() and not site.is_dir():
+        raise SiteBuildError(f"the output folder {site} is a file; name a folder (out = \"site\")")
+    if site.is_dir() and any(site.iterdir()) and not _built_here(site):
         raise SiteBuildError(
-            f"the output folder {site} has files but no manifest.json, so it is not a site this command built, and "
-            "each build replaces the whole folder: empty it or name another one"
+            f"the output folder {site} has files but no durably manifest.json, so it is not a site this command "
+            "built, and each build replaces the whole folder: empty it or name another one"
         )
+
+
+def _built_here(site: Path) -> bool:
+    """Whether ``site`` has the manifest.json of a site build (not, say, a web app manifest)."""
+    try:
+        manifest = json.loads((site / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "jobModules" in manifest and "protocol" in manifest
 
 
 def build(
@@ -541,7 +582,14 @@ def build(
 ) -> Path:
     """Build the site of ``config`` into ``out`` (default: the config's ``out``); returns it."""
     site = (out or config.out).resolve()
-    check_out(site, config.config_file.parent)
+    inputs = [
+        *(j.path for j in config.jobs),
+        *config.assets,
+        *config.find_links,
+        *(p.resolve() for p in find_links or []),
+        *([config.page] if isinstance(config.page, Path) else []),
+    ]
+    check_out(site, config.config_file.parent, [p.resolve() for p in inputs])
     node = check_node()
     kit = ready_kit(find_kit(), log)
     links = [*config.find_links, *(p.resolve() for p in find_links or [])]

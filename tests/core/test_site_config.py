@@ -92,6 +92,17 @@ def test_an_importable_package_name_is_found_and_shipped_as_a_package(tmp_path):
         ('jobs = ["my_jobs.py"]\noptions = { leaseDuration = 5, leaseRenewInterval = 6 }', None, "must be shorter than lease_duration"),
         ('jobs = ["my_jobs.py"]\noptions = 3', None, "options must be a table"),
         ('jobs = ["my_jobs.py"]\nout = ""', None, "out must be a folder name"),
+        # Names the worker's Python has already: the job module would never be imported.
+        ('jobs = ["json.py"]', {"json.py": ""}, "would be the module 'json', which is a module of the standard library"),
+        ('jobs = ["os"]', None, "would be the module 'os', which is a module of the standard library"),
+        ('jobs = ["durably"]', {"durably/__init__.py": ""}, "would be the module 'durably', which is a module the worker uses itself"),
+        ('jobs = ["cronsim.py"]', {"cronsim.py": ""}, "would be the module 'cronsim', which is a module the worker uses itself"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["humanize --index-url=http://x"]', None, "is not a requirement"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["humanize\\n--index-url=x"]', None, "is not a requirement"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["Manifest.JSON"]', {"p.html": "", "Manifest.JSON": ""}, "would replace the site's own"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["worker.js.map"]', {"p.html": "", "worker.js.map": ""}, "would replace the site's own"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["a/app.js", "b/app.js"]', {"p.html": "", "a/app.js": "", "b/app.js": ""},
+         "would both be app.js at the site's root"),
     ],
 )
 def test_a_bad_configuration_fails_naming_the_key(tmp_path, table, files, expected):
@@ -237,6 +248,45 @@ def test_the_output_folder_is_never_the_project_or_a_folder_of_other_files(tmp_p
     other = tmp_path / "docs"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(SiteBuildError, match=r"has files but no manifest.json, so it is not a site this command built"):
+    with pytest.raises(SiteBuildError, match=r"has files but no durably manifest.json, so it is not a site this command built"):
         site.build(config, out=other)
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_symlinked_asset_keeps_its_own_name_and_cannot_sneak_in_a_reserved_one(tmp_path):
+    files = {"p.html": "", "lib/app-v2.js": "", "lib/data.json": ""}
+    config = project(tmp_path, 'jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["app.js"]', files)
+    (tmp_path / "app.js").symlink_to(tmp_path / "lib" / "app-v2.js")
+    assert [a.name for a in load_config(config).assets] == ["app.js"]  # the page loads ./app.js
+    (tmp_path / "manifest.json").symlink_to(tmp_path / "lib" / "data.json")
+    config.write_text(config.read_text().replace('["app.js"]', '["manifest.json"]'))
+    with pytest.raises(SiteConfigError, match="would replace the site's own manifest.json"):
+        load_config(config)
+
+
+@pytest.mark.parametrize(
+    "table, files, out, expected",
+    [
+        # A web app's folder with its own manifest.json (a PWA manifest): not a site we built.
+        ('jobs = ["my_jobs.py"]', {"public/manifest.json": '{"name": "my app"}', "public/logo.png": "keep"}, "public",
+         "has files but no durably manifest.json"),
+        ('jobs = ["my_jobs.py"]', {"notes.txt": "keep"}, "notes.txt", "is a file"),
+        ('jobs = ["pkg"]', {"pkg/__init__.py": "keep"}, "pkg/site", "is inside"),
+        ('jobs = ["my_jobs.py"]\npage = "web/p.html"\nassets = ["web"]', {"web/p.html": "keep"}, "web/site", "is inside"),
+        ('jobs = ["my_jobs.py"]\npage = "web/p.html"\nassets = ["web"]', {"web/p.html": "keep"}, "web", "holds"),
+        ('jobs = ["my_jobs.py"]\nfind_links = ["w"]', {"w/manifest.json": '{"jobModules": [], "protocol": 1}'}, "w", "holds"),
+    ],
+)
+def test_the_output_folder_never_holds_or_sits_in_what_the_site_is_built_from(tmp_path, table, files, out, expected):
+    config = load_config(project(tmp_path, table, files))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SiteBuildError, match=expected):
+        site.build(config, out=tmp_path / out, log=lambda *_: None)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_folder_with_the_manifest_of_an_earlier_build_is_replaced(tmp_path):
+    built = tmp_path / "site"
+    built.mkdir()
+    (built / "manifest.json").write_text('{"format": 1, "protocol": 3, "jobModules": []}')
+    site.check_out(built, tmp_path)  # no error: it is a site this command built
