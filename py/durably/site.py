@@ -486,6 +486,13 @@ def _pip_env() -> dict[str, str]:
 
 
 def _pip_failure(text: str, platform: Platform) -> str:
+    # A wheel pip found and discarded (its metadata names another version or package than its
+    # file name): say so, rather than that there is no wheel.
+    discarded = re.findall(r"^Discarding \S+?([^/\s]+\.whl): (.*)$", text, re.MULTILINE)
+    if discarded:
+        return "; ".join(f"{name}: pip refused it: {why}" for name, why in discarded[:3]) + (
+            "; rebuild the wheel or take the one from its project's release"
+        )
     match = re.search(r"No matching distribution found for (\S+)", text)
     if match:
         req = match.group(1)

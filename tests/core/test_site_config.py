@@ -205,6 +205,22 @@ def test_a_native_wheel_for_another_platform_is_not_taken(tmp_path, no_index):
         resolve_requirements(["nativething"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
 
 
+def test_a_wheel_whose_name_lies_about_its_version_is_named_with_pips_reason(tmp_path, no_index):
+    links = tmp_path / "links"
+    make_wheel(tmp_path / "made", "liar", "2.0").rename(links.mkdir() or links / "liar-1.0-py3-none-any.whl")
+    with pytest.raises(SiteBuildError, match=r"^liar-1.0-py3-none-any.whl: pip refused it: .*inconsistent version: "
+                       r"expected '1.0', but metadata has '2.0'; rebuild the wheel"):
+        resolve_requirements(["liar==1.0"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
+def test_a_corrupted_wheel_in_find_links_fails_naming_it(tmp_path, no_index):
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    with pytest.raises(SiteBuildError, match=r"Wheel 'broken' located at .*broken-1.0-py3-none-any.whl is invalid"):
+        resolve_requirements(["broken==1.0"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
 def test_a_cached_wheel_whose_bytes_changed_fails_the_build(tmp_path, no_index):
     links = tmp_path / "links"
     make_wheel(links, "tinydep", "1.0")
