@@ -35,6 +35,10 @@ export class Leader {
     this.crashed = null; // the message of a fatal Pyodide error, once one happened
     this.closed = false;
     this.closing = null;
+    // exportDatabase and importDatabase, one at a time: each awaits while it closes, swaps or
+    // copies the file, and a second one in between would close the database under the first
+    // (a double click on "Import").
+    this.fileOps = Promise.resolve();
     this.booted = boot(this.res).then(
       (ready) => {
         if (this.closed) {
@@ -72,8 +76,8 @@ export class Leader {
     }
     if (this.crashed) return fail("WorkerCrashedError", this.crashedMessage());
     if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
-    if (method === "exportDatabase") return this.exportDatabase(params);
-    if (method === "importDatabase") return this.importDatabase(params);
+    if (method === "exportDatabase") return this.oneAtATime(() => this.exportDatabase(params));
+    if (method === "importDatabase") return this.oneAtATime(() => this.importDatabase(params));
     let json;
     try {
       json = JSON.stringify(params ?? {});
@@ -200,6 +204,17 @@ export class Leader {
       }
       return fail("StorageError", `importDatabase: swapping the file in failed (${err?.message ?? err}); the previous database was put back`);
     }
+  }
+
+  // Run fn once the export or import before it has finished (see fileOps).
+  oneAtATime(fn) {
+    const run = this.fileOps.then(() => {
+      if (this.crashed) return fail("WorkerCrashedError", this.crashedMessage());
+      if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
+      return fn();
+    });
+    this.fileOps = run.catch(() => {});
+    return run;
   }
 
   // Close the database, put `bytes` in its place in the pool, open it and start the host on it.
