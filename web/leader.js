@@ -122,20 +122,22 @@ export class Leader {
       // running then is cancelled, uncommitted, and runs again in the copy).
       if (move) await host.stop(MOVE_STOP_TIMEOUT_S);
       // No await from here to the end of the move: nothing can change the database between
-      // the copy and the marking of the moved runs.
+      // the copy and the marking of the moved runs, and the runs are marked moved only once
+      // the copy is whole (its leases handed back): a copy that fails moves nothing.
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
       bytes = pool.exportFile(DB_FILE);
+      try {
+        bytes = this.withScratch(EXPORT_SCRATCH, bytes, (bridge, browser) => browser.hand_back_leases(bridge));
+      } catch (err) {
+        if (move) await this.restart();
+        return fail("StorageError", `cannot hand back the leases in the exported copy: ${err?.message ?? err}; nothing was moved`);
+      }
       if (move) moved = host.move_unfinished();
     } catch (err) {
       if (move) await this.restart();
       return fail("StorageError", `cannot export the database: ${err?.message ?? err}`);
     }
     if (move) await this.restart();
-    try {
-      bytes = this.withScratch(EXPORT_SCRATCH, bytes, (bridge, browser) => browser.hand_back_leases(bridge));
-    } catch (err) {
-      return fail("StorageError", `cannot hand back the leases in the exported copy: ${err?.message ?? err}`);
-    }
     const ok = move ? { bytes, moved } : bytes;
     return { body: { ok }, transfer: [bytes.buffer] };
   }

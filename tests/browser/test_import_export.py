@@ -296,3 +296,29 @@ def test_a_file_with_a_trigger_that_deletes_runs_is_refused(page, site_url, dura
     assert "the file has trigger(s) durably did not create: wipe (on durably_runs)" in err["message"], err
     run_id = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
     assert [r["id"] for r in page.evaluate("window.durably.getRuns()")] == [run_id]
+
+
+def test_a_move_whose_copy_fails_moves_nothing_and_the_runs_go_on(page, site_url, durably, tmp_path):
+    """The runs are marked moved only once the copy is whole: a failure while handing back the
+    copy's leases used to leave them cancelled here with no copy anywhere."""
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=3, seconds=0.3, done=1)
+    durably.eval(page, "import durably.browser as b\ndef boom(bridge): raise RuntimeError('disk full')\nb.hand_back_leases = boom")
+    err = page.evaluate("window.durably.exportDatabase({move: true}).then(() => null, (e) => ({name: e.name, message: e.message}))")
+    assert err is not None and err["name"] == "StorageError" and "disk full" in err["message"], err
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run_id)
+    assert done["status"] == "completed" and done["error"] is None, done
+    assert err["message"].endswith("nothing was moved"), err
+
+
+def test_a_moved_copy_imported_back_into_the_same_tab_resumes_its_runs(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=3, seconds=0.3, done=1)
+    data, got = export(page, move=True)
+    assert got["moved"] == 1
+    assert page.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "cancelled"
+    assert import_error(page, data) is None
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run_id)
+    assert done["status"] == "completed" and done["error"] is None
+    logs = page.evaluate("(id) => window.durably.getLogs(id)", run_id)
+    assert executions([entry["message"] for entry in logs]) == {f"step-{i}": 1 for i in range(1, 4)}
