@@ -306,3 +306,19 @@ def test_a_folder_with_the_manifest_of_an_earlier_build_is_replaced(tmp_path):
     built.mkdir()
     (built / "manifest.json").write_text('{"format": 1, "protocol": 3, "jobModules": []}')
     site.check_out(built, tmp_path)  # no error: it is a site this command built
+
+
+@pytest.mark.slow
+def test_a_job_module_that_is_not_valid_python_fails_the_build(tmp_path, capfd):
+    """It used to give a warning ("no Python snapshot") and a site whose jobs could never load.
+    (A file that is not UTF-8 is a SyntaxError too, and fails the same way.)"""
+    source = b"from durably import job\ndef (:\n"
+    if not (ROOT / "node_modules" / "esbuild").exists():
+        pytest.skip("node_modules is missing (npm ci)")
+    (tmp_path / "bad_jobs.py").write_bytes(source)
+    config = load_config(project(tmp_path, 'jobs = ["bad_jobs.py"]'))
+    with pytest.raises(SiteBuildError, match="the site build .* failed; its output is above"):
+        site.build(config, log=lambda *_: None)
+    err = capfd.readouterr().err
+    assert "build failed: a job module is not valid Python, so the site could not import it" in err
+    assert "SyntaxError" in err
