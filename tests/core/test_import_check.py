@@ -67,3 +67,36 @@ def test_a_file_with_a_trigger_that_would_delete_runs_is_refused(tmp_path):
 def test_extra_tables_and_views_of_the_users_own_are_accepted(tmp_path):
     path = durably_file(tmp_path, "CREATE TABLE mine (x); CREATE VIEW recent AS SELECT id FROM durably_runs;")
     assert json.loads(check_import(Sqlite3Bridge(path)))["runs"] == 1
+
+
+def test_a_schema_1_file_with_durablys_own_old_trigger_is_migrated_and_accepted(tmp_path):
+    """Schema 1 had a trigger of durably's own (durably_steps_completed); migration 2 drops it,
+    so the check, made after migrating, accepts the file."""
+    from durably.migrations import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE durably_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    version, statements = MIGRATIONS[0]
+    for statement in statements:
+        con.execute(statement)
+    con.execute("INSERT INTO durably_migrations VALUES (?, '2026-01-01T00:00:00Z')", (version,))
+    con.commit()
+    con.close()
+    info = json.loads(check_import(Sqlite3Bridge(path)))
+    assert info["version"] >= 5 and info["runs"] == 0
+
+
+@pytest.mark.parametrize("damage", ["random-after-header", "truncated", "page-size-1000"])
+def test_a_damaged_or_partial_file_is_refused_as_unreadable(tmp_path, damage):
+    data = bytearray(durably_file(tmp_path).read_bytes())
+    if damage == "random-after-header":
+        data[100:] = bytes((i * 7919) % 251 for i in range(len(data) - 100))
+    elif damage == "truncated":
+        data = data[: len(data) // 2 // 4096 * 4096]
+    else:
+        data[16:18] = (1000).to_bytes(2, "big")
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValidationError, match="the file is not a readable SQLite database"):
+        check_import(Sqlite3Bridge(bad))
