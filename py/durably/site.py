@@ -108,7 +108,13 @@ def load_config(config_file: str | os.PathLike[str]) -> SiteConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SiteConfigError(f"{path}: not valid TOML: {exc}") from None
-    table = data.get("tool", {}).get("durably", {}).get("site")
+    table: Any = data
+    for key in ("tool", "durably", "site"):
+        if not isinstance(table, dict):
+            raise SiteConfigError(f"{path}: tool.durably.site must be a table, and so must tool and tool.durably")
+        table = table.get(key)
+        if table is None:
+            break
     if table is None:
         raise SiteConfigError(
             f"{path} has no [tool.durably.site] table; add one naming your job modules, e.g.\n"

@@ -115,6 +115,10 @@ def test_a_missing_config_file_or_table_says_what_to_do(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     with pytest.raises(SiteConfigError, match=r"has no \[tool.durably.site\] table; add one"):
         load_config(tmp_path / "pyproject.toml")
+    for text in ("tool = 3\n", "[tool]\ndurably = 'x'\n", "[tool.durably]\nsite = [1]\n"):
+        (tmp_path / "pyproject.toml").write_text(text)
+        with pytest.raises(SiteConfigError, match=r"tool.durably.site must be a table"):
+            load_config(tmp_path / "pyproject.toml")
     (tmp_path / "pyproject.toml").write_text("[tool.durably.site\n")
     with pytest.raises(SiteConfigError, match="not valid TOML"):
         load_config(tmp_path / "pyproject.toml")
