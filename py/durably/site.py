@@ -161,6 +161,16 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
                 f"[tool.durably.site] requirements: {req!r} is not a requirement; give PEP 508 strings "
                 'such as "humanize==4.17.0" (pip options are not accepted here)'
             )
+        if req.strip().startswith((".", "/", "~")) or re.match(r"[A-Za-z]:[\\/]", req.strip()):
+            raise SiteConfigError(
+                f"[tool.durably.site] requirements: {req!r} is a path; only wheels go to the browser: build one "
+                "(pip wheel --no-deps -w wheels PATH) and list that folder in find_links"
+            )
+        if ";" in req.split("@", 1)[0] or re.search(r";\s*[A-Za-z_]", req):
+            raise SiteConfigError(
+                f"[tool.durably.site] requirements: {req!r} has an environment marker; pip would evaluate it for "
+                "this machine, not for the browser's Pyodide: list the requirement without it"
+            )
     find_links = []
     for item in _strings(table, "find_links"):
         folder = (where / item).resolve()
@@ -503,9 +513,10 @@ def _pip_failure(text: str, platform: Platform) -> str:
     if match:
         req = match.group(1)
         name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+        needed = re.search(rf"requirement {re.escape(req)} \(from ([^)]+)\) \(from versions", text)
         message = (
-            f"{req}: no wheel for {platform.tag} (Python {platform.python}) on the index; "
-            "provide one with --find-links (or find_links in [tool.durably.site])"
+            f"{req}{f' (required by {needed.group(1)})' if needed else ''}: no wheel for {platform.tag} "
+            f"(Python {platform.python}) on the index; provide one with --find-links (or find_links in [tool.durably.site])"
         )
         shipped = platform.lock_packages.get(name.lower().replace("_", "-")) or platform.lock_packages.get(name.lower())
         if shipped:

@@ -99,6 +99,11 @@ def test_an_importable_package_name_is_found_and_shipped_as_a_package(tmp_path):
         ('jobs = ["cronsim.py"]', {"cronsim.py": ""}, "would be the module 'cronsim', which is a module the worker uses itself"),
         ('jobs = ["my_jobs.py"]\nrequirements = ["humanize --index-url=http://x"]', None, "is not a requirement"),
         ('jobs = ["my_jobs.py"]\nrequirements = ["humanize\\n--index-url=x"]', None, "is not a requirement"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["./vendor/mylib"]', None, "is a path; only wheels go to the browser"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["/home/me/mylib"]', None, "is a path; only wheels go to the browser"),
+        # pip evaluates markers for the build machine: this one would be dropped on Linux.
+        ('jobs = ["my_jobs.py"]\nrequirements = ["x; sys_platform == \'emscripten\'"]', None,
+         "has an environment marker; pip would evaluate it for this machine, not for the browser's Pyodide"),
         ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["Manifest.JSON"]', {"p.html": "", "Manifest.JSON": ""}, "would replace the site's own"),
         ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["worker.js.map"]', {"p.html": "", "worker.js.map": ""}, "would replace the site's own"),
         ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["a/app.js", "b/app.js"]', {"p.html": "", "a/app.js": "", "b/app.js": ""},
@@ -223,6 +228,21 @@ def test_a_corrupted_wheel_in_find_links_fails_naming_it(tmp_path, no_index):
     (links / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
     with pytest.raises(SiteBuildError, match=r"Wheel 'broken' located at .*broken-1.0-py3-none-any.whl is invalid"):
         resolve_requirements(["broken==1.0"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
+def test_a_dependency_without_a_wheel_names_what_requires_it(tmp_path, no_index):
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = links / "needsnative-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("needsnative.py", "")
+        info = "needsnative-1.0.dist-info"
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: needsnative\nVersion: 1.0\nRequires-Dist: nativething\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    make_wheel(tmp_path / "m", "nativething", "1.0").rename(links / "nativething-1.0-cp314-cp314-manylinux_2_17_x86_64.whl")
+    with pytest.raises(SiteBuildError, match=r"^nativething \(required by needsnative\): no wheel for pyemscripten_2026_0_wasm32"):
+        resolve_requirements(["needsnative"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
 
 
 def test_a_cached_wheel_whose_bytes_changed_fails_the_build(tmp_path, no_index):
