@@ -251,7 +251,8 @@ def _strings(table: dict[str, Any], key: str) -> list[str]:
 
 def _job_source(item: str, where: Path) -> JobSource:
     """A ``jobs`` entry: a .py file, a package folder, or an importable top-level package."""
-    candidate = (where / item).resolve()
+    # Not resolved: a symlink is the module its own name says (the build copies its target).
+    candidate = Path(os.path.abspath(where / item))
     if item.endswith(".py"):
         if not candidate.is_file():
             raise SiteConfigError(f"[tool.durably.site] jobs: {item!r}: no such file ({candidate})")

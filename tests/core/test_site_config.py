@@ -346,3 +346,16 @@ def test_a_job_module_that_is_not_valid_python_fails_the_build(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "build failed: a job module is not valid Python, so the site could not import it" in err
     assert "SyntaxError" in err
+
+
+def test_a_symlinked_job_module_or_package_is_the_module_its_own_name_says(tmp_path):
+    """connect({jobs: ["my_jobs"]}) names the module as the configuration does; a symlink used
+    to ship it under its target's name."""
+    files = {"lib/impl_v2.py": "X = 1\n", "lib/pkg_v2/__init__.py": "X = 1\n"}
+    config = project(tmp_path, 'jobs = ["linked_jobs.py", "linked_pkg"]', files)
+    (tmp_path / "linked_jobs.py").symlink_to(tmp_path / "lib" / "impl_v2.py")
+    (tmp_path / "linked_pkg").symlink_to(tmp_path / "lib" / "pkg_v2")
+    jobs = load_config(config).jobs
+    assert [(j.module, j.path.name) for j in jobs] == [("linked_jobs", "linked_jobs.py"), ("linked_pkg", "linked_pkg")]
+    (tmp_path / "zips").mkdir()
+    assert zipfile.ZipFile(site.zip_package(jobs[1], tmp_path / "zips")).namelist() == ["linked_pkg/__init__.py"]
