@@ -65,7 +65,17 @@ _RESERVED = {
 }
 # Modules the worker imports itself: a job module of the same name would shadow one (or be
 # shadowed by it, if already imported), and its jobs would never register.
-_WORKER_MODULES = {"durably", "durably_bridge", "js", "pyodide", "pyodide_js", "_pyodide", "micropip", "cronsim", "tzdata"}
+_WORKER_MODULES = {
+    "durably",
+    "durably_bridge",
+    "js",
+    "pyodide",
+    "pyodide_js",
+    "_pyodide",
+    "micropip",
+    "cronsim",
+    "tzdata",
+}
 
 
 class SiteConfigError(ValidationError):
@@ -142,9 +152,10 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
     seen: dict[str, Path] = {}
     for source in jobs:
         if source.module in _WORKER_MODULES or source.module in sys.stdlib_module_names:
+            stdlib = source.module in sys.stdlib_module_names
             raise SiteConfigError(
                 f"[tool.durably.site] jobs: {source.path} would be the module {source.module!r}, which is "
-                f"{'a module of the standard library' if source.module in sys.stdlib_module_names else 'a module the worker uses itself'}; "
+                f"{'a module of the standard library' if stdlib else 'a module the worker uses itself'}; "
                 "Python would import that one instead (or yours instead of it): rename your job module"
             )
         if source.module in seen:
@@ -517,7 +528,8 @@ def _pip_failure(text: str, platform: Platform) -> str:
         needed = re.search(rf"requirement {re.escape(req)} \(from ([^)]+)\) \(from versions", text)
         message = (
             f"{req}{f' (required by {needed.group(1)})' if needed else ''}: no wheel for {platform.tag} "
-            f"(Python {platform.python}) on the index; provide one with --find-links (or find_links in [tool.durably.site])"
+            f"(Python {platform.python}) on the index; "
+            "provide one with --find-links (or find_links in [tool.durably.site])"
         )
         shipped = platform.lock_packages.get(name.lower().replace("_", "-")) or platform.lock_packages.get(name.lower())
         if shipped:
@@ -580,7 +592,7 @@ def check_out(site: Path, project: Path, inputs: list[Path] | tuple[Path, ...] =
                 'site is built from, and each build replaces the whole folder: name a folder of its own (out = "site")'
             )
     if site.exists() and not site.is_dir():
-        raise SiteBuildError(f"the output folder {site} is a file; name a folder (out = \"site\")")
+        raise SiteBuildError(f'the output folder {site} is a file; name a folder (out = "site")')
     if site.is_dir() and any(site.iterdir()) and not _built_here(site):
         raise SiteBuildError(
             f"the output folder {site} has files but no durably manifest.json, so it is not a site this command "
