@@ -576,17 +576,19 @@ def browser_wheel(work: Path) -> Path:
 # -- the build ---------------------------------------------------------------------------------
 
 
-def check_out(site: Path, project: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+def check_out(
+    site: Path, project: Path, inputs: list[Path] | tuple[Path, ...] = (), copied: list[Path] | tuple[Path, ...] = ()
+) -> None:
     """Each build deletes the output folder and writes it anew: refuse one that holds the
-    project or one of the build's inputs (job modules, page, assets, find-links folders), one
-    inside an input folder (a job package would ship the site in itself), a file, or an
-    existing folder with files that is not a site this command built."""
+    project or one of the build's ``inputs`` (job modules, page, assets, find-links folders),
+    one inside a folder the build ships whole (``copied``: a job package would ship the site
+    in itself), a file, or an existing folder with files that is not a site this command built."""
     if site == project or site in project.parents:
         raise SiteBuildError(
             f'the output folder {site} holds the project itself; name a folder of its own (out = "site")'
         )
-    for item in inputs:
-        if site == item or site in item.parents or (item.is_dir() and item in site.parents):
+    for item in [*inputs, *copied]:
+        if site == item or site in item.parents or (item in copied and item.is_dir() and item in site.parents):
             raise SiteBuildError(
                 f"the output folder {site} {'is inside' if item in site.parents else 'holds'} {item}, which the "
                 'site is built from, and each build replaces the whole folder: name a folder of its own (out = "site")'
@@ -620,13 +622,12 @@ def build(
     """Build the site of ``config`` into ``out`` (default: the config's ``out``); returns it."""
     site = (out or config.out).resolve()
     inputs = [
-        *(j.path for j in config.jobs),
-        *config.assets,
         *config.find_links,
         *(p.resolve() for p in find_links or []),
         *([config.page] if isinstance(config.page, Path) else []),
     ]
-    check_out(site, config.config_file.parent, [p.resolve() for p in inputs])
+    copied = [*(j.path for j in config.jobs), *config.assets]
+    check_out(site, config.config_file.parent, [p.resolve() for p in inputs], [p.resolve() for p in copied])
     node = check_node()
     kit = ready_kit(find_kit(), log)
     links = [*config.find_links, *(p.resolve() for p in find_links or [])]

@@ -325,6 +325,11 @@ def test_the_output_folder_never_holds_or_sits_in_what_the_site_is_built_from(tm
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_wheels_kept_in_the_project_folder_do_not_stop_a_site_inside_it(tmp_path):
+    config = load_config(project(tmp_path, 'jobs = ["my_jobs.py"]\nfind_links = ["."]'))
+    site.check_out(tmp_path / "site", tmp_path, config.find_links)  # pip reads only the folder's own files
+
+
 def test_a_folder_with_the_manifest_of_an_earlier_build_is_replaced(tmp_path):
     built = tmp_path / "site"
     built.mkdir()
