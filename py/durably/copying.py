@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, SchemaError, ValidationError
 from .store import COPY_TABLES, Store
 
 #: Rows read and written per statement.
@@ -50,11 +50,16 @@ def copy_database(source: Store, target: Store, *, replace: bool = False) -> Cop
     Raises ``ConflictError`` when the target holds runs and ``replace`` is False, and
     ``ValidationError`` naming the row and column of a value the target's engine cannot
     store (NUL in text, on PostgreSQL); the target is unchanged then."""
-    version = source.migrate()
-    target.migrate()
+    version = _migrate(source, "source")
+    _migrate(target, "target")
     rows_written = {table: 0 for table, _, _ in COPY_TABLES}
     handed_back = 0
     with target.transaction():
+        if source.same_tables_as(target):
+            raise ValidationError(
+                "the source and the target of the copy are the same tables (one database and schema "
+                "reached by two URLs); nothing was copied. Give another database or schema as the target"
+            )
         held = {table: n for table, n in target.count_copied().items() if n}
         if held and not replace:
             listed = ", ".join(f"{n:,} rows in {table}" for table, n in held.items())
@@ -82,6 +87,14 @@ def copy_database(source: Store, target: Store, *, replace: bool = False) -> Cop
                     after = tuple(page[-1][i] for i in key_at)
         target.after_copy()
     return CopyResult(rows_written, handed_back, version)
+
+
+def _migrate(store: Store, role: str) -> int:
+    """``store.migrate()``, its refusal naming which of the two databases it is about."""
+    try:
+        return store.migrate()
+    except SchemaError as exc:
+        raise SchemaError(f"the {role} of the copy: {exc}") from None
 
 
 def _hand_back(columns: tuple[str, ...], page: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], int]:

@@ -90,6 +90,24 @@ class Dialect:
     #: Sent after ``durably copy`` wrote rows with their ids (PostgreSQL's identity columns
     #: must be moved past them).
     after_copy: Sequence[str] = ()
+    #: Where tables are found through a search path (PostgreSQL): rows ``(schema holding
+    #: the migrations table, schema new tables go to)`` when the two differ, else none. An
+    #: upgrade is refused then: its new tables would land apart from the runs. None: no
+    #: search path (SQLite).
+    tables_elsewhere: str | None = None
+    #: ``durably copy`` asks whether its source and target are the same tables reached by
+    #: two spellings of one URL. Inside the target's transaction, ``copy_mark`` (parameter: a
+    #: random 63-bit key) takes a mark only that transaction holds and returns one row: the
+    #: runs table's identity. ``copy_seen`` (parameters: the key's high and low 32 bits), on
+    #: the source, returns that identity when it sees the mark in its own database, else no
+    #: row. None: the engine cannot tell (SQLite's CLI compares the files instead).
+    copy_mark: str | None = None
+    copy_seen: str | None = None
+    #: Sent first in the migrating transaction, before ``migration_lock``: lifts the
+    #: server's statement and lock timeouts for that transaction alone, since waiting for
+    #: another process's migration, or a migration over a large table, may take longer than
+    #: any statement should. None: nothing to lift.
+    migration_settings: str | None = None
     #: Whether text may hold NUL (``"\x00"``): SQLite's may, PostgreSQL's may not.
     text_takes_nul: bool = True
 

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from .clock import system_clock
+from .clock import iso, system_clock
 from .errors import NotFoundError, ValidationError
 from .limits import MAX_WAIT
 from .retries import Retry, as_retry
 from .schedules import Schedule
-from .schemas import Schema, make_schema
+from .schemas import CallableSchema, Schema, make_schema
 from .validation import check_name, seconds_option
 
 
@@ -113,10 +113,20 @@ def _make(
             f"{getattr(fn, '__name__', fn)!r} is not a coroutine function"
         )
     job_name = check_name(name or fn.__name__, "a job name")
+    input_schema = make_schema(input, f"the input schema of job {job_name!r}")
+    if schedule is not None and not isinstance(input_schema, CallableSchema):  # a validator may do anything
+        try:
+            input_schema.load({"scheduled_for": iso(system_clock())}, "the input of a scheduled run")
+        except ValidationError as exc:
+            raise ValidationError(
+                f"job {job_name!r} has a schedule, whose runs get the input "
+                f'{{"scheduled_for": "<slot, ISO-8601 UTC>"}}, and its input schema refuses that: {exc}. '
+                "Give the schema a field scheduled_for: str"
+            ) from None
     return Job(
         name=job_name,
         fn=fn,
-        input_schema=make_schema(input, f"the input schema of job {job_name!r}"),
+        input_schema=input_schema,
         output_schema=make_schema(output, f"the output schema of job {job_name!r}"),
         retries=retries,
         timeout=timeout,

@@ -315,6 +315,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             """,
         ],
     ),
+    (
+        6,
+        [
+            # A call from a page that changes runs records its reply here in the transaction
+            # of the change (migration 4): as a rowid table with a TEXT key and an index on
+            # created_at, each record wrote three b-trees, nearly doubling a trigger's pages.
+            # One WITHOUT ROWID b-tree keyed by the request id writes one; deleting old
+            # records (every 100 recorded calls, at most an hour of them) scans the table.
+            """
+            CREATE TABLE durably_requests_v6 (
+                id         TEXT PRIMARY KEY,
+                method     TEXT NOT NULL,
+                reply      TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "INSERT INTO durably_requests_v6 (id, method, reply, created_at) "
+            "SELECT id, method, reply, created_at FROM durably_requests WHERE id IS NOT NULL",
+            "DROP TABLE durably_requests",
+            "ALTER TABLE durably_requests_v6 RENAME TO durably_requests",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -44,8 +44,21 @@ MIGRATIONS_TABLE = (
 # would fail on the catalog's unique indexes). Per schema, like the tables.
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('durably:migrate:' || current_schema(), 0))"
 
+# The migrating transaction may wait for another process's migration, and a migration
+# over a large table (a CHECK constraint is validated by a full scan) may run long: lift a
+# statement_timeout or lock_timeout the server or role sets, for this transaction only.
+MIGRATION_SETTINGS = "SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true)"
+
 # Does this schema hold durably's tables? (SQLite asks sqlite_master.)
 HAS_MIGRATIONS_TABLE = "SELECT to_regclass('durably_migrations') IS NOT NULL"
+
+# Does search_path find durably_migrations in a schema other than the one CREATE TABLE
+# writes to (its first existing schema)? An upgrade would then build a second, empty set of
+# tables there, and every statement after it would read those instead of the runs.
+TABLES_ELSEWHERE = (
+    "SELECT n.nspname, current_schema() FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = to_regclass('durably_migrations') AND n.nspname IS DISTINCT FROM current_schema()"
+)
 
 FIRST_VERSION = 2
 
@@ -235,6 +248,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 updated_at TEXT COLLATE "C" NOT NULL
             )
             """,
+        ],
+    ),
+    (
+        6,
+        [
+            # migrations.py's migration 6 rebuilds SQLite's durably_requests as one b-tree
+            # (same columns) to make a browser trigger's record cheaper; nothing changes here.
         ],
     ),
 ]

@@ -45,7 +45,7 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import StorageError, ValidationError
 
@@ -78,6 +78,26 @@ AUTH_REJECTED = "28000"  # invalid_authorization_specification: unknown role, pg
 MISSING_DATABASE = "3D000"  # invalid_catalog_name
 SERVER_TOO_OLD = "0A000"  # feature_not_supported
 BAD_TEXT = "22021"  # character_not_in_repertoire: NUL or a lone surrogate in text
+NO_SCHEMA = "3F000"  # invalid_schema_name: no schema of search_path exists to create in
+DUPLICATE_TABLE = "42P07"  # duplicate_table
+READ_ONLY = "25006"  # read_only_sql_transaction: a standby, or default_transaction_read_only
+
+# What to do, added to the server's message for the failures a user causes by configuration.
+_HINTS = {
+    NO_SCHEMA: (
+        "no schema named by the connection's search_path exists at {where}: create it "
+        "(CREATE SCHEMA name) or name an existing one in the URL: ?options=-csearch_path%3Dname"
+    ),
+    READ_ONLY: (
+        "the server at {where} takes no writes for this session: a standby (a read replica), or "
+        "default_transaction_read_only set for the database or role; point durably at the primary"
+    ),
+    DUPLICATE_TABLE: (
+        "the schema durably creates its tables in already holds a table of that name, and durably "
+        "has no record of creating it (another application's?); give durably a schema of its own: "
+        "CREATE SCHEMA durably, then ?options=-csearch_path%3Ddurably in the URL"
+    ),
+}
 
 # Worth trying again later: the connection went away (admin_shutdown, crash_shutdown,
 # cannot_connect_now, idle-in-transaction timeout, the 08 class) or the server chose this
@@ -186,16 +206,78 @@ _CONNECT_PATTERNS = [
 ]
 
 
-def _connect_error(exc: Exception, where: str) -> StorageError:
-    text = " ".join(str(exc).split())
+# libpq's own refusal of a parameter's value (sslmode=bogus, keepalives=x): bad input, found
+# only when connecting since the URL's reader checks names, not values.
+_BAD_VALUE = re.compile(r"invalid [\w ]+ value|invalid integer value", re.I)
+
+
+def _connect_error(exc: Exception, where: str, url: str = "") -> StorageError | ValidationError:
+    text = _scrub(" ".join(str(exc).split()), url)
+    if _BAD_VALUE.search(text):
+        return ValidationError(
+            f"not a valid PostgreSQL URL ({where}): {text}; fix that parameter in the query string "
+            "(the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...])"
+        )
     for pattern, code, hint in _CONNECT_PATTERNS:
         if pattern.search(text):
             return _error(f"cannot connect to PostgreSQL at {where}: {text} ({hint})", code)
     return _error(f"cannot connect to PostgreSQL at {where}: {text}", CANNOT_CONNECT)
 
 
+def _userinfo(url: str) -> str:
+    """The ``USER:PASSWORD`` part of a URL, found as libpq or a careless user may write it:
+    up to the last ``@`` before the query string, or, when the password holds a ``?`` or
+    ``#``, up to the first ``@`` after it. Empty when there is none."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if "@" in head:
+        return head[: head.rfind("@")]
+    if "@" in rest and "/" not in head:
+        return rest[: rest.find("@")]
+    return ""
+
+
+def _passwords(url: str) -> list[str]:
+    """Every spelling of the URL's password(s) that an error message could echo."""
+    found = []
+    user, sep, password = _userinfo(url).partition(":")
+    if sep and password:
+        found.append(password)
+    found += [p for p in re.findall(r"[?&]password=([^&#]*)", url) if p]
+    out = set()
+    for secret in found:
+        out.add(secret)
+        out.add(unquote(secret))
+        out.update(piece for piece in re.split(r"[@/?#:&]", secret) if len(piece) >= 2)
+    return sorted((s for s in out if s), key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with every spelling of ``url``'s password replaced by ``***``."""
+    for secret in _passwords(url):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
 def describe_url(url: str) -> str:
-    """``user@host:port/dbname`` for messages: never the password."""
+    """``user@host:port/dbname`` for messages: never the password. Several hosts (libpq's
+    ``host1:port1,host2:port2``) are listed, an IPv6 host is bracketed, a Unix-socket
+    folder is shown as a path."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(url)
+    except Exception:  # no psycopg, or a URL it cannot read
+        params = None
+    if params is not None:
+        hosts = str(params.get("host") or "localhost").split(",")
+        ports = str(params.get("port") or "").split(",")
+        ports = ports * len(hosts) if len(ports) == 1 else (ports + [""] * len(hosts))[: len(hosts)]
+        where = ",".join(
+            (f"[{h}]" if ":" in h else h) + (f":{p}" if p else "") for h, p in zip(hosts, ports, strict=True)
+        )
+        user = f"{params['user']}@" if params.get("user") else ""
+        return f"{user}{where}/{params.get('dbname') or ''}"
     try:
         parts = urlsplit(url)
         user = f"{parts.username}@" if parts.username else ""
@@ -206,6 +288,12 @@ def describe_url(url: str) -> str:
         return "the given URL"
 
 
+# What libpq sends in the start-up message, which the server refuses past 10,000 bytes
+# (closing the connection with no reason given). Room is left for the names and the rest.
+_STARTUP_PARAMETERS = ("user", "dbname", "options", "application_name")
+MAX_STARTUP_BYTES = 9000
+
+
 def _check_url(url: str) -> dict[str, Any]:
     if not isinstance(url, str) or not is_postgres_url(url):
         raise ValidationError(
@@ -213,12 +301,30 @@ def _check_url(url: str) -> dict[str, Any]:
         )
     from psycopg.conninfo import conninfo_to_dict
 
+    user, sep, password = _userinfo(url).partition(":")
+    bad = sorted(
+        {c for c in password if c in "@/?#"} | ({"%"} if re.search(r"%(?![0-9A-Fa-f]{2})", password) else set())
+    )
+    if sep and bad:
+        codes = ", ".join(f"{c} as %{ord(c):02X}" for c in bad)
+        raise ValidationError(
+            f"the password in the PostgreSQL URL holds {' '.join(bad)}, which a URL must percent-encode "
+            f"({codes}); the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
     try:
         params = conninfo_to_dict(url)
-        urlsplit(url).port  # noqa: B018 - raises ValueError for a port that is not a number
+        for port in str(params.get("port") or "").split(","):  # libpq lists one per host
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"the port {port!r} is not a number from 1 to 65535")
+        startup = sum(len(str(params.get(k) or "").encode()) for k in _STARTUP_PARAMETERS)
+        if startup > MAX_STARTUP_BYTES:
+            raise ValueError(
+                f"its {', '.join(_STARTUP_PARAMETERS)} come to {startup:,} bytes; PostgreSQL closes a "
+                f"connection whose start-up message passes 10,000 bytes, so keep them under {MAX_STARTUP_BYTES:,}"
+            )
     except Exception as exc:  # psycopg.ProgrammingError, ValueError
         raise ValidationError(
-            f"not a valid PostgreSQL URL ({describe_url(url)}): {' '.join(str(exc).split())}; "
+            f"not a valid PostgreSQL URL ({describe_url(url)}): {_scrub(' '.join(str(exc).split()), url)}; "
             "the form is postgresql://USER:PASSWORD@HOST:PORT/DBNAME[?sslmode=require&...]"
         ) from None
     return params
@@ -274,7 +380,9 @@ class PostgresDriver:
                 raise ValidationError(f"{label} must be a number of seconds from 0 to 86400, got {value!r}")
         self.url = url
         self.where = describe_url(url)
-        self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        # UTF-8 whatever the server's default for the database or role (a client_encoding of
+        # LATIN1 there would refuse, or fail to read back, any text outside it).
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
         if connect_timeout:
             self._connect_kwargs["connect_timeout"] = max(1, round(connect_timeout))
         if "application_name" not in params:
@@ -303,7 +411,7 @@ class PostgresDriver:
         try:
             conn = psycopg.connect(self.url, **self._connect_kwargs)
         except psycopg.Error as exc:
-            raise _connect_error(exc, self.where) from None
+            raise _connect_error(exc, self.where, self.url) from None
         try:
             version = conn.info.server_version // 10000
             if version < self._min_version:
@@ -321,6 +429,14 @@ class PostgresDriver:
             # planner picks a bitmap scan instead, which visits and sorts every entry of the
             # status, dead ones included, at every claim: O(runs claimed since the last vacuum).
             conn.execute("SET enable_bitmapscan = off")
+        except psycopg.Error as exc:  # the new session ended at once (terminated, a restart)
+            conn.close()
+            text = _scrub(" ".join(str(exc).split()), self.url)
+            raise _error(
+                f"the connection to PostgreSQL at {self.where} was lost as it opened ({text}); "
+                "the next call reconnects",
+                getattr(exc, "sqlstate", None) or CONNECTION_LOST,
+            ) from None
         except BaseException:
             conn.close()
             raise
@@ -372,7 +488,7 @@ class PostgresDriver:
                 rows = cur.fetchall() if cur.description is not None else []
                 status = cur.statusmessage or ""
             except self._psycopg.Error as exc:
-                raise self._failed(exc, in_transaction) from exc
+                raise self._failed(exc, in_transaction, sql) from exc
             except (UnicodeError, OverflowError) as exc:  # a value psycopg cannot send
                 raise StorageError(f"cannot store a value: {exc}", code=BAD_TEXT) from exc
             changes = cur.rowcount if status.startswith(("INSERT", "UPDATE", "DELETE", "MERGE")) else 0
@@ -389,7 +505,7 @@ class PostgresDriver:
             return True
         return bool(readable)
 
-    def _failed(self, exc: Exception, in_transaction: bool) -> StorageError:
+    def _failed(self, exc: Exception, in_transaction: bool, sql: str = "") -> StorageError:
         conn = self._conn
         code = getattr(exc, "sqlstate", None)
         text = " ".join(str(exc).split())
@@ -402,6 +518,9 @@ class PostgresDriver:
             )
         if code is None and isinstance(exc, self._psycopg.DataError) and "NUL" in text:
             code = BAD_TEXT  # psycopg refuses NUL in text before sending anything
+        hint = _HINTS.get(code or "")
+        if hint and (code != DUPLICATE_TABLE or sql.lstrip().upper().startswith("CREATE")):
+            text = f"{text} ({hint.format(where=self.where)})"
         return _error(text, code)
 
     def close(self) -> None:
@@ -468,6 +587,10 @@ class Listener:
             conn = None
             try:
                 conn = psycopg.connect(self._url, **self._kwargs)
+                if conn.info.server_version >= 140000:
+                    # Idle is this session's whole job: a server that ends idle sessions
+                    # (idle_session_timeout, PostgreSQL 14+) would cut it again and again.
+                    conn.execute("SET idle_session_timeout = 0")
                 conn.execute(f"LISTEN {self.channel}")
                 self.connections += 1
                 delay = 0.1
@@ -481,7 +604,7 @@ class Listener:
                         "durably: LISTEN %s at %s: %s; reconnecting in %.1f s",
                         self.channel,
                         self._where,
-                        " ".join(str(exc).split()),
+                        _scrub(" ".join(str(exc).split()), self._url),
                         delay,
                     )
                     self._stop.wait(delay)

@@ -131,10 +131,13 @@ RECORD_ATTEMPT = (
 
 #: Inside the trigger's transaction, before looking for a pending run of the same job and
 #: concurrency key: concurrent triggers of one (job, key) take turns, and each one's check
-#: (a new snapshot under READ COMMITTED) sees the run the previous one inserted.
-#: Parameters: job_name, concurrency_key.
+#: (a new snapshot under READ COMMITTED) sees the run the previous one inserted. The lock is
+#: named after the runs table the statement reaches (its oid), not the first schema of
+#: search_path: processes whose search_path spells the way to one table differently still
+#: take the same lock. Parameters: job_name, concurrency_key.
 TRIGGER_KEY_LOCK = (
-    "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || current_schema() || ':' || ? || ':' || ?, 0))"
+    "SELECT pg_advisory_xact_lock(hashtextextended('durably:trigger:' || "
+    "CAST(CAST(to_regclass('durably_runs') AS oid) AS text) || ':' || ? || ':' || ?, 0))"
 )
 
 #: Wake the workers that LISTEN: delivered when the sending transaction commits (never for
@@ -165,6 +168,20 @@ AFTER_COPY = tuple(
 )
 
 
+#: ``Dialect.copy_mark``: a transaction-scoped advisory lock on a random key (released when
+#: the copy's transaction ends), and the runs table's oid (unique within a database).
+COPY_MARK = "SELECT CAST(to_regclass('durably_runs') AS oid) FROM (SELECT pg_advisory_xact_lock(?)) AS l"
+
+#: ``Dialect.copy_seen``: the runs table's oid when this database holds the copy's mark (a
+#: 64-bit advisory key shows as classid, objid and objsubid 1 in pg_locks, which every role
+#: may read). Parameters: the key's high 32 bits, its low 32 bits.
+COPY_SEEN = (
+    "SELECT CAST(to_regclass('durably_runs') AS oid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND CAST(classid AS bigint) = ? AND CAST(objid AS bigint) = ? AND objsubid = 1"
+)
+
+
 def _claim(owner: str, job_names: Sequence[str], now: str, lease_until: str) -> tuple[str, tuple[Any, ...]]:
     jobs = list(job_names)
     return CLAIM, (jobs, now, now, jobs, now, now, jobs, now, owner, lease_until, now, now)
@@ -185,8 +202,10 @@ POSTGRES = Dialect(
     migrations=schema.MIGRATIONS,
     create_migrations_table=schema.MIGRATIONS_TABLE,
     has_migrations_table=schema.HAS_MIGRATIONS_TABLE,
+    tables_elsewhere=schema.TABLES_ELSEWHERE,
     record_migration=RECORD_MIGRATION,
     migration_lock=schema.MIGRATION_LOCK,
+    migration_settings=schema.MIGRATION_SETTINGS,
     claim=_claim,
     complete_step=COMPLETE_STEP,
     insert_step_record=INSERT_STEP_RECORD,
@@ -200,6 +219,8 @@ POSTGRES = Dialect(
     wake_channel=WAKE_CHANNEL,
     waking=_waking,
     after_copy=AFTER_COPY,
+    copy_mark=COPY_MARK,
+    copy_seen=COPY_SEEN,
     text_takes_nul=False,
 )
 

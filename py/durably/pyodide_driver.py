@@ -105,8 +105,19 @@ def _unpack(result: Any) -> tuple[list[Row], int]:
         code = _get(error, "code")
         message = _get(error, "message") or "unknown SQLite error"
         raise sqlite_error(str(message), str(code) if code else None)
-    rows = [tuple(_value(v) for v in row) for row in _get(result, "rows")]
+    rows = []
+    for row in _get(result, "rows"):
+        # to_py() made most values plain already: convert a row value by value only when
+        # it holds something else (a BLOB's memoryview, a JS null).
+        values = tuple(row)
+        if not _PLAIN_TYPES.issuperset(map(type, values)):
+            values = tuple(map(_value, values))
+        rows.append(values)
     return rows, int(_get(result, "changes") or 0)
+
+
+# What a row value may already be (see _value).
+_PLAIN_TYPES = frozenset((str, int, float, type(None)))
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock, add_seconds, iso, parse_iso
+from .clock import Clock, add_seconds, iso, now_text, parse_iso
 from .errors import LeaseLostError, RunTimeoutError, SignalTimeoutError, StorageError, ValidationError
 from .events import EventBus
 from .jobs import JobRegistry
@@ -77,8 +77,11 @@ class WaitRequested(BaseException):
 # What a step body may raise that is not the step failing: the run is stopped, cancelled
 # or interrupted, and ends some other way (see Runtime._run_job).
 _NOT_FAILURES = (StopRequested, WaitRequested, asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
-# Failures that another attempt cannot change: a replay raises them again at once.
-_NOT_RETRIED = (RunTimeoutError, SignalTimeoutError)
+# Failures that another attempt cannot change: a replay raises them again at once. A
+# ValidationError is durably refusing what the run gave it (its input or output, a step
+# name used twice, a step result it cannot store): another attempt would be refused the
+# same way, after running the refused step's body again.
+_NOT_RETRIED = (RunTimeoutError, SignalTimeoutError, ValidationError)
 
 
 def _nothing(run_id: str) -> None:
@@ -106,6 +109,8 @@ class Runtime:
         self.events = events
         self.jobs = jobs
         self.clock = clock
+        #: ``iso(clock())``, with a faster formatter for the system clock.
+        self.now = now_text(clock)
         self.settings = settings
         self.worker_id = worker_id
         # Read for every step and renewal: kept as plain attributes.
@@ -122,10 +127,10 @@ class Runtime:
         self._lease_until: dict[str, str] = {}
         self._strikes: dict[str, int] = {}  # run id -> storage failures in a row
         self._yielded = time.monotonic()  # when the runtime last gave the event loop a turn
-
-    def now(self) -> str:
-        """The clock's time as the database stores it."""
-        return iso(self.clock())
+        # The one renewal timer (see _schedule_renew) and the loop it was set in.
+        self._renew_timer: asyncio.TimerHandle | None = None
+        self._renew_timer_loop: asyncio.AbstractEventLoop | None = None
+        self._renew_timer_at = 0.0
 
     def bind_loop(self) -> None:
         """Runs execute in the running event loop: other threads reach them through it."""
@@ -163,10 +168,16 @@ class Runtime:
 
     # -- executing a run ------------------------------------------------------------------
 
-    async def execute(self, claimed: Claimed) -> None:
-        """Execute a claimed run to its end (see the module docstring)."""
+    async def execute(self, claimed: Claimed, claim_next: bool = False) -> Claimed | None:
+        """Execute a claimed run to its end (see the module docstring).
+
+        ``claim_next``: when the job completes, claim the next run in the completion's
+        transaction (``Store.complete_run_and_claim``: one commit instead of two for a
+        worker that goes straight on) and return it, now leased to this worker, for the
+        caller to execute (or hand back with ``release_claimed``). None otherwise."""
         run = claimed.run
         ctx = RunContext(self, claimed, self.jobs[run.job_name])
+        ctx.claim_next = claim_next
         ctx.task = asyncio.current_task()
         self.active[run.id] = ctx
         # Renewal is a timer callback, not a task: the store is synchronous, and a task
@@ -175,24 +186,39 @@ class Runtime:
         self._schedule_renew(ctx)
         started = time.monotonic()
         try:
-            ctx.emit(
-                "run:leased",
-                worker_id=self.worker_id,
-                lease_generation=ctx.generation,
-                lease_expires_at=self._lease_until.pop(run.id, None),
-                resumed_steps=len(ctx.done),
-            )
+            lease_until = self._lease_until.pop(run.id, None)
+            if self.events.wants("run:leased"):
+                ctx.emit(
+                    "run:leased",
+                    worker_id=self.worker_id,
+                    lease_generation=ctx.generation,
+                    lease_expires_at=lease_until,
+                    resumed_steps=len(ctx.done),
+                )
             await self._run_job(ctx, started)
+        except BaseException:
+            if ctx.next_claimed is not None:  # claimed, but nobody will execute it now
+                self.release_claimed(ctx.next_claimed)
+                ctx.next_claimed = None
+            raise
         finally:
             ctx.ended = True
             if ctx.deadline_handle is not None:
                 ctx.deadline_handle.cancel()
-            if ctx.renew_handle is not None:
-                ctx.renew_handle.cancel()
+            ctx.renew_at = None  # the shared renewal timer skips it from now on
             if ctx.flush_handle is not None:
                 ctx.flush_handle.cancel()
             self.active.pop(run.id, None)
             self._on_finished(run.id)
+        return ctx.next_claimed
+
+    def release_claimed(self, claimed: Claimed) -> None:
+        """Hand back a run claimed for this worker that it will not execute (it stops)."""
+        self._lease_until.pop(claimed.run.id, None)
+        try:
+            self.store.release(claimed.lease, now=self.now(), pending=None)
+        except StorageError as exc:
+            self.report(exc, "handing a claimed run back (it resumes when its lease expires)")
 
     async def _run_job(self, ctx: RunContext, started: float) -> None:
         job = ctx.job
@@ -243,8 +269,41 @@ class Runtime:
                 return
             self._fail(ctx, exc)
             return
-        if self._write_end(ctx, self.store.complete_run, output_json=output_json):
+        if ctx.claim_next and not self.stopping and self.jobs.names:
+            completed = self._complete_and_claim(ctx, output_json)
+        else:
+            completed = self._write_end(ctx, self.store.complete_run, output_json=output_json)
+        if completed and self.events.wants("run:complete"):
             ctx.emit("run:complete", output=json.loads(output_json), duration=time.monotonic() - started)
+
+    def _complete_and_claim(self, ctx: RunContext, output_json: str) -> bool:
+        """``_write_end`` of a completed run, with the claim of the next run in the same
+        commit (kept in ``ctx.next_claimed``); a failed write is a storage failure, as
+        there."""
+        now = self.clock()
+        lease_until = iso(add_seconds(now, self.lease_duration))
+        try:
+            ok, claimed = self.store.complete_run_and_claim(
+                ctx.lease,
+                now=iso(now),
+                output_json=output_json,
+                pending=ctx.pending,
+                preserve_steps=self._preserve_steps,
+                owner=self.worker_id,
+                job_names=self.jobs.names,
+                lease_until=lease_until,
+            )
+        except StorageError as exc:
+            self._storage_failed(ctx, exc)
+            return False
+        if not ok:
+            self._lost(ctx)
+            return False
+        ctx.pending.clear()
+        if claimed is not None:
+            self._lease_until[claimed.run.id] = lease_until
+            ctx.next_claimed = claimed
+        return True
 
     def _step_boundary(self, ctx: RunContext) -> None:
         """What every step checks before it starts (after ``maybe_yield``): stop, cancel, a
@@ -291,11 +350,14 @@ class Runtime:
         if ctx.deadline is not None:
             self.check_deadline(ctx, StepInFlight(index, name, started_at))
         ctx.current = StepInFlight(index, name, started_at)
-        ctx.emit("step:start", step_name=name, step_index=index)
+        wants = self.events.wants
+        if wants("step:start"):
+            ctx.emit("step:start", step_name=name, step_index=index)
         t0 = time.monotonic()
         try:
             value = fn()
-            if inspect.isawaitable(value):
+            # A plain value (most synchronous steps) is not awaitable: skip isawaitable's ABC check.
+            if type(value) not in SCALARS and inspect.isawaitable(value):
                 if timeout is None:
                     value = await value
                 else:
@@ -315,8 +377,13 @@ class Runtime:
             # Scalars go straight to the encoder; containers are checked for non-string keys
             # and nesting first, in one walk (JSON would turn a key 1 into "1", and
             # {1: "a", "1": "b"} would lose a value). The size is the encoded text's length.
+            kind = type(value)
             output_json = (
-                to_json(value) if type(value) in SCALARS else check_json(value, "the result", "MAX_STEP_RESULT_BYTES")
+                str(value)  # an int's JSON text (bool is another type)
+                if kind is int
+                else to_json(value)
+                if kind in SCALARS
+                else check_json(value, "the result", "MAX_STEP_RESULT_BYTES")
             )
             if len(output_json) > MAX_STEP_RESULT_BYTES:
                 raise too_large("the result", len(output_json), "MAX_STEP_RESULT_BYTES")
@@ -360,7 +427,8 @@ class Runtime:
         if self._strikes:
             self._strikes.pop(ctx.run_id, None)
         ctx.current = None
-        ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
+        if wants("step:complete"):
+            ctx.emit("step:complete", step_name=name, step_index=index, output=value, duration=time.monotonic() - t0)
         return value
 
     def _step_failed(self, ctx: RunContext, failure: StepFailure, retries: Retry | None) -> None:
@@ -375,9 +443,9 @@ class Runtime:
         record = NewAttempt(ctx.attempt, attempt, name, failure.index, error, failure.started_at, self.now())
         if not self.store.record_attempt(ctx.lease, record):
             self._raise_lost(ctx)
-        if retries is None or attempt >= retries.max_attempts or isinstance(exc, _NOT_RETRIED):
+        if retries is None or attempt >= retries.max_attempts:
             return
-        if not retries.retries(exc):
+        if isinstance(exc, _NOT_RETRIED) or not retries.retries(exc):
             failure.max_attempts = attempt  # not worth another: this one was the last
             return
         delay = retries.delay(attempt)
@@ -817,14 +885,43 @@ class Runtime:
     # -- leases, flushes, interruptions -------------------------------------------------------
 
     def _schedule_renew(self, ctx: RunContext) -> None:
+        """Renew the run's lease ``lease_renew_interval`` from now. One timer serves every
+        run, set for the renewal due first: a run that ends before its renewal costs no
+        timer of its own to set and cancel (in Pyodide each is a call into JS)."""
         loop = asyncio.get_running_loop()
-        ctx.renew_handle = loop.call_later(self._renew_interval, self._renew, ctx)
+        due = ctx.renew_at = loop.time() + self._renew_interval
+        self._set_renew_timer(loop, due)
+
+    def _set_renew_timer(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """Make the renewal timer fire at ``due`` at the latest."""
+        timer = self._renew_timer
+        if timer is not None:
+            if self._renew_timer_loop is loop and self._renew_timer_at <= due:
+                return  # it fires first, and sets itself again for the later renewals
+            timer.cancel()
+        self._renew_timer = loop.call_at(due, self._renew_due)
+        self._renew_timer_loop = loop
+        self._renew_timer_at = due
+
+    def _renew_due(self) -> None:
+        """The renewal timer: renew each run whose renewal is due, then set the timer for
+        the next one (none when no run executes)."""
+        self._renew_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for ctx in list(self.active.values()):
+            due = ctx.renew_at
+            if due is not None and due <= now and not ctx.ended:
+                self._renew(ctx)
+        later = [ctx.renew_at for ctx in self.active.values() if ctx.renew_at is not None and not ctx.ended]
+        if later:
+            self._set_renew_timer(loop, min(later))
 
     def _renew(self, ctx: RunContext) -> None:
         """Extend the lease (fenced) and write buffered progress and logs; every
         ``lease_renew_interval`` while the run executes. A refused renewal means the run
         was cancelled elsewhere or the lease was taken over: the run is interrupted."""
-        ctx.renew_handle = None
+        ctx.renew_at = None
         if ctx.ended:
             return
         now = self.clock()

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
@@ -80,8 +80,13 @@ class RunContext:
         self.cancel_reason: str | None = None  # "user" | "external" | "stop" | "lease-lost"
         self.task: asyncio.Task[Any] | None = None
         self.flush_handle: asyncio.TimerHandle | None = None
-        self.renew_handle: asyncio.TimerHandle | None = None
+        #: When (event loop time) the lease is renewed next; None once renewed or ended.
+        self.renew_at: float | None = None
         self.ended = False
+        #: Claim the next run with this one's completion (``Runtime.execute``), and the run
+        #: so claimed.
+        self.claim_next = False
+        self.next_claimed: Claimed | None = None
         #: The job-level attempt this execution is (``Run.attempt``).
         self.attempt = run.attempt
         #: The run's deadline (``@job(timeout=...)``), once known; and the error it failed
@@ -245,6 +250,13 @@ class Step:
                 f"step.sleep_until {name!r}: when must be an aware datetime "
                 f"(e.g. datetime(2027, 1, 1, tzinfo=timezone.utc)), got {when!r}"
             )
+        try:
+            when = when.astimezone(UTC)
+        except OverflowError:  # 9999-12-31 23:00 at UTC-14 is past the year 9999 in UTC
+            raise ValidationError(
+                f"step.sleep_until {name!r}: when {when.isoformat()} is past the year 9999 in UTC, "
+                "which no datetime holds; pick an earlier time"
+            ) from None
         stored = self._stored(name)
         await self._ctx.runtime.sleep_step(self._ctx, name, stored, until=when)
 

@@ -18,6 +18,7 @@ Methods take and return records (the dataclasses and named tuples below, and tho
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -426,7 +427,19 @@ class Store:
                     "the database was not modified."
                 )
             if version < latest:
+                if version and dialect.tables_elsewhere is not None:
+                    rows, _ = self._x(dialect.tables_elsewhere)
+                    if rows:
+                        found, first = rows[0]
+                        raise SchemaError(
+                            f"durably's tables (schema version {version}) are in schema {found!r}, but "
+                            f"new tables would be created in {first!r}, the first schema of search_path, "
+                            f"apart from the runs. Put {found!r} first in search_path (in the URL: "
+                            f"?options=-csearch_path%3D{found}); the database was not modified."
+                        )
                 with self._transaction():
+                    if dialect.migration_settings is not None:
+                        self._x(dialect.migration_settings)
                     if dialect.migration_lock is not None:
                         self._x(dialect.migration_lock)
                     self._x(dialect.create_migrations_table)
@@ -797,6 +810,41 @@ class Store:
     ) -> bool:
         """Complete a run with its output (fenced)."""
         return self._finish(lease, now, pending, preserve_steps, None, "completed", output_json, None, None)
+
+    def complete_run_and_claim(
+        self,
+        lease: Lease,
+        *,
+        now: str,
+        output_json: str,
+        pending: PendingWrites | None,
+        preserve_steps: bool,
+        owner: str,
+        job_names: Sequence[str],
+        lease_until: str,
+    ) -> tuple[bool, Claimed | None]:
+        """``complete_run``, then ``claim`` of the next run, in one transaction: a worker that
+        goes straight on to its next run pays one commit for both (and the run's row and
+        the status index pages they share are written once). Returns ``(completed,
+        claimed)``: ``(False, None)``, nothing written and nothing claimed, if the lease is
+        no longer ours; ``claimed`` is None when no run is claimable, or when the claim
+        failed: it runs under a savepoint, so its failure (PostgreSQL aborts a transaction
+        at a concurrent claim's unique violation) rolls back only the claim, and the
+        caller claims on its own. A failure of the completion or of the commit raises
+        ``StorageError`` with nothing written."""
+        with self._write():
+            if not self.complete_run(
+                lease, now=now, output_json=output_json, pending=pending, preserve_steps=preserve_steps
+            ):
+                return False, None
+            self._x("SAVEPOINT durably_claim")
+            try:
+                claimed = self.claim(owner=owner, job_names=job_names, now=now, lease_until=lease_until)
+            except StorageError:
+                self._x("ROLLBACK TO SAVEPOINT durably_claim")
+                claimed = None
+            self._x("RELEASE SAVEPOINT durably_claim")
+            return True, claimed
 
     def fail_run(
         self,
@@ -1173,6 +1221,8 @@ class Store:
         self,
         job_name: str,
         *,
+        cron: str,
+        timezone: str,
         seen_next_at: str,
         next_at: str,
         last_slot: str | None,
@@ -1182,13 +1232,15 @@ class Store:
         """Move the schedule on from the next slot a worker read (``seen_next_at``) to
         ``next_at`` and create the runs of the slots that fell due (``runs``, each with its
         slot's idempotency key), in one transaction. None, and nothing written, when the
-        schedule's next slot is no longer ``seen_next_at``: another worker fired it first. A
-        slot whose run exists already comes back as ``idempotent``: no slot is created twice."""
+        schedule's next slot is no longer ``seen_next_at`` (another worker fired it first)
+        or the schedule is no longer registered as ``cron`` in ``timezone`` (a worker with
+        other code registered it since). A slot whose run exists already comes back as
+        ``idempotent``: no slot is created twice."""
         with self._write():
             _, changed = self._x(
                 "UPDATE durably_schedules SET next_at = ?, last_slot = COALESCE(?, last_slot), updated_at = ? "
-                "WHERE job_name = ? AND next_at = ?",
-                (next_at, last_slot, now, job_name, seen_next_at),
+                "WHERE job_name = ? AND next_at = ? AND cron = ? AND timezone = ?",
+                (next_at, last_slot, now, job_name, seen_next_at, cron, timezone),
             )
             if not changed:
                 return None
@@ -1436,6 +1488,20 @@ class Store:
             params.extend(row)
         self._x(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(rows))}", params)
 
+    def same_tables_as(self, target: Store) -> bool:
+        """Are ``target``'s tables this store's own, reached through another connection (one
+        PostgreSQL database by two spellings of its URL)? Call inside ``target.transaction()``.
+        False where the engines cannot tell (``Dialect.copy_mark``)."""
+        mark, seen = target.dialect.copy_mark, self.dialect.copy_seen
+        if mark is None or seen is None:
+            return False
+        key = secrets.randbits(63)
+        rows, _ = target._x(mark, (key,))
+        table = rows[0][0]
+        with self._read():
+            rows, _ = self._x(seen, (key >> 32, key & 0xFFFFFFFF))
+        return any(row[0] == table for row in rows)
+
     def clear_copied(self) -> None:
         """Delete every row of ``COPY_TABLES``, the worker registry and the record of answered
         requests (inside ``transaction()``)."""
@@ -1457,8 +1523,19 @@ def _has_logs(pending: PendingWrites | None) -> bool:
 
 
 def _same_json(stored: str, given: str) -> bool:
-    """Do two JSON texts hold the same data (object keys in any order)?"""
+    """Do two JSON texts hold the same data (object keys in any order; 1 and 1.0 are the
+    same number, as in JavaScript, but true is not 1)?"""
     try:
-        return bool(stored == given or json.loads(stored) == json.loads(given))
+        return stored == given or _same_data(json.loads(stored), json.loads(given))
     except ValueError:
         return False
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):  # Python's True == 1; JSON's true is not 1
+        return a is b
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_data(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same_data, a, b))
+    return bool(a == b)

@@ -23,6 +23,7 @@ from .limits import (
 )
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GOOD_NAME = re.compile(f"[^\\x00-\\x1f\\x7f\\ud800-\\udfff]{{1,{MAX_NAME_LENGTH}}}")
 _RETAIN = re.compile(r"^([1-9][0-9]*)([dhm])$")
 _RETAIN_UNITS = {"d": 86400, "h": 3600, "m": 60}
 
@@ -31,6 +32,10 @@ _RETAIN_UNITS = {"d": 86400, "h": 3600, "m": 60}
 
 def check_name(value: Any, what: str) -> str:
     """Job names, step names and keys: non-empty text without control characters."""
+    # Every step checks its name: one regular expression passes a good one (not only
+    # whitespace, no control characters, no lone surrogates, within the length limit).
+    if type(value) is str and _GOOD_NAME.fullmatch(value) is not None and not value.isspace():
+        return value
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
     if not value or not value.strip():

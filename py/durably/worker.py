@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from .clock import add_seconds, iso, parse_iso
+from .errors import ConflictError
 from .jsondata import to_json
 from .limits import HEARTBEAT_INTERVAL, WORKER_FORGET_AFTER
 from .runtime import Runtime
@@ -215,20 +216,26 @@ class Worker:
         # Runs back to back in one task while there are runs to claim: going through the
         # worker loop between two runs costs several turns of the event loop (each ~0.15 ms
         # in Pyodide, as much as a short run's SQL).
+        # A run that completes claims the next one in its own commit (claim_next).
         runtime = self.runtime
         while claimed is not None:
+            following = None
             try:
-                await runtime.execute(claimed)
+                following = await runtime.execute(claimed, claim_next=True)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # a bug in durably itself: report it, keep the worker
                 runtime.report(exc, f"executing run {claimed.run.id}")
                 if isinstance(exc, Exception):
                     runtime.fail_claimed(claimed, exc)
-            claimed = None
+            claimed = following
             await runtime.maybe_yield()
             if runtime.stopping:
+                if claimed is not None:
+                    runtime.release_claimed(claimed)
                 break
+            if claimed is not None:
+                continue
             try:
                 claimed = runtime.claim()
             except Exception as exc:
@@ -302,16 +309,32 @@ class Worker:
             )
         results = runtime.store.fire_schedule(
             name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
             seen_next_at=iso(next_at),
             next_at=iso(following),
             last_slot=iso(slots[-1]) if slots else None,
             runs=news,
             now=stamp,
         )
-        if results is None:  # another worker fired it first: read where it is now
-            for row in runtime.store.schedules():
-                if row.job_name == name and row.next_at is not None:
-                    self._schedules[name] = (schedule, row.next_at)
+        if results is None:  # another worker fired it first, or registered other code
+            self._schedules.pop(name, None)
+            row = next((r for r in runtime.store.schedules() if r.job_name == name), None)
+            if row is not None and (row.cron, row.timezone) == (schedule.cron, schedule.timezone):
+                if row.next_at is not None:
+                    self._schedules[name] = (schedule, row.next_at)  # go on from where it is now
+                return 0
+            # The last worker to register a job's schedule decides it (during a deploy, the
+            # newer code): this one leaves the schedule to it.
+            theirs = "has no schedule" if row is None else f"is scheduled {row.cron!r} ({row.timezone})"
+            runtime.report(
+                ConflictError(
+                    f"job {name!r} {theirs} in the code of the last worker that registered it, and "
+                    f"{schedule.cron!r} ({schedule.timezone}) here; this worker creates no runs for that "
+                    "schedule until it is restarted: run the same code on every worker"
+                ),
+                "firing a schedule registered differently by another worker",
+            )
             return 0
         self._schedules[name] = (schedule, following)
         created = 0

@@ -58,3 +58,18 @@ def test_runs_triggered_from_many_threads_at_once_all_get_their_own_id(tmp_path)
     runs = app.get_runs()
     assert len(runs) == len({run.id for run in runs}) == 400
     app.close()
+
+
+def test_the_fast_system_time_text_reads_as_the_system_clock_formatted(monkeypatch):
+    # system_now_iso builds the text up to the second once per second: across a second's
+    # boundary and within one it must give what iso(datetime) gives for the same instant.
+    import time
+
+    from durably.clock import iso, parse_iso, system_now_iso
+
+    for ns in (1_796_000_000_000_000_000, 1_796_000_000_999_999_000, 1_796_000_001_000_001_000, 5_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        text = system_now_iso()
+        expected = iso(datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc).replace(microsecond=(ns // 1000) % 10**6))
+        assert text == expected
+        assert len(text) == len("2026-11-25T18:49:08.123456Z") and parse_iso(text) is not None

@@ -107,3 +107,37 @@ async def test_a_schema_1_database_upgrades_and_resumes(tmp_path):
         assert (run.status, run.output, run.completed_steps) == ("completed", "done", 3)
         assert [s.name for s in app.get_steps(run.id)] == ["a", "b", "c"]
     app.close()
+
+
+def test_a_schema_5_database_keeps_its_recorded_replies_in_schema_6(tmp_path):
+    # Migration 6 rebuilds durably_requests as one b-tree: a reply recorded before the
+    # upgrade still answers a repeat of its request id, and new ones are recorded.
+    path = tmp_path / "five.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE durably_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for number, statements in MIGRATIONS:
+        if number > 5:
+            break
+        for sql in statements:
+            conn.execute(sql)
+        conn.execute("INSERT INTO durably_migrations VALUES (?, ?)", (number, T))
+    conn.execute("INSERT INTO durably_requests VALUES ('tab:1', 'trigger', '{\"ok\": 1}', ?)", (T,))
+    conn.commit()
+    conn.close()
+
+    app = Durably(str(path), jobs=[three])
+    try:
+        assert app.answer_once("tab:1", "trigger", lambda: "never called") == '{"ok": 1}'
+        assert app.schema_version() == LATEST_VERSION == 6
+        assert app.answer_once("tab:2", "trigger", lambda: '{"ok": 2}') == '{"ok": 2}'
+        assert app.answer_once("tab:2", "trigger", lambda: "never called") == '{"ok": 2}'
+        from datetime import timedelta
+
+        assert app.forget_answers(timedelta(hours=1)) == 1  # tab:1, recorded at T
+    finally:
+        app.close()
+    conn = sqlite3.connect(path)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'durably_requests'").fetchone()
+    assert "WITHOUT ROWID" in sql
+    assert conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'durably_requests' AND type = 'index'").fetchall() == []
+    conn.close()

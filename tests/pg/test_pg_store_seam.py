@@ -287,8 +287,8 @@ def test_two_workers_firing_one_schedule_slot_at_once_make_one_run(pg_url):
 
         def fire(store: Store, run_id: str):
             new = NewRun(run_id, "tick", "null", None, {}, f"schedule:{slot}", None, None, T1)
-            return store.fire_schedule("tick", seen_next_at=slot, next_at=following, last_slot=slot,
-                                       runs=[new], now=T1)
+            return store.fire_schedule("tick", cron="*/5 * * * *", timezone="UTC", seen_next_at=slot,
+                                       next_at=following, last_slot=slot, runs=[new], now=T1)
 
         late: list = []
         with first.transaction():

@@ -38,6 +38,119 @@ async def test_leases_are_renewed_while_a_run_executes(make_app, clock):
     assert worker.get_run(run.id).status == "completed"
 
 
+async def test_runs_started_at_different_times_are_each_renewed_while_they_execute(make_app):
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @job("long")
+    async def long(step, input):
+        await step.run("wait", gates[input].wait)
+
+    worker = make_app([long], lease_duration=30, lease_renew_interval=0.03)
+    a = worker.trigger(long, "a")
+    started_a = next_event(worker, "step:start", run_id=a.id)
+    task_a = asyncio.ensure_future(worker.process_one())
+    await started_a
+    b = worker.trigger(long, "b")
+    started_b = next_event(worker, "step:start", run_id=b.id)
+    task_b = asyncio.ensure_future(worker.process_one())
+    await started_b
+    await asyncio.wait_for(
+        asyncio.gather(
+            next_event(worker, "run:lease-renewed", run_id=a.id), next_event(worker, "run:lease-renewed", run_id=b.id)
+        ),
+        5,
+    )
+    gates["a"].set()
+    await task_a
+    # a has ended: b goes on being renewed, and a is not renewed any more.
+    renewed = record(worker, "run:lease-renewed")
+    await asyncio.wait_for(next_event(worker, "run:lease-renewed", run_id=b.id), 5)
+    await asyncio.wait_for(next_event(worker, "run:lease-renewed", run_id=b.id), 5)
+    assert {event.run_id for event in renewed} == {b.id}
+    gates["b"].set()
+    await task_b
+    assert [worker.get_run(r.id).status for r in (a, b)] == ["completed", "completed"]
+
+
+async def test_a_completion_that_claims_the_next_run_writes_both_or_neither(make_app, clock):
+    # Store.complete_run_and_claim: the worker completes a run and claims its next one in
+    # one commit; a completion refused (the lease is not ours) claims nothing either.
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], clock=clock)
+    first, second = app.trigger(j, 1), app.trigger(j, 2)
+    store, runtime = app._store, app._runtime
+    held = runtime.claim()
+    assert held.run.id == first.id
+    now = app._now()
+    claim = {"owner": runtime.worker_id, "job_names": ["j"], "lease_until": "9999-01-01T00:00:00.000000Z"}
+    done, following = store.complete_run_and_claim(
+        held.lease, now=now, output_json="1", pending=None, preserve_steps=True, **claim
+    )
+    assert done and following.run.id == second.id and following.generation == 1
+    assert app.get_run(first.id).status == "completed" and app.get_run(first.id).output == 1
+    assert app.get_run(second.id).status == "leased"
+    third = app.trigger(j, 3)
+    assert store.complete_run_and_claim(
+        held.lease, now=now, output_json="2", pending=None, preserve_steps=True, **claim
+    ) == (False, None)
+    assert app.get_run(first.id).output == 1 and app.get_run(third.id).status == "pending"
+    done, following = store.complete_run_and_claim(
+        following.lease, now=now, output_json="1", pending=None, preserve_steps=True, **{**claim, "job_names": ["other"]}
+    )
+    assert done and following is None and app.get_run(second.id).status == "completed"
+    assert app.get_run(third.id).status == "pending"
+
+
+async def test_a_claim_that_fails_with_the_completion_leaves_the_completion_written(make_app, clock):
+    # The claim runs under a savepoint: its failure rolls back only itself.
+    from durably.errors import StorageError
+
+    @job("j")
+    async def j(step, input):
+        return 1
+
+    app = make_app([j], clock=clock)
+    first, second = app.trigger(j, 1), app.trigger(j, 2)
+    store, runtime = app._store, app._runtime
+    held = runtime.claim()
+
+    def refused(**kwargs):
+        raise StorageError("database is locked (injected)", transient=True)
+
+    store.claim = refused
+    try:
+        done, following = store.complete_run_and_claim(
+            held.lease, now=app._now(), output_json="1", pending=None, preserve_steps=True,
+            owner=runtime.worker_id, job_names=["j"], lease_until="9999-01-01T00:00:00.000000Z",
+        )  # fmt: skip
+    finally:
+        del store.claim
+    assert done and following is None
+    assert app.get_run(first.id).status == "completed" and app.get_run(second.id).status == "pending"
+    assert runtime.claim().run.id == second.id
+
+
+async def test_a_worker_executes_queued_runs_back_to_back_each_leased_once(make_app):
+    @job("j")
+    async def j(step, input):
+        return await step.run("only", lambda: input)
+
+    app = make_app([j])
+    leased = record(app, "run:leased")
+    runs = [app.trigger(j, i) for i in range(5)]
+    await app.start()
+    try:
+        done = [await asyncio.wait_for(app.wait_for_run(run.id), 10) for run in runs]
+    finally:
+        await app.stop()
+    assert [run.output for run in done] == [0, 1, 2, 3, 4]
+    assert sorted(event.run_id for event in leased) == sorted(run.id for run in runs)
+    assert {event["lease_generation"] for event in leased} == {1}
+
+
 async def test_every_claim_bumps_the_generation_and_fences_the_previous_holder(make_app, clock):
     @job("j")
     async def j(step, input):

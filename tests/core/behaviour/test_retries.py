@@ -155,6 +155,46 @@ async def test_a_job_level_retry_replays_the_run_from_its_first_unfinished_step(
     assert [(a.run_attempt, a.attempt) for a in b.attempts] == [(2, 1)]
 
 
+async def test_a_job_level_retry_does_not_retry_what_durably_refuses_nor_run_a_committed_step_again(
+    make_app, clock
+):
+    calls = []
+
+    @job("reuse", retries=Retry(max_attempts=3, initial=60, jitter=False))
+    async def reuse(step, input):
+        await step.run("charge", lambda: calls.append("charge") or "paid")
+        await step.run("charge", lambda: "again")  # a bug: the same name twice
+
+    @job("unstorable", retries=Retry(max_attempts=3, initial=60, jitter=False))
+    async def unstorable(step, input):
+        await step.run("send", lambda: calls.append("send") or {"a set"})
+
+    @job("refused")
+    async def refused(step, input):
+        def body():
+            calls.append("refused")
+            raise ValidationError("a durably call inside the step was refused")
+
+        await step.run("refused", body, retries=Retry(max_attempts=3, initial=60, jitter=False))
+
+    app = make_app([reuse, unstorable, refused], clock=clock)
+    for fn, body, text in (
+        (reuse, "charge", "used twice"),
+        (unstorable, "send", "cannot store"),
+        (refused, "refused", "was refused"),
+    ):
+        run = app.trigger(fn, None)
+        for _ in range(3):
+            await app.process_one()
+            clock.advance(3600)
+        failed = app.get_run(run.id)
+        # Refused at once: another attempt would be refused the same way, and must not
+        # run the step's body (its side effects) again.
+        assert (failed.status, failed.attempt) == ("failed", 1), failed.error
+        assert text in failed.error and "attempt 2" not in failed.error and "of 3" not in failed.error
+        assert calls.count(body) == 1, calls
+
+
 async def test_a_run_waiting_for_a_retry_holds_no_slot(make_app, clock):
     @job("slow-retry")
     async def slow_retry(step, input):

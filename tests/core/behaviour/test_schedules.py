@@ -7,11 +7,14 @@ CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from durably import ValidationError, job
+
+from .helpers import record
 
 UTC = timezone.utc
 
@@ -126,6 +129,58 @@ async def test_a_changed_or_removed_schedule_is_registered_again(make_app, clock
     assert await third.process_one() is False
 
 
+async def test_workers_with_different_schedules_for_a_job_leave_it_to_the_last_registered(make_app, clock):
+    @job("report", schedule="*/5 * * * *")
+    async def old(step, input):
+        return input["scheduled_for"]
+
+    @job("report", schedule="*/7 * * * *")
+    async def new(step, input):
+        return input["scheduled_for"]
+
+    clock.now = at("2026-01-05T12:00:30")
+    first = make_app([old], clock=clock)
+    errors = record(first, "worker:error")
+    await first.process_one()  # registers */5
+    second = make_app([new], clock=clock)
+    await second.process_one()  # a worker with newer code registers */7: it decides
+    (schedule,) = first.get_schedules()
+    assert (schedule.cron, schedule.next_at) == ("*/7 * * * *", at("2026-01-05T12:07:00"))
+    for minute in range(1, 31):
+        clock.now = at("2026-01-05T12:00:30") + timedelta(minutes=minute)
+        await first.process_until_idle()
+        await second.process_until_idle()
+    # Only the registered expression's slots, each once: none of the first worker's */5.
+    assert sorted(r.input["scheduled_for"][11:16] for r in first.get_runs()) == ["12:07", "12:14", "12:21", "12:28"]
+    (schedule,) = first.get_schedules()
+    assert (schedule.cron, schedule.last_slot) == ("*/7 * * * *", at("2026-01-05T12:28:00"))
+    assert len(errors) == 1, [e["error"] for e in errors]
+    assert "'*/7 * * * *'" in errors[0]["error"] and "'*/5 * * * *'" in errors[0]["error"]
+
+
+async def test_a_worker_whose_schedule_another_worker_removed_stops_firing_it_and_says_so(make_app, clock):
+    @job("digest", schedule="*/5 * * * *")
+    async def scheduled(step, input):
+        return input
+
+    @job("digest")
+    async def unscheduled(step, input):
+        return input
+
+    clock.now = at("2026-01-05T12:00:30")
+    first = make_app([scheduled], clock=clock)
+    errors = record(first, "worker:error")
+    await first.process_one()
+    second = make_app([unscheduled], clock=clock)
+    await second.process_one()  # its code has no schedule for the job: the row goes
+    assert first.get_schedules() == []
+    for minute in (5, 10, 15):
+        clock.now = at("2026-01-05T12:00:30") + timedelta(minutes=minute)
+        await first.process_until_idle()
+    assert first.get_runs() == [] and first.get_schedules() == []
+    assert len(errors) == 1 and "has no schedule" in errors[0]["error"], [e["error"] for e in errors]
+
+
 async def test_bad_schedules_are_refused_when_the_job_is_declared():
     for options, text in (
         ({"schedule": "61 * * * *"}, "cron expression"),
@@ -141,3 +196,26 @@ async def test_bad_schedules_are_refused_when_the_job_is_declared():
             @job("bad", **options)
             async def bad(step, input):
                 pass
+
+
+async def test_a_scheduled_job_whose_input_schema_refuses_its_runs_input_is_refused_when_declared():
+    @dataclass
+    class Report:
+        day: str
+
+    # Every slot's run would get {"scheduled_for": ...} and fail: refused up front instead.
+    with pytest.raises(ValidationError, match="scheduled_for"):
+
+        @job("daily", schedule="0 6 * * *", input=Report)
+        async def daily(step, input):
+            pass
+
+    @dataclass
+    class Slot:
+        scheduled_for: str
+
+    @job("daily", schedule="0 6 * * *", input=Slot)
+    async def fitting(step, input):
+        return input.scheduled_for
+
+    assert fitting.schedule is not None

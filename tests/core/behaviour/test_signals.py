@@ -79,6 +79,9 @@ async def test_the_first_signal_wins_and_the_same_signal_id_with_the_same_payloa
         app.signal(run.id, "approval", {"a": 2}, signal_id="s1")
     with pytest.raises(ConflictError, match="first signal"):
         app.signal(run.id, "approval", {"a": 1, "b": 2}, signal_id="s2")
+    with pytest.raises(ConflictError, match="first signal"):  # true is not 1, false is not 0
+        app.signal(run.id, "approval", {"a": True, "b": 2}, signal_id="s1")
+    assert app.signal(run.id, "approval", {"a": 1.0, "b": 2}, signal_id="s1").disposition == "duplicate"
     await app.process_one()
     assert app.get_run(run.id).output == {"decision": {"b": 2, "a": 1}}
     assert app.signal(run.id, "approval", {"a": 1, "b": 2}, signal_id="s1").disposition == "duplicate"

@@ -7,7 +7,7 @@ CPython here and inside Pyodide by tests/browser/test_core_in_pyodide.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -103,6 +103,20 @@ async def test_bad_sleeps_fail_the_run_with_a_clear_error(make_app, clock):
         await app.process_one()
         failed = app.get_run(run.id)
         assert failed.status == "failed" and text in failed.error, (arg, failed.error)
+
+
+async def test_sleep_until_a_time_past_the_calendar_in_utc_is_a_clear_error(make_app, clock):
+    @job("edge")
+    async def edge(step, input):
+        # 9999-12-31 23:00 at UTC-14 is 10000-01-01 13:00 UTC: no datetime holds it.
+        await step.sleep_until("far", datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14))))
+
+    app = make_app([edge], clock=clock)
+    run = app.trigger(edge, None)
+    await app.process_one()
+    failed = app.get_run(run.id)
+    assert failed.status == "failed"
+    assert failed.error.startswith("ValidationError: step.sleep_until 'far'") and "UTC" in failed.error
 
 
 async def test_a_started_worker_wakes_for_a_sleeper_before_its_next_poll(make_app):
