@@ -279,7 +279,9 @@ async function main() {
   for (const asset of plan.assets ?? []) {
     const to = path.join(site, path.basename(asset));
     if (fs.existsSync(to)) fail(`the asset ${asset} would replace the site's own ${path.basename(asset)}: rename it`);
-    fs.cpSync(asset, to, { recursive: true });
+    // dereference: a symlinked asset is copied as its target under its own name (a static host
+    // serves files, not links).
+    fs.cpSync(asset, to, { recursive: true, dereference: true });
   }
   if (args["test-page"]) copy(path.join(root, "web", "test_page.html"), path.join(site, "test.html"));
 

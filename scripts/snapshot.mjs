@@ -9,7 +9,8 @@
 //
 // A snapshot that cannot be made (a job module that fails to import in Node, a memory that
 // grew past what a restore can hold) is a warning, not a failed build: the site then boots
-// without one, and the page shows an import error as it would have anyway.
+// without one, and the page shows an import error as it would have anyway. A job module
+// with a syntax error (or not UTF-8) is the exception: it fails the build.
 
 import { spawnSync } from "node:child_process";
 import { createHash, webcrypto } from "node:crypto";
@@ -57,6 +58,12 @@ export async function buildSnapshot({ root, site, manifest }) {
       const why = (child.stderr || child.stdout || String(child.error ?? "")).trim().split("\n").filter((line) => line.length < 400);
       const headline = why.findIndex((line) => line.startsWith(HEADLINE));
       const reason = (headline >= 0 ? [why[headline], ...why.slice(headline + 1).slice(-6)] : why.slice(-8)).join("\n  ");
+      // A job module Python cannot even compile (bad syntax, not UTF-8) fails in the browser
+      // too, whatever the page does: that is a failed build, not a site without a snapshot.
+      if (why.some((line) => /^\s*(SyntaxError|IndentationError|TabError)\b/.test(line))) {
+        console.error(`build failed: a job module is not valid Python, so the site could not import it:\n  ${reason}`);
+        process.exit(1);
+      }
       console.warn(`warning: no Python snapshot (the site boots without one, ~1 s slower):\n  ${reason}`);
       return null;
     }

@@ -35,6 +35,10 @@ export class Leader {
     this.crashed = null; // the message of a fatal Pyodide error, once one happened
     this.closed = false;
     this.closing = null;
+    // exportDatabase and importDatabase, one at a time: each awaits while it closes, swaps or
+    // copies the file, and a second one in between would close the database under the first
+    // (a double click on "Import").
+    this.fileOps = Promise.resolve();
     this.booted = boot(this.res).then(
       (ready) => {
         if (this.closed) {
@@ -72,8 +76,8 @@ export class Leader {
     }
     if (this.crashed) return fail("WorkerCrashedError", this.crashedMessage());
     if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
-    if (method === "exportDatabase") return this.exportDatabase(params);
-    if (method === "importDatabase") return this.importDatabase(params);
+    if (method === "exportDatabase") return this.oneAtATime(() => this.exportDatabase(params));
+    if (method === "importDatabase") return this.oneAtATime(() => this.importDatabase(params));
     let json;
     try {
       json = JSON.stringify(params ?? {}, strictJSON);
@@ -143,20 +147,22 @@ export class Leader {
       // running then is cancelled, uncommitted, and runs again in the copy).
       if (move) await host.stop(MOVE_STOP_TIMEOUT_S);
       // No await from here to the end of the move: nothing can change the database between
-      // the copy and the marking of the moved runs.
+      // the copy and the marking of the moved runs, and the runs are marked moved only once
+      // the copy is whole (its leases handed back): a copy that fails moves nothing.
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
       bytes = pool.exportFile(DB_FILE);
+      try {
+        bytes = this.withScratch(EXPORT_SCRATCH, bytes, (bridge, browser) => browser.hand_back_leases(bridge));
+      } catch (err) {
+        if (move) await this.restart();
+        return fail("StorageError", `cannot hand back the leases in the exported copy: ${err?.message ?? err}; nothing was moved`);
+      }
       if (move) moved = host.move_unfinished();
     } catch (err) {
       if (move) await this.restart();
       return fail("StorageError", `cannot export the database: ${err?.message ?? err}`);
     }
     if (move) await this.restart();
-    try {
-      bytes = this.withScratch(EXPORT_SCRATCH, bytes, (bridge, browser) => browser.hand_back_leases(bridge));
-    } catch (err) {
-      return fail("StorageError", `cannot hand back the leases in the exported copy: ${err?.message ?? err}`);
-    }
     const ok = move ? { bytes, moved } : bytes;
     return { body: { ok }, transfer: [bytes.buffer] };
   }
@@ -225,6 +231,17 @@ export class Leader {
       }
       return fail("StorageError", `importDatabase: swapping the file in failed (${err?.message ?? err}); the previous database was put back`);
     }
+  }
+
+  // Run fn once the export or import before it has finished (see fileOps).
+  oneAtATime(fn) {
+    const run = this.fileOps.then(() => {
+      if (this.crashed) return fail("WorkerCrashedError", this.crashedMessage());
+      if (this.closed) return fail("ClosedError", "the worker is closed; reload the page");
+      return fn();
+    });
+    this.fileOps = run.catch(() => {});
+    return run;
   }
 
   // Close the database, put `bytes` in its place in the pool, open it and start the host on it.

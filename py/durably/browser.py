@@ -189,6 +189,15 @@ def check_import(bridge: Any) -> str:
             )
         app = Durably(driver)
         version = app.migrate()  # SchemaError for a newer durably's file, which is left as it was
+        # durably's schema has no trigger (once migrated): one in the file would run inside
+        # durably's own writes (e.g. delete runs as they are inserted).
+        rows, _ = driver.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+        if rows:
+            names = ", ".join(f"{name} (on {table})" for name, table in rows[:5])
+            raise ValidationError(
+                f"the file has trigger(s) durably did not create: {names}; a trigger runs inside durably's own "
+                "writes and could change or delete runs. Drop them (DROP TRIGGER name) and export the file again"
+            )
         runs = len(app.get_runs(limit=None))
         return json.dumps({"version": version, "runs": runs})
     finally:

@@ -57,6 +57,24 @@ _RESERVED = {
     "wheels",
     "jobs",
     "snapshots",
+    # esbuild's source maps of the site's scripts
+    "page.js.map",
+    "client.js.map",
+    "worker.js.map",
+    "test_page.js.map",
+}
+# Modules the worker imports itself: a job module of the same name would shadow one (or be
+# shadowed by it, if already imported), and its jobs would never register.
+_WORKER_MODULES = {
+    "durably",
+    "durably_bridge",
+    "js",
+    "pyodide",
+    "pyodide_js",
+    "_pyodide",
+    "micropip",
+    "cronsim",
+    "tzdata",
 }
 
 
@@ -100,7 +118,13 @@ def load_config(config_file: str | os.PathLike[str]) -> SiteConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SiteConfigError(f"{path}: not valid TOML: {exc}") from None
-    table = data.get("tool", {}).get("durably", {}).get("site")
+    table: Any = data
+    for key in ("tool", "durably", "site"):
+        if not isinstance(table, dict):
+            raise SiteConfigError(f"{path}: tool.durably.site must be a table, and so must tool and tool.durably")
+        table = table.get(key)
+        if table is None:
+            break
     if table is None:
         raise SiteConfigError(
             f"{path} has no [tool.durably.site] table; add one naming your job modules, e.g.\n"
@@ -127,6 +151,13 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
         raise SiteConfigError("[tool.durably.site] jobs is empty: list at least one job module or package")
     seen: dict[str, Path] = {}
     for source in jobs:
+        if source.module in _WORKER_MODULES or source.module in sys.stdlib_module_names:
+            stdlib = source.module in sys.stdlib_module_names
+            raise SiteConfigError(
+                f"[tool.durably.site] jobs: {source.path} would be the module {source.module!r}, which is "
+                f"{'a module of the standard library' if stdlib else 'a module the worker uses itself'}; "
+                "Python would import that one instead (or yours instead of it): rename your job module"
+            )
         if source.module in seen:
             raise SiteConfigError(
                 f"[tool.durably.site] jobs: two job modules are named {source.module!r} "
@@ -135,10 +166,21 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
         seen[source.module] = source.path
     requirements = _strings(table, "requirements")
     for req in requirements:
-        if not req.strip() or req.strip().startswith("-"):
+        # One requirement per string: pip must never read an option out of one.
+        if not req.strip() or req.strip().startswith("-") or re.search(r"\s-|[\r\n]", req):
             raise SiteConfigError(
                 f"[tool.durably.site] requirements: {req!r} is not a requirement; give PEP 508 strings "
                 'such as "humanize==4.17.0" (pip options are not accepted here)'
+            )
+        if req.strip().startswith((".", "/", "~")) or re.match(r"[A-Za-z]:[\\/]", req.strip()):
+            raise SiteConfigError(
+                f"[tool.durably.site] requirements: {req!r} is a path; only wheels go to the browser: build one "
+                "(pip wheel --no-deps -w wheels PATH) and list that folder in find_links"
+            )
+        if ";" in req.split("@", 1)[0] or re.search(r";\s*[A-Za-z_]", req):
+            raise SiteConfigError(
+                f"[tool.durably.site] requirements: {req!r} has an environment marker; pip would evaluate it for "
+                "this machine, not for the browser's Pyodide: list the requirement without it"
             )
     find_links = []
     for item in _strings(table, "find_links"):
@@ -158,15 +200,22 @@ def check_config(table: dict[str, Any], config_file: Path) -> SiteConfig:
             raise SiteConfigError(
                 f'[tool.durably.site] page: {page_value!r} is not an HTML file ({page}); give "demo" or your own page'
             )
-    assets = []
+    assets: list[Path] = []
     for item in _strings(table, "assets"):
-        asset = (where / item).resolve()
+        # Not resolved: a symlink keeps its own name in the site (the build copies its target).
+        asset = Path(os.path.abspath(where / item))
         if not asset.exists():
             raise SiteConfigError(f"[tool.durably.site] assets: {item!r} does not exist ({asset})")
-        if asset.name in _RESERVED:
+        if asset.name.lower() in _RESERVED or asset.name in ("", ".", ".."):
             raise SiteConfigError(
-                f"[tool.durably.site] assets: {item!r} would replace the site's own {asset.name}; rename it "
+                f"[tool.durably.site] assets: {item!r} would replace the site's own {asset.name or asset}; rename it "
                 f"(reserved names: {', '.join(sorted(_RESERVED))})"
+            )
+        same = [a for a in assets if a.name.lower() == asset.name.lower()]
+        if same:
+            raise SiteConfigError(
+                f"[tool.durably.site] assets: {same[0]} and {asset} would both be {asset.name} at the site's root; "
+                "rename one, or list the folder that holds them"
             )
         assets.append(asset)
     if assets and page == "demo":
@@ -213,7 +262,8 @@ def _strings(table: dict[str, Any], key: str) -> list[str]:
 
 def _job_source(item: str, where: Path) -> JobSource:
     """A ``jobs`` entry: a .py file, a package folder, or an importable top-level package."""
-    candidate = (where / item).resolve()
+    # Not resolved: a symlink is the module its own name says (the build copies its target).
+    candidate = Path(os.path.abspath(where / item))
     if item.endswith(".py"):
         if not candidate.is_file():
             raise SiteConfigError(f"[tool.durably.site] jobs: {item!r}: no such file ({candidate})")
@@ -464,12 +514,21 @@ def _pip_env() -> dict[str, str]:
 
 
 def _pip_failure(text: str, platform: Platform) -> str:
+    # A wheel pip found and discarded (its metadata names another version or package than its
+    # file name): say so, rather than that there is no wheel.
+    discarded = re.findall(r"^Discarding \S+?([^/\s]+\.whl): (.*)$", text, re.MULTILINE)
+    if discarded:
+        return "; ".join(f"{name}: pip refused it: {why}" for name, why in discarded[:3]) + (
+            "; rebuild the wheel or take the one from its project's release"
+        )
     match = re.search(r"No matching distribution found for (\S+)", text)
     if match:
         req = match.group(1)
         name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+        needed = re.search(rf"requirement {re.escape(req)} \(from ([^)]+)\) \(from versions", text)
         message = (
-            f"{req}: no wheel for {platform.tag} (Python {platform.python}) on the index; "
+            f"{req}{f' (required by {needed.group(1)})' if needed else ''}: no wheel for {platform.tag} "
+            f"(Python {platform.python}) on the index; "
             "provide one with --find-links (or find_links in [tool.durably.site])"
         )
         shipped = platform.lock_packages.get(name.lower().replace("_", "-")) or platform.lock_packages.get(name.lower())
@@ -517,18 +576,39 @@ def browser_wheel(work: Path) -> Path:
 # -- the build ---------------------------------------------------------------------------------
 
 
-def check_out(site: Path, project: Path) -> None:
+def check_out(
+    site: Path, project: Path, inputs: list[Path] | tuple[Path, ...] = (), copied: list[Path] | tuple[Path, ...] = ()
+) -> None:
     """Each build deletes the output folder and writes it anew: refuse one that holds the
-    project, or an existing folder with files that is not a site this command built."""
+    project or one of the build's ``inputs`` (job modules, page, assets, find-links folders),
+    one inside a folder the build ships whole (``copied``: a job package would ship the site
+    in itself), a file, or an existing folder with files that is not a site this command built."""
     if site == project or site in project.parents:
         raise SiteBuildError(
             f'the output folder {site} holds the project itself; name a folder of its own (out = "site")'
         )
-    if site.is_dir() and any(site.iterdir()) and not (site / "manifest.json").is_file():
+    for item in [*inputs, *copied]:
+        if site == item or site in item.parents or (item in copied and item.is_dir() and item in site.parents):
+            raise SiteBuildError(
+                f"the output folder {site} {'is inside' if item in site.parents else 'holds'} {item}, which the "
+                'site is built from, and each build replaces the whole folder: name a folder of its own (out = "site")'
+            )
+    if site.exists() and not site.is_dir():
+        raise SiteBuildError(f'the output folder {site} is a file; name a folder (out = "site")')
+    if site.is_dir() and any(site.iterdir()) and not _built_here(site):
         raise SiteBuildError(
-            f"the output folder {site} has files but no manifest.json, so it is not a site this command built, and "
-            "each build replaces the whole folder: empty it or name another one"
+            f"the output folder {site} has files but no durably manifest.json, so it is not a site this command "
+            "built, and each build replaces the whole folder: empty it or name another one"
         )
+
+
+def _built_here(site: Path) -> bool:
+    """Whether ``site`` has the manifest.json of a site build (not, say, a web app manifest)."""
+    try:
+        manifest = json.loads((site / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "jobModules" in manifest and "protocol" in manifest
 
 
 def build(
@@ -541,7 +621,13 @@ def build(
 ) -> Path:
     """Build the site of ``config`` into ``out`` (default: the config's ``out``); returns it."""
     site = (out or config.out).resolve()
-    check_out(site, config.config_file.parent)
+    inputs = [
+        *config.find_links,
+        *(p.resolve() for p in find_links or []),
+        *([config.page] if isinstance(config.page, Path) else []),
+    ]
+    copied = [*(j.path for j in config.jobs), *config.assets]
+    check_out(site, config.config_file.parent, [p.resolve() for p in inputs], [p.resolve() for p in copied])
     node = check_node()
     kit = ready_kit(find_kit(), log)
     links = [*config.find_links, *(p.resolve() for p in find_links or [])]

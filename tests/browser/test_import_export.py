@@ -233,3 +233,92 @@ def test_an_import_is_refused_while_runs_are_leased_unless_replace(page, site_ur
     assert page.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "leased"
     assert import_error(page, good.read_bytes(), replace=True) is None
     assert {r["id"] for r in page.evaluate("window.durably.getRuns()")} == {ids["done"], ids["waiting"]}
+
+
+def test_two_imports_at_once_run_one_after_the_other_and_the_last_one_wins(page, site_url, durably, tmp_path):
+    """A double click on "Import": the second import waits for the first, instead of closing
+    the database the first one is starting on (which failed with "DB has been closed.")."""
+    boot(page, site_url, durably)
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    ids_first = cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(first)))
+    ids_second = cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(second)))
+    results = page.evaluate(
+        f"""async ([a, b]) => {{ const d = window.durably;
+            const one = (b64) => d.importDatabase(({FROM_B64})(b64), {{replace: true}})
+              .then((r) => ({{ok: r.runs}}), (e) => ({{error: e.message}}));
+            return Promise.all([one(a), one(b)]); }}""",
+        [base64.b64encode(first.read_bytes()).decode(), base64.b64encode(second.read_bytes()).decode()],
+    )
+    assert results == [{"ok": 2}, {"ok": 2}], results
+    assert {r["id"] for r in page.evaluate("window.durably.getRuns()")} == {ids_second["done"], ids_second["waiting"]}
+    assert not {ids_first["done"], ids_first["waiting"]} & {r["id"] for r in page.evaluate("window.durably.getRuns()")}
+    # The runtime runs on the file that won: its waiting run finishes.
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", ids_second["waiting"])
+    assert done["status"] == "completed"
+
+
+def test_an_import_and_an_export_at_once_give_a_whole_copy_and_a_working_database(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    before = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", before)
+    db = tmp_path / "cpython.db"
+    ids = cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(db)))
+    got = page.evaluate(
+        f"""async (b64) => {{ const d = window.durably;
+            const [imp, exp] = await Promise.all([
+              d.importDatabase(({FROM_B64})(b64)).then((r) => r.runs, (e) => e.message),
+              d.exportDatabase({{move: true}}).then((r) => ({{b64: ({TO_B64})(r.bytes), moved: r.moved}}), (e) => e.message)]);
+            return {{imp, exp}}; }}""",
+        base64.b64encode(db.read_bytes()).decode(),
+    )
+    assert got["imp"] == 2 and isinstance(got["exp"], dict), got
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(base64.b64decode(got["exp"]["b64"]))
+    with sqlite3.connect(copy) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        exported = {row[0] for row in con.execute("SELECT id FROM durably_runs")}
+    con.close()
+    # The export saw one whole database: the one before the import, or the imported one.
+    assert exported in ({before}, {ids["done"], ids["waiting"]}), exported
+    runs = {r["id"]: r for r in page.evaluate("window.durably.getRuns()")}
+    assert set(runs) == {ids["done"], ids["waiting"]}
+    run_id = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    assert page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", run_id)["status"] == "completed"
+
+
+def test_a_file_with_a_trigger_that_deletes_runs_is_refused(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    db = tmp_path / "evil.db"
+    cpython(CPYTHON_DB.format(web=str(ROOT / "web"), db=str(db)))
+    data = sqlite_file(db, "CREATE TRIGGER wipe AFTER INSERT ON durably_runs BEGIN DELETE FROM durably_runs; END;")
+    err = import_error(page, data)
+    assert err is not None and err["name"] == "ValidationError", err
+    assert "the file has trigger(s) durably did not create: wipe (on durably_runs)" in err["message"], err
+    run_id = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    assert [r["id"] for r in page.evaluate("window.durably.getRuns()")] == [run_id]
+
+
+def test_a_move_whose_copy_fails_moves_nothing_and_the_runs_go_on(page, site_url, durably, tmp_path):
+    """The runs are marked moved only once the copy is whole: a failure while handing back the
+    copy's leases used to leave them cancelled here with no copy anywhere."""
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=3, seconds=0.3, done=1)
+    durably.eval(page, "import durably.browser as b\ndef boom(bridge): raise RuntimeError('disk full')\nb.hand_back_leases = boom")
+    err = page.evaluate("window.durably.exportDatabase({move: true}).then(() => null, (e) => ({name: e.name, message: e.message}))")
+    assert err is not None and err["name"] == "StorageError" and "disk full" in err["message"], err
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run_id)
+    assert done["status"] == "completed" and done["error"] is None, done
+    assert err["message"].endswith("nothing was moved"), err
+
+
+def test_a_moved_copy_imported_back_into_the_same_tab_resumes_its_runs(page, site_url, durably, tmp_path):
+    boot(page, site_url, durably)
+    run_id = start_slow(page, steps=3, seconds=0.3, done=1)
+    data, got = export(page, move=True)
+    assert got["moved"] == 1
+    assert page.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "cancelled"
+    assert import_error(page, data) is None
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run_id)
+    assert done["status"] == "completed" and done["error"] is None
+    logs = page.evaluate("(id) => window.durably.getLogs(id)", run_id)
+    assert executions([entry["message"] for entry in logs]) == {f"step-{i}": 1 for i in range(1, 4)}

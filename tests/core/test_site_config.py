@@ -92,6 +92,22 @@ def test_an_importable_package_name_is_found_and_shipped_as_a_package(tmp_path):
         ('jobs = ["my_jobs.py"]\noptions = { leaseDuration = 5, leaseRenewInterval = 6 }', None, "must be shorter than lease_duration"),
         ('jobs = ["my_jobs.py"]\noptions = 3', None, "options must be a table"),
         ('jobs = ["my_jobs.py"]\nout = ""', None, "out must be a folder name"),
+        # Names the worker's Python has already: the job module would never be imported.
+        ('jobs = ["json.py"]', {"json.py": ""}, "would be the module 'json', which is a module of the standard library"),
+        ('jobs = ["os"]', None, "would be the module 'os', which is a module of the standard library"),
+        ('jobs = ["durably"]', {"durably/__init__.py": ""}, "would be the module 'durably', which is a module the worker uses itself"),
+        ('jobs = ["cronsim.py"]', {"cronsim.py": ""}, "would be the module 'cronsim', which is a module the worker uses itself"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["humanize --index-url=http://x"]', None, "is not a requirement"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["humanize\\n--index-url=x"]', None, "is not a requirement"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["./vendor/mylib"]', None, "is a path; only wheels go to the browser"),
+        ('jobs = ["my_jobs.py"]\nrequirements = ["/home/me/mylib"]', None, "is a path; only wheels go to the browser"),
+        # pip evaluates markers for the build machine: this one would be dropped on Linux.
+        ('jobs = ["my_jobs.py"]\nrequirements = ["x; sys_platform == \'emscripten\'"]', None,
+         "has an environment marker; pip would evaluate it for this machine, not for the browser's Pyodide"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["Manifest.JSON"]', {"p.html": "", "Manifest.JSON": ""}, "would replace the site's own"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["worker.js.map"]', {"p.html": "", "worker.js.map": ""}, "would replace the site's own"),
+        ('jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["a/app.js", "b/app.js"]', {"p.html": "", "a/app.js": "", "b/app.js": ""},
+         "would both be app.js at the site's root"),
     ],
 )
 def test_a_bad_configuration_fails_naming_the_key(tmp_path, table, files, expected):
@@ -104,6 +120,10 @@ def test_a_missing_config_file_or_table_says_what_to_do(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     with pytest.raises(SiteConfigError, match=r"has no \[tool.durably.site\] table; add one"):
         load_config(tmp_path / "pyproject.toml")
+    for text in ("tool = 3\n", "[tool]\ndurably = 'x'\n", "[tool.durably]\nsite = [1]\n"):
+        (tmp_path / "pyproject.toml").write_text(text)
+        with pytest.raises(SiteConfigError, match=r"tool.durably.site must be a table"):
+            load_config(tmp_path / "pyproject.toml")
     (tmp_path / "pyproject.toml").write_text("[tool.durably.site\n")
     with pytest.raises(SiteConfigError, match="not valid TOML"):
         load_config(tmp_path / "pyproject.toml")
@@ -194,6 +214,37 @@ def test_a_native_wheel_for_another_platform_is_not_taken(tmp_path, no_index):
         resolve_requirements(["nativething"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
 
 
+def test_a_wheel_whose_name_lies_about_its_version_is_named_with_pips_reason(tmp_path, no_index):
+    links = tmp_path / "links"
+    make_wheel(tmp_path / "made", "liar", "2.0").rename(links.mkdir() or links / "liar-1.0-py3-none-any.whl")
+    with pytest.raises(SiteBuildError, match=r"^liar-1.0-py3-none-any.whl: pip refused it: .*inconsistent version: "
+                       r"expected '1.0', but metadata has '2.0'; rebuild the wheel"):
+        resolve_requirements(["liar==1.0"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
+def test_a_corrupted_wheel_in_find_links_fails_naming_it(tmp_path, no_index):
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    with pytest.raises(SiteBuildError, match=r"Wheel 'broken' located at .*broken-1.0-py3-none-any.whl is invalid"):
+        resolve_requirements(["broken==1.0"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
+def test_a_dependency_without_a_wheel_names_what_requires_it(tmp_path, no_index):
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = links / "needsnative-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("needsnative.py", "")
+        info = "needsnative-1.0.dist-info"
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: needsnative\nVersion: 1.0\nRequires-Dist: nativething\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    make_wheel(tmp_path / "m", "nativething", "1.0").rename(links / "nativething-1.0-cp314-cp314-manylinux_2_17_x86_64.whl")
+    with pytest.raises(SiteBuildError, match=r"^nativething \(required by needsnative\): no wheel for pyemscripten_2026_0_wasm32"):
+        resolve_requirements(["needsnative"], [links], PLATFORM, tmp_path / "cache", log=lambda *_: None)
+
+
 def test_a_cached_wheel_whose_bytes_changed_fails_the_build(tmp_path, no_index):
     links = tmp_path / "links"
     make_wheel(links, "tinydep", "1.0")
@@ -237,6 +288,79 @@ def test_the_output_folder_is_never_the_project_or_a_folder_of_other_files(tmp_p
     other = tmp_path / "docs"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(SiteBuildError, match=r"has files but no manifest.json, so it is not a site this command built"):
+    with pytest.raises(SiteBuildError, match=r"has files but no durably manifest.json, so it is not a site this command built"):
         site.build(config, out=other)
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_a_symlinked_asset_keeps_its_own_name_and_cannot_sneak_in_a_reserved_one(tmp_path):
+    files = {"p.html": "", "lib/app-v2.js": "", "lib/data.json": ""}
+    config = project(tmp_path, 'jobs = ["my_jobs.py"]\npage = "p.html"\nassets = ["app.js"]', files)
+    (tmp_path / "app.js").symlink_to(tmp_path / "lib" / "app-v2.js")
+    assert [a.name for a in load_config(config).assets] == ["app.js"]  # the page loads ./app.js
+    (tmp_path / "manifest.json").symlink_to(tmp_path / "lib" / "data.json")
+    config.write_text(config.read_text().replace('["app.js"]', '["manifest.json"]'))
+    with pytest.raises(SiteConfigError, match="would replace the site's own manifest.json"):
+        load_config(config)
+
+
+@pytest.mark.parametrize(
+    "table, files, out, expected",
+    [
+        # A web app's folder with its own manifest.json (a PWA manifest): not a site we built.
+        ('jobs = ["my_jobs.py"]', {"public/manifest.json": '{"name": "my app"}', "public/logo.png": "keep"}, "public",
+         "has files but no durably manifest.json"),
+        ('jobs = ["my_jobs.py"]', {"notes.txt": "keep"}, "notes.txt", "is a file"),
+        ('jobs = ["pkg"]', {"pkg/__init__.py": "keep"}, "pkg/site", "is inside"),
+        ('jobs = ["my_jobs.py"]\npage = "web/p.html"\nassets = ["web"]', {"web/p.html": "keep"}, "web/site", "is inside"),
+        ('jobs = ["my_jobs.py"]\npage = "web/p.html"\nassets = ["web"]', {"web/p.html": "keep"}, "web", "holds"),
+        ('jobs = ["my_jobs.py"]\nfind_links = ["w"]', {"w/manifest.json": '{"jobModules": [], "protocol": 1}'}, "w", "holds"),
+    ],
+)
+def test_the_output_folder_never_holds_or_sits_in_what_the_site_is_built_from(tmp_path, table, files, out, expected):
+    config = load_config(project(tmp_path, table, files))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SiteBuildError, match=expected):
+        site.build(config, out=tmp_path / out, log=lambda *_: None)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_wheels_kept_in_the_project_folder_do_not_stop_a_site_inside_it(tmp_path):
+    config = load_config(project(tmp_path, 'jobs = ["my_jobs.py"]\nfind_links = ["."]'))
+    site.check_out(tmp_path / "site", tmp_path, config.find_links)  # pip reads only the folder's own files
+
+
+def test_a_folder_with_the_manifest_of_an_earlier_build_is_replaced(tmp_path):
+    built = tmp_path / "site"
+    built.mkdir()
+    (built / "manifest.json").write_text('{"format": 1, "protocol": 3, "jobModules": []}')
+    site.check_out(built, tmp_path)  # no error: it is a site this command built
+
+
+@pytest.mark.slow
+def test_a_job_module_that_is_not_valid_python_fails_the_build(tmp_path, capfd):
+    """It used to give a warning ("no Python snapshot") and a site whose jobs could never load.
+    (A file that is not UTF-8 is a SyntaxError too, and fails the same way.)"""
+    source = b"from durably import job\ndef (:\n"
+    if not (ROOT / "node_modules" / "esbuild").exists():
+        pytest.skip("node_modules is missing (npm ci)")
+    (tmp_path / "bad_jobs.py").write_bytes(source)
+    config = load_config(project(tmp_path, 'jobs = ["bad_jobs.py"]'))
+    with pytest.raises(SiteBuildError, match="the site build .* failed; its output is above"):
+        site.build(config, log=lambda *_: None)
+    err = capfd.readouterr().err
+    assert "build failed: a job module is not valid Python, so the site could not import it" in err
+    assert "SyntaxError" in err
+
+
+def test_a_symlinked_job_module_or_package_is_the_module_its_own_name_says(tmp_path):
+    """connect({jobs: ["my_jobs"]}) names the module as the configuration does; a symlink used
+    to ship it under its target's name."""
+    files = {"lib/impl_v2.py": "X = 1\n", "lib/pkg_v2/__init__.py": "X = 1\n"}
+    config = project(tmp_path, 'jobs = ["linked_jobs.py", "linked_pkg"]', files)
+    (tmp_path / "linked_jobs.py").symlink_to(tmp_path / "lib" / "impl_v2.py")
+    (tmp_path / "linked_pkg").symlink_to(tmp_path / "lib" / "pkg_v2")
+    jobs = load_config(config).jobs
+    assert [(j.module, j.path.name) for j in jobs] == [("linked_jobs", "linked_jobs.py"), ("linked_pkg", "linked_pkg")]
+    (tmp_path / "zips").mkdir()
+    assert zipfile.ZipFile(site.zip_package(jobs[1], tmp_path / "zips")).namelist() == ["linked_pkg/__init__.py"]
