@@ -30,6 +30,9 @@ import { JOBS_DIR, prefetchSnapshot, sha256Hex, startPython, WHEELS_DIR } from "
 
 export const LOCK_NAME = "durably-db";
 export const DB_FILE = "/durably.db";
+// While importDatabase swaps files (web/leader.js), the database it replaces is kept here
+// until the imported one is open: a reload in between finds it at boot (recoverImport).
+export const PREVIOUS_FILE = "/durably-previous.db";
 // One worker owns the pool, so exclusive locking costs nothing and lets WAL work without
 // shared memory. WAL + synchronous=NORMAL: a commit survives a closed tab or a crashed
 // browser (it is in the OS's hands when COMMIT returns); a power cut may lose the last few
@@ -241,16 +244,34 @@ async function openDatabase(boot, sqlite3, res) {
       if (mode !== "wal") console.warn(`[durably] journal_mode of ${name} is ${mode}, not wal`);
       return db;
     };
-    res.db = openDb(DB_FILE);
+    // The -wal and -journal first: a file cut off half-way through this still has its
+    // database, never a log that outlived it.
     const removeDb = (name) => {
-      for (const suffix of ["", "-wal", "-journal"]) res.pool.unlink(name + suffix);
+      for (const suffix of ["-wal", "-journal", ""]) res.pool.unlink(name + suffix);
     };
+    recoverImport(res.pool, removeDb);
+    res.db = openDb(DB_FILE);
     // For importDatabase and exportDatabase (web/leader.js): other files of the pool.
     res.openDb = openDb;
     res.removeDb = removeDb;
     res.makeBridge = (db) => createBridge(sqlite3, db, { open: openDb, remove: removeDb });
     return res.makeBridge(res.db);
   });
+}
+
+// An import cut off by a reload or a closed tab (web/leader.js importDatabase) leaves the
+// database it was replacing in PREVIOUS_FILE. If the imported file never made it into the
+// pool (the pool names a file only once all its bytes are written), put the previous one
+// back; else the import got as far as the new file, which is whole: keep it. Either way the
+// tab boots on one whole database, never an empty one.
+export function recoverImport(pool, removeDb) {
+  const names = pool.getFileNames();
+  if (!names.includes(PREVIOUS_FILE)) return;
+  if (!names.includes(DB_FILE)) {
+    console.warn("[durably] an import was interrupted: the database it was replacing is put back");
+    pool.importDb(DB_FILE, pool.exportFile(PREVIOUS_FILE));
+  }
+  removeDb(PREVIOUS_FILE);
 }
 
 async function installPool(sqlite3) {

@@ -5,7 +5,7 @@
 // importDatabase are answered here: they read and replace the OPFS file, which Python cannot
 // reach (the checks of the file's contents are Python's: durably.browser.check_import).
 
-import { DB_FILE, lastLine } from "./boot.js";
+import { DB_FILE, lastLine, PREVIOUS_FILE } from "./boot.js";
 import { BootError } from "./errors.js";
 
 // close(): how long the runtime may take to hand back the lease of the run in flight.
@@ -16,8 +16,9 @@ const IMPORT_SCRATCH = "/durably-import.db";
 const EXPORT_SCRATCH = "/durably-export.db";
 // The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER = "SQLite format 3\u0000";
-// Files the pool must have room for besides the database and its WAL: a scratch file and its WAL.
-const SCRATCH_FILES = 3;
+// Files the pool must have room for besides the database and its WAL: a scratch file and its
+// WAL, and on import the copy of the database it replaces (PREVIOUS_FILE).
+const SCRATCH_FILES = 4;
 // exportDatabase({move: true}): how long the runs in flight may take to finish their step.
 const MOVE_STOP_TIMEOUT_S = 10;
 
@@ -219,12 +220,23 @@ export class Leader {
     await host.stop(0);
     db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     const backup = pool.exportFile(DB_FILE);
+    // Kept in the pool too until the imported file is open, so a reload in the middle of the
+    // swap boots on the previous database or the imported one, never on none (recoverImport).
+    try {
+      this.res.removeDb(PREVIOUS_FILE);
+      pool.importDb(PREVIOUS_FILE, backup);
+    } catch (err) {
+      await this.restart();
+      return fail("StorageError", `importDatabase: cannot keep a copy of the current database while swapping (${err?.message ?? err}); nothing was changed`);
+    }
     try {
       const started = await this.swapIn(checked.migrated);
+      this.res.removeDb(PREVIOUS_FILE);
       return { body: { ok: { runs: checked.info.runs, schemaVersion: checked.info.version, reclaimed: started.reclaimed } } };
     } catch (err) {
       try {
         await this.swapIn(backup);
+        this.res.removeDb(PREVIOUS_FILE);
       } catch (again) {
         this.checkFatal(again);
         return fail("StorageError", `importDatabase: swapping the file in failed (${err?.message ?? err}), and putting the previous one back failed too (${again?.message ?? again}); reload the page`);

@@ -899,7 +899,9 @@ class Runtime:
             if self._renew_timer_loop is loop and self._renew_timer_at <= due:
                 return  # it fires first, and sets itself again for the later renewals
             timer.cancel()
-        self._renew_timer = loop.call_at(due, self._renew_due)
+        # call_later, not call_at: Pyodide's loop refuses a time already past ("Can't
+        # schedule in the past"), which a renewal due while the loop was busy is.
+        self._renew_timer = loop.call_later(max(0.0, due - loop.time()), self._renew_due)
         self._renew_timer_loop = loop
         self._renew_timer_at = due
 

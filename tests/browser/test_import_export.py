@@ -322,3 +322,57 @@ def test_a_moved_copy_imported_back_into_the_same_tab_resumes_its_runs(page, sit
     assert done["status"] == "completed" and done["error"] is None
     logs = page.evaluate("(id) => window.durably.getLogs(id)", run_id)
     assert executions([entry["message"] for entry in logs]) == {f"step-{i}": 1 for i in range(1, 4)}
+
+
+# A module worker of the site's origin that opens the OPFS pool itself (no durably running)
+# and leaves it as an import cut off by a reload would: the database it was replacing kept
+# as /durably-previous.db, and /durably.db not yet written.
+CUT_OFF_IMPORT = """async (sqliteUrl) => {
+    const code = `
+      import init from ${JSON.stringify(sqliteUrl)};
+      const sqlite3 = await init();
+      let pool;
+      for (let i = 0; i < 20 && !pool; i++) {
+        try { pool = await sqlite3.installOpfsSAHPoolVfs({}); }
+        catch { await new Promise((r) => setTimeout(r, 100)); }
+      }
+      // As importDatabase does before it keeps the copy: the WAL checkpointed into the file.
+      const db = new pool.OpfsSAHPoolDb("/durably.db");
+      db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      db.close();
+      const bytes = pool.exportFile("/durably.db");
+      pool.importDb("/durably-previous.db", bytes);
+      for (const s of ["-wal", "-journal", ""]) pool.unlink("/durably.db" + s);
+      postMessage(pool.getFileNames());
+    `;
+    const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+    const worker = new Worker(url, { type: "module" });
+    const names = await new Promise((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => reject(new Error(e.message));
+    });
+    worker.terminate();
+    return names;
+}"""
+
+
+def test_an_import_cut_off_by_a_reload_boots_on_the_database_it_was_replacing(context, site_url, durably):
+    """A reload between removing the database and writing the imported one used to leave no
+    database at all: the tab booted on an empty one, every run gone."""
+    page = context.new_page()
+    boot(page, site_url, durably)
+    run_id = page.evaluate("window.durably.trigger('slow', {steps: 1, seconds: 0}).then((r) => r.id)")
+    page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 60})", run_id)
+    page.close()  # its worker goes, and with it the pool's files
+
+    other = context.new_page()
+    other.goto(site_url + "manifest.json")
+    names = other.evaluate(CUT_OFF_IMPORT, site_url + "vendor/sqlite-wasm/index.mjs")
+    assert "/durably-previous.db" in names and "/durably.db" not in names, names
+    other.close()
+
+    again = context.new_page()
+    boot(again, site_url, durably)
+    assert [r["id"] for r in again.evaluate("window.durably.getRuns()")] == [run_id]
+    assert again.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "completed"
