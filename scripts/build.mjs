@@ -255,12 +255,26 @@ function vendor() {
   for (const f of ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"]) {
     copy(path.join(pyodide, f), path.join(site, "vendor", "pyodide", f));
   }
+  withoutCdn(path.join(site, "vendor", "pyodide", "pyodide.mjs"));
   // index.mjs finds sqlite3.wasm next to itself (import.meta.url); the async proxy is only
   // used by the "opfs" VFS, which we do not install, but index.mjs names it, so ship it.
   const sqlite = path.join(root, "node_modules", "@sqlite.org", "sqlite-wasm", "dist");
   for (const f of ["index.mjs", "sqlite3.wasm", "sqlite3-opfs-async-proxy.js"]) {
     copy(path.join(sqlite, f), path.join(site, "vendor", "sqlite-wasm", f));
   }
+}
+
+// pyodide.mjs falls back to jsDelivr for packages when loadPyodide() gets no packageBaseUrl.
+// The worker always passes the site's own copy (web/boot.js), so the fallback is never used;
+// the shipped file names no CDN at all, and a Pyodide whose loader changed fails the build
+// here rather than reaching for the network from a visitor's browser.
+function withoutCdn(file) {
+  const text = fs.readFileSync(file, "utf8");
+  const local = text.replace(/`https:\/\/cdn\.jsdelivr\.net\/pyodide\/v\$\{\w+\}\/full\/`/g, '"./"');
+  if (/https?:\/\//.test(local)) {
+    fail(`${path.relative(site, file)} still names a URL outside the site; update withoutCdn in scripts/build.mjs for this Pyodide`);
+  }
+  fs.writeFileSync(file, local);
 }
 
 function versionOf(pkg) {

@@ -404,6 +404,8 @@ export async function loadPython(boot, manifest, downloads, snapshot) {
       return Promise.race([
         loadPyodide({
           indexURL: siteURL("vendor/pyodide/"),
+          // Packages from the site's own files, never Pyodide's CDN fallback.
+          packageBaseUrl: siteURL("vendor/pyodide/"),
           stdout: (line) => console.log("[python]", line),
           stderr: (line) => console.warn("[python]", line),
           ...extra,

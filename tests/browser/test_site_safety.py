@@ -119,6 +119,12 @@ def test_the_service_worker_precaches_every_file_of_the_site_with_its_hash(produ
         assert (e["revision"] is None) == e["url"].startswith("wheels/"), e
 
 
+def test_the_vendored_pyodide_loader_names_no_cdn(production_site):
+    """Pyodide's loader falls back to jsDelivr for packages; the site serves everything itself."""
+    loader = (production_site / "vendor" / "pyodide" / "pyodide.mjs").read_text()
+    assert "cdn.jsdelivr" not in loader and not re.search(r"https?://", loader)
+
+
 def test_the_build_ships_the_micropip_wheel_whose_hash_it_pins(production_site):
     pinned = re.search(r'const MICROPIP_SHA256 = "([0-9a-f]{64})"', (ROOT / "scripts" / "build.mjs").read_text())
     assert pinned
