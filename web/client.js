@@ -25,7 +25,8 @@ export { BootError, DurablyError, PROTOCOL_VERSION, WorkerCrashedError };
 const STORAGE_WARN_RATIO = 0.8;
 const STORAGE_CHECK_MS = 30_000;
 
-function formatBytes(n) {
+/** A byte count for people: "12.3 MB" (the demo page's storage line uses it too). */
+export function formatBytes(n) {
   const units = ["B", "kB", "MB", "GB", "TB"];
   let i = 0;
   while (n >= 1000 && i < units.length - 1) {

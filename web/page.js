@@ -2,7 +2,7 @@
 // logs and live events. No framework. Every piece of data (inputs, outputs, logs, errors,
 // event fields) is rendered with textContent, never as HTML: job data is data.
 
-import { connect } from "./client.js";
+import { connect, formatBytes } from "./client.js";
 
 // Python comes from the memory snapshot (phase "snapshot") or, without a usable one, from
 // Pyodide's files (phase "pyodide"): one step of the count either way.
@@ -133,16 +133,6 @@ function showRole(role, standby) {
     role === "leader"
       ? "This tab runs the jobs (leader). Other tabs of this site use it."
       : `Jobs run in another tab of this site (this tab follows it)${standby ? "; this tab is ready to take over if it closes" : "; this tab takes over if it closes"}.`;
-}
-
-function formatBytes(n) {
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
 function showStorage(msg) {
