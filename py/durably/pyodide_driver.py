@@ -57,6 +57,10 @@ class PyodideDriver:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
         if self._closed:
             raise StorageError("the database connection is closed", code="SQLITE_MISUSE")
+        if type(params) is not tuple and type(params) is not list:
+            # Read the values once: the type check below would use up an iterator, and the
+            # statement would then run with every value NULL.
+            params = tuple(params)
         try:
             if self._run is not None and _PLAIN_PARAMS.issuperset(map(type, params)):
                 # Every statement of a step, claim or trigger: values Pyodide converts as is.

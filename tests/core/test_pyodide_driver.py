@@ -96,3 +96,11 @@ def test_a_failing_run_call_is_a_storage_error():
 
     with pytest.raises(StorageError, match="the SQLite bridge failed: the database is closed"):
         PyodideDriver(Broken(0)).execute("SELECT ?", (1,))
+
+
+def test_values_given_as_an_iterator_are_all_passed():
+    # Read once, not used up by the check of their types: else every value would be NULL.
+    bridge = ArgsBridge(1)
+    PyodideDriver(bridge).execute("INSERT INTO t VALUES (?, ?)", iter(["a", 2]))
+    PyodideDriver(bridge).execute("INSERT INTO t VALUES (?, ?)", (v for v in ["b", b"c"]))
+    assert bridge.calls == [("run", "INSERT INTO t VALUES (?, ?)", ("a", 2)), ("INSERT INTO t VALUES (?, ?)", ["b", b"c"])]
