@@ -64,6 +64,12 @@ export function createBridge(sqlite3, db, pool = null) {
   const raw = wasm.exports;
   const direct = wasm.ptr?.size === 4 && typeof raw.sqlite3_bind_text === "function";
   const SQLITE_TRANSIENT = -1;
+  // The scratch buffer reserves 3 bytes per UTF-16 unit (UTF-8's worst case) and is kept for
+  // the next call, so it serves strings up to this size only (about 5.5 million characters,
+  // which covers the largest step result). A longer string is encoded to its exact size in an
+  // allocation of its own that SQLite takes over (SQLITE_WASM_DEALLOC: no second copy), as
+  // oo1 does: a huge value then needs no 3x reservation, and no huge buffer stays behind.
+  const SCRATCH_MAX = 16 * 1024 * 1024;
   const encoder = new TextEncoder();
   let scratch = 0;
   let scratchSize = 0;
@@ -95,9 +101,17 @@ export function createBridge(sqlite3, db, pool = null) {
       } else if (typeof v === "string") {
         // UTF-8 needs at most 3 bytes per UTF-16 unit; +1 so an empty string has a buffer.
         const max = v.length * 3 + 1;
-        const at = scratchFor(max);
-        const { written } = encoder.encodeInto(v, wasm.heap8u().subarray(at, at + max));
-        rc = raw.sqlite3_bind_text(p, i + 1, at, written, SQLITE_TRANSIENT);
+        if (max > SCRATCH_MAX) {
+          const bytes = encoder.encode(v);
+          const at = wasm.alloc(bytes.length || 1);
+          wasm.heap8u().set(bytes, at);
+          // SQLite frees `at` when done with it, or at once if the bind fails.
+          rc = raw.sqlite3_bind_text(p, i + 1, at, bytes.length, capi.SQLITE_WASM_DEALLOC);
+        } else {
+          const at = scratchFor(max);
+          const { written } = encoder.encodeInto(v, wasm.heap8u().subarray(at, at + max));
+          rc = raw.sqlite3_bind_text(p, i + 1, at, written, SQLITE_TRANSIENT);
+        }
       } else if (typeof v === "number") {
         // JS has one number type: an integer within 2^53 binds as an INTEGER (Python's
         // larger ints arrive as BigInt), anything else as a REAL. (oo1 bound every whole

@@ -97,6 +97,22 @@ bad
     assert mismatches == []
 
 
+def test_a_long_string_is_bound_without_reserving_three_times_its_size(page, site_url, durably):
+    # SQLite's heap is capped at 64 MiB (a fresh worker per test: the cap only goes down).
+    # A 30-million-character string needs 30 MB as UTF-8; reserving UTF-8's worst case (3
+    # bytes a character, 90 MB) for it would fail with "out of memory".
+    durably.open(page, site_url)
+    result = durably.eval(page, """
+d = app._store.driver
+d.execute("PRAGMA hard_heap_limit = 67108864")
+text = "x" * 30_000_000 + "é"
+rows, _ = d.execute("SELECT length(?1), ?2", (text, "small"))
+rows2, _ = d.execute("SELECT ?1", ("next",))
+[list(rows[0]), list(rows2[0])]
+""")
+    assert result == [[30_000_001, "small"], ["next"]]
+
+
 def test_boot_needs_nothing_outside_127_0_0_1(context, site_url, durably):
     allowed: list[str] = []
     refused: list[str] = []
