@@ -22,6 +22,13 @@
  *   The worker passes one so Python can open a second database file in the same OPFS pool
  *   (the browser tests run the core's suite on its own file, away from the page's runs).
  */
+// One scratch buffer for binding strings per SQLite module (a worker has one), shared by
+// every bridge on it: binding is synchronous and SQLite copies each string at once, so two
+// bridges never need it at the same time. Kept by the module rather than by a bridge, a
+// connection closed without its bridge's close() (an import closes the database under its
+// bridge, an export's scratch file is closed directly) leaves no buffer behind.
+const scratches = new WeakMap();
+
 export function createBridge(sqlite3, db, pool = null) {
   const capi = sqlite3.capi;
 
@@ -65,25 +72,25 @@ export function createBridge(sqlite3, db, pool = null) {
   const direct = wasm.ptr?.size === 4 && typeof raw.sqlite3_bind_text === "function";
   const SQLITE_TRANSIENT = -1;
   // The scratch buffer reserves 3 bytes per UTF-16 unit (UTF-8's worst case) and is kept for
-  // the next call, so it serves strings up to this size only (about 5.5 million characters,
+  // the next call (for the worker's life), so it serves strings up to this size only (about 5.5 million characters,
   // which covers the largest step result). A longer string is encoded to its exact size in an
   // allocation of its own that SQLite takes over (SQLITE_WASM_DEALLOC: no second copy), as
   // oo1 does: a huge value then needs no 3x reservation, and no huge buffer stays behind.
   const SCRATCH_MAX = 16 * 1024 * 1024;
   const encoder = new TextEncoder();
-  let scratch = 0;
-  let scratchSize = 0;
+  let scratch = scratches.get(wasm);
+  if (scratch === undefined) scratches.set(wasm, (scratch = { at: 0, size: 0 }));
 
   function scratchFor(bytes) {
-    if (bytes > scratchSize) {
-      if (scratch) wasm.dealloc(scratch);
-      scratch = 0;
-      scratchSize = 0;
+    if (bytes > scratch.size) {
+      if (scratch.at) wasm.dealloc(scratch.at);
+      scratch.at = 0;
+      scratch.size = 0;
       const size = Math.max(bytes, 4096);
-      scratch = wasm.alloc(size);
-      scratchSize = size;
+      scratch.at = wasm.alloc(size);
+      scratch.size = size;
     }
-    return scratch;
+    return scratch.at;
   }
 
   function bindValues(stmt, values) {
@@ -272,9 +279,6 @@ export function createBridge(sqlite3, db, pool = null) {
       if (closed) return;
       closed = true;
       clearCache();
-      if (scratch) wasm.dealloc(scratch);
-      scratch = 0;
-      scratchSize = 0;
       db.close();
     },
     /** The VFS name, for messages and benchmarks. */
