@@ -79,7 +79,10 @@ export function createBridge(sqlite3, db, pool = null) {
   const SCRATCH_MAX = 16 * 1024 * 1024;
   const encoder = new TextEncoder();
   let scratch = scratches.get(wasm);
-  if (scratch === undefined) scratches.set(wasm, (scratch = { at: 0, size: 0 }));
+  if (scratch === undefined) {
+    scratch = { at: 0, size: 0 };
+    scratches.set(wasm, scratch);
+  }
 
   function scratchFor(bytes) {
     if (bytes > scratch.size) {
