@@ -26,7 +26,15 @@
 
 import { createBridge } from "./bridge.js";
 import { BootError } from "./errors.js";
-import { JOBS_DIR, prefetchSnapshot, sha256Hex, startPython, WHEELS_DIR } from "./snapshot.js";
+import {
+  JOBS_DIR,
+  keepRestoredSnapshot,
+  precompileWasm,
+  prefetchSnapshot,
+  sha256Hex,
+  startPython,
+  WHEELS_DIR,
+} from "./snapshot.js";
 
 export const LOCK_NAME = "durably-db";
 export const DB_FILE = "/durably.db";
@@ -55,6 +63,8 @@ const PHASE_TIMEOUT_MS = {
   start: 30_000,
 };
 const POOL_RETRIES = 5;
+// The phases in the order the timings list them (docs/browser.md, "Boot").
+const PHASES = ["lock", "sqlite", "pool", "open", "snapshot", "pyodide", "install", "import", "start"];
 // The page posts init right after creating the worker; this only catches a page that never does.
 const INIT_TIMEOUT_MS = 60_000;
 
@@ -77,25 +87,38 @@ export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
 export async function bootLeader({ post, initReceived, res, onEvent, timings }) {
   const boot = new Boot(post, timings);
   const manifest = await readManifest();
-  // The snapshot is downloaded and unzipped by a worker of its own while sqlite starts, and
-  // Pyodide's JS is fetched and compiled meanwhile (loadPython()'s imports then find it
-  // loaded: 60-130 ms off the snapshot phase).
-  const snapshot = prefetchSnapshot(manifest, siteURL);
-  for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
-  const sqlite3 = await boot.phase("sqlite", loadSqlite);
+  const python = startLoads(manifest);
+  // sqlite and Python start side by side: the snapshot's restore runs while sqlite-wasm
+  // loads. The pool and the database come after both (see "sqlite comes before Pyodide").
+  const sqlite = boot.phase("sqlite", loadSqlite);
+  const pyodide = loadPython(boot, manifest, python.downloads, python.snapshot, python.wasm);
+  pyodide.then((p) => (res.pyodide = p), () => {}); // for close(), even if sqlite failed
+  const sqlite3 = await sqlite;
+  res.pyodide = await pyodide;
   const bridge = await openDatabase(boot, sqlite3, res);
-
-  // Download and check micropip, the wheels and the job modules while Python starts; the
-  // install phase only unpacks them (and reports a failure).
-  const downloads = downloadCode(manifest);
-  res.pyodide = await loadPython(boot, manifest, downloads, snapshot);
   res.jobModules = manifest.jobModules.map((m) => m.module); // for the followers' init checks
   res.pyodide.registerJsModule("durably_bridge", bridge);
 
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
   const started = await boot.phase("start", () => startHost(res, init, onEvent));
-  return { timings: boot.timings, ...started };
+  // After the ready message (posted when this resolves): keep the snapshot for the next boot.
+  setTimeout(() => keepRestoredSnapshot(manifest, python.snapshot), 0);
+  return { timings: boot.ordered(), ...started };
+}
+
+/**
+ * Everything the Python phases need from the network, started at once: the snapshot (or this
+ * browser's copy of it) by a worker of its own, pyodide.asm.wasm compiled on the browser's
+ * compiler threads, Pyodide's JS fetched and compiled (loadPython()'s imports then find it
+ * loaded), and micropip, the wheels and the job modules downloaded and checked (the install
+ * phase only unpacks them, and reports a failure).
+ */
+function startLoads(manifest) {
+  const snapshot = prefetchSnapshot(manifest, siteURL);
+  const wasm = snapshot ? precompileWasm(siteURL("vendor/pyodide/pyodide.asm.wasm")) : null;
+  for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
+  return { snapshot, wasm, downloads: downloadCode(manifest) };
 }
 
 /**
@@ -108,13 +131,16 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
 export async function warmUp({ initReceived }) {
   const boot = new Boot(() => {});
   const manifest = await readManifest();
-  const snapshot = prefetchSnapshot(manifest, siteURL);
-  const sqlite3 = await boot.phase("sqlite", loadSqlite);
-  const downloads = downloadCode(manifest);
-  const pyodide = await loadPython(boot, manifest, downloads, snapshot);
+  const python = startLoads(manifest);
+  const sqlite = boot.phase("sqlite", loadSqlite);
+  const loading = loadPython(boot, manifest, python.downloads, python.snapshot, python.wasm);
+  loading.catch(() => {});
+  const sqlite3 = await sqlite;
+  const pyodide = await loading;
+  python.snapshot?.then((got) => (got.bytes = undefined)); // the leader keeps the copy
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(pyodide, pageInit, manifest));
-  return { manifest, sqlite3, pyodide, init, timings: boot.timings };
+  return { manifest, sqlite3, pyodide, init, timings: boot.ordered() };
 }
 
 /**
@@ -130,7 +156,7 @@ export async function takeOver({ warm, res, onEvent }) {
   const bridge = await openDatabase(boot, warm.sqlite3, res);
   res.pyodide.registerJsModule("durably_bridge", bridge);
   const started = await boot.phase("start", () => startHost(res, warm.init, onEvent));
-  return { timings: boot.timings, ...started };
+  return { timings: boot.ordered(), ...started };
 }
 
 /** Runs phases: reports each one's start, end and duration, under a watchdog. */
@@ -138,6 +164,13 @@ class Boot {
   constructor(post, timings = {}) {
     this.post = post;
     this.timings = { ...timings };
+  }
+
+  /** The timings in the order of the phases (some run side by side and end in any order). */
+  ordered() {
+    const known = PHASES.filter((name) => name in this.timings);
+    const rest = Object.keys(this.timings).filter((name) => !PHASES.includes(name));
+    return Object.fromEntries([...known, ...rest].map((name) => [name, this.timings[name]]));
   }
 
   async phase(name, fn) {
@@ -393,12 +426,14 @@ function writeZipWheel(pyodide, wheel) {
  * @param {{micropip, wheels, modules}} downloads promises of the checked micropip wheel, wheels
  *   and job modules ({...manifest entry, bytes})
  * @param {ReturnType<typeof prefetchSnapshot>} snapshot the snapshot's download, when the site has one
+ * @param {Promise<WebAssembly.Module | null> | null} [wasm] pyodide.asm.wasm compiled ahead, for the restore
  */
-export async function loadPython(boot, manifest, downloads, snapshot) {
+export async function loadPython(boot, manifest, downloads, snapshot, wasm = null) {
   const pyodide = await startPython({
     boot,
     manifest,
     snapshot,
+    wasm,
     load: async (extra) => {
       const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
       return Promise.race([

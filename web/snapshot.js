@@ -117,6 +117,12 @@ export async function snapshotKey(manifest, jobModules) {
 // Self-contained (it refers to nothing outside its body): it also runs as the source of the
 // worker that downloads the snapshot (DOWNLOADER below).
 function snapshotTools() {
+  // This browser's unzipped copy of the snapshot: a file of the origin's OPFS (beside, never
+  // inside, the database's pool), named by the snapshot's key, so a new deploy never reads
+  // the copy of an old one (and removes it when it keeps its own).
+  const KEPT_DIR = "durably-snapshot";
+  const keptName = (/** @type {any} */ entry) => `${entry.key}.bin`;
+
   /** @param {Uint8Array<ArrayBuffer>} bytes */
   async function sha256Hex(bytes) {
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -129,11 +135,28 @@ function snapshotTools() {
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
 
+  /** The kept copy's bytes, or null (none, another size, no OPFS). @param {any} entry */
+  async function readKept(entry) {
+    try {
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle(KEPT_DIR);
+      const file = await (await dir.getFileHandle(keptName(entry))).getFile();
+      if (file.size !== entry.bytes) return null;
+      return new Uint8Array(await file.arrayBuffer());
+    } catch {
+      return null;
+    }
+  }
+
   /**
-   * The snapshot's bytes, unzipped and checked against its manifest entry.
+   * The snapshot's bytes, unzipped and checked against its manifest entry: this browser's
+   * kept copy when it has one (`kept`), else downloaded.
    * @param {string} url @param {any} entry @param {AbortSignal} [signal]
+   * @returns {Promise<{bytes: Uint8Array, kept: boolean}>}
    */
   async function download(url, entry, signal) {
+    const kept = await readKept(entry);
+    if (kept) return { bytes: kept, kept: true };
     const res = await fetch(url, { signal });
     if (!res.ok) throw new Error(`GET ${entry.url}: HTTP ${res.status}`);
     let bytes = new Uint8Array(await res.arrayBuffer());
@@ -149,13 +172,40 @@ function snapshotTools() {
     if (bytes.length !== entry.bytes) {
       throw new Error(`${entry.url} unzips to ${bytes.length} bytes, not the ${entry.bytes} it was built with`);
     }
-    return bytes;
+    return { bytes, kept: false };
   }
 
-  return { sha256Hex, download };
+  /**
+   * Keep `bytes` (a restored snapshot) as this browser's copy, in place of any other.
+   * `bytes === null`: only remove the copy (it did not restore). Never throws.
+   * @param {any} entry @param {Uint8Array | null} bytes
+   */
+  async function keep(entry, bytes) {
+    try {
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle(KEPT_DIR, { create: true });
+      for await (const name of /** @type {any} */ (dir).keys()) {
+        if (bytes === null ? name === keptName(entry) : name !== keptName(entry)) await dir.removeEntry(name).catch(() => {});
+      }
+      if (bytes === null) return;
+      const writable = await (await dir.getFileHandle(keptName(entry), { create: true })).createWritable();
+      try {
+        await writable.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
+        await writable.close();
+      } catch (err) {
+        await writable.abort().catch(() => {});
+        throw err;
+      }
+    } catch (err) {
+      // A full quota, a browser without OPFS writes: the next boot downloads the snapshot again.
+      console.warn("[durably] could not keep a copy of the Python snapshot:", err);
+    }
+  }
+
+  return { sha256Hex, download, keep, KEPT_DIR };
 }
 
-export const { sha256Hex } = snapshotTools();
+export const { sha256Hex, keep: keepSnapshot, KEPT_DIR } = snapshotTools();
 
 // A worker of its own downloads, checks and unzips the snapshot (~0.2 s of work, most of it
 // the unzip), on another core while this worker starts sqlite and opens the pool: nothing
@@ -164,20 +214,23 @@ export const { sha256Hex } = snapshotTools();
 const DOWNLOADER = `const { download } = (${snapshotTools})();
 onmessage = async ({ data: { url, entry } }) => {
   try {
-    const bytes = await download(url, entry);
-    postMessage({ bytes }, [bytes.buffer]);
+    const { bytes, kept } = await download(url, entry);
+    postMessage({ bytes, kept }, [bytes.buffer]);
   } catch (err) {
     postMessage({ error: String(err?.message ?? err) });
   }
 };`;
 
+/** @typedef {{bytes?: Uint8Array, kept?: boolean, error?: Error, restored?: boolean}} Fetched */
+
 /**
  * Start downloading the snapshot manifest.json names, so it is ready when Python starts.
- * Resolves to {bytes} (the snapshot, unzipped and checked) or {error}; never rejects.
+ * Resolves to {bytes, kept} (the snapshot, unzipped and checked; kept: read from this
+ * browser's copy) or {error}; never rejects.
  * Null when the site has no snapshot.
  * @param {any} manifest
  * @param {(rel: string) => string} siteURL
- * @returns {Promise<{bytes?: Uint8Array, error?: Error}> | null}
+ * @returns {Promise<Fetched> | null}
  */
 export function prefetchSnapshot(manifest, siteURL) {
   const entry = manifest.snapshot;
@@ -188,7 +241,7 @@ export function prefetchSnapshot(manifest, siteURL) {
     let worker = null;
     let source = "";
     const controller = new AbortController();
-    const settle = (/** @type {{bytes?: Uint8Array, error?: Error}} */ result) => {
+    const settle = (/** @type {Fetched} */ result) => {
       clearTimeout(timer);
       worker?.terminate();
       if (source) URL.revokeObjectURL(source);
@@ -204,7 +257,7 @@ export function prefetchSnapshot(manifest, siteURL) {
       snapshotTools()
         .download(url, entry, controller.signal)
         .then(
-          (bytes) => settle({ bytes }),
+          (got) => settle(got),
           (err) => settle({ error: err }),
         );
     try {
@@ -218,7 +271,7 @@ export function prefetchSnapshot(manifest, siteURL) {
     // the page's service worker (so offline it cannot download what this worker can).
     worker.onmessage = ({ data }) => {
       if (!data.error) {
-        settle({ bytes: data.bytes });
+        settle({ bytes: data.bytes, kept: data.kept });
         return;
       }
       worker?.terminate();
@@ -236,18 +289,62 @@ export function prefetchSnapshot(manifest, siteURL) {
 }
 
 /**
- * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
- * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Uint8Array, manifest: any}} args
+ * Start compiling pyodide.asm.wasm now, on the browser's compiler threads, so that the restore
+ * only instantiates it (about 100 ms of the snapshot phase otherwise, after the snapshot's
+ * bytes are in). Never rejects: resolves to null when it cannot compile here (the restore
+ * then lets Pyodide fetch and compile it as usual).
+ * @param {string} url
+ * @returns {Promise<WebAssembly.Module | null>}
  */
-async function restore({ load, moduleFactory, bytes, manifest }) {
+export function precompileWasm(url) {
+  if (typeof WebAssembly.compileStreaming !== "function") return Promise.resolve(null);
+  return WebAssembly.compileStreaming(fetch(url)).catch(() => null);
+}
+
+/**
+ * Pyodide's instantiateWasm (settings.instantiateWasm), made to instantiate `compiled` instead
+ * of compiling the response it fetched. Pyodide's own function adds its imports and then calls
+ * WebAssembly.instantiateStreaming(response, imports); for that one call (recognised by its
+ * imports object: sqlite-wasm may instantiate its own module meanwhile) the module compiled
+ * ahead is used, and the response is dropped unread.
+ * @param {Function} instantiateWasm Pyodide's
+ * @param {Promise<WebAssembly.Module | null>} compiled
+ */
+function withCompiledWasm(instantiateWasm, compiled) {
+  return (/** @type {any} */ imports, /** @type {Function} */ callback) => {
+    const real = WebAssembly.instantiateStreaming;
+    const ours = async (/** @type {any} */ source, /** @type {any} */ theirImports) => {
+      if (theirImports !== imports) return real.call(WebAssembly, source, theirImports);
+      WebAssembly.instantiateStreaming = real;
+      const module = await compiled;
+      if (!module) return real.call(WebAssembly, source, theirImports);
+      Promise.resolve(source).then((res) => res.body?.cancel(), () => {});
+      return { module, instance: await WebAssembly.instantiate(module, theirImports) };
+    };
+    WebAssembly.instantiateStreaming = ours;
+    return instantiateWasm(imports, (/** @type {any} */ instance, /** @type {any} */ module) => {
+      if (WebAssembly.instantiateStreaming === ours) WebAssembly.instantiateStreaming = real;
+      callback(instance, module);
+    });
+  };
+}
+
+/**
+ * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
+ * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Uint8Array,
+ *   manifest: any, wasm: Promise<WebAssembly.Module | null> | null}} args
+ */
+async function restore({ load, moduleFactory, bytes, manifest, wasm }) {
   const entry = manifest.snapshot;
   // Pyodide's module, made by the factory of pyodide.asm.mjs (loadPyodide's experimental
   // createPyodideModule option), is ready before the snapshot is copied into its memory: the
-  // moment to read what this browser's start put there and the copy overwrites.
+  // moment to read what this browser's start put there and the copy overwrites. The factory
+  // is also where the module compiled ahead (precompileWasm) is handed to Pyodide.
   const factory = await moduleFactory();
   /** @type {number | undefined} */
   let trampoline;
   const createPyodideModule = async (/** @type {any} */ settings) => {
+    if (wasm && settings.instantiateWasm) settings.instantiateWasm = withCompiledWasm(settings.instantiateWasm, wasm);
     const module = await factory(settings);
     trampoline = module.HEAP32[trampolineSlot(module)];
     return module;
@@ -317,6 +414,20 @@ function emscriptenLang() {
 }
 
 /**
+ * Once the boot is over: keep the snapshot the restore used as this browser's copy when it
+ * was downloaded (later boots read it instead of downloading and unzipping it again: about
+ * 30 ms instead of 200-300), and let go of its bytes either way.
+ * @param {any} manifest @param {ReturnType<typeof prefetchSnapshot>} snapshot
+ */
+export async function keepRestoredSnapshot(manifest, snapshot) {
+  if (!snapshot) return;
+  const got = await snapshot;
+  const bytes = got.bytes;
+  got.bytes = undefined;
+  if (bytes && got.restored && !got.kept) await keepSnapshot(manifest.snapshot, bytes);
+}
+
+/**
  * Start Python: from the snapshot when the site has one and it restores, else (or after it
  * failed, which the "snapshot" phase reports with state "fallback" and why) from scratch in the
  * "pyodide" phase.
@@ -326,9 +437,10 @@ function emscriptenLang() {
  *   snapshot: ReturnType<typeof prefetchSnapshot>,
  *   load: (extra: object) => Promise<any>,
  *   moduleFactory: () => Promise<Function>,
+ *   wasm?: Promise<WebAssembly.Module | null> | null,
  * }} args
  */
-export async function startPython({ boot, manifest, snapshot, load, moduleFactory }) {
+export async function startPython({ boot, manifest, snapshot, load, moduleFactory, wasm = null }) {
   if (snapshot) {
     boot.post({ type: "boot", phase: "snapshot", state: "start" });
     const t0 = performance.now();
@@ -339,18 +451,28 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
     };
     /** @type {any} */
     let timer;
+    /** @type {Fetched} */
+    let got = {};
     try {
-      const got = await snapshot;
+      got = await snapshot;
       if (got.error) throw got.error;
       const pyodide = await Promise.race([
-        restore({ load, moduleFactory, bytes: /** @type {Uint8Array} */ (got.bytes), manifest }),
+        restore({ load, moduleFactory, bytes: /** @type {Uint8Array} */ (got.bytes), manifest, wasm }),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
         }),
       ]);
-      done("done", `Python restored from ${manifest.snapshot.url} (${(manifest.snapshot.gzipBytes / 1e6).toFixed(1)} MB)`);
+      got.restored = true;
+      done(
+        "done",
+        got.kept
+          ? `Python restored from this browser's copy of ${manifest.snapshot.url} (${(manifest.snapshot.bytes / 1e6).toFixed(1)} MB)`
+          : `Python restored from ${manifest.snapshot.url} (${(manifest.snapshot.gzipBytes / 1e6).toFixed(1)} MB)`,
+      );
       return pyodide;
     } catch (err) {
+      // A kept copy that does not restore is removed: the next boot downloads the snapshot.
+      if (got.kept) keepSnapshot(manifest.snapshot, null);
       const reason = String(/** @type {any} */ (err)?.message ?? err).trim().split("\n")[0];
       const detail = `The memory snapshot could not be used (${reason}); starting Python without it.`;
       console.warn(`[durably] ${detail}`, err);
