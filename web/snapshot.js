@@ -38,6 +38,8 @@ export const JOBS_DIR = "/home/pyodide/durably_jobs";
 export const WHEELS_DIR = "/home/pyodide/wheels";
 /** Download and restore must finish within this, or the worker boots without the snapshot. */
 export const SNAPSHOT_TIMEOUT_MS = 60_000;
+/** Reading this browser's copy of the snapshot must finish within this, or it is downloaded. */
+const KEPT_TIMEOUT_MS = 5_000;
 
 /**
  * The Python the build runs before taking the snapshot: everything the boot imports anyway,
@@ -149,14 +151,10 @@ function snapshotTools() {
   }
 
   /**
-   * The snapshot's bytes, unzipped and checked against its manifest entry: this browser's
-   * kept copy when it has one (`kept`), else downloaded.
+   * The snapshot's bytes, downloaded, unzipped and checked against its manifest entry.
    * @param {string} url @param {any} entry @param {AbortSignal} [signal]
-   * @returns {Promise<{bytes: Uint8Array, kept: boolean}>}
    */
   async function download(url, entry, signal) {
-    const kept = await readKept(entry);
-    if (kept) return { bytes: kept, kept: true };
     const res = await fetch(url, { signal });
     if (!res.ok) throw new Error(`GET ${entry.url}: HTTP ${res.status}`);
     let bytes = new Uint8Array(await res.arrayBuffer());
@@ -172,7 +170,7 @@ function snapshotTools() {
     if (bytes.length !== entry.bytes) {
       throw new Error(`${entry.url} unzips to ${bytes.length} bytes, not the ${entry.bytes} it was built with`);
     }
-    return { bytes, kept: false };
+    return bytes;
   }
 
   /**
@@ -202,7 +200,7 @@ function snapshotTools() {
     }
   }
 
-  return { sha256Hex, download, keep, KEPT_DIR };
+  return { sha256Hex, download, readKept, keep, KEPT_DIR };
 }
 
 export const { sha256Hex, keep: keepSnapshot, KEPT_DIR } = snapshotTools();
@@ -214,8 +212,8 @@ export const { sha256Hex, keep: keepSnapshot, KEPT_DIR } = snapshotTools();
 const DOWNLOADER = `const { download } = (${snapshotTools})();
 onmessage = async ({ data: { url, entry } }) => {
   try {
-    const { bytes, kept } = await download(url, entry);
-    postMessage({ bytes, kept }, [bytes.buffer]);
+    const bytes = await download(url, entry);
+    postMessage({ bytes }, [bytes.buffer]);
   } catch (err) {
     postMessage({ error: String(err?.message ?? err) });
   }
@@ -235,7 +233,21 @@ onmessage = async ({ data: { url, entry } }) => {
 export function prefetchSnapshot(manifest, siteURL) {
   const entry = manifest.snapshot;
   if (!entry) return null;
-  const url = siteURL(entry.url);
+  // This browser's copy, when it has one, is read here: reading it is I/O, not work for
+  // this worker's thread, and there is nothing to unzip. A storage that does not answer
+  // within KEPT_TIMEOUT_MS counts as none.
+  const none = new Promise((resolve) => setTimeout(() => resolve(null), KEPT_TIMEOUT_MS));
+  return Promise.race([snapshotTools().readKept(entry), none]).then((bytes) =>
+    bytes ? { bytes, kept: true } : downloadSnapshot(entry, siteURL(entry.url)),
+  );
+}
+
+/**
+ * Download, check and unzip the snapshot in a worker of its own.
+ * @param {any} entry @param {string} url
+ * @returns {Promise<Fetched>}
+ */
+function downloadSnapshot(entry, url) {
   return new Promise((resolve) => {
     /** @type {Worker | null} */
     let worker = null;
@@ -257,7 +269,7 @@ export function prefetchSnapshot(manifest, siteURL) {
       snapshotTools()
         .download(url, entry, controller.signal)
         .then(
-          (got) => settle(got),
+          (bytes) => settle({ bytes, kept: false }),
           (err) => settle({ error: err }),
         );
     try {
@@ -271,7 +283,7 @@ export function prefetchSnapshot(manifest, siteURL) {
     // the page's service worker (so offline it cannot download what this worker can).
     worker.onmessage = ({ data }) => {
       if (!data.error) {
-        settle({ bytes: data.bytes, kept: data.kept });
+        settle({ bytes: data.bytes, kept: false });
         return;
       }
       worker?.terminate();
