@@ -186,7 +186,11 @@ function snapshotTools() {
         if (bytes === null ? name === keptName(entry) : name !== keptName(entry)) await dir.removeEntry(name).catch(() => {});
       }
       if (bytes === null) return;
-      const writable = await (await dir.getFileHandle(keptName(entry), { create: true })).createWritable();
+      // Written under another name and then renamed, where the browser can (FileSystemHandle's
+      // move()): a tab closed half-way through leaves a part file (removed by the next keep),
+      // never a copy of the right name that is not whole. (readKept also checks the size.)
+      const handle = await dir.getFileHandle(`${keptName(entry)}.part`, { create: true });
+      const writable = await handle.createWritable();
       try {
         await writable.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
         await writable.close();
@@ -194,6 +198,15 @@ function snapshotTools() {
         await writable.abort().catch(() => {});
         throw err;
       }
+      const anyHandle = /** @type {any} */ (handle);
+      if (typeof anyHandle.move === "function") await anyHandle.move(keptName(entry));
+      else {
+        const copy = await (await dir.getFileHandle(keptName(entry), { create: true })).createWritable();
+        await copy.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
+        await copy.close();
+        await dir.removeEntry(`${keptName(entry)}.part`);
+      }
+      console.info(`[durably] kept a copy of the Python snapshot (${(bytes.length / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
     } catch (err) {
       // A full quota, a browser without OPFS writes: the next boot downloads the snapshot again.
       console.warn("[durably] could not keep a copy of the Python snapshot:", err);

@@ -122,6 +122,126 @@ def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_an
         context.close()
 
 
+# This browser's copy of the snapshot (web/snapshot.js: keepSnapshot): {file name: size}.
+KEPT = """async () => {
+    const out = {};
+    try {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot");
+        for await (const [name, handle] of dir.entries()) out[name] = (await handle.getFile()).size;
+    } catch {}
+    return out;
+}"""
+
+
+KEPT_LOG = "[durably] kept a copy of the Python snapshot"
+
+
+def open_and_keep(page, site_url, durably) -> None:
+    """Open the test page and wait until the worker has kept its copy of the snapshot."""
+    with page.expect_console_message(lambda m: m.text.startswith(KEPT_LOG), timeout=60_000):
+        durably.open(page, site_url, ["demo_jobs"])
+
+
+def wait_for_kept(page, expected: dict) -> None:
+    page.wait_for_function(f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected))}", timeout=60_000)
+
+
+def reload_and_lead(page, durably) -> None:
+    """Reload; wait until this tab leads and its snapshot phase is over (it may first follow
+    the closing page's worker for the moment its lock takes to go)."""
+    page.reload()
+    durably.wait_until_ready(page)
+    page.wait_for_function(
+        "() => window.durably.role === 'leader' && window.bootMessages.some((m) => m.type === 'boot' && "
+        "m.phase === 'snapshot' && ['done', 'fallback'].includes(m.state))",
+        timeout=60_000,
+    )
+
+
+def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downloading_it(context, built_site, site_url, durably):
+    entry = built_manifest(built_site)["snapshot"]
+    # Another deploy's copy, left in this browser: removed when this one is kept.
+    context.new_page().goto(f"{site_url}manifest.json")
+    context.pages[0].evaluate(
+        """async () => {
+            const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot", {create: true});
+            const w = await (await dir.getFileHandle("0123456789abcdef.bin", {create: true})).createWritable();
+            await w.write(new Uint8Array(1000));
+            await w.close();
+        }"""
+    )
+    page = context.new_page()
+    open_and_keep(page, site_url, durably)
+    [_, done] = snapshot_messages(page)
+    assert done["detail"].startswith("Python restored from snapshots/"), done
+    assert page.evaluate(KEPT) == {f"{entry['key']}.bin": entry["bytes"]}
+
+    downloads = []
+    context.on("request", lambda request: downloads.append(request.url) if "/snapshots/" in request.url else None)
+    reload_and_lead(page, durably)
+    timings = page.evaluate("window.durably.timings")
+    assert list(timings) == WITH_SNAPSHOT
+    [_, done] = snapshot_messages(page)
+    assert done["state"] == "done"
+    assert re.fullmatch(
+        r"Python restored from this browser's copy of snapshots/[0-9a-f]{16}\.gz \(\d+\.\d MB\)", done["detail"]
+    ), done
+    assert downloads == []
+    # Python works as after a download: the zips on sys.path (micropip, tzdata, cronsim), the
+    # job modules, a run.
+    assert durably.eval(page, "import micropip\nmicropip.__version__") == "0.11.1"
+    assert durably.eval(page, ZONES) == ZONES_SEEN
+    assert [j["name"] for j in durably.call(page, "jobs")] == ["approval", "crunch", "flaky", "import-csv", "slow"]
+    run = durably.call(page, "trigger", {"job": "crunch", "input": {"n": 3}})
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", run["id"])
+    assert done["status"] == "completed", done
+
+
+def _zeroed(page, entry):
+    # The right size, but not a snapshot: the restore refuses it.
+    return entry["bytes"], "Snapshot has invalid magic number"
+
+
+def _cut_short(page, entry):
+    # Not the size the site's snapshot unzips to: never restored, downloaded instead.
+    return entry["bytes"] // 2, None
+
+
+@pytest.mark.parametrize("fault", [_zeroed, _cut_short], ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_it(context, built_site, site_url, durably, fault):
+    entry = built_manifest(built_site)["snapshot"]
+    kept = {f"{entry['key']}.bin": entry["bytes"]}
+    page = context.new_page()
+    open_and_keep(page, site_url, durably)
+    assert page.evaluate(KEPT) == kept
+    size, reason = fault(page, entry)
+    page.evaluate(
+        """async ([name, size]) => {
+            const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot");
+            const w = await (await dir.getFileHandle(name)).createWritable();
+            await w.write(new Uint8Array(size));
+            await w.close();
+        }""",
+        [f"{entry['key']}.bin", size],
+    )
+
+    reload_and_lead(page, durably)
+    [_, first] = snapshot_messages(page)
+    if reason:
+        # Python starts without the snapshot this once, and the copy is removed...
+        assert first["state"] == "fallback" and reason in first["detail"], first
+        assert list(page.evaluate("window.durably.timings")) == FALLEN_BACK
+        wait_for_kept(page, {})
+        assert durably.eval(page, ZONES) == ZONES_SEEN
+        # ...so the next boot downloads the snapshot again, and keeps a whole copy.
+        reload_and_lead(page, durably)
+        [_, first] = snapshot_messages(page)
+    assert first["state"] == "done"
+    assert first["detail"].startswith("Python restored from snapshots/"), first
+    wait_for_kept(page, kept)
+    assert durably.eval(page, ZONES) == ZONES_SEEN
+
+
 def _corrupted(context, built_site):
     context.route("**/snapshots/*.gz", lambda route: route.fulfill(status=200, body=b"\x1f\x8b" + b"not the snapshot" * 64))
     return "is not the snapshot this site was built with (SHA-256"
