@@ -56,7 +56,9 @@ ZONES = (
 ZONES_SEEN = "2026-07-05T07:00:00+00:00"
 
 
-def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_and_randomness(browser, site_url, durably):
+def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_and_randomness(
+    browser, site_url, durably
+):
     context = browser.new_context(timezone_id="America/New_York", locale="de-DE")
     try:
         page = context.new_page()
@@ -143,7 +145,9 @@ def open_and_keep(page, site_url, durably) -> None:
 
 
 def wait_for_kept(page, expected: dict) -> None:
-    page.wait_for_function(f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected))}", timeout=60_000)
+    page.wait_for_function(
+        f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected))}", timeout=60_000
+    )
 
 
 def reload_and_lead(page, durably) -> None:
@@ -158,7 +162,9 @@ def reload_and_lead(page, durably) -> None:
     )
 
 
-def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downloading_it(context, built_site, site_url, durably):
+def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downloading_it(
+    context, built_site, site_url, durably
+):
     entry = built_manifest(built_site)["snapshot"]
     # Another deploy's copy, left in this browser: removed when this one is kept.
     context.new_page().goto(f"{site_url}manifest.json")
@@ -208,7 +214,9 @@ def _cut_short(page, entry):
 
 
 @pytest.mark.parametrize("fault", [_zeroed, _cut_short], ids=lambda f: f.__name__.strip("_"))
-def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_it(context, built_site, site_url, durably, fault):
+def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_it(
+    context, built_site, site_url, durably, fault
+):
     entry = built_manifest(built_site)["snapshot"]
     kept = {f"{entry['key']}.bin": entry["bytes"]}
     page = context.new_page()
@@ -243,7 +251,9 @@ def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_i
 
 
 def _corrupted(context, built_site):
-    context.route("**/snapshots/*.gz", lambda route: route.fulfill(status=200, body=b"\x1f\x8b" + b"not the snapshot" * 64))
+    context.route(
+        "**/snapshots/*.gz", lambda route: route.fulfill(status=200, body=b"\x1f\x8b" + b"not the snapshot" * 64)
+    )
     return "is not the snapshot this site was built with (SHA-256"
 
 
@@ -267,8 +277,12 @@ def _made_from_other_inputs(context, built_site):
     return "it was made from other wheels, job modules or Pyodide than this site lists"
 
 
-@pytest.mark.parametrize("fault", [_corrupted, _missing, _not_a_snapshot, _made_from_other_inputs], ids=lambda f: f.__name__.strip("_"))
-def test_a_snapshot_that_cannot_be_used_falls_back_to_a_normal_boot_and_says_why(context, built_site, site_url, durably, fault):
+@pytest.mark.parametrize(
+    "fault", [_corrupted, _missing, _not_a_snapshot, _made_from_other_inputs], ids=lambda f: f.__name__.strip("_")
+)
+def test_a_snapshot_that_cannot_be_used_falls_back_to_a_normal_boot_and_says_why(
+    context, built_site, site_url, durably, fault
+):
     reason = fault(context, built_site)
     page = context.new_page()
     timings = durably.open(page, site_url, ["demo_jobs"])
@@ -299,7 +313,9 @@ def test_a_site_without_a_snapshot_boots_without_the_phase(context, site_url, du
 
 
 def run_node(script: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(["node", "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["node", "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_snapshot_key_changes_with_each_input_it_is_made_from():
@@ -347,7 +363,9 @@ def test_the_snapshot_key_changes_with_each_input_it_is_made_from():
     ],
     ids=["import-error", "memory-too-big"],
 )
-def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why(built_site, tmp_path, job_module, warning):
+def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why(
+    built_site, tmp_path, job_module, warning
+):
     site = tmp_path / "site"
     shutil.copytree(built_site, site, ignore=shutil.ignore_patterns("snapshots"))
     (site / "jobs" / "demo_jobs.py").write_text(job_module)
@@ -365,6 +383,8 @@ def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why
     done = run_node(script, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"entry": None}
-    assert done.stderr.startswith("warning: no Python snapshot (the site boots without one, ~1 s slower):\n  cannot make the snapshot: ")
+    assert done.stderr.startswith(
+        "warning: no Python snapshot (the site boots without one, ~1 s slower):\n  cannot make the snapshot: "
+    )
     assert warning in done.stderr
     assert not (site / "snapshots").exists()
