@@ -30,7 +30,7 @@
 //     grew past that cannot be restored; the build refuses to make one (scripts/snapshot.mjs).
 
 /** Bump when what goes into a snapshot changes in a way the key would not see. */
-export const SNAPSHOT_FORMAT = 1;
+export const SNAPSHOT_FORMAT = 2;
 /** Where the job modules live in Pyodide's file system (on sys.path). */
 export const JOBS_DIR = "/home/pyodide/durably_jobs";
 /** Where micropip's wheel and durably's dependencies ("zip" in the manifest) are written, as
