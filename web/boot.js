@@ -97,7 +97,7 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
   res.pyodide = await pyodide;
   const bridge = await openDatabase(boot, sqlite3, res);
   res.jobModules = manifest.jobModules.map((m) => m.module); // for the followers' init checks
-  res.pyodide.registerJsModule("durably_bridge", bridge);
+  provideBridge(res.pyodide, bridge);
 
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
@@ -154,9 +154,25 @@ export async function takeOver({ warm, res, onEvent }) {
   res.pyodide = warm.pyodide;
   res.jobModules = warm.manifest.jobModules.map((m) => m.module);
   const bridge = await openDatabase(boot, warm.sqlite3, res);
-  res.pyodide.registerJsModule("durably_bridge", bridge);
+  provideBridge(res.pyodide, bridge);
   const started = await boot.phase("start", () => startHost(res, warm.init, onEvent));
   return { timings: boot.ordered(), ...started };
+}
+
+/**
+ * Make the bridge importable as durably_bridge (PyodideDriver imports it). Also put straight
+ * into sys.modules: Pyodide's finder of JS modules comes after the path finder, so the first
+ * `import durably_bridge` looked through every sys.path entry before (30-70 ms of the start
+ * phase).
+ */
+function provideBridge(pyodide, bridge) {
+  pyodide.registerJsModule("durably_bridge", bridge);
+  const sys = pyodide.pyimport("sys");
+  try {
+    sys.modules.set("durably_bridge", bridge);
+  } finally {
+    sys.destroy();
+  }
 }
 
 /** Runs phases: reports each one's start, end and duration, under a watchdog. */
