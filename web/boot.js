@@ -3,22 +3,25 @@
 //   lock     the Web Lock "durably-db": the OPFS pool can be open in one worker only; the
 //            tab that gets it leads (web/tabs.js), the others follow and boot no further
 //   sqlite   load and initialise sqlite-wasm
+//   snapshot, pyodide, install
+//            loadPython(), side by side with sqlite: a Python in which durably and the job
+//            modules can be imported. snapshot: restore it from the site's memory snapshot
+//            (or this browser's copy of it), durably and the job modules already imported
+//            (web/snapshot.js); if that snapshot cannot be used, the phase ends in state
+//            "fallback" saying why, and pyodide loads Pyodide from the site's own files
+//            (only then). install places durably's and micropip's wheels, unpacks the
+//            site's requirements and writes the job modules.
 //   pool     install the opfs-sahpool VFS (needs no COOP/COEP headers; workers only)
 //   open     open the database in the pool and set the pragmas
-//   snapshot, pyodide, install
-//            loadPython(): a Python in which durably and the job modules can be imported.
-//            snapshot: restore it from the site's memory snapshot, durably and the job
-//            modules already imported (web/snapshot.js); if that snapshot cannot be used, the
-//            phase ends in state "fallback" saying why, and pyodide loads Pyodide from the
-//            site's own files (only then). install unpacks durably's wheel, puts micropip's
-//            on sys.path and writes the job modules.
 //   import   wait for the page's init message, then import durably and the job modules it
 //            asked for, for real (a failed import is shown with its traceback)
 //   start    create durably.browser.BrowserHost, migrate the schema, hand back the leases a
 //            closed tab left behind (so its runs resume at once) and start the runtime
-// sqlite comes before Pyodide on purpose: initialising the sahpool VFS while loadPyodide()
-// ran hung in createSyncAccessHandle in about 1 load in 10 (headless Chromium, 2 cores);
-// this order never did.
+// The pool is installed only once Python is up, on purpose: initialising the sahpool VFS
+// while loadPyodide() ran hung in createSyncAccessHandle in about 1 load in 10 (headless
+// Chromium, 2 cores); installing it before Python never did. Only sqlite-wasm's load, which
+// opens no file, runs beside Python's start. The timings list the phases in the order of
+// PHASES below (docs/browser.md, "Boot"), whichever of them ends first.
 //
 // A standby follower (web/tabs.js) boots in two halves: warmUp() runs sqlite, loadPython()
 // and import while another tab leads, with no database; takeOver() runs pool, open and
