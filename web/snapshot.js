@@ -182,7 +182,10 @@ function snapshotTools() {
     try {
       const root = await navigator.storage.getDirectory();
       const dir = await root.getDirectoryHandle(KEPT_DIR, { create: true });
-      for await (const name of /** @type {any} */ (dir).keys()) {
+      /** @type {string[]} */
+      const names = [];
+      for await (const name of /** @type {any} */ (dir).keys()) names.push(name);
+      for (const name of names) {
         if (bytes === null ? name === keptName(entry) : name !== keptName(entry)) await dir.removeEntry(name).catch(() => {});
       }
       if (bytes === null) return;
@@ -356,7 +359,7 @@ function withCompiledWasm(instantiateWasm, compiled) {
 
 /**
  * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
- * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Uint8Array,
+ * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Promise<Uint8Array>,
  *   manifest: any, wasm: Promise<WebAssembly.Module | null> | null}} args
  */
 async function restore({ load, moduleFactory, bytes, manifest, wasm }) {
@@ -478,14 +481,22 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
     let timer;
     /** @type {Fetched} */
     let got = {};
+    // loadPyodide() is called at once, with the snapshot's bytes still to come: its first
+    // stages (Pyodide's lock file, the standard library's download) run while they do.
+    const bytes = snapshot.then((fetched) => {
+      got = fetched;
+      if (fetched.error) throw fetched.error;
+      return /** @type {Uint8Array} */ (fetched.bytes);
+    });
     try {
-      got = await snapshot;
-      if (got.error) throw got.error;
       const pyodide = await Promise.race([
-        restore({ load, moduleFactory, bytes: /** @type {Uint8Array} */ (got.bytes), manifest, wasm }),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
-        }),
+        restore({ load, moduleFactory, bytes, manifest, wasm }),
+        bytes.then(
+          () =>
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
+            }),
+        ),
       ]);
       got.restored = true;
       done(
@@ -497,6 +508,7 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
       return pyodide;
     } catch (err) {
       // A kept copy that does not restore is removed: the next boot downloads the snapshot.
+      got = await snapshot;
       if (got.kept) keepSnapshot(manifest.snapshot, null);
       const reason = String(/** @type {any} */ (err)?.message ?? err).trim().split("\n")[0];
       const detail = `The memory snapshot could not be used (${reason}); starting Python without it.`;

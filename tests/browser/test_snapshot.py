@@ -150,16 +150,21 @@ def wait_for_kept(page, expected: dict) -> None:
     )
 
 
-def reload_and_lead(page, durably) -> None:
-    """Reload; wait until this tab leads and its snapshot phase is over (it may first follow
-    the closing page's worker for the moment its lock takes to go)."""
-    page.reload()
-    durably.wait_until_ready(page)
-    page.wait_for_function(
-        "() => window.durably.role === 'leader' && window.bootMessages.some((m) => m.type === 'boot' && "
-        "m.phase === 'snapshot' && ['done', 'fallback'].includes(m.state))",
-        timeout=60_000,
+def reopen(context, page, site_url, durably) -> None:
+    """Leave the page, wait until its worker has let the database's lock go, and open it
+    again: the tab leads at once and boots (a reload may first follow the closing worker,
+    and then take over without a snapshot phase of its own)."""
+    url = page.url
+    page.goto("about:blank")
+    probe = context.new_page()
+    probe.goto(f"{site_url}manifest.json")
+    probe.wait_for_function(
+        "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
     )
+    probe.close()
+    page.goto(url)
+    durably.wait_until_ready(page)
+    assert page.evaluate("window.durably.role") == "leader"
 
 
 def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downloading_it(
@@ -184,7 +189,7 @@ def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downlo
 
     downloads = []
     context.on("request", lambda request: downloads.append(request.url) if "/snapshots/" in request.url else None)
-    reload_and_lead(page, durably)
+    reopen(context, page, site_url, durably)
     timings = page.evaluate("window.durably.timings")
     assert list(timings) == WITH_SNAPSHOT
     [_, done] = snapshot_messages(page)
@@ -233,7 +238,7 @@ def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_i
         [f"{entry['key']}.bin", size],
     )
 
-    reload_and_lead(page, durably)
+    reopen(context, page, site_url, durably)
     [_, first] = snapshot_messages(page)
     if reason:
         # Python starts without the snapshot this once, and the copy is removed...
@@ -242,7 +247,7 @@ def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_i
         wait_for_kept(page, {})
         assert durably.eval(page, ZONES) == ZONES_SEEN
         # ...so the next boot downloads the snapshot again, and keeps a whole copy.
-        reload_and_lead(page, durably)
+        reopen(context, page, site_url, durably)
         [_, first] = snapshot_messages(page)
     assert first["state"] == "done"
     assert first["detail"].startswith("Python restored from snapshots/"), first
