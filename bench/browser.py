@@ -29,11 +29,7 @@ WEB = os.path.join(HERE, "web")
 # its test page), served under /site/ for workload 4; the same site without its Python memory
 # snapshot under /site-nosnap/ (durably-browser-nosnap)
 SITE = os.path.join(os.path.dirname(HERE), ".cache", "test-site")
-# Another checkout of durably (e.g. the commit before a change), whose test site (built there
-# with npm run build:test) is served under /site-base/ for durably-browser-base: two builds
-# side by side in one run.
-BASE_ENV = "DURABLY_BENCH_BASE"
-SITE_PREFIXES = ("/site/", "/site-nosnap/", "/site-base/")
+SITE_PREFIXES = ("/site/", "/site-nosnap/")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -47,13 +43,7 @@ ISOLATED = {"/coji.html", "/dist/coji/coji.js", "/dist/coji/worker", "/dist/coji
 
 def available(page: str | None = None) -> str | None:
     """None when the browser bench can run (``page``: a load-only page it needs)."""
-    if page and page.startswith("site-base/"):
-        base = os.environ.get(BASE_ENV)
-        if not base:
-            return f"{BASE_ENV} is not set: the root of another checkout of durably, whose test site is built"
-        if not os.path.exists(os.path.join(base_site(base), "index.html")):
-            return f"{base_site(base)} is not built: npm ci && npm run build:test in {base}"
-    elif page and page.startswith("site") and not os.path.exists(os.path.join(SITE, "index.html")):
+    if page and page.startswith("site") and not os.path.exists(os.path.join(SITE, "index.html")):
         return "durably's test site is not built: npm ci && npm run build:test (at the repository root)"
     if page == "pyodide.html" and not os.path.exists(os.path.join(SITE, "vendor", "pyodide", "pyodide.mjs")):
         return ".cache/test-site/vendor/pyodide is missing: npm ci && npm run build:test (at the repository root)"
@@ -73,18 +63,13 @@ def build() -> None:
     subprocess.run(["node", "build.mjs"], cwd=WEB, check=True)
 
 
-def base_site(root: str) -> str:
-    """The test site of another checkout (``DURABLY_BENCH_BASE``)."""
-    return os.path.join(root, ".cache", "test-site")
-
-
-def private_site(dest: str, snapshot: bool = True, source: str = SITE) -> str:
+def private_site(dest: str, snapshot: bool = True) -> str:
     """Copy the built site to ``dest`` and add the bench-only job module to the copy (file and
     manifest entry), so a rebuild of ``site/`` while the bench runs cannot break it, and the
     site itself never ships bench code. ``snapshot=False``: without the Python memory
     snapshot (its file and manifest entry), so the worker starts Python from Pyodide's files
     as a site built without one does."""
-    shutil.copytree(source, dest)
+    shutil.copytree(SITE, dest)
     src = os.path.join(WEB, "bench_jobs.py")
     shutil.copy(src, os.path.join(dest, "jobs", "bench_jobs.py"))
     with open(src, "rb") as f:
@@ -176,9 +161,6 @@ class BrowserSession:
         if os.path.exists(SITE):
             sites = {"/site/": private_site(os.path.join(self.site_dir, "site")),
                      "/site-nosnap/": private_site(os.path.join(self.site_dir, "site-nosnap"), snapshot=False)}
-            base = os.environ.get(BASE_ENV)
-            if base and os.path.exists(os.path.join(base_site(base), "index.html")):
-                sites["/site-base/"] = private_site(os.path.join(self.site_dir, "site-base"), source=base_site(base))
         else:
             sites = {prefix: SITE for prefix in SITE_PREFIXES}
         handler = type("Handler", (_Handler,), {"sites": sites})
@@ -199,7 +181,7 @@ class BrowserSession:
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             page.goto(f"{self.base}/{page_name}")
-            if page_name.startswith(("site/", "site-nosnap/", "site-base/")):
+            if page_name.startswith(("site/", "site-nosnap/")):
                 self._durably_ready(page)
                 page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
             page.wait_for_function("window.bench && window.bench.ready", timeout=30_000)
@@ -274,7 +256,7 @@ class BrowserSession:
         ``time.time()`` is Date.now too)."""
         page = self.context.new_page()
         page.set_default_timeout(timeout * 1000)
-        durably = page_name.startswith(("site/", "site-nosnap/", "site-base/"))
+        durably = page_name.startswith(("site/", "site-nosnap/"))
         if durably:  # test_page.js assigns window.durably once, when connect() resolves: ready
             page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
                 configurable: true, get() { return v; },

@@ -41,19 +41,15 @@ BROWSER: dict[str, str] = {
 BROWSER_RESUME: dict[str, tuple[str, int]] = {
     "durably-browser": (BROWSER["durably-browser"], 100),
     "durably-browser-nosnap": ("site-nosnap/test.html?jobs=bench_jobs&debug=1", 100),
-    # Another checkout's site (DURABLY_BENCH_BASE, bench/README.md): a change measured side by side.
-    "durably-browser-base": ("site-base/test.html?jobs=bench_jobs&debug=1", 100),
     "coji-durably": (BROWSER["coji-durably"], 2),
 }
 
 # Workload 4 only (page load to ready): label -> page, served by bench.browser (the site
 # under /site/; the same site without its Python memory snapshot under /site-nosnap/, so the
-# gain of the snapshot is measured side by side with the boot it replaces; another
-# checkout's site under /site-base/ when DURABLY_BENCH_BASE names one).
+# gain of the snapshot is measured side by side with the boot it replaces).
 BROWSER_LOAD: dict[str, str] = {
     "durably-browser": "site/index.html",
     "durably-browser-nosnap": "site-nosnap/index.html",
-    "durably-browser-base": "site-base/index.html",
     "pyodide-bare": "pyodide.html",
 }
 
