@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--browser] [--postgres] [--rounds R] [--only a,b] [--workloads 1,5] [--scale-runs N] [--out DIR]``"""
+"""``python -m bench [--quick] [--browser] [--postgres] [--rounds R] [--only a,b] [--workloads 1,5] [--scale-runs N] [--base-site DIR] [--out DIR]``"""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workloads", help="comma-separated workload numbers to run (default: all of the plan's)")
     p.add_argument("--scale-runs", type=int, help="runs in the scale workload (0 skips it)")
     p.add_argument("--scale-only", action="store_true", help="only workload 6 (durably); writes scale.* unless --stem is given")
+    p.add_argument("--base-site", metavar="DIR",
+                   help="another build of durably's test site (e.g. an older commit's .cache/test-site) "
+                        "to measure beside this one as durably-browser-base, from a second origin")
     p.add_argument("--out", default=os.path.join(runner.ROOT, "results"), help="where latest.{json,md,html} go")
     p.add_argument("--stem", help="file name stem of the outputs (default latest, or scale with --scale-only)")
     a = p.parse_args(argv)
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in only or [] if x not in CPYTHON and x not in BROWSER and x not in BROWSER_LOAD]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
+    if a.base_site:
+        os.environ["DURABLY_BENCH_BASE_SITE"] = os.path.abspath(a.base_site)
     plan = runner.make_plan(a.quick, a.rounds, a.scale_runs, browser=a.browser, postgres=a.postgres)
     if a.workloads:
         keep = {int(x) for x in a.workloads.split(",")}

@@ -30,6 +30,15 @@ WEB = os.path.join(HERE, "web")
 # snapshot under /site-nosnap/ (durably-browser-nosnap)
 SITE = os.path.join(os.path.dirname(HERE), ".cache", "test-site")
 SITE_PREFIXES = ("/site/", "/site-nosnap/")
+# Another build of the site to measure beside this one (`python -m bench --base-site DIR`):
+# the contender durably-browser-base, its pages named "base:..." and served from a second
+# origin, so its OPFS database (and schema version) is its own.
+BASE_SITE_ENV = "DURABLY_BENCH_BASE_SITE"
+
+
+def base_site() -> str | None:
+    """The other site build given with --base-site, or None."""
+    return os.environ.get(BASE_SITE_ENV) or None
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -43,6 +52,13 @@ ISOLATED = {"/coji.html", "/dist/coji/coji.js", "/dist/coji/worker", "/dist/coji
 
 def available(page: str | None = None) -> str | None:
     """None when the browser bench can run (``page``: a load-only page it needs)."""
+    if page and page.startswith("base:"):
+        base = base_site()
+        if base is None:
+            return "no other build to compare with: pass --base-site DIR (a built test site, e.g. another checkout's .cache/test-site)"
+        if not os.path.exists(os.path.join(base, "test.html")):
+            return f"--base-site {base} is not a built test site (no test.html): run `make test-site` in that checkout"
+        page = page[len("base:"):]
     if page and page.startswith("site") and not os.path.exists(os.path.join(SITE, "index.html")):
         return "durably's test site is not built: npm ci && npm run build:test (at the repository root)"
     if page == "pyodide.html" and not os.path.exists(os.path.join(SITE, "vendor", "pyodide", "pyodide.mjs")):
@@ -63,13 +79,13 @@ def build() -> None:
     subprocess.run(["node", "build.mjs"], cwd=WEB, check=True)
 
 
-def private_site(dest: str, snapshot: bool = True) -> str:
+def private_site(dest: str, snapshot: bool = True, source: str | None = None) -> str:
     """Copy the built site to ``dest`` and add the bench-only job module to the copy (file and
     manifest entry), so a rebuild of ``site/`` while the bench runs cannot break it, and the
     site itself never ships bench code. ``snapshot=False``: without the Python memory
     snapshot (its file and manifest entry), so the worker starts Python from Pyodide's files
-    as a site built without one does."""
-    shutil.copytree(SITE, dest)
+    as a site built without one does. ``source``: another build than ``SITE``."""
+    shutil.copytree(source or SITE, dest)
     src = os.path.join(WEB, "bench_jobs.py")
     shutil.copy(src, os.path.join(dest, "jobs", "bench_jobs.py"))
     with open(src, "rb") as f:
@@ -169,19 +185,36 @@ class BrowserSession:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.other_base = None
+        self.other_server = None
+        if base_site():
+            other = type("Handler", (_Handler,), {"sites": {"/site/": private_site(
+                os.path.join(self.site_dir, "site-base"), source=base_site())}})
+            self.other_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(other, directory=WEB))
+            self.other_server.daemon_threads = True
+            threading.Thread(target=self.other_server.serve_forever, daemon=True).start()
+            self.other_base = f"http://127.0.0.1:{self.other_server.server_address[1]}"
         self._pw = sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             profile_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
         )
         self.versions = {"chromium": self.context.browser.version if self.context.browser else None}
 
+    def url(self, page_name: str) -> str:
+        """The address of a bench page: "base:..." pages come from the --base-site server."""
+        if page_name.startswith("base:"):
+            if self.other_base is None:
+                raise RuntimeError("a base: page without --base-site")
+            return f"{self.other_base}/{page_name[len('base:'):]}"
+        return f"{self.base}/{page_name}"
+
     def measure(self, page_name: str, func: str, params: dict, timeout: float) -> dict:
         page = self.context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            page.goto(f"{self.base}/{page_name}")
-            if page_name.startswith(("site/", "site-nosnap/")):
+            page.goto(self.url(page_name))
+            if _is_durably(page_name):
                 self._durably_ready(page)
                 page.add_script_tag(path=os.path.join(WEB, "durably-bench.js"))
             page.wait_for_function("window.bench && window.bench.ready", timeout=30_000)
@@ -214,7 +247,7 @@ class BrowserSession:
             i = 0
             for i in range(1 + warm):
                 if i == 0:
-                    page.goto(f"{self.base}/{url}")
+                    page.goto(self.url(url))
                 else:
                     page.reload()
                 page.wait_for_function("window.__readyAt !== undefined || window.__readyError !== undefined")
@@ -256,7 +289,7 @@ class BrowserSession:
         ``time.time()`` is Date.now too)."""
         page = self.context.new_page()
         page.set_default_timeout(timeout * 1000)
-        durably = page_name.startswith(("site/", "site-nosnap/"))
+        durably = _is_durably(page_name)
         if durably:  # test_page.js assigns window.durably once, when connect() resolves: ready
             page.add_init_script("""(() => { let v; Object.defineProperty(window, "durably", {
                 configurable: true, get() { return v; },
@@ -272,7 +305,7 @@ class BrowserSession:
         reload_ms: list[float] = []
         ready_ms: list[float] = []
         try:
-            page.goto(f"{self.base}/{page_name}")
+            page.goto(self.url(page_name))
             boot()
             run = page.evaluate("([s, ms]) => window.bench.resume_begin(s, ms)", [steps, step_ms])
             run_id = run["id"]
@@ -307,5 +340,13 @@ class BrowserSession:
         finally:
             self._pw.stop()
             self.server.shutdown()
+            if self.other_server is not None:
+                self.other_server.shutdown()
             shutil.rmtree(self.profile_dir, ignore_errors=True)
             shutil.rmtree(self.site_dir, ignore_errors=True)
+
+
+def _is_durably(page_name: str) -> bool:
+    """A page of durably's own site (this build or the --base-site one)."""
+    name = page_name[len("base:"):] if page_name.startswith("base:") else page_name
+    return name.startswith(("site/", "site-nosnap/"))

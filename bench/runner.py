@@ -234,7 +234,25 @@ def _versions() -> dict:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    out["commit"] = _commit(ROOT)
+    from bench import browser
+
+    if browser.base_site():  # the other build measured as durably-browser-base, and its commit
+        out["base_site"] = browser.base_site()
+        out["base_commit"] = _commit(browser.base_site())
     return out
+
+
+def _commit(folder: str) -> str | None:
+    """The git commit a folder's checkout is at (with "+changes" if it has uncommitted ones)."""
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def _pg_version(cluster) -> str:
@@ -268,6 +286,10 @@ def _run_plan(plan: Plan, only: list[str] | None, server_versions: dict) -> dict
     if only:  # --only may name any contender, also one the plan leaves out by default
         names += [n for n in only if n in CPYTHON]
     names = [n for n in dict.fromkeys(names) if not only or n in only]
+    if not only:  # the other build is measured when one was given (--base-site)
+        from bench import browser
+
+        names = [n for n in names if n != "durably-browser-base" or browser.base_site()]
     status: dict[str, dict] = {}
     session = None
     for name in names:

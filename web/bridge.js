@@ -1,7 +1,8 @@
 // @ts-check
 // The SQLite bridge: the only JS the Python driver (durably.pyodide_driver) calls.
 //
-// One synchronous entry point, exec(sql, params) -> changes | {rows, changes} | {error}, because the
+// One synchronous entry point, exec(sql, params) -> changes | {rows, changes} | {error} (and
+// run(sql, ...values), the same with the values as arguments), because the
 // store is synchronous Python and the opfs-sahpool VFS is synchronous too: no promise, no
 // message, just a function call inside the worker (about 0.1 ms of bridge overhead).
 //
@@ -21,6 +22,13 @@
  *   The worker passes one so Python can open a second database file in the same OPFS pool
  *   (the browser tests run the core's suite on its own file, away from the page's runs).
  */
+// One scratch buffer for binding strings per SQLite module (a worker has one), shared by
+// every bridge on it: binding is synchronous and SQLite copies each string at once, so two
+// bridges never need it at the same time. Kept by the module rather than by a bridge, a
+// connection closed without its bridge's close() (an import closes the database under its
+// bridge, an export's scratch file is closed directly) leaves no buffer behind.
+const scratches = new WeakMap();
+
 export function createBridge(sqlite3, db, pool = null) {
   const capi = sqlite3.capi;
 
@@ -52,10 +60,88 @@ export function createBridge(sqlite3, db, pool = null) {
     return stmt;
   }
 
+  // Binding, written against SQLite's own C entry points for the common values. oo1's
+  // Stmt.bind() copies every string into a fresh allocation through several checking
+  // wrappers, which cost more than the INSERT of a step itself (a step binds five strings).
+  // Here a string is encoded into one reused scratch buffer and bound SQLITE_TRANSIENT:
+  // SQLite takes its own copy at once, so the buffer is free again for the next value.
+  // Numbers, NULL and strings take this path; anything else (a BigInt, a BLOB) goes through
+  // oo1's bind for that one value.
+  const wasm = sqlite3.wasm;
+  const raw = wasm.exports;
+  const direct = wasm.ptr?.size === 4 && typeof raw.sqlite3_bind_text === "function";
+  const SQLITE_TRANSIENT = -1;
+  // The scratch buffer reserves 3 bytes per UTF-16 unit (UTF-8's worst case) and is kept for
+  // the next call (for the worker's life), so it serves strings up to this size only (about 5.5 million characters,
+  // which covers the largest step result). A longer string is encoded to its exact size in an
+  // allocation of its own that SQLite takes over (SQLITE_WASM_DEALLOC: no second copy), as
+  // oo1 does: a huge value then needs no 3x reservation, and no huge buffer stays behind.
+  const SCRATCH_MAX = 16 * 1024 * 1024;
+  const encoder = new TextEncoder();
+  let scratch = scratches.get(wasm);
+  if (scratch === undefined) scratches.set(wasm, (scratch = { at: 0, size: 0 }));
+
+  function scratchFor(bytes) {
+    if (bytes > scratch.size) {
+      if (scratch.at) wasm.dealloc(scratch.at);
+      scratch.at = 0;
+      scratch.size = 0;
+      const size = Math.max(bytes, 4096);
+      scratch.at = wasm.alloc(size);
+      scratch.size = size;
+    }
+    return scratch.at;
+  }
+
+  function bindValues(stmt, values) {
+    if (!direct || values.length > stmt.parameterCount) {
+      // oo1 says what is wrong (too many values, a type it cannot bind).
+      stmt.bind(values);
+      return;
+    }
+    const p = stmt.pointer;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      let rc;
+      if (v === null) {
+        rc = raw.sqlite3_bind_null(p, i + 1);
+      } else if (typeof v === "string") {
+        // UTF-8 needs at most 3 bytes per UTF-16 unit; +1 so an empty string has a buffer.
+        const max = v.length * 3 + 1;
+        if (max > SCRATCH_MAX) {
+          const bytes = encoder.encode(v);
+          const at = wasm.alloc(bytes.length || 1);
+          wasm.heap8u().set(bytes, at);
+          // SQLite frees `at` when done with it, or at once if the bind fails.
+          rc = raw.sqlite3_bind_text(p, i + 1, at, bytes.length, capi.SQLITE_WASM_DEALLOC);
+        } else {
+          const at = scratchFor(max);
+          const { written } = encoder.encodeInto(v, wasm.heap8u().subarray(at, at + max));
+          rc = raw.sqlite3_bind_text(p, i + 1, at, written, SQLITE_TRANSIENT);
+        }
+      } else if (typeof v === "number") {
+        // JS has one number type: an integer within 2^53 binds as an INTEGER (Python's
+        // larger ints arrive as BigInt), anything else as a REAL. (oo1 bound every whole
+        // number as a 64-bit integer, so a float such as 1e300 was stored as 0.)
+        if ((v | 0) === v) rc = raw.sqlite3_bind_int(p, i + 1, v);
+        else if (!Number.isSafeInteger(v)) rc = raw.sqlite3_bind_double(p, i + 1, v);
+        else if (wasm.bigIntEnabled) rc = raw.sqlite3_bind_int64(p, i + 1, BigInt(v));
+        else {
+          stmt.bind(i + 1, v);
+          continue;
+        }
+      } else {
+        stmt.bind(i + 1, v);
+        continue;
+      }
+      if (rc) sqlite3.oo1.DB.checkRc(db.pointer, rc);
+    }
+  }
+
   function runCached(sql, bind, rows) {
     const stmt = cachedStatement(sql);
     try {
-      if (bind.length) stmt.bind(bind);
+      if (bind.length) bindValues(stmt, bind);
       while (stmt.step()) {
         const row = stmt.get([]);
         for (let i = 0; i < row.length; i++) if (row[i] === null) row[i] = undefined;
@@ -100,6 +186,18 @@ export function createBridge(sqlite3, db, pool = null) {
     } catch (err) {
       return { error: { name: "TypeError", code: null, message: `cannot pass the parameters to SQLite: ${err.message}` } };
     }
+    return execBound(sql, bind);
+  }
+
+  // exec() with the values as arguments: run(sql, a, b, ...). Pyodide converts each
+  // argument on the call (str, int, float, None), so the driver builds no JS array and JS
+  // copies no proxy: the driver's path for every statement whose values are all of those.
+  function run(sql, ...values) {
+    for (let i = 0; i < values.length; i++) if (values[i] === undefined) values[i] = null;
+    return execBound(sql, values);
+  }
+
+  function execBound(sql, bind) {
     const rows = [];
     const before = capi.sqlite3_total_changes(db.pointer);
     try {
@@ -156,6 +254,7 @@ export function createBridge(sqlite3, db, pool = null) {
 
   return {
     exec,
+    run,
     /**
      * Open (creating if needed) another database file in the same pool, with the same
      * pragmas, and return its bridge. Several can be open; each is one connection.

@@ -32,6 +32,10 @@ ONLY_KINDS: dict[str, set[str]] = {"durably-pg-poll": {"trigger"}}
 # its own site's test page (a private copy, under /site/) with a bench-only job module.
 BROWSER: dict[str, str] = {
     "durably-browser": "site/test.html?jobs=bench_jobs&debug=1",
+    # The same page from another build of durably's site (--base-site DIR, e.g. an older
+    # commit's .cache/test-site), served from a second origin so each keeps its own OPFS
+    # database: "base:" pages go to that server. Old and new alternate in one run.
+    "durably-browser-base": "base:site/test.html?jobs=bench_jobs&debug=1",
     "coji-durably": "coji.html",
     "browser-floor": "floor.html",
 }
@@ -41,6 +45,7 @@ BROWSER: dict[str, str] = {
 BROWSER_RESUME: dict[str, tuple[str, int]] = {
     "durably-browser": (BROWSER["durably-browser"], 100),
     "durably-browser-nosnap": ("site-nosnap/test.html?jobs=bench_jobs&debug=1", 100),
+    "durably-browser-base": (BROWSER["durably-browser-base"], 100),
     "coji-durably": (BROWSER["coji-durably"], 2),
 }
 
@@ -50,6 +55,7 @@ BROWSER_RESUME: dict[str, tuple[str, int]] = {
 BROWSER_LOAD: dict[str, str] = {
     "durably-browser": "site/index.html",
     "durably-browser-nosnap": "site-nosnap/index.html",
+    "durably-browser-base": "base:site/index.html",
     "pyodide-bare": "pyodide.html",
 }
 

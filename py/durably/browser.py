@@ -656,16 +656,16 @@ class BrowserHost:
             self._forward(event)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_plain, allow_nan=False)
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
         return {"$bytes": value.hex()}
     return str(value)
+
+
+# One encoder for every reply and event: json.dumps with options builds a new one per call.
+_dumps = json.JSONEncoder(default=_plain, allow_nan=False).encode
 
 
 def _describe(value: Any) -> str:

@@ -41,10 +41,19 @@ def _plain(value: Any) -> Any:
     return iso(value) if isinstance(value, datetime) else value
 
 
+#: Each record class's field names, in order: ``dataclasses.fields`` builds its answer on
+#: every call, and ``to_dict`` runs for every run a page or a CLI reads.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 class _Record:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (timestamps as ISO-8601 UTC text), for JSON and the browser protocol."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        return {name: _plain(getattr(self, name)) for name in names}
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,33 @@ def test_offline_bench_reports_offline_and_online_reloads_side_by_side(tmp_path)
     res = json.loads(out.read_text())
     assert res["precache"]["bytes"] > 10_000_000  # Pyodide's runtime is in it
     assert len(res["offline_ms"]) == len(res["online_no_sw_ms"]) == 1
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_another_build_of_the_site_is_measured_beside_this_one(tmp_path):
+    sys.path.insert(0, ROOT)
+    from bench import browser
+
+    reason = browser.available("site/index.html")
+    if reason:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes") or os.environ.get("DURABLY_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the browser bench cannot run: {reason}")
+        pytest.skip(reason)
+    command = [sys.executable, "-m", "bench", "--quick", "--browser", "--only", "durably-browser-base",
+               "--workloads", "2", "--scale-runs", "0", "--out", str(tmp_path)]
+    # Without --base-site the contender says what it needs instead of failing the run.
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((tmp_path / "latest.json").read_text())["contenders"]["durably-browser-base"]
+    assert not status["available"] and "--base-site" in status["reason"]
+
+    # This repository's own test build as the "other" one: served from a second origin.
+    proc = subprocess.run(command + ["--base-site", browser.SITE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "latest.json").read_text())
+    assert res["meta"]["versions"]["base_site"] == browser.SITE
+    assert res["meta"]["versions"]["base_commit"]
+    (case,) = res["cases"]
+    (raw,) = case["raw"]["durably-browser-base"]
+    assert "error" not in raw and raw["runs_per_s"] > 0, raw

@@ -65,6 +65,54 @@ def test_sql_values_and_errors_cross_the_bridge_as_plain_python(page, site_url, 
     assert error == "SQLITE_CONSTRAINT_UNIQUE"
 
 
+def test_every_kind_of_value_is_stored_exactly_through_the_driver(page, site_url, durably):
+    # The driver hands plain values (str, int, float, None) to the bridge as arguments and the
+    # bridge binds them itself; anything else (bytes, bool) goes the converted way. Both must
+    # store exactly what Python gave: checked in SQLite by type and by the bytes stored.
+    durably.open(page, site_url)
+    mismatches = durably.eval(page, """
+values = ["", "plain", "é", "😀 and 中文", "nul\\x00inside", "x" * 5000, "é😀" * 20000, "z" * 70000,
+          0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**53, 2**62, -(2**63),
+          1.5, -0.25, 1e300, None, True, False, b"", b"\\x00\\xff", bytearray(b"ab")]
+d = app._store.driver
+d.execute("CREATE TABLE vals (i INTEGER PRIMARY KEY, v)")
+for i, v in enumerate(values):
+    d.execute("INSERT INTO vals VALUES (?, ?)", (i, v))
+rows, _ = d.execute("SELECT v, typeof(v), hex(v) FROM vals ORDER BY i")
+def expected(v):
+    if v is None: return (None, "null", "")
+    if isinstance(v, bool): return (int(v), "integer", str(int(v)).encode().hex().upper())
+    if isinstance(v, int): return (v, "integer", str(v).encode().hex().upper())
+    if isinstance(v, float): return (v, "real", None)
+    if isinstance(v, str): return (v, "text", v.encode().hex().upper())
+    return (bytes(v), "blob", bytes(v).hex().upper())
+bad = [] if len(rows) == len(values) else [f"{len(rows)} rows for {len(values)} values"]
+for v, (got, kind, hexed) in zip(values, rows):
+    want_value, want_kind, want_hex = expected(v)
+    same_value = bytes(got) == want_value if kind == "blob" else kind == "text" or got == want_value
+    if kind != want_kind or (want_hex is not None and hexed != want_hex) or not same_value:
+        bad.append([repr(v)[:40], repr(got)[:40], kind, hexed[:40]])
+bad
+""")
+    assert mismatches == []
+
+
+def test_a_long_string_is_bound_without_reserving_three_times_its_size(page, site_url, durably):
+    # SQLite's heap is capped at 64 MiB (a fresh worker per test: the cap only goes down).
+    # A 30-million-character string needs 30 MB as UTF-8; reserving UTF-8's worst case (3
+    # bytes a character, 90 MB) for it would fail with "out of memory".
+    durably.open(page, site_url)
+    result = durably.eval(page, """
+d = app._store.driver
+d.execute("PRAGMA hard_heap_limit = 67108864")
+text = "x" * 30_000_000 + "é"
+rows, _ = d.execute("SELECT length(?1), ?2", (text, "small"))
+rows2, _ = d.execute("SELECT ?1", ("next",))
+[list(rows[0]), list(rows2[0])]
+""")
+    assert result == [[30_000_001, "small"], ["next"]]
+
+
 def test_boot_needs_nothing_outside_127_0_0_1(context, site_url, durably):
     allowed: list[str] = []
     refused: list[str] = []

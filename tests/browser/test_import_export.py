@@ -376,3 +376,20 @@ def test_an_import_cut_off_by_a_reload_boots_on_the_database_it_was_replacing(co
     boot(again, site_url, durably)
     assert [r["id"] for r in again.evaluate("window.durably.getRuns()")] == [run_id]
     assert again.evaluate("(id) => window.durably.getRun(id)", run_id)["status"] == "completed"
+
+
+def test_imports_after_long_strings_leave_no_binding_buffer_behind(page, site_url, durably):
+    # The bridge encodes strings into a scratch buffer it keeps (15 MB after a 5-million-
+    # character value), and an import closes the database under its bridge. Were the buffer
+    # the bridge's own, each import would leave one behind, until SQLite's heap, capped here at
+    # 64 MiB (a fresh worker per test: the cap only goes down), ran out.
+    boot(page, site_url, durably)
+    bind = 'app.driver.execute("SELECT length(?)", ("x" * 5_000_000,))[0][0][0]'
+    swap = """async () => { const d = window.durably; const r = await d.exportDatabase();
+        await d.importDatabase(r instanceof Uint8Array ? r : r.bytes, {replace: true}); }"""
+    for _ in range(4):
+        assert durably.eval(page, bind) == 5_000_000
+        page.evaluate(swap)
+    durably.eval(page, 'app.driver.execute("PRAGMA hard_heap_limit = 67108864")[0]')
+    assert durably.eval(page, bind) == 5_000_000
+    assert durably.eval(page, 'app.driver.execute("SELECT ?", ("after",))[0][0][0]') == "after"

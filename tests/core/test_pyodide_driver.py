@@ -62,3 +62,45 @@ def test_a_closed_driver_refuses_statements():
     driver.close()
     with pytest.raises(StorageError, match="closed"):
         driver.execute("SELECT 1")
+
+
+class ArgsBridge(FakeBridge):
+    """A bridge with run(sql, *values), as web/bridge.js has."""
+
+    def run(self, sql, *values):
+        self.calls.append(("run", sql, values))
+        return self.result
+
+
+def test_plain_values_go_as_arguments_to_run():
+    bridge = ArgsBridge(1)
+    assert PyodideDriver(bridge).execute("INSERT INTO t VALUES (?, ?, ?, ?)", ("s", 1, 1.5, None)) == ([], 1)
+    assert PyodideDriver(bridge).execute("SELECT 1") == ([], 1)
+    assert bridge.calls == [("run", "INSERT INTO t VALUES (?, ?, ?, ?)", ("s", 1, 1.5, None)), ("run", "SELECT 1", ())]
+
+
+def test_other_values_still_go_through_exec_converted():
+    # bytes, a bool (stored as 1/0) and a bytearray are not passed as they are
+    bridge = ArgsBridge(0)
+    PyodideDriver(bridge).execute("X", ("s", True, b"ab", bytearray(b"cd")))
+    assert bridge.calls == [("X", ["s", 1, b"ab", b"cd"])]
+    with pytest.raises(StorageError, match="cannot store a dict in SQLite"):
+        PyodideDriver(bridge).execute("X", ("s", {"a": 1}))
+    assert len(bridge.calls) == 1
+
+
+def test_a_failing_run_call_is_a_storage_error():
+    class Broken(ArgsBridge):
+        def run(self, sql, *values):
+            raise RuntimeError("the database is closed")
+
+    with pytest.raises(StorageError, match="the SQLite bridge failed: the database is closed"):
+        PyodideDriver(Broken(0)).execute("SELECT ?", (1,))
+
+
+def test_values_given_as_an_iterator_are_all_passed():
+    # Read once, not used up by the check of their types: else every value would be NULL.
+    bridge = ArgsBridge(1)
+    PyodideDriver(bridge).execute("INSERT INTO t VALUES (?, ?)", iter(["a", 2]))
+    PyodideDriver(bridge).execute("INSERT INTO t VALUES (?, ?)", (v for v in ["b", b"c"]))
+    assert bridge.calls == [("run", "INSERT INTO t VALUES (?, ?)", ("a", 2)), ("INSERT INTO t VALUES (?, ?)", ["b", b"c"])]
