@@ -31,7 +31,6 @@ import { createBridge } from "./bridge.js";
 import { BootError } from "./errors.js";
 import {
   JOBS_DIR,
-  keepRestoredSnapshot,
   precompileWasm,
   prefetchSnapshot,
   sha256Hex,
@@ -105,8 +104,6 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
   const started = await boot.phase("start", () => startHost(res, init, onEvent));
-  // After the ready message (posted when this resolves): keep the snapshot for the next boot.
-  setTimeout(() => keepRestoredSnapshot(manifest, python.snapshot), 0);
   return { timings: boot.ordered(), ...started };
 }
 
@@ -140,7 +137,6 @@ export async function warmUp({ initReceived }) {
   loading.catch(() => {});
   const sqlite3 = await sqlite;
   const pyodide = await loading;
-  python.snapshot?.then((got) => (got.bytes = undefined)); // the leader keeps the copy
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(pyodide, pageInit, manifest));
   return { manifest, sqlite3, pyodide, init, timings: boot.ordered() };

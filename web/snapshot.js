@@ -442,20 +442,6 @@ function emscriptenLang() {
 }
 
 /**
- * Once the boot is over: keep the snapshot the restore used as this browser's copy when it
- * was downloaded (later boots read it instead of downloading and unzipping it again: about
- * 30 ms instead of 200-300), and let go of its bytes either way.
- * @param {any} manifest @param {ReturnType<typeof prefetchSnapshot>} snapshot
- */
-export async function keepRestoredSnapshot(manifest, snapshot) {
-  if (!snapshot) return;
-  const got = await snapshot;
-  const bytes = got.bytes;
-  got.bytes = undefined;
-  if (bytes && got.restored && !got.kept) await keepSnapshot(manifest.snapshot, bytes);
-}
-
-/**
  * Start Python: from the snapshot when the site has one and it restores, else (or after it
  * failed, which the "snapshot" phase reports with state "fallback" and why) from scratch in the
  * "pyodide" phase.
@@ -499,6 +485,13 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
         ),
       ]);
       got.restored = true;
+      // A downloaded snapshot that restored is kept as this browser's copy, in the background
+      // (the write is the browser's I/O): later boots read it instead of downloading and
+      // unzipping it again (~30 ms instead of 200-300). Started now rather than after ready,
+      // so that a reload right after ready finds it whole.
+      const restored = got.bytes;
+      got.bytes = undefined;
+      if (restored && !got.kept) keepSnapshot(manifest.snapshot, restored);
       done(
         "done",
         got.kept
