@@ -109,15 +109,7 @@ def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_an
         assert durably.eval(page, ZONES) == ZONES_SEEN
 
         # random is seeded again at every restore, not once on the build machine.
-        page.reload()
-        durably.wait_until_ready(page)
-        # The reloaded tab may first follow the closing one's worker for the moment its lock
-        # takes to go; it boots its own Python when it leads.
-        page.wait_for_function(
-            "() => window.durably.role === 'leader' && "
-            "window.bootMessages.some((m) => m.type === 'boot' && m.phase === 'snapshot' && m.state === 'done')",
-            timeout=60_000,
-        )
+        reopen(context, page, site_url, durably)
         assert [m["state"] for m in snapshot_messages(page)] == ["start", "done"]
         assert durably.eval(page, "import random\nrandom.getrandbits(64)") != seen[-1]
     finally:
