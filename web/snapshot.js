@@ -192,27 +192,46 @@ function snapshotTools() {
       // Written under another name and then renamed, where the browser can (FileSystemHandle's
       // move()): a tab closed half-way through leaves a part file (removed by the next keep),
       // never a copy of the right name that is not whole. (readKept also checks the size.)
-      const handle = await dir.getFileHandle(`${keptName(entry)}.part`, { create: true });
-      const writable = await handle.createWritable();
-      try {
-        await writable.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
-        await writable.close();
-      } catch (err) {
-        await writable.abort().catch(() => {});
-        throw err;
-      }
-      const anyHandle = /** @type {any} */ (handle);
-      if (typeof anyHandle.move === "function") await anyHandle.move(keptName(entry));
+      const part = await dir.getFileHandle(`${keptName(entry)}.part`, { create: true });
+      await writeWhole(part, bytes);
+      const anyPart = /** @type {any} */ (part);
+      if (typeof anyPart.move === "function") await anyPart.move(keptName(entry));
       else {
-        const copy = await (await dir.getFileHandle(keptName(entry), { create: true })).createWritable();
-        await copy.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
-        await copy.close();
+        await writeWhole(await dir.getFileHandle(keptName(entry), { create: true }), bytes);
         await dir.removeEntry(`${keptName(entry)}.part`);
       }
       console.info(`[durably] kept a copy of the Python snapshot (${(bytes.length / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
     } catch (err) {
       // A full quota, a browser without OPFS writes: the next boot downloads the snapshot again.
       console.warn("[durably] could not keep a copy of the Python snapshot:", err);
+    }
+  }
+
+  /**
+   * Write `bytes` as the whole content of an OPFS file: with a writable stream, or (a browser
+   * whose workers have none) a sync access handle, as the database's pool uses.
+   * @param {FileSystemFileHandle} handle @param {Uint8Array} bytes
+   */
+  async function writeWhole(handle, bytes) {
+    const anyHandle = /** @type {any} */ (handle);
+    if (typeof anyHandle.createWritable === "function") {
+      const writable = await anyHandle.createWritable();
+      try {
+        await writable.write(bytes);
+        await writable.close();
+      } catch (err) {
+        await writable.abort().catch(() => {});
+        throw err;
+      }
+      return;
+    }
+    const access = await anyHandle.createSyncAccessHandle();
+    try {
+      access.truncate(0);
+      if (access.write(bytes, { at: 0 }) !== bytes.length) throw new Error("the copy was written short");
+      access.flush();
+    } finally {
+      access.close();
     }
   }
 
