@@ -194,14 +194,17 @@ export class Leader {
       );
     }
     const { db, pool, host } = this.res;
-    const leased = host.leased_runs();
-    if (leased > 0 && !replace) {
+    const inProgress = () => {
+      const leased = host.leased_runs();
+      if (leased === 0 || replace) return null;
       return fail(
         "ConflictError",
         `importDatabase: ${leased} run${leased === 1 ? " is" : "s are"} in progress in this database; importing would replace ` +
           "it and stop them. Wait for them, export them first, or pass {replace: true} to replace the database anyway",
       );
-    }
+    };
+    const busy = inProgress();
+    if (busy) return busy;
     let checked;
     try {
       await pool.reserveMinimumCapacity(pool.getFileCount() + SCRATCH_FILES);
@@ -215,6 +218,10 @@ export class Leader {
       const name = /SchemaError/.test(text) ? "SchemaError" : "ValidationError";
       return fail(name, `importDatabase: ${lastLine(text).replace(/^[\w.]*Error: /, "")}; nothing was changed`);
     }
+    // Again, with no await before the stop: a run may have started while the file was
+    // checked, and the stop would hand it back only to have the import replace it.
+    const startedMeanwhile = inProgress();
+    if (startedMeanwhile) return startedMeanwhile;
     // The swap. The current file is kept in memory until the imported one runs, and put back
     // if anything fails on the way.
     await host.stop(0);

@@ -25,8 +25,15 @@ from typing import Any
 from .errors import ConflictError, SchemaError, ValidationError
 from .store import COPY_TABLES, Store
 
-#: Rows read and written per statement.
+#: Rows read per statement, at most. A page starts at FIRST_PAGE rows and grows (doubling)
+#: while its values stay under READ_BYTES, or shrinks when they pass it: a step result may
+#: be 4 MiB, and 500 of them would be 2 GB in memory at once.
 PAGE = 500
+FIRST_PAGE = 50
+READ_BYTES = 64 * 1024 * 1024
+#: About how many bytes of values one INSERT carries: PostgreSQL refuses a message over 1 GB,
+#: and a smaller statement keeps both engines' memory in bounds.
+WRITE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,9 @@ def copy_database(source: Store, target: Store, *, replace: bool = False) -> Cop
             for table, columns, key in COPY_TABLES:
                 key_at = [columns.index(column) for column in key]
                 after = None
+                limit = FIRST_PAGE
                 while True:
-                    page = source.copy_page(table, columns, key, after, PAGE)
+                    page = source.copy_page(table, columns, key, after, limit)
                     if not page:
                         break
                     if table == "durably_runs":
@@ -82,11 +90,42 @@ def copy_database(source: Store, target: Store, *, replace: bool = False) -> Cop
                         handed_back += n
                     if not target.dialect.text_takes_nul:
                         _check_text(table, columns, key_at, page, target.dialect.name)
-                    target.write_copied(table, columns, page)
+                    sizes = [_row_bytes(row) for row in page]
+                    for chunk in _chunks(page, sizes, WRITE_BYTES):
+                        target.write_copied(table, columns, chunk)
                     rows_written[table] += len(page)
                     after = tuple(page[-1][i] for i in key_at)
+                    limit = _next_limit(limit, sum(sizes))
         target.after_copy()
     return CopyResult(rows_written, handed_back, version)
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """About how much room a row's values take: their text or bytes, 8 for anything else."""
+    return sum(len(v) if isinstance(v, (str, bytes, bytearray, memoryview)) else 8 for v in row)
+
+
+def _chunks(page: list[tuple[Any, ...]], sizes: list[int], budget: int) -> list[list[tuple[Any, ...]]]:
+    """The page cut into runs of rows of about ``budget`` bytes each (a bigger row alone)."""
+    chunks: list[list[tuple[Any, ...]]] = [[]]
+    used = 0
+    for row, size in zip(page, sizes, strict=True):
+        if chunks[-1] and used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(row)
+        used += size
+    return chunks
+
+
+def _next_limit(limit: int, page_bytes: int) -> int:
+    """The next page's row count: doubled up to PAGE while pages stay under READ_BYTES,
+    cut in proportion when one passes it."""
+    if page_bytes > READ_BYTES:
+        return max(1, limit * READ_BYTES // page_bytes)
+    if page_bytes * 2 <= READ_BYTES:
+        return min(PAGE, limit * 2)
+    return limit
 
 
 def _migrate(store: Store, role: str) -> int:

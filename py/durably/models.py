@@ -37,23 +37,28 @@ WAITING_FOR: tuple[WaitingFor, ...] = get_args(WaitingFor)
 CATCH_UP: tuple[CatchUp, ...] = get_args(CatchUp)
 
 
-def _plain(value: Any) -> Any:
-    return iso(value) if isinstance(value, datetime) else value
-
-
-#: Each record class's field names, in order: ``dataclasses.fields`` builds its answer on
-#: every call, and ``to_dict`` runs for every run a page or a CLI reads.
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+#: Each record class's field names, in order, and those that hold timestamps (annotated
+#: ``datetime``): ``dataclasses.fields`` builds its answer on every call, and ``to_dict``
+#: runs for every run a page or a CLI reads.
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 class _Record:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (timestamps as ISO-8601 UTC text), for JSON and the browser protocol."""
         cls = type(self)
-        names = _FIELD_NAMES.get(cls)
-        if names is None:
-            names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
-        return {name: _plain(getattr(self, name)) for name in names}
+        known = _FIELD_NAMES.get(cls)
+        if known is None:
+            all_fields = fields(self)  # type: ignore[arg-type]
+            times = tuple(f.name for f in all_fields if str(f.type).startswith("datetime"))
+            known = _FIELD_NAMES[cls] = (tuple(f.name for f in all_fields), times)
+        names, times = known
+        data = {name: getattr(self, name) for name in names}
+        for name in times:
+            value = data[name]
+            if value is not None:
+                data[name] = iso(value)
+        return data
 
 
 @dataclass(frozen=True)

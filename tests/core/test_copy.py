@@ -387,3 +387,45 @@ def test_durably_copy_on_the_command_line_both_ways_and_its_refusals(dbs, tmp_pa
         proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+@job("bulky")
+async def bulky(step, input):
+    for i in range(input["steps"]):
+        await step.run(f"s{i}", lambda i=i: "x" * input["size"] + str(i))
+    return "done"
+
+
+@pytest.mark.parametrize("target_engine", ENGINES)
+def test_big_rows_are_copied_in_statements_of_bounded_size(dbs, target_engine, monkeypatch):
+    # A step result may be 4 MiB: a copy reads and writes by size, not only by row count, so
+    # no statement nears PostgreSQL's 1 GB message limit and memory stays in bounds. Here
+    # with small budgets: 60 steps of ~50 kB, at most ~200 kB of values per INSERT.
+    from durably import copying
+
+    monkeypatch.setattr(copying, "WRITE_BYTES", 200_000)
+    monkeypatch.setattr(copying, "READ_BYTES", 1_000_000)
+    monkeypatch.setattr(copying, "FIRST_PAGE", 4)
+    source = Durably(dbs("sqlite"), jobs=[bulky])
+    target = Durably(dbs(target_engine))
+    try:
+        run = source.trigger(bulky, {"steps": 60, "size": 50_000})
+        asyncio.run(source.process_until_idle())
+        writes: list[tuple[str, int, int]] = []
+        real = target._store.write_copied
+
+        def counted(table, columns, rows):
+            writes.append((table, len(rows), sum(copying._row_bytes(r) for r in rows)))
+            return real(table, columns, rows)
+
+        monkeypatch.setattr(target._store, "write_copied", counted)
+        result = source.copy_to(target)
+        assert result.rows["durably_steps"] == 60
+        steps = [w for w in writes if w[0] == "durably_steps"]
+        assert len(steps) >= 15  # ~4 results of ~50 kB per statement
+        assert all(n == 1 or size <= 200_000 for _, n, size in steps), steps
+        assert rows_of(target)["durably_steps"] == rows_of(source)["durably_steps"]
+        assert target.get_run(run.id).output == "done"
+    finally:
+        source.close()
+        target.close()
