@@ -175,8 +175,9 @@ function snapshotTools() {
 
   /**
    * Keep `bytes` (a restored snapshot) as this browser's copy, in place of any other.
-   * `bytes === null`: only remove the copy (it did not restore). Never throws.
+   * `bytes === null`: only remove the copy (it did not restore). Never throws; true once kept.
    * @param {any} entry @param {Uint8Array | null} bytes
+   * @returns {Promise<boolean>}
    */
   async function keep(entry, bytes) {
     try {
@@ -188,7 +189,7 @@ function snapshotTools() {
       for (const name of names) {
         if (bytes === null ? name === keptName(entry) : name !== keptName(entry)) await dir.removeEntry(name).catch(() => {});
       }
-      if (bytes === null) return;
+      if (bytes === null) return false;
       // Written under another name and then renamed, where the browser can (FileSystemHandle's
       // move()): a tab closed half-way through leaves a part file (removed by the next keep),
       // never a copy of the right name that is not whole. (readKept also checks the size.)
@@ -200,10 +201,11 @@ function snapshotTools() {
         await writeWhole(await dir.getFileHandle(keptName(entry), { create: true }), bytes);
         await dir.removeEntry(`${keptName(entry)}.part`);
       }
-      console.info(`[durably] kept a copy of the Python snapshot (${(bytes.length / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
+      return true;
     } catch (err) {
       // A full quota, a browser without OPFS writes: the next boot downloads the snapshot again.
       console.warn("[durably] could not keep a copy of the Python snapshot:", err);
+      return false;
     }
   }
 
@@ -238,23 +240,39 @@ function snapshotTools() {
   return { sha256Hex, download, readKept, keep, KEPT_DIR };
 }
 
-export const { sha256Hex, keep: keepSnapshot, KEPT_DIR } = snapshotTools();
+export const { sha256Hex, KEPT_DIR } = snapshotTools();
+const tools = snapshotTools();
+
+/** Keep `bytes` as this browser's copy of the snapshot (`null`: remove it), and say so. */
+export async function keepSnapshot(/** @type {any} */ entry, /** @type {Uint8Array | null} */ bytes) {
+  const size = bytes?.length ?? 0;
+  if (await tools.keep(entry, bytes)) logKept(size);
+}
+
+function logKept(/** @type {number} */ size) {
+  console.info(`[durably] kept a copy of the Python snapshot (${(size / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
+}
 
 // A worker of its own downloads, checks and unzips the snapshot (~0.2 s of work, most of it
 // the unzip), on another core while this worker starts sqlite and opens the pool: nothing
 // runs on this worker's thread beside the pool's install (see "sqlite comes before Pyodide"
 // in boot.js). From a blob: URL, so the site needs no extra file.
-const DOWNLOADER = `const { download } = (${snapshotTools})();
+const DOWNLOADER = `const { download, keep } = (${snapshotTools})();
 onmessage = async ({ data: { url, entry } }) => {
+  let bytes;
   try {
-    const bytes = await download(url, entry);
-    postMessage({ bytes }, [bytes.buffer]);
+    bytes = await download(url, entry);
   } catch (err) {
     postMessage({ error: String(err?.message ?? err) });
+    return;
   }
+  // A copy of its own is kept (see keepSnapshot) on this thread, while the boot worker restores.
+  const copy = bytes.slice();
+  postMessage({ bytes }, [bytes.buffer]);
+  postMessage({ kept: await keep(entry, copy), size: copy.length });
 };`;
 
-/** @typedef {{bytes?: Uint8Array, kept?: boolean, error?: Error, restored?: boolean}} Fetched */
+/** @typedef {{bytes?: Uint8Array, kept?: boolean, keeping?: boolean, error?: Error, restored?: boolean}} Fetched */
 
 /**
  * Start downloading the snapshot manifest.json names, so it is ready when Python starts.
@@ -290,8 +308,10 @@ function downloadSnapshot(entry, url) {
     const controller = new AbortController();
     const settle = (/** @type {Fetched} */ result) => {
       clearTimeout(timer);
-      worker?.terminate();
-      if (source) URL.revokeObjectURL(source);
+      if (!result.keeping) {
+        worker?.terminate();
+        if (source) URL.revokeObjectURL(source);
+      }
       resolve(result);
     };
     const timer = setTimeout(() => {
@@ -317,8 +337,15 @@ function downloadSnapshot(entry, url) {
     // A failure there is tried again here before it counts: a nested worker may not be under
     // the page's service worker (so offline it cannot download what this worker can).
     worker.onmessage = ({ data }) => {
+      if ("kept" in data) {
+        // Its copy is written (or could not be): the worker's work is over.
+        if (data.kept) logKept(data.size);
+        worker?.terminate();
+        URL.revokeObjectURL(source);
+        return;
+      }
       if (!data.error) {
-        settle({ bytes: data.bytes, kept: false });
+        settle({ bytes: data.bytes, kept: false, keeping: true });
         return;
       }
       worker?.terminate();
@@ -506,11 +533,12 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
       got.restored = true;
       // A downloaded snapshot that restored is kept as this browser's copy, in the background
       // (the write is the browser's I/O): later boots read it instead of downloading and
-      // unzipping it again (~30 ms instead of 200-300). Started now rather than after ready,
-      // so that a reload right after ready finds it whole.
+      // unzipping it again (~30 ms instead of 200-300). The download worker keeps its own copy
+      // on its thread while this one restores; without it, it is written from here, now
+      // rather than after ready, so that a reload right after ready finds it whole.
       const restored = got.bytes;
       got.bytes = undefined;
-      if (restored && !got.kept) keepSnapshot(manifest.snapshot, restored);
+      if (restored && !got.kept && !got.keeping) keepSnapshot(manifest.snapshot, restored);
       done(
         "done",
         got.kept
