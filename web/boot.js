@@ -116,12 +116,7 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
  */
 function startLoads(manifest) {
   const snapshot = prefetchSnapshot(manifest, siteURL);
-  // Compiled ahead when the snapshot comes from this browser's copy; on a first visit Pyodide
-  // fetches and compiles it once the snapshot is in, so that it does not compete with the
-  // snapshot's download.
-  const wasm = snapshot
-    ? snapshot.fromKept.then((kept) => (kept ? precompileWasm(siteURL("vendor/pyodide/pyodide.asm.wasm")) : null))
-    : null;
+  const wasm = snapshot ? precompileWasm(siteURL("vendor/pyodide/pyodide.asm.wasm")) : null;
   for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
   return { snapshot, wasm, downloads: downloadCode(manifest) };
 }

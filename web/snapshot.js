@@ -281,7 +281,7 @@ onmessage = async ({ data: { url, entry } }) => {
  * Null when the site has no snapshot.
  * @param {any} manifest
  * @param {(rel: string) => string} siteURL
- * @returns {(Promise<Fetched> & {fromKept: Promise<boolean>}) | null}
+ * @returns {Promise<Fetched> | null}
  */
 export function prefetchSnapshot(manifest, siteURL) {
   const entry = manifest.snapshot;
@@ -290,12 +290,9 @@ export function prefetchSnapshot(manifest, siteURL) {
   // this worker's thread, and there is nothing to unzip. A storage that does not answer
   // within KEPT_TIMEOUT_MS counts as none.
   const none = new Promise((resolve) => setTimeout(() => resolve(null), KEPT_TIMEOUT_MS));
-  /** @type {Promise<Uint8Array | null>} */
-  const kept = Promise.race([snapshotTools().readKept(entry), none]);
-  const fetched = kept.then((bytes) => (bytes ? { bytes, kept: true } : downloadSnapshot(entry, siteURL(entry.url))));
-  // Whether the bytes come from this browser's copy, known in a few ms: a first visit (a
-  // download) starts nothing else that would compete with the download (see startPython).
-  return Object.assign(fetched, { fromKept: kept.then((bytes) => bytes !== null) });
+  return Promise.race([snapshotTools().readKept(entry), none]).then((bytes) =>
+    bytes ? { bytes, kept: true } : downloadSnapshot(entry, siteURL(entry.url)),
+  );
 }
 
 /**
@@ -516,11 +513,8 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
     let timer;
     /** @type {Fetched} */
     let got = {};
-    // From this browser's copy, loadPyodide() is called at once, with the bytes still to
-    // come: its first stages (Pyodide's lock file, the standard library's download) run while
-    // they are read. A download is waited for first, as nothing else should compete with it
-    // for the network on a first visit.
-    if (!(await snapshot.fromKept)) await snapshot;
+    // loadPyodide() is called at once, with the snapshot's bytes still to come: its first
+    // stages (Pyodide's lock file, the standard library's download) run while they do.
     const bytes = snapshot.then((fetched) => {
       got = fetched;
       if (fetched.error) throw fetched.error;
