@@ -326,8 +326,9 @@ async function main() {
     protocol: facts.protocol,
     versions: { pyodide: versionOf("pyodide"), sqliteWasm: versionOf("@sqlite.org/sqlite-wasm") },
     micropip,
-    // durably first; its dependencies go on sys.path as zip files ("zip": true).
-    wheels: [durably, ...DEPENDENCIES.map((d) => ({ ...placeWheel(pinnedWheel(d)), zip: true })), ...requirementWheels],
+    // durably first; it and its dependencies go on sys.path as zip files ("zip": true):
+    // unpacking durably's ~35 files cost 60-90 ms of every boot, placing its zip ~1 ms.
+    wheels: [{ ...durably, zip: true }, ...DEPENDENCIES.map((d) => ({ ...placeWheel(pinnedWheel(d)), zip: true })), ...requirementWheels],
     // What [tool.durably.site] asked for (the wheels above are what pip resolved it to).
     requirements: plan.requirements ?? [],
     jobModules: modules,

@@ -3,22 +3,25 @@
 //   lock     the Web Lock "durably-db": the OPFS pool can be open in one worker only; the
 //            tab that gets it leads (web/tabs.js), the others follow and boot no further
 //   sqlite   load and initialise sqlite-wasm
+//   snapshot, pyodide, install
+//            loadPython(), side by side with sqlite: a Python in which durably and the job
+//            modules can be imported. snapshot: restore it from the site's memory snapshot
+//            (or this browser's copy of it), durably and the job modules already imported
+//            (web/snapshot.js); if that snapshot cannot be used, the phase ends in state
+//            "fallback" saying why, and pyodide loads Pyodide from the site's own files
+//            (only then). install places durably's and micropip's wheels, unpacks the
+//            site's requirements and writes the job modules.
 //   pool     install the opfs-sahpool VFS (needs no COOP/COEP headers; workers only)
 //   open     open the database in the pool and set the pragmas
-//   snapshot, pyodide, install
-//            loadPython(): a Python in which durably and the job modules can be imported.
-//            snapshot: restore it from the site's memory snapshot, durably and the job
-//            modules already imported (web/snapshot.js); if that snapshot cannot be used, the
-//            phase ends in state "fallback" saying why, and pyodide loads Pyodide from the
-//            site's own files (only then). install unpacks durably's wheel, puts micropip's
-//            on sys.path and writes the job modules.
 //   import   wait for the page's init message, then import durably and the job modules it
 //            asked for, for real (a failed import is shown with its traceback)
 //   start    create durably.browser.BrowserHost, migrate the schema, hand back the leases a
 //            closed tab left behind (so its runs resume at once) and start the runtime
-// sqlite comes before Pyodide on purpose: initialising the sahpool VFS while loadPyodide()
-// ran hung in createSyncAccessHandle in about 1 load in 10 (headless Chromium, 2 cores);
-// this order never did.
+// The pool is installed only once Python is up, on purpose: initialising the sahpool VFS
+// while loadPyodide() ran hung in createSyncAccessHandle in about 1 load in 10 (headless
+// Chromium, 2 cores); installing it before Python never did. Only sqlite-wasm's load, which
+// opens no file, runs beside Python's start. The timings list the phases in the order of
+// PHASES below (docs/browser.md, "Boot"), whichever of them ends first.
 //
 // A standby follower (web/tabs.js) boots in two halves: warmUp() runs sqlite, loadPython()
 // and import while another tab leads, with no database; takeOver() runs pool, open and
@@ -26,7 +29,14 @@
 
 import { createBridge } from "./bridge.js";
 import { BootError } from "./errors.js";
-import { JOBS_DIR, prefetchSnapshot, sha256Hex, startPython, WHEELS_DIR } from "./snapshot.js";
+import {
+  JOBS_DIR,
+  precompileWasm,
+  prefetchSnapshot,
+  sha256Hex,
+  startPython,
+  WHEELS_DIR,
+} from "./snapshot.js";
 
 export const LOCK_NAME = "durably-db";
 export const DB_FILE = "/durably.db";
@@ -55,6 +65,8 @@ const PHASE_TIMEOUT_MS = {
   start: 30_000,
 };
 const POOL_RETRIES = 5;
+// The phases in the order the timings list them (docs/browser.md, "Boot").
+const PHASES = ["lock", "sqlite", "pool", "open", "snapshot", "pyodide", "install", "import", "start"];
 // The page posts init right after creating the worker; this only catches a page that never does.
 const INIT_TIMEOUT_MS = 60_000;
 
@@ -77,25 +89,36 @@ export const siteURL = (rel) => new URL(`./${rel}`, import.meta.url).href;
 export async function bootLeader({ post, initReceived, res, onEvent, timings }) {
   const boot = new Boot(post, timings);
   const manifest = await readManifest();
-  // The snapshot is downloaded and unzipped by a worker of its own while sqlite starts, and
-  // Pyodide's JS is fetched and compiled meanwhile (loadPython()'s imports then find it
-  // loaded: 60-130 ms off the snapshot phase).
-  const snapshot = prefetchSnapshot(manifest, siteURL);
-  for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
-  const sqlite3 = await boot.phase("sqlite", loadSqlite);
+  const python = startLoads(manifest);
+  // sqlite and Python start side by side: the snapshot's restore runs while sqlite-wasm
+  // loads. The pool and the database come after both (see "sqlite comes before Pyodide").
+  const sqlite = boot.phase("sqlite", loadSqlite);
+  const pyodide = loadPython(boot, manifest, python.downloads, python.snapshot, python.wasm);
+  pyodide.then((p) => (res.pyodide = p), () => {}); // for close(), even if sqlite failed
+  const sqlite3 = await sqlite;
+  res.pyodide = await pyodide;
   const bridge = await openDatabase(boot, sqlite3, res);
-
-  // Download and check micropip, the wheels and the job modules while Python starts; the
-  // install phase only unpacks them (and reports a failure).
-  const downloads = downloadCode(manifest);
-  res.pyodide = await loadPython(boot, manifest, downloads, snapshot);
   res.jobModules = manifest.jobModules.map((m) => m.module); // for the followers' init checks
-  res.pyodide.registerJsModule("durably_bridge", bridge);
+  provideBridge(res.pyodide, bridge);
 
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(res.pyodide, pageInit, manifest));
   const started = await boot.phase("start", () => startHost(res, init, onEvent));
-  return { timings: boot.timings, ...started };
+  return { timings: boot.ordered(), ...started };
+}
+
+/**
+ * Everything the Python phases need from the network, started at once: the snapshot (or this
+ * browser's copy of it) by a worker of its own, pyodide.asm.wasm compiled on the browser's
+ * compiler threads, Pyodide's JS fetched and compiled (loadPython()'s imports then find it
+ * loaded), and micropip, the wheels and the job modules downloaded and checked (the install
+ * phase only unpacks them, and reports a failure).
+ */
+function startLoads(manifest) {
+  const snapshot = prefetchSnapshot(manifest, siteURL);
+  const wasm = snapshot ? precompileWasm(siteURL("vendor/pyodide/pyodide.asm.wasm")) : null;
+  for (const file of ["pyodide.mjs", "pyodide.asm.mjs"]) import(siteURL(`vendor/pyodide/${file}`)).catch(() => {});
+  return { snapshot, wasm, downloads: downloadCode(manifest) };
 }
 
 /**
@@ -108,13 +131,15 @@ export async function bootLeader({ post, initReceived, res, onEvent, timings }) 
 export async function warmUp({ initReceived }) {
   const boot = new Boot(() => {});
   const manifest = await readManifest();
-  const snapshot = prefetchSnapshot(manifest, siteURL);
-  const sqlite3 = await boot.phase("sqlite", loadSqlite);
-  const downloads = downloadCode(manifest);
-  const pyodide = await loadPython(boot, manifest, downloads, snapshot);
+  const python = startLoads(manifest);
+  const sqlite = boot.phase("sqlite", loadSqlite);
+  const loading = loadPython(boot, manifest, python.downloads, python.snapshot, python.wasm);
+  loading.catch(() => {});
+  const sqlite3 = await sqlite;
+  const pyodide = await loading;
   const pageInit = await waitForInit(initReceived);
   const init = await boot.phase("import", () => importJobs(pyodide, pageInit, manifest));
-  return { manifest, sqlite3, pyodide, init, timings: boot.timings };
+  return { manifest, sqlite3, pyodide, init, timings: boot.ordered() };
 }
 
 /**
@@ -128,9 +153,25 @@ export async function takeOver({ warm, res, onEvent }) {
   res.pyodide = warm.pyodide;
   res.jobModules = warm.manifest.jobModules.map((m) => m.module);
   const bridge = await openDatabase(boot, warm.sqlite3, res);
-  res.pyodide.registerJsModule("durably_bridge", bridge);
+  provideBridge(res.pyodide, bridge);
   const started = await boot.phase("start", () => startHost(res, warm.init, onEvent));
-  return { timings: boot.timings, ...started };
+  return { timings: boot.ordered(), ...started };
+}
+
+/**
+ * Make the bridge importable as durably_bridge (PyodideDriver imports it). Also put straight
+ * into sys.modules: Pyodide's finder of JS modules comes after the path finder, so the first
+ * `import durably_bridge` looked through every sys.path entry before (30-70 ms of the start
+ * phase).
+ */
+function provideBridge(pyodide, bridge) {
+  pyodide.registerJsModule("durably_bridge", bridge);
+  const sys = pyodide.pyimport("sys");
+  try {
+    sys.modules.set("durably_bridge", bridge);
+  } finally {
+    sys.destroy();
+  }
 }
 
 /** Runs phases: reports each one's start, end and duration, under a watchdog. */
@@ -138,6 +179,13 @@ class Boot {
   constructor(post, timings = {}) {
     this.post = post;
     this.timings = { ...timings };
+  }
+
+  /** The timings in the order of the phases (some run side by side and end in any order). */
+  ordered() {
+    const known = PHASES.filter((name) => name in this.timings);
+    const rest = Object.keys(this.timings).filter((name) => !PHASES.includes(name));
+    return Object.fromEntries([...known, ...rest].map((name) => [name, this.timings[name]]));
   }
 
   async phase(name, fn) {
@@ -374,6 +422,25 @@ export function writeJobModule(pyodide, m) {
   else pyodide.FS.writeFile(`${JOBS_DIR}/${m.module}.py`, m.bytes);
 }
 
+// What importlib.invalidate_caches() does, except for the zip archives on sys.path: the
+// folders just written are listed again, but each zipimporter keeps the directory it read of
+// its archive (the standard library's, cronsim's and tzdata's, read when the snapshot was made
+// and the same files now: their bytes are in the snapshot's key). invalidate_caches() drops
+// those, and the next import that looks through every sys.path entry (the first one of
+// durably_bridge, in the start phase) read them all again: 70-110 ms of the boot.
+const INVALIDATE_CACHES = `
+from importlib.machinery import FileFinder
+from importlib.metadata import MetadataPathFinder
+_name = _finder = None
+for _name, _finder in list(sys.path_importer_cache.items()):
+    if _finder is None or not _name.startswith("/"):
+        del sys.path_importer_cache[_name]
+    elif isinstance(_finder, FileFinder):
+        _finder.invalidate_caches()
+MetadataPathFinder.invalidate_caches()
+del _name, _finder
+`;
+
 // Write a checked pure-Python wheel, as the zip file it is, where it goes on sys.path.
 function writeZipWheel(pyodide, wheel) {
   const file = `${WHEELS_DIR}/${wheel.file}`;
@@ -393,12 +460,14 @@ function writeZipWheel(pyodide, wheel) {
  * @param {{micropip, wheels, modules}} downloads promises of the checked micropip wheel, wheels
  *   and job modules ({...manifest entry, bytes})
  * @param {ReturnType<typeof prefetchSnapshot>} snapshot the snapshot's download, when the site has one
+ * @param {Promise<WebAssembly.Module | null> | null} [wasm] pyodide.asm.wasm compiled ahead, for the restore
  */
-export async function loadPython(boot, manifest, downloads, snapshot) {
+export async function loadPython(boot, manifest, downloads, snapshot, wasm = null) {
   const pyodide = await startPython({
     boot,
     manifest,
     snapshot,
+    wasm,
     load: async (extra) => {
       const { loadPyodide } = await import(siteURL("vendor/pyodide/pyodide.mjs"));
       return Promise.race([
@@ -417,12 +486,14 @@ export async function loadPython(boot, manifest, downloads, snapshot) {
   });
 
   await boot.phase("install", async () => {
-    // Unpack the wheels downloadCode() fetched and checked into site-packages: unpacking the
-    // checked bytes is ~0.6 s faster than importing micropip to install them. After a
-    // snapshot restore durably is imported already, but its files are not there (the snapshot
-    // holds memory, not files): importlib.metadata, tracebacks and later imports read them.
-    // Wheels marked "zip" (durably's dependencies: pure Python) are written as they are and
-    // put on sys.path, as micropip below: tzdata's ~600 files took ~0.5 s to unpack.
+    // Place the wheels downloadCode() fetched and checked: placing the checked bytes is ~0.6 s
+    // faster than importing micropip to install them. After a snapshot restore durably is
+    // imported already, but its files are not there (the snapshot holds memory, not files):
+    // importlib.metadata, tracebacks and later imports read them. Wheels marked "zip" (durably
+    // and its dependencies: pure Python) are written as they are and put on sys.path, as
+    // micropip below (tzdata's ~600 files took ~0.5 s to unpack, durably's ~35 60-90 ms); the
+    // site's requirements are unpacked into site-packages (they may hold data files or
+    // compiled modules, which zipimport cannot load).
     const zips = [];
     for (const w of await downloads.wheels) {
       if (w.zip) zips.push(writeZipWheel(pyodide, w));
@@ -438,9 +509,9 @@ export async function loadPython(boot, manifest, downloads, snapshot) {
     pyodide.FS.mkdirTree(JOBS_DIR);
     for (const m of modules) writeJobModule(pyodide, m);
     pyodide.runPython(
-      `import importlib, sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\n` +
+      `import sys\nif ${JSON.stringify(JOBS_DIR)} not in sys.path: sys.path.insert(0, ${JSON.stringify(JOBS_DIR)})\n` +
         `for _zip in ${JSON.stringify(zips)}:\n    if _zip not in sys.path: sys.path.append(_zip)\n` +
-        "importlib.invalidate_caches()",
+        INVALIDATE_CACHES,
     );
   });
   return pyodide;

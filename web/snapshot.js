@@ -30,7 +30,7 @@
 //     grew past that cannot be restored; the build refuses to make one (scripts/snapshot.mjs).
 
 /** Bump when what goes into a snapshot changes in a way the key would not see. */
-export const SNAPSHOT_FORMAT = 1;
+export const SNAPSHOT_FORMAT = 2;
 /** Where the job modules live in Pyodide's file system (on sys.path). */
 export const JOBS_DIR = "/home/pyodide/durably_jobs";
 /** Where micropip's wheel and durably's dependencies ("zip" in the manifest) are written, as
@@ -38,6 +38,8 @@ export const JOBS_DIR = "/home/pyodide/durably_jobs";
 export const WHEELS_DIR = "/home/pyodide/wheels";
 /** Download and restore must finish within this, or the worker boots without the snapshot. */
 export const SNAPSHOT_TIMEOUT_MS = 60_000;
+/** Reading this browser's copy of the snapshot must finish within this, or it is downloaded. */
+const KEPT_TIMEOUT_MS = 5_000;
 
 /**
  * The Python the build runs before taking the snapshot: everything the boot imports anyway,
@@ -117,6 +119,12 @@ export async function snapshotKey(manifest, jobModules) {
 // Self-contained (it refers to nothing outside its body): it also runs as the source of the
 // worker that downloads the snapshot (DOWNLOADER below).
 function snapshotTools() {
+  // This browser's unzipped copy of the snapshot: a file of the origin's OPFS (beside, never
+  // inside, the database's pool), named by the snapshot's key, so a new deploy never reads
+  // the copy of an old one (and removes it when it keeps its own).
+  const KEPT_DIR = "durably-snapshot";
+  const keptName = (/** @type {any} */ entry) => `${entry.key}.bin`;
+
   /** @param {Uint8Array<ArrayBuffer>} bytes */
   async function sha256Hex(bytes) {
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -129,8 +137,21 @@ function snapshotTools() {
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
 
+  /** The kept copy's bytes, or null (none, another size, no OPFS). @param {any} entry */
+  async function readKept(entry) {
+    try {
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle(KEPT_DIR);
+      const file = await (await dir.getFileHandle(keptName(entry))).getFile();
+      if (file.size !== entry.bytes) return null;
+      return new Uint8Array(await file.arrayBuffer());
+    } catch {
+      return null;
+    }
+  }
+
   /**
-   * The snapshot's bytes, unzipped and checked against its manifest entry.
+   * The snapshot's bytes, downloaded, unzipped and checked against its manifest entry.
    * @param {string} url @param {any} entry @param {AbortSignal} [signal]
    */
   async function download(url, entry, signal) {
@@ -152,46 +173,145 @@ function snapshotTools() {
     return bytes;
   }
 
-  return { sha256Hex, download };
+  /**
+   * Keep `bytes` (a restored snapshot) as this browser's copy, in place of any other.
+   * `bytes === null`: only remove the copy (it did not restore). Never throws; true once kept.
+   * @param {any} entry @param {Uint8Array | null} bytes
+   * @returns {Promise<boolean>}
+   */
+  async function keep(entry, bytes) {
+    try {
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle(KEPT_DIR, { create: true });
+      /** @type {string[]} */
+      const names = [];
+      for await (const name of /** @type {any} */ (dir).keys()) names.push(name);
+      for (const name of names) {
+        if (bytes === null ? name === keptName(entry) : name !== keptName(entry)) await dir.removeEntry(name).catch(() => {});
+      }
+      if (bytes === null) return false;
+      // Written under another name and then renamed, where the browser can (FileSystemHandle's
+      // move()): a tab closed half-way through leaves a part file (removed by the next keep),
+      // never a copy of the right name that is not whole. (readKept also checks the size.)
+      const part = await dir.getFileHandle(`${keptName(entry)}.part`, { create: true });
+      await writeWhole(part, bytes);
+      const anyPart = /** @type {any} */ (part);
+      if (typeof anyPart.move === "function") await anyPart.move(keptName(entry));
+      else {
+        await writeWhole(await dir.getFileHandle(keptName(entry), { create: true }), bytes);
+        await dir.removeEntry(`${keptName(entry)}.part`);
+      }
+      return true;
+    } catch (err) {
+      // A full quota, a browser without OPFS writes: the next boot downloads the snapshot again.
+      console.warn("[durably] could not keep a copy of the Python snapshot:", err);
+      return false;
+    }
+  }
+
+  /**
+   * Write `bytes` as the whole content of an OPFS file: with a writable stream, or (a browser
+   * whose workers have none) a sync access handle, as the database's pool uses.
+   * @param {FileSystemFileHandle} handle @param {Uint8Array} bytes
+   */
+  async function writeWhole(handle, bytes) {
+    const anyHandle = /** @type {any} */ (handle);
+    if (typeof anyHandle.createWritable === "function") {
+      const writable = await anyHandle.createWritable();
+      try {
+        await writable.write(bytes);
+        await writable.close();
+      } catch (err) {
+        await writable.abort().catch(() => {});
+        throw err;
+      }
+      return;
+    }
+    const access = await anyHandle.createSyncAccessHandle();
+    try {
+      access.truncate(0);
+      if (access.write(bytes, { at: 0 }) !== bytes.length) throw new Error("the copy was written short");
+      access.flush();
+    } finally {
+      access.close();
+    }
+  }
+
+  return { sha256Hex, download, readKept, keep, KEPT_DIR };
 }
 
-export const { sha256Hex } = snapshotTools();
+export const { sha256Hex, KEPT_DIR } = snapshotTools();
+const tools = snapshotTools();
+
+/** Keep `bytes` as this browser's copy of the snapshot (`null`: remove it), and say so. */
+export async function keepSnapshot(/** @type {any} */ entry, /** @type {Uint8Array | null} */ bytes) {
+  const size = bytes?.length ?? 0;
+  if (await tools.keep(entry, bytes)) logKept(size);
+}
+
+function logKept(/** @type {number} */ size) {
+  console.info(`[durably] kept a copy of the Python snapshot (${(size / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
+}
 
 // A worker of its own downloads, checks and unzips the snapshot (~0.2 s of work, most of it
 // the unzip), on another core while this worker starts sqlite and opens the pool: nothing
 // runs on this worker's thread beside the pool's install (see "sqlite comes before Pyodide"
 // in boot.js). From a blob: URL, so the site needs no extra file.
-const DOWNLOADER = `const { download } = (${snapshotTools})();
+const DOWNLOADER = `const { download, keep } = (${snapshotTools})();
 onmessage = async ({ data: { url, entry } }) => {
+  let bytes;
   try {
-    const bytes = await download(url, entry);
-    postMessage({ bytes }, [bytes.buffer]);
+    bytes = await download(url, entry);
   } catch (err) {
     postMessage({ error: String(err?.message ?? err) });
+    return;
   }
+  // A copy of its own is kept (see keepSnapshot) on this thread, while the boot worker restores.
+  const copy = bytes.slice();
+  postMessage({ bytes }, [bytes.buffer]);
+  postMessage({ kept: await keep(entry, copy), size: copy.length });
 };`;
+
+/** @typedef {{bytes?: Uint8Array, kept?: boolean, keeping?: boolean, error?: Error, restored?: boolean}} Fetched */
 
 /**
  * Start downloading the snapshot manifest.json names, so it is ready when Python starts.
- * Resolves to {bytes} (the snapshot, unzipped and checked) or {error}; never rejects.
+ * Resolves to {bytes, kept} (the snapshot, unzipped and checked; kept: read from this
+ * browser's copy) or {error}; never rejects.
  * Null when the site has no snapshot.
  * @param {any} manifest
  * @param {(rel: string) => string} siteURL
- * @returns {Promise<{bytes?: Uint8Array, error?: Error}> | null}
+ * @returns {Promise<Fetched> | null}
  */
 export function prefetchSnapshot(manifest, siteURL) {
   const entry = manifest.snapshot;
   if (!entry) return null;
-  const url = siteURL(entry.url);
+  // This browser's copy, when it has one, is read here: reading it is I/O, not work for
+  // this worker's thread, and there is nothing to unzip. A storage that does not answer
+  // within KEPT_TIMEOUT_MS counts as none.
+  const none = new Promise((resolve) => setTimeout(() => resolve(null), KEPT_TIMEOUT_MS));
+  return Promise.race([snapshotTools().readKept(entry), none]).then((bytes) =>
+    bytes ? { bytes, kept: true } : downloadSnapshot(entry, siteURL(entry.url)),
+  );
+}
+
+/**
+ * Download, check and unzip the snapshot in a worker of its own.
+ * @param {any} entry @param {string} url
+ * @returns {Promise<Fetched>}
+ */
+function downloadSnapshot(entry, url) {
   return new Promise((resolve) => {
     /** @type {Worker | null} */
     let worker = null;
     let source = "";
     const controller = new AbortController();
-    const settle = (/** @type {{bytes?: Uint8Array, error?: Error}} */ result) => {
+    const settle = (/** @type {Fetched} */ result) => {
       clearTimeout(timer);
-      worker?.terminate();
-      if (source) URL.revokeObjectURL(source);
+      if (!result.keeping) {
+        worker?.terminate();
+        if (source) URL.revokeObjectURL(source);
+      }
       resolve(result);
     };
     const timer = setTimeout(() => {
@@ -204,7 +324,7 @@ export function prefetchSnapshot(manifest, siteURL) {
       snapshotTools()
         .download(url, entry, controller.signal)
         .then(
-          (bytes) => settle({ bytes }),
+          (bytes) => settle({ bytes, kept: false }),
           (err) => settle({ error: err }),
         );
     try {
@@ -217,8 +337,15 @@ export function prefetchSnapshot(manifest, siteURL) {
     // A failure there is tried again here before it counts: a nested worker may not be under
     // the page's service worker (so offline it cannot download what this worker can).
     worker.onmessage = ({ data }) => {
+      if ("kept" in data) {
+        // Its copy is written (or could not be): the worker's work is over.
+        if (data.kept) logKept(data.size);
+        worker?.terminate();
+        URL.revokeObjectURL(source);
+        return;
+      }
       if (!data.error) {
-        settle({ bytes: data.bytes });
+        settle({ bytes: data.bytes, kept: false, keeping: true });
         return;
       }
       worker?.terminate();
@@ -236,18 +363,62 @@ export function prefetchSnapshot(manifest, siteURL) {
 }
 
 /**
- * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
- * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Uint8Array, manifest: any}} args
+ * Start compiling pyodide.asm.wasm now, on the browser's compiler threads, so that the restore
+ * only instantiates it (about 100 ms of the snapshot phase otherwise, after the snapshot's
+ * bytes are in). Never rejects: resolves to null when it cannot compile here (the restore
+ * then lets Pyodide fetch and compile it as usual).
+ * @param {string} url
+ * @returns {Promise<WebAssembly.Module | null>}
  */
-async function restore({ load, moduleFactory, bytes, manifest }) {
+export function precompileWasm(url) {
+  if (typeof WebAssembly.compileStreaming !== "function") return Promise.resolve(null);
+  return WebAssembly.compileStreaming(fetch(url)).catch(() => null);
+}
+
+/**
+ * Pyodide's instantiateWasm (settings.instantiateWasm), made to instantiate `compiled` instead
+ * of compiling the response it fetched. Pyodide's own function adds its imports and then calls
+ * WebAssembly.instantiateStreaming(response, imports); for that one call (recognised by its
+ * imports object: sqlite-wasm may instantiate its own module meanwhile) the module compiled
+ * ahead is used, and the response is dropped unread.
+ * @param {Function} instantiateWasm Pyodide's
+ * @param {Promise<WebAssembly.Module | null>} compiled
+ */
+function withCompiledWasm(instantiateWasm, compiled) {
+  return (/** @type {any} */ imports, /** @type {Function} */ callback) => {
+    const real = WebAssembly.instantiateStreaming;
+    const ours = async (/** @type {any} */ source, /** @type {any} */ theirImports) => {
+      if (theirImports !== imports) return real.call(WebAssembly, source, theirImports);
+      WebAssembly.instantiateStreaming = real;
+      const module = await compiled;
+      if (!module) return real.call(WebAssembly, source, theirImports);
+      Promise.resolve(source).then((res) => res.body?.cancel(), () => {});
+      return { module, instance: await WebAssembly.instantiate(module, theirImports) };
+    };
+    WebAssembly.instantiateStreaming = ours;
+    return instantiateWasm(imports, (/** @type {any} */ instance, /** @type {any} */ module) => {
+      if (WebAssembly.instantiateStreaming === ours) WebAssembly.instantiateStreaming = real;
+      callback(instance, module);
+    });
+  };
+}
+
+/**
+ * Restore Python from the snapshot bytes and check it is this site's; redo what the build froze.
+ * @param {{load: (extra: object) => Promise<any>, moduleFactory: () => Promise<Function>, bytes: Promise<Uint8Array>,
+ *   manifest: any, wasm: Promise<WebAssembly.Module | null> | null}} args
+ */
+async function restore({ load, moduleFactory, bytes, manifest, wasm }) {
   const entry = manifest.snapshot;
   // Pyodide's module, made by the factory of pyodide.asm.mjs (loadPyodide's experimental
   // createPyodideModule option), is ready before the snapshot is copied into its memory: the
-  // moment to read what this browser's start put there and the copy overwrites.
+  // moment to read what this browser's start put there and the copy overwrites. The factory
+  // is also where the module compiled ahead (precompileWasm) is handed to Pyodide.
   const factory = await moduleFactory();
   /** @type {number | undefined} */
   let trampoline;
   const createPyodideModule = async (/** @type {any} */ settings) => {
+    if (wasm && settings.instantiateWasm) settings.instantiateWasm = withCompiledWasm(settings.instantiateWasm, wasm);
     const module = await factory(settings);
     trampoline = module.HEAP32[trampolineSlot(module)];
     return module;
@@ -326,9 +497,10 @@ function emscriptenLang() {
  *   snapshot: ReturnType<typeof prefetchSnapshot>,
  *   load: (extra: object) => Promise<any>,
  *   moduleFactory: () => Promise<Function>,
+ *   wasm?: Promise<WebAssembly.Module | null> | null,
  * }} args
  */
-export async function startPython({ boot, manifest, snapshot, load, moduleFactory }) {
+export async function startPython({ boot, manifest, snapshot, load, moduleFactory, wasm = null }) {
   if (snapshot) {
     boot.post({ type: "boot", phase: "snapshot", state: "start" });
     const t0 = performance.now();
@@ -339,18 +511,45 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
     };
     /** @type {any} */
     let timer;
+    /** @type {Fetched} */
+    let got = {};
+    // loadPyodide() is called at once, with the snapshot's bytes still to come: its first
+    // stages (Pyodide's lock file, the standard library's download) run while they do.
+    const bytes = snapshot.then((fetched) => {
+      got = fetched;
+      if (fetched.error) throw fetched.error;
+      return /** @type {Uint8Array} */ (fetched.bytes);
+    });
     try {
-      const got = await snapshot;
-      if (got.error) throw got.error;
       const pyodide = await Promise.race([
-        restore({ load, moduleFactory, bytes: /** @type {Uint8Array} */ (got.bytes), manifest }),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
-        }),
+        restore({ load, moduleFactory, bytes, manifest, wasm }),
+        bytes.then(
+          () =>
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`restoring it took over ${SNAPSHOT_TIMEOUT_MS / 1000} s`)), SNAPSHOT_TIMEOUT_MS);
+            }),
+        ),
       ]);
-      done("done", `Python restored from ${manifest.snapshot.url} (${(manifest.snapshot.gzipBytes / 1e6).toFixed(1)} MB)`);
+      got.restored = true;
+      // A downloaded snapshot that restored is kept as this browser's copy, in the background
+      // (the write is the browser's I/O): later boots read it instead of downloading and
+      // unzipping it again (~30 ms instead of 200-300). The download worker keeps its own copy
+      // on its thread while this one restores; without it, it is written from here, now
+      // rather than after ready, so that a reload right after ready finds it whole.
+      const restored = got.bytes;
+      got.bytes = undefined;
+      if (restored && !got.kept && !got.keeping) keepSnapshot(manifest.snapshot, restored);
+      done(
+        "done",
+        got.kept
+          ? `Python restored from this browser's copy of ${manifest.snapshot.url} (${(manifest.snapshot.bytes / 1e6).toFixed(1)} MB)`
+          : `Python restored from ${manifest.snapshot.url} (${(manifest.snapshot.gzipBytes / 1e6).toFixed(1)} MB)`,
+      );
       return pyodide;
     } catch (err) {
+      // A kept copy that does not restore is removed: the next boot downloads the snapshot.
+      got = await snapshot;
+      if (got.kept) keepSnapshot(manifest.snapshot, null);
       const reason = String(/** @type {any} */ (err)?.message ?? err).trim().split("\n")[0];
       const detail = `The memory snapshot could not be used (${reason}); starting Python without it.`;
       console.warn(`[durably] ${detail}`, err);

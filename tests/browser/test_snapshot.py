@@ -56,7 +56,9 @@ ZONES = (
 ZONES_SEEN = "2026-07-05T07:00:00+00:00"
 
 
-def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_and_randomness(browser, site_url, durably):
+def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_and_randomness(
+    browser, site_url, durably
+):
     context = browser.new_context(timezone_id="America/New_York", locale="de-DE")
     try:
         page = context.new_page()
@@ -107,23 +109,148 @@ def test_python_comes_from_the_snapshot_with_this_browsers_time_zone_language_an
         assert durably.eval(page, ZONES) == ZONES_SEEN
 
         # random is seeded again at every restore, not once on the build machine.
-        page.reload()
-        durably.wait_until_ready(page)
-        # The reloaded tab may first follow the closing one's worker for the moment its lock
-        # takes to go; it boots its own Python when it leads.
-        page.wait_for_function(
-            "() => window.durably.role === 'leader' && "
-            "window.bootMessages.some((m) => m.type === 'boot' && m.phase === 'snapshot' && m.state === 'done')",
-            timeout=60_000,
-        )
+        reopen(context, page, site_url, durably)
         assert [m["state"] for m in snapshot_messages(page)] == ["start", "done"]
         assert durably.eval(page, "import random\nrandom.getrandbits(64)") != seen[-1]
     finally:
         context.close()
 
 
+# This browser's copy of the snapshot (web/snapshot.js: keepSnapshot): {file name: size}.
+KEPT = """async () => {
+    const out = {};
+    try {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot");
+        for await (const [name, handle] of dir.entries()) out[name] = (await handle.getFile()).size;
+    } catch {}
+    return out;
+}"""
+
+
+KEPT_LOG = "[durably] kept a copy of the Python snapshot"
+
+
+def open_and_keep(page, site_url, durably) -> None:
+    """Open the test page and wait until the worker has kept its copy of the snapshot."""
+    with page.expect_console_message(lambda m: m.text.startswith(KEPT_LOG), timeout=60_000):
+        durably.open(page, site_url, ["demo_jobs"])
+
+
+def wait_for_kept(page, expected: dict) -> None:
+    page.wait_for_function(
+        f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected))}", timeout=60_000
+    )
+
+
+def reopen(context, page, site_url, durably) -> None:
+    """Leave the page, wait until its worker has let the database's lock go, and open it
+    again: the tab leads at once and boots (a reload may first follow the closing worker,
+    and then take over without a snapshot phase of its own)."""
+    url = page.url
+    page.goto("about:blank")
+    probe = context.new_page()
+    probe.goto(f"{site_url}manifest.json")
+    probe.wait_for_function(
+        "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
+    )
+    probe.close()
+    page.goto(url)
+    durably.wait_until_ready(page)
+    assert page.evaluate("window.durably.role") == "leader"
+
+
+def test_a_later_boot_restores_this_browsers_copy_of_the_snapshot_without_downloading_it(
+    context, built_site, site_url, durably
+):
+    entry = built_manifest(built_site)["snapshot"]
+    # Another deploy's copy, left in this browser: removed when this one is kept.
+    context.new_page().goto(f"{site_url}manifest.json")
+    context.pages[0].evaluate(
+        """async () => {
+            const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot", {create: true});
+            const w = await (await dir.getFileHandle("0123456789abcdef.bin", {create: true})).createWritable();
+            await w.write(new Uint8Array(1000));
+            await w.close();
+        }"""
+    )
+    page = context.new_page()
+    open_and_keep(page, site_url, durably)
+    [_, done] = snapshot_messages(page)
+    assert done["detail"].startswith("Python restored from snapshots/"), done
+    assert page.evaluate(KEPT) == {f"{entry['key']}.bin": entry["bytes"]}
+
+    downloads = []
+    context.on("request", lambda request: downloads.append(request.url) if "/snapshots/" in request.url else None)
+    reopen(context, page, site_url, durably)
+    timings = page.evaluate("window.durably.timings")
+    assert list(timings) == WITH_SNAPSHOT
+    [_, done] = snapshot_messages(page)
+    assert done["state"] == "done"
+    assert re.fullmatch(
+        r"Python restored from this browser's copy of snapshots/[0-9a-f]{16}\.gz \(\d+\.\d MB\)", done["detail"]
+    ), done
+    assert downloads == []
+    # Python works as after a download: the zips on sys.path (micropip, tzdata, cronsim), the
+    # job modules, a run.
+    assert durably.eval(page, "import micropip\nmicropip.__version__") == "0.11.1"
+    assert durably.eval(page, ZONES) == ZONES_SEEN
+    assert [j["name"] for j in durably.call(page, "jobs")] == ["approval", "crunch", "flaky", "import-csv", "slow"]
+    run = durably.call(page, "trigger", {"job": "crunch", "input": {"n": 3}})
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 30})", run["id"])
+    assert done["status"] == "completed", done
+
+
+def _zeroed(page, entry):
+    # The right size, but not a snapshot: the restore refuses it.
+    return entry["bytes"], "Snapshot has invalid magic number"
+
+
+def _cut_short(page, entry):
+    # Not the size the site's snapshot unzips to: never restored, downloaded instead.
+    return entry["bytes"] // 2, None
+
+
+@pytest.mark.parametrize("fault", [_zeroed, _cut_short], ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_copy_of_the_snapshot_is_never_used_and_a_whole_one_replaces_it(
+    context, built_site, site_url, durably, fault
+):
+    entry = built_manifest(built_site)["snapshot"]
+    kept = {f"{entry['key']}.bin": entry["bytes"]}
+    page = context.new_page()
+    open_and_keep(page, site_url, durably)
+    assert page.evaluate(KEPT) == kept
+    size, reason = fault(page, entry)
+    page.evaluate(
+        """async ([name, size]) => {
+            const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("durably-snapshot");
+            const w = await (await dir.getFileHandle(name)).createWritable();
+            await w.write(new Uint8Array(size));
+            await w.close();
+        }""",
+        [f"{entry['key']}.bin", size],
+    )
+
+    reopen(context, page, site_url, durably)
+    [_, first] = snapshot_messages(page)
+    if reason:
+        # Python starts without the snapshot this once, and the copy is removed...
+        assert first["state"] == "fallback" and reason in first["detail"], first
+        assert list(page.evaluate("window.durably.timings")) == FALLEN_BACK
+        wait_for_kept(page, {})
+        assert durably.eval(page, ZONES) == ZONES_SEEN
+        # ...so the next boot downloads the snapshot again, and keeps a whole copy.
+        reopen(context, page, site_url, durably)
+        [_, first] = snapshot_messages(page)
+    assert first["state"] == "done"
+    assert first["detail"].startswith("Python restored from snapshots/"), first
+    wait_for_kept(page, kept)
+    assert durably.eval(page, ZONES) == ZONES_SEEN
+
+
 def _corrupted(context, built_site):
-    context.route("**/snapshots/*.gz", lambda route: route.fulfill(status=200, body=b"\x1f\x8b" + b"not the snapshot" * 64))
+    context.route(
+        "**/snapshots/*.gz", lambda route: route.fulfill(status=200, body=b"\x1f\x8b" + b"not the snapshot" * 64)
+    )
     return "is not the snapshot this site was built with (SHA-256"
 
 
@@ -147,8 +274,12 @@ def _made_from_other_inputs(context, built_site):
     return "it was made from other wheels, job modules or Pyodide than this site lists"
 
 
-@pytest.mark.parametrize("fault", [_corrupted, _missing, _not_a_snapshot, _made_from_other_inputs], ids=lambda f: f.__name__.strip("_"))
-def test_a_snapshot_that_cannot_be_used_falls_back_to_a_normal_boot_and_says_why(context, built_site, site_url, durably, fault):
+@pytest.mark.parametrize(
+    "fault", [_corrupted, _missing, _not_a_snapshot, _made_from_other_inputs], ids=lambda f: f.__name__.strip("_")
+)
+def test_a_snapshot_that_cannot_be_used_falls_back_to_a_normal_boot_and_says_why(
+    context, built_site, site_url, durably, fault
+):
     reason = fault(context, built_site)
     page = context.new_page()
     timings = durably.open(page, site_url, ["demo_jobs"])
@@ -179,7 +310,9 @@ def test_a_site_without_a_snapshot_boots_without_the_phase(context, site_url, du
 
 
 def run_node(script: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(["node", "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["node", "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_snapshot_key_changes_with_each_input_it_is_made_from():
@@ -227,7 +360,9 @@ def test_the_snapshot_key_changes_with_each_input_it_is_made_from():
     ],
     ids=["import-error", "memory-too-big"],
 )
-def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why(built_site, tmp_path, job_module, warning):
+def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why(
+    built_site, tmp_path, job_module, warning
+):
     site = tmp_path / "site"
     shutil.copytree(built_site, site, ignore=shutil.ignore_patterns("snapshots"))
     (site / "jobs" / "demo_jobs.py").write_text(job_module)
@@ -245,6 +380,8 @@ def test_a_snapshot_that_cannot_be_made_leaves_the_site_without_one_and_says_why
     done = run_node(script, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"entry": None}
-    assert done.stderr.startswith("warning: no Python snapshot (the site boots without one, ~1 s slower):\n  cannot make the snapshot: ")
+    assert done.stderr.startswith(
+        "warning: no Python snapshot (the site boots without one, ~1 s slower):\n  cannot make the snapshot: "
+    )
     assert warning in done.stderr
     assert not (site / "snapshots").exists()
