@@ -174,15 +174,22 @@ function snapshotTools() {
   }
 
   /**
-   * Keep `bytes` (a restored snapshot) as this browser's copy, in place of any other.
-   * `bytes === null`: only remove the copy (it did not restore). Never throws; true once kept.
-   * @param {any} entry @param {Uint8Array | null} bytes
+   * Keep `bytes` (a snapshot) as this browser's copy, in place of any other, once `restored`
+   * resolves to true (the copy is written meanwhile, and given its name only then: a snapshot
+   * that did not restore is never kept). `bytes === null`: only remove the copy (it did not
+   * restore). Never throws; true once kept.
+   * @param {any} entry @param {Uint8Array | null} bytes @param {Promise<boolean>} [restored]
    * @returns {Promise<boolean>}
    */
-  async function keep(entry, bytes) {
+  async function keep(entry, bytes, restored = Promise.resolve(true)) {
     try {
       const root = await navigator.storage.getDirectory();
-      const dir = await root.getDirectoryHandle(KEPT_DIR, { create: true });
+      const dir = await root.getDirectoryHandle(KEPT_DIR, { create: true }).catch(async (err) => {
+        // A file where the copy's folder goes (not one of ours): it is replaced by the folder.
+        if (err?.name !== "TypeMismatchError") throw err;
+        await root.removeEntry(KEPT_DIR);
+        return root.getDirectoryHandle(KEPT_DIR, { create: true });
+      });
       /** @type {string[]} */
       const names = [];
       for await (const name of /** @type {any} */ (dir).keys()) names.push(name);
@@ -195,6 +202,10 @@ function snapshotTools() {
       // never a copy of the right name that is not whole. (readKept also checks the size.)
       const part = await dir.getFileHandle(`${keptName(entry)}.part`, { create: true });
       await writeWhole(part, bytes);
+      if (!(await restored)) {
+        await dir.removeEntry(`${keptName(entry)}.part`).catch(() => {});
+        return false;
+      }
       const anyPart = /** @type {any} */ (part);
       if (typeof anyPart.move === "function") await anyPart.move(keptName(entry));
       else {
@@ -249,6 +260,8 @@ export async function keepSnapshot(/** @type {any} */ entry, /** @type {Uint8Arr
   if (await tools.keep(entry, bytes)) logKept(size);
 }
 
+const DISCARDED = "[durably] no copy of the Python snapshot is kept: the downloaded snapshot";
+
 function logKept(/** @type {number} */ size) {
   console.info(`[durably] kept a copy of the Python snapshot (${(size / 1e6).toFixed(1)} MB) in this browser's storage for the next boots`);
 }
@@ -258,7 +271,14 @@ function logKept(/** @type {number} */ size) {
 // runs on this worker's thread beside the pool's install (see "sqlite comes before Pyodide"
 // in boot.js). From a blob: URL, so the site needs no extra file.
 const DOWNLOADER = `const { download, keep } = (${snapshotTools})();
-onmessage = async ({ data: { url, entry } }) => {
+let verdict;
+const restored = new Promise((resolve) => { verdict = resolve; });
+onmessage = async ({ data }) => {
+  if ("restored" in data) {
+    verdict(data.restored);
+    return;
+  }
+  const { url, entry } = data;
   let bytes;
   try {
     bytes = await download(url, entry);
@@ -266,13 +286,16 @@ onmessage = async ({ data: { url, entry } }) => {
     postMessage({ error: String(err?.message ?? err) });
     return;
   }
-  // A copy of its own is kept (see keepSnapshot) on this thread, while the boot worker restores.
+  // A copy of its own is written (see keepSnapshot) on this thread while the boot worker
+  // restores, and kept once the boot worker says it restored ({restored: true}).
   const copy = bytes.slice();
   postMessage({ bytes }, [bytes.buffer]);
-  postMessage({ kept: await keep(entry, copy), size: copy.length });
+  const kept = await keep(entry, copy, restored);
+  postMessage({ kept, size: copy.length, discarded: !(await restored) });
 };`;
 
-/** @typedef {{bytes?: Uint8Array, kept?: boolean, keeping?: boolean, error?: Error, restored?: boolean}} Fetched */
+/** @typedef {{bytes?: Uint8Array, kept?: boolean, keeping?: boolean, error?: Error, restored?: boolean,
+ *   verdict?: (restored: boolean) => void}} Fetched */
 
 /**
  * Start downloading the snapshot manifest.json names, so it is ready when Python starts.
@@ -338,14 +361,16 @@ function downloadSnapshot(entry, url) {
     // the page's service worker (so offline it cannot download what this worker can).
     worker.onmessage = ({ data }) => {
       if ("kept" in data) {
-        // Its copy is written (or could not be): the worker's work is over.
+        // Its copy is written (or could not be, or was not kept): the worker's work is over.
         if (data.kept) logKept(data.size);
+        else if (data.discarded) console.info(`${DISCARDED} did not restore`);
         worker?.terminate();
         URL.revokeObjectURL(source);
         return;
       }
       if (!data.error) {
-        settle({ bytes: data.bytes, kept: false, keeping: true });
+        const verdict = (/** @type {boolean} */ restored) => worker?.postMessage({ restored });
+        settle({ bytes: data.bytes, kept: false, keeping: true, verdict });
         return;
       }
       worker?.terminate();
@@ -531,6 +556,7 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
         ),
       ]);
       got.restored = true;
+      got.verdict?.(true);
       // A downloaded snapshot that restored is kept as this browser's copy, in the background
       // (the write is the browser's I/O): later boots read it instead of downloading and
       // unzipping it again (~30 ms instead of 200-300). The download worker keeps its own copy
@@ -549,6 +575,7 @@ export async function startPython({ boot, manifest, snapshot, load, moduleFactor
     } catch (err) {
       // A kept copy that does not restore is removed: the next boot downloads the snapshot.
       got = await snapshot;
+      got.verdict?.(false); // the download worker's copy is not kept
       if (got.kept) keepSnapshot(manifest.snapshot, null);
       const reason = String(/** @type {any} */ (err)?.message ?? err).trim().split("\n")[0];
       const detail = `The memory snapshot could not be used (${reason}); starting Python without it.`;
