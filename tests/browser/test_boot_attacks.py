@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from test_offline import serve, sw_context  # noqa: F401 (fixtures of test_offline.py, used here)
 from test_snapshot import (
     KEPT,
     KEPT_LOG,
@@ -250,3 +251,30 @@ def test_a_downloaded_snapshot_that_does_not_restore_is_not_kept_as_this_browser
     assert page.evaluate(KEPT) == {}
     works(page, durably)
     assert entry["bytes"] > 0
+
+
+def test_offline_without_this_browsers_copy_the_service_worker_still_serves_the_snapshot(
+    production_site,
+    serve,
+    sw_context,  # noqa: F811
+):
+    from test_offline import wait_offline_ready, wait_ready
+
+    server = serve(production_site)
+    page = sw_context.new_page()
+    page.goto(server.url)
+    wait_ready(page)
+    wait_offline_ready(page)
+    entry = json.loads((production_site / "manifest.json").read_text())["snapshot"]
+    wait_for_kept(page, {f"{entry['key']}.bin": entry["bytes"]})
+    server.stop()
+    sw_context.set_offline(True)
+    # With the copy, then without it (removed while offline): both boot from the snapshot.
+    for remove in (False, True):
+        if remove:
+            page.evaluate(
+                """async () => (await navigator.storage.getDirectory()).removeEntry("durably-snapshot", {recursive: true})"""
+            )
+        page.reload()
+        wait_ready(page)
+        assert page.inner_text("#status").endswith("; Python from its memory snapshot)."), page.inner_text("#status")
