@@ -256,7 +256,7 @@ def test_a_downloaded_snapshot_that_does_not_restore_is_not_kept_as_this_browser
 
 def test_offline_without_this_browsers_copy_the_service_worker_still_serves_the_snapshot(
     production_site,
-    serve,
+    serve,  # noqa: F811
     sw_context,  # noqa: F811
 ):
     from test_offline import wait_offline_ready, wait_ready
@@ -288,3 +288,43 @@ def test_offline_without_this_browsers_copy_the_service_worker_still_serves_the_
         page.goto(server.url)
         wait_ready(page)
         assert page.inner_text("#status").endswith("; Python from its memory snapshot)."), page.inner_text("#status")
+
+
+@pytest.mark.parametrize("phase", ["sqlite", "snapshot", "install", "pool", "open", "import", "start"])
+def test_a_reload_at_any_boot_phase_loses_no_committed_step_of_a_run_in_progress(context, site_url, durably, phase):
+    page = context.new_page()
+    durably.open(page, site_url, ["demo_jobs"])
+    run = durably.call(page, "trigger", {"job": "slow", "input": {"steps": 3, "seconds": 1}})
+    page.wait_for_function(
+        "async (id) => (await window.durably.getSteps(id)).some((s) => s.name === 'step-1' && s.status === 'completed')",
+        arg=run["id"],
+        timeout=60_000,
+    )
+    # Leave mid-run, come back as the leader, and reload again when the boot reaches `phase`.
+    page.goto("about:blank")
+    probe = context.new_page()
+    probe.goto(f"{site_url}manifest.json")
+    probe.wait_for_function(
+        "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
+    )
+    probe.close()
+    page.goto(durably.test_page(site_url, ["demo_jobs"]), wait_until="commit")
+    page.wait_for_function(
+        "(phase) => (window.bootMessages || []).some((m) => m.type === 'boot' && m.phase === phase && m.state === 'start')",
+        arg=phase,
+        timeout=120_000,
+    )
+    page.reload()
+    durably.wait_until_ready(page)
+    done = page.evaluate("(id) => window.durably.waitForRun(id, {timeout: 90})", run["id"])
+    assert done["status"] == "completed", done
+    full = page.evaluate("(id) => window.durably.getLogs(id)", run["id"])
+    print("LOGS", json.dumps(full))
+    print("STEPS", json.dumps(page.evaluate("(id) => window.durably.getSteps(id)", run["id"])))
+    logs = [entry["message"] for entry in full]
+    assert logs.count("step-1 executing") == 1, logs
+    assert [s["name"] for s in page.evaluate("(id) => window.durably.getSteps(id)", run["id"])] == [
+        "step-1",
+        "step-2",
+        "step-3",
+    ]
