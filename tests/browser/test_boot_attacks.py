@@ -22,6 +22,7 @@ from test_snapshot import (
     serve_manifest,
     snapshot_messages,
     wait_for_kept,
+    wait_until,
 )
 
 pytestmark = pytest.mark.browser
@@ -281,9 +282,7 @@ def test_offline_without_this_browsers_copy_the_service_worker_still_serves_the_
         page.goto("about:blank")
         probe = sw_context.new_page()
         probe.goto(f"{server.url}manifest.json")
-        probe.wait_for_function(
-            "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
-        )
+        wait_until(probe, "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')")
         probe.close()
         page.goto(server.url)
         wait_ready(page)
@@ -293,20 +292,22 @@ def test_offline_without_this_browsers_copy_the_service_worker_still_serves_the_
 @pytest.mark.parametrize("phase", ["sqlite", "snapshot", "install", "pool", "open", "import", "start"])
 def test_a_reload_at_any_boot_phase_loses_no_committed_step_of_a_run_in_progress(context, site_url, durably, phase):
     page = context.new_page()
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"[:300]))
     durably.open(page, site_url, ["demo_jobs"])
     run = durably.call(page, "trigger", {"job": "slow", "input": {"steps": 3, "seconds": 1}})
-    page.wait_for_function(
+    wait_until(
+        page,
         "async (id) => (await window.durably.getSteps(id)).some((s) => s.name === 'step-1' && s.status === 'completed')",
-        arg=run["id"],
-        timeout=60_000,
+        run["id"],
     )
+    seen = page.evaluate("(id) => window.durably.getSteps(id)", run["id"])
+    print("SEEN", json.dumps([[s["name"], s["status"], s["started_at"], s["completed_at"]] for s in seen]))
     # Leave mid-run, come back as the leader, and reload again when the boot reaches `phase`.
     page.goto("about:blank")
     probe = context.new_page()
     probe.goto(f"{site_url}manifest.json")
-    probe.wait_for_function(
-        "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
-    )
+    wait_until(probe, "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')")
     probe.close()
     page.goto(durably.test_page(site_url, ["demo_jobs"]), wait_until="commit")
     page.wait_for_function(
@@ -320,6 +321,8 @@ def test_a_reload_at_any_boot_phase_loses_no_committed_step_of_a_run_in_progress
     assert done["status"] == "completed", done
     full = page.evaluate("(id) => window.durably.getLogs(id)", run["id"])
     print("LOGS", json.dumps(full))
+    print("RUN", json.dumps(page.evaluate("(id) => window.durably.getRun(id)", run["id"])))
+    print("CONSOLE", json.dumps([line for line in console if "python" not in line.lower() or "warn" in line]))
     print("STEPS", json.dumps(page.evaluate("(id) => window.durably.getSteps(id)", run["id"])))
     logs = [entry["message"] for entry in full]
     assert logs.count("step-1 executing") == 1, logs

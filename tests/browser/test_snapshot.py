@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -136,9 +137,22 @@ def open_and_keep(page, site_url, durably) -> None:
         durably.open(page, site_url, ["demo_jobs"])
 
 
+def wait_until(page, predicate: str, arg=None, timeout: float = 60) -> None:
+    """Wait until the async JS function ``predicate`` resolves to a true value.
+
+    page.wait_for_function() cannot: it does not await a function's promise, and a promise
+    is true, so an async predicate returns at once."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {predicate}")
+        page.wait_for_timeout(50)
+
+
 def wait_for_kept(page, expected: dict) -> None:
-    page.wait_for_function(
-        f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected))}", timeout=60_000
+    wait_until(
+        page,
+        f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected, separators=(',', ':')))}",
     )
 
 
@@ -150,9 +164,7 @@ def reopen(context, page, site_url, durably) -> None:
     page.goto("about:blank")
     probe = context.new_page()
     probe.goto(f"{site_url}manifest.json")
-    probe.wait_for_function(
-        "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')", timeout=60_000
-    )
+    wait_until(probe, "async () => !(await navigator.locks.query()).held.some((l) => l.name === 'durably-db')")
     probe.close()
     page.goto(url)
     durably.wait_until_ready(page)
