@@ -150,10 +150,8 @@ def wait_until(page, predicate: str, arg=None, timeout: float = 60) -> None:
 
 
 def wait_for_kept(page, expected: dict) -> None:
-    wait_until(
-        page,
-        f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(json.dumps(expected, separators=(',', ':')))}",
-    )
+    text = json.dumps(expected, separators=(",", ":"))  # as JSON.stringify writes it
+    wait_until(page, f"async () => JSON.stringify(await ({KEPT})()) === {json.dumps(text)}")
 
 
 def reopen(context, page, site_url, durably) -> None:
