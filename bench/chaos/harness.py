@@ -184,10 +184,14 @@ class Chaos:
     def stop_and_resume(self, w: Worker) -> None:
         """SIGSTOP a worker that is inside a step, keep it frozen until another worker has
         taken its run over (or, bounded, well past its lease), then SIGCONT it."""
-        held = {run for run, _ in self.inflight.get(w.pid, {})}
         w.proc.send_signal(signal.SIGSTOP)
         _wait(lambda: _proc_state(w.pid) in ("T", "t"), 5)
         t_stop = time.time()
+        # What it holds once frozen: a step it began may have ended meanwhile (a failed
+        # attempt that made the run wait for its retry, say), and a run another worker went
+        # on with is not this worker's to be taken over.
+        self.read_ledger()
+        held = {run for run, _ in self.inflight.get(w.pid, {})}
         self.log(f"SIGSTOP {w.name} pid {w.pid} holding {held}")
         deadline = t_stop + max(15.0, 10 * self.opts.lease_duration)
         while time.time() < deadline:
@@ -210,8 +214,8 @@ class Chaos:
 
     def _taken_since(self, run_id: str, pid: int, t: float) -> bool:
         run = self._db(self.app.get_run, run_id, what="reading a run")
-        if run is None or run.status in FINISHED:
-            return True
+        if run is None or run.status in FINISHED or run.status == "waiting":
+            return True  # over, or waiting: a waiting run holds no lease, nobody's to take over
         return any(e.run_id == run_id and e.pid != pid and e.start > t for e in self._recent)
 
     def _check_alive(self) -> None:
