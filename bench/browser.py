@@ -312,8 +312,12 @@ class BrowserSession:
             since = 0.0
             for _ in range(reloads):
                 # in the middle of a step: one has started on this page load, then half a step
-                page.wait_for_function("async (t) => (await window.bench.starts_after(t)) !== null",
-                                       arg=since, polling=50)
+                # (wait_for_function does not wait for a promise: poll the async check here)
+                until = time.monotonic() + min(timeout, 120)
+                while page.evaluate("(t) => window.bench.starts_after(t)", since) is None:
+                    if time.monotonic() > until:
+                        raise TimeoutError(f"no step started within {timeout:.0f} s before the reload")
+                    time.sleep(0.05)
                 time.sleep(step_ms / 2000)
                 since = t_reload = time.time() * 1000
                 page.reload(wait_until="commit")
