@@ -264,13 +264,13 @@ function vendor() {
   }
 }
 
-// pyodide.mjs falls back to jsDelivr for packages when loadPyodide() gets no packageBaseUrl.
+// pyodide.mjs falls back to a public CDN for packages when loadPyodide() gets no packageBaseUrl.
 // The worker always passes the site's own copy (web/boot.js), so the fallback is never used;
 // the shipped file names no CDN at all, and a Pyodide whose loader changed fails the build
 // here rather than reaching for the network from a visitor's browser.
 function withoutCdn(file) {
   const text = fs.readFileSync(file, "utf8");
-  const local = text.replace(/`https:\/\/cdn\.jsdelivr\.net\/pyodide\/v\$\{\w+\}\/full\/`/g, '"./"');
+  const local = text.replace(/`https:\/\/[\w.-]+\/pyodide\/v\$\{\w+\}\/full\/`/g, '"./"');
   if (/https?:\/\//.test(local)) {
     fail(`${path.relative(site, file)} still names a URL outside the site; update withoutCdn in scripts/build.mjs for this Pyodide`);
   }
