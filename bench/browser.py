@@ -164,6 +164,16 @@ HOOK_READY = """
 """
 
 
+def _serve(sites: dict[str, str]) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``bench/web`` and ``sites`` (URL prefix -> folder) on a free 127.0.0.1 port, in a
+    thread; returns the server and its base URL."""
+    handler = functools.partial(type("Handler", (_Handler,), {"sites": sites}), directory=WEB)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class BrowserSession:
     """One server and one Chromium for a whole bench run."""
 
@@ -179,21 +189,11 @@ class BrowserSession:
                      "/site-nosnap/": private_site(os.path.join(self.site_dir, "site-nosnap"), snapshot=False)}
         else:
             sites = {prefix: SITE for prefix in SITE_PREFIXES}
-        handler = type("Handler", (_Handler,), {"sites": sites})
-        handler = functools.partial(handler, directory=WEB)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.other_base = None
-        self.other_server = None
+        self.server, self.base = _serve(sites)
+        self.other_server, self.other_base = None, None
         if base_site():
-            other = type("Handler", (_Handler,), {"sites": {"/site/": private_site(
-                os.path.join(self.site_dir, "site-base"), source=base_site())}})
-            self.other_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(other, directory=WEB))
-            self.other_server.daemon_threads = True
-            threading.Thread(target=self.other_server.serve_forever, daemon=True).start()
-            self.other_base = f"http://127.0.0.1:{self.other_server.server_address[1]}"
+            self.other_server, self.other_base = _serve(
+                {"/site/": private_site(os.path.join(self.site_dir, "site-base"), source=base_site())})
         self._pw = sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
             profile_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,

@@ -61,15 +61,13 @@ class PyodideDriver:
             # Read the values once: the type check below would use up an iterator, and the
             # statement would then run with every value NULL.
             params = tuple(params)
+        # Every statement of a step, claim or trigger has only values Pyodide converts as they
+        # are: they go as arguments to run(); anything else as a converted list to exec().
+        run = self._run
+        plain = run is not None and _PLAIN_PARAMS.issuperset(map(type, params))
+        js_params = None if plain or not params else self._to_js([_param(p) for p in params])
         try:
-            if self._run is not None and _PLAIN_PARAMS.issuperset(map(type, params)):
-                # Every statement of a step, claim or trigger: values Pyodide converts as is.
-                result = self._run(sql, *params)
-            else:
-                js_params = self._to_js([_param(p) for p in params]) if params else None
-                result = self._bridge.exec(sql, js_params)
-        except StorageError:
-            raise
+            result = run(sql, *params) if run is not None and plain else self._bridge.exec(sql, js_params)
         except Exception as exc:  # a JsException: a bug in the bridge or a closed database
             raise StorageError(f"the SQLite bridge failed: {exc}") from exc
         if type(result) is int:
