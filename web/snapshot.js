@@ -251,8 +251,9 @@ function snapshotTools() {
   return { sha256Hex, download, readKept, keep, KEPT_DIR };
 }
 
-export const { sha256Hex, KEPT_DIR } = snapshotTools();
+// One set of the tools for this worker (the download worker builds its own from the source).
 const tools = snapshotTools();
+export const { sha256Hex, KEPT_DIR } = tools;
 
 /** Keep `bytes` as this browser's copy of the snapshot (`null`: remove it), and say so. */
 export async function keepSnapshot(/** @type {any} */ entry, /** @type {Uint8Array | null} */ bytes) {
@@ -313,7 +314,7 @@ export function prefetchSnapshot(manifest, siteURL) {
   // this worker's thread, and there is nothing to unzip. A storage that does not answer
   // within KEPT_TIMEOUT_MS counts as none.
   const none = new Promise((resolve) => setTimeout(() => resolve(null), KEPT_TIMEOUT_MS));
-  return Promise.race([snapshotTools().readKept(entry), none]).then((bytes) =>
+  return Promise.race([tools.readKept(entry), none]).then((bytes) =>
     bytes ? { bytes, kept: true } : downloadSnapshot(entry, siteURL(entry.url)),
   );
 }
@@ -344,7 +345,7 @@ function downloadSnapshot(entry, url) {
     // Without a worker of its own (a browser without nested workers, a page whose CSP refuses
     // blob: workers) or after it failed, this worker does the same itself.
     const here = () =>
-      snapshotTools()
+      tools
         .download(url, entry, controller.signal)
         .then(
           (bytes) => settle({ bytes, kept: false }),
